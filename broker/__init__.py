@@ -1,0 +1,1 @@
+"""The raftka broker process: storage, partitions, metadata, the gRPC servers."""

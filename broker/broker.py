@@ -1,0 +1,140 @@
+"""One broker process: wires storage, metadata, controller, replica manager and the gRPC server.
+
+Start-up order matters for bad input: the port is bound and the data dir locked
+before anything is written, so a port in use or a second broker on the same
+data dir fails with one line and leaves no trace.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import structlog
+
+from broker.append_notifier import AppendNotifier
+from broker.config import ClusterConfig
+from broker.controller import Controller
+from broker.log import LogManager
+from broker.metadata.local_store import LocalMetadataStore
+from broker.metadata.records import RegisterBroker
+from broker.replica_manager import ReplicaManager, wall_clock_ms
+from broker.servicer import KafkaServicer, ReplicationServicer
+from client.protocol.v1 import kafka_pb2_grpc, replication_pb2_grpc
+
+log = structlog.get_logger(__name__)
+
+
+class PortInUseError(Exception):
+    pass
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line before gRPC tries (its own bind error is a C-level log line)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise PortInUseError(f"cannot listen on {host}:{port}: the port is in use") from None
+            raise PortInUseError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
+class Broker:
+    def __init__(self, cluster: ClusterConfig, broker_id: int):
+        self.cluster = cluster
+        self.address = cluster.broker(broker_id)
+        self.settings = cluster.settings
+        self._stop = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        self._server: grpc.Server | None = None
+        self._logs: LogManager | None = None
+        self._store: LocalMetadataStore | None = None
+        self.replicas: ReplicaManager | None = None
+        self._started = False
+
+    def start(self) -> None:
+        started = time.monotonic()
+        a, s = self.address, self.settings
+        _check_port_free(a.host, a.port)
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=s.grpc_max_workers, thread_name_prefix="grpc"),
+            maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+            options=[
+                ("grpc.so_reuseport", 0),  # a second broker on the same port must fail, not share it
+                ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
+                ("grpc.max_send_message_length", s.grpc_max_message_bytes),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ])
+        try:
+            self._server.add_insecure_port(f"{a.host}:{a.port}")
+        except RuntimeError:
+            raise PortInUseError(f"cannot listen on {a.host}:{a.port}: the port is in use") from None
+
+        a.data_dir.mkdir(parents=True, exist_ok=True)
+        self._logs = LogManager(a.data_dir, s.log)
+        self._logs.open(wall_clock_ms())  # takes the data dir lock first
+        self._logs.check_meta(self.cluster.cluster_id, a.broker_id)
+        self._store = LocalMetadataStore(a.data_dir / "metadata.journal", self.cluster.cluster_id)
+        registered = self._store.image.brokers.get(a.broker_id)
+        if registered is None or (registered.host, registered.port) != (a.host, a.port):
+            self._store.submit(RegisterBroker(a.broker_id, a.host, a.port))
+
+        notifier = AppendNotifier()
+        controller = Controller(self._store, s)
+        self.replicas = ReplicaManager(a.broker_id, self._logs, self._store, s, notifier)
+        self.replicas.start()
+        kafka = KafkaServicer(a.broker_id, controller, self.replicas)
+        kafka_pb2_grpc.add_KafkaServicer_to_server(kafka, self._server)
+        replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationServicer(kafka), self._server)
+        self._server.start()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        self._housekeeper.start()
+        self._started = True
+        log.info("broker_started", host=a.host, port=a.port, data_dir=str(a.data_dir),
+                 partitions=len(self.replicas.high_watermarks()),
+                 startup_ms=round((time.monotonic() - started) * 1000, 1))
+
+    def _housekeeping(self) -> None:
+        """HW checkpoints and retention, on their own intervals, off the request path."""
+        s = self.settings
+        next_checkpoint = next_retention = time.monotonic()
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            if now >= next_checkpoint:
+                self.replicas.checkpoint_high_watermarks()
+                next_checkpoint = now + s.high_watermark_checkpoint_interval_ms / 1000
+            if now >= next_retention:
+                deleted = self.replicas.run_retention()
+                if deleted:
+                    log.info("retention_ran", segments_deleted=deleted)
+                next_retention = now + s.log_retention_check_interval_ms / 1000
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        """Graceful stop: refuse new RPCs, let running ones finish (2 s), close logs cleanly."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.stop(grace=2.0).wait()
+        if self._housekeeper is not None:
+            self._housekeeper.join()
+        if self.replicas is not None:
+            self.replicas.checkpoint_high_watermarks()
+        if self._logs is not None:
+            self._logs.close(clean=True)
+        if self._store is not None:
+            self._store.close()
+        if self._started:
+            log.info("broker_stopped")

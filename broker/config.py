@@ -1,0 +1,173 @@
+"""cluster.toml: which brokers exist, where they listen, and the broker-wide settings.
+
+Everything here is checked before the broker writes anything; a bad file is a
+ConfigError whose message is the one line `kbroker` prints before exiting with 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.log import LogConfig
+
+
+class ConfigError(Exception):
+    """A bad cluster.toml or command line; the message is shown to the user as is."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    broker_id: int
+    host: str
+    port: int        # client gRPC port
+    raft_port: int   # metadata quorum (pysyncobj) port
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Broker-wide settings in Kafka's names (cluster.toml's [config] table)."""
+
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+    min_insync_replicas: int = 2
+    message_max_bytes: int = 1048576
+    log_retention_check_interval_ms: int = 300000
+    high_watermark_checkpoint_interval_ms: int = 5000
+    fetch_max_wait_cap_ms: int = 30000     # bounds a long poll's hold on a worker thread
+    grpc_max_workers: int = 64
+    grpc_max_concurrent_rpcs: int = 256
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# cluster.toml [config] key -> (BrokerSettings field or "log.<LogConfig field>")
+_SETTING_KEYS = {
+    "num.partitions": "num_partitions",
+    "default.replication.factor": "default_replication_factor",
+    "min.insync.replicas": "min_insync_replicas",
+    "message.max.bytes": "message_max_bytes",
+    "log.retention.check.interval.ms": "log_retention_check_interval_ms",
+    "replica.high.watermark.checkpoint.interval.ms": "high_watermark_checkpoint_interval_ms",
+    "fetch.max.wait.cap.ms": "fetch_max_wait_cap_ms",
+    "grpc.max.workers": "grpc_max_workers",
+    "grpc.max.concurrent.rpcs": "grpc_max_concurrent_rpcs",
+    "grpc.max.message.bytes": "grpc_max_message_bytes",
+    "log.segment.bytes": "log.segment_bytes",
+    "log.roll.ms": "log.segment_ms",
+    "log.retention.ms": "log.retention_ms",
+    "log.retention.bytes": "log.retention_bytes",
+    "log.index.interval.bytes": "log.index_interval_bytes",
+    "log.flush.interval.messages": "log.flush_interval_messages",
+}
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    cluster_id: str
+    brokers: tuple[BrokerAddress, ...]
+    settings: BrokerSettings
+    path: Path
+
+    def broker(self, broker_id: int) -> BrokerAddress:
+        for b in self.brokers:
+            if b.broker_id == broker_id:
+                return b
+        ids = ", ".join(str(b.broker_id) for b in self.brokers)
+        raise ConfigError(f"broker id {broker_id} is not in {self.path} (it names {ids})")
+
+
+def load_cluster_config(path: str | Path) -> ClusterConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read cluster config {path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read cluster config {path}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    return parse_cluster_config(raw, path)
+
+
+def parse_cluster_config(raw: dict[str, Any], path: Path) -> ClusterConfig:
+    cluster_id = raw.get("cluster_id", "raftka-local")
+    if not isinstance(cluster_id, str) or not cluster_id:
+        raise ConfigError(f"{path}: cluster_id must be a non-empty string")
+    entries = raw.get("broker")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: no [[broker]] entries")
+    brokers = tuple(_parse_broker(e, i, path) for i, e in enumerate(entries))
+    _check_unique(brokers, path)
+    return ClusterConfig(cluster_id, brokers, _parse_settings(raw.get("config", {}), path), path)
+
+
+def _parse_broker(entry: Any, index: int, path: Path) -> BrokerAddress:
+    where = f"{path}: [[broker]] #{index + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} is not a table")
+    for key in ("id", "port", "raft_port"):
+        if key not in entry:
+            raise ConfigError(f"{where} is missing '{key}'")
+    broker_id = _int(entry["id"], f"{where} id", 0, 2**31 - 1)
+    host = entry.get("host", "127.0.0.1")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigError(f"{where} host {host!r} is not an IP address or localhost") from None
+    data_dir = Path(entry.get("data_dir", f"data/broker-{broker_id}"))
+    if not data_dir.is_absolute():
+        data_dir = path.resolve().parent / data_dir
+    return BrokerAddress(broker_id, host, _int(entry["port"], f"{where} port", 1, 65535),
+                         _int(entry["raft_port"], f"{where} raft_port", 1, 65535), data_dir)
+
+
+def _check_unique(brokers: tuple[BrokerAddress, ...], path: Path) -> None:
+    seen_ids: set[int] = set()
+    seen_ports: dict[tuple[str, int], int] = {}
+    for b in brokers:
+        if b.broker_id in seen_ids:
+            raise ConfigError(f"{path}: broker id {b.broker_id} appears twice")
+        seen_ids.add(b.broker_id)
+        for port in (b.port, b.raft_port):
+            other = seen_ports.get((b.host, port))
+            if other is not None:
+                raise ConfigError(f"{path}: port {b.host}:{port} is used by broker {other} and broker {b.broker_id}")
+            seen_ports[(b.host, port)] = b.broker_id
+    dirs = [b.data_dir for b in brokers]
+    if len(set(dirs)) != len(dirs):
+        raise ConfigError(f"{path}: two brokers share a data_dir")
+
+
+def _parse_settings(table: Any, path: Path) -> BrokerSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [config] must be a table")
+    top: dict[str, int] = {}
+    log: dict[str, int] = {}
+    for key, value in table.items():
+        target = _SETTING_KEYS.get(key)
+        if target is None:
+            raise ConfigError(f"{path}: unknown setting {key!r} in [config]")
+        number = _int(value, f"{path}: {key}", -1, 2**62)
+        if target.startswith("log."):
+            log[target[4:]] = number
+        else:
+            top[target] = number
+    return BrokerSettings(**top, log=LogConfig(**log))
+
+
+def _int(value: Any, what: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(f"{what} must be an integer, not {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{what} must be an integer, not {value!r}") from None
+    if not lo <= number <= hi:
+        raise ConfigError(f"{what} = {number} is out of range [{lo}, {hi}]")
+    return number

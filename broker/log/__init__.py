@@ -1,0 +1,9 @@
+"""Storage: partition logs made of segments, a sparse offset index, the leader-epoch
+cache and checkpoints (DESIGN.md section 7). Knows nothing of replication."""
+
+from broker.log.config import LogConfig
+from broker.log.log import AppendInfo, PartitionLog
+from broker.log.manager import DataDirLockedError, InconsistentDataDirError, LogManager
+
+__all__ = ["AppendInfo", "DataDirLockedError", "InconsistentDataDirError", "LogConfig", "LogManager",
+           "PartitionLog"]

@@ -1,0 +1,82 @@
+"""Small checkpoint files written atomically: a crash leaves the old or the new one.
+
+Used for a partition's ``high-watermark-checkpoint`` and ``recovery-point-checkpoint``
+(one offset each) and, through ``write_atomically``, for the leader-epoch file.
+
+Format of an offset checkpoint, after Kafka's checkpoint files (version line first,
+so the format can change later)::
+
+    0
+    <offset>
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT_VERSION = 0
+TMP_SUFFIX = ".tmp"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a crash never leaves a half-written file.
+
+    Write a temporary file, fsync it, rename it over the old one, then fsync the
+    directory so the rename itself survives a power loss.
+    """
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        data = text.encode("ascii")
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make file creations, renames and deletions in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_offset_checkpoint(path: Path, value: int) -> None:
+    write_atomically(path, f"{CHECKPOINT_VERSION}\n{int(value)}\n")
+
+
+def read_offset_checkpoint(path: Path) -> int | None:
+    """The offset in ``path``; None when the file is missing or garbled (never raises on garbage).
+
+    A garbled checkpoint only costs work (a fuller recovery, a lower HW until the
+    leader tells us better), so it is logged and ignored rather than fatal.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warning("checkpoint_unreadable", path=str(path), error=str(e))
+        return None
+    try:
+        lines = raw.decode("ascii").split("\n")
+        if len(lines) != 3 or lines[2] != "" or int(lines[0]) != CHECKPOINT_VERSION:
+            raise ValueError("unexpected layout")
+        value = int(lines[1])
+        if value < 0:
+            raise ValueError("negative offset")
+        return value
+    except (UnicodeDecodeError, ValueError):
+        log.warning("checkpoint_garbled", path=str(path), size=len(raw))
+        return None

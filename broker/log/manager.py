@@ -1,0 +1,233 @@
+"""All partition logs of one broker's data dir.
+
+The data dir holds one folder per partition replica (``<topic>-<partition>``), the
+lock file ``.lock`` (one broker process per data dir) and ``meta.properties``
+(which cluster and broker the data belongs to, as in Kafka).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+import structlog
+
+from broker.log.checkpoint import fsync_directory, write_atomically
+from broker.log.config import LogConfig
+from broker.log.log import PartitionLog
+from client.errors import InvalidTopicError, KafkaStorageError
+
+log = structlog.get_logger(__name__)
+
+LOCK_FILE = ".lock"
+META_FILE = "meta.properties"
+DELETED_SUFFIX = ".deleted"
+TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+TopicPartition = tuple[str, int]
+
+
+class DataDirLockedError(Exception):
+    """Another broker process holds this data dir."""
+
+
+class InconsistentDataDirError(Exception):
+    """The data dir belongs to another cluster or another broker."""
+
+
+def partition_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def parse_partition_dir_name(name: str) -> TopicPartition | None:
+    """(topic, partition) for ``<topic>-<partition>``; the topic may itself contain '-'."""
+    topic, dash, number = name.rpartition("-")
+    if not dash or not number.isdigit() or not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+        return None
+    return topic, int(number)
+
+
+class LogManager:
+    def __init__(self, data_dir: Path, default_config: LogConfig):
+        self.data_dir = Path(data_dir)
+        self.default_config = default_config
+        # Invariant: every open PartitionLog of this data dir, keyed by (topic, partition);
+        # it is only filled while the lock file is held.
+        self._logs: dict[TopicPartition, PartitionLog] = {}
+        self._lock_fd: int | None = None
+        self._lock = threading.Lock()
+
+    # ---- opening and closing -----------------------------------------------------------
+
+    def open(self, now_ms: int) -> None:
+        """Lock the data dir, then open (and recover) every partition log in it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        try:
+            for path in sorted(self.data_dir.iterdir()):
+                if not path.is_dir():
+                    continue
+                if path.name.endswith(DELETED_SUFFIX):
+                    # A deletion that a crash interrupted: finish it.
+                    log.info("deleted_log_removed", dir=str(path))
+                    shutil.rmtree(path)
+                    continue
+                tp = parse_partition_dir_name(path.name)
+                if tp is None:
+                    log.warning("unknown_folder_in_data_dir", dir=str(path))
+                    continue
+                self._logs[tp] = PartitionLog.open(path, self.default_config, now_ms)
+        except BaseException:
+            self.close(clean=False)
+            raise
+        log.info("logs_loaded", data_dir=str(self.data_dir), partitions=len(self._logs))
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirLockedError(f"data dir {self.data_dir} is used by another broker process") from None
+        self._lock_fd = fd
+
+    def close(self, clean: bool = True) -> None:
+        """Close every log (cleanly: fsynced, with the clean-shutdown marker) and unlock."""
+        with self._lock:
+            logs, self._logs = list(self._logs.values()), {}
+        try:
+            for plog in logs:
+                try:
+                    plog.close(clean=clean)
+                except KafkaStorageError as e:
+                    log.error("log_close_failed", dir=str(plog.directory), error=str(e))
+        finally:
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    # ---- the logs --------------------------------------------------------------------------
+
+    def get(self, topic: str, partition: int) -> PartitionLog | None:
+        with self._lock:
+            return self._logs.get((topic, partition))
+
+    def get_or_create(self, topic: str, partition: int, config: LogConfig | None,
+                      now_ms: int) -> PartitionLog:
+        """The log of (topic, partition), created if new (with ``config``, or the
+        defaults if None). An existing log takes ``config`` (the topic's current
+        settings) when one is given."""
+        if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+            raise InvalidTopicError(f"invalid topic name {topic!r}: use 1-249 of [a-zA-Z0-9._-]")
+        if partition < 0:
+            raise ValueError(f"partition {partition} must be >= 0")
+        self._check_locked()
+        with self._lock:
+            plog = self._logs.get((topic, partition))
+            if plog is None:
+                directory = self.data_dir / partition_dir_name(topic, partition)
+                plog = PartitionLog.open(directory, config or self.default_config, now_ms)
+                self._logs[(topic, partition)] = plog
+                log.info("log_created", topic=topic, partition=partition, dir=str(directory))
+            elif config is not None and config != plog.config:
+                plog.update_config(config)
+            return plog
+
+    def delete(self, topic: str, partition: int) -> bool:
+        """Delete the log and its folder; False if there was none.
+
+        The folder is first renamed to ``<name>.<uuid>.deleted`` (and the rename made
+        durable), so a crash half-way through cannot bring the partition back.
+        """
+        with self._lock:
+            plog = self._logs.pop((topic, partition), None)
+        directory = self.data_dir / partition_dir_name(topic, partition)
+        if plog is not None:
+            plog.close(clean=False)
+        if not directory.exists():
+            return plog is not None
+        doomed = directory.with_name(f"{directory.name}.{uuid.uuid4().hex}{DELETED_SUFFIX}")
+        try:
+            os.rename(directory, doomed)
+            fsync_directory(self.data_dir)
+            shutil.rmtree(doomed)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot delete log {directory}: {e}") from e
+        log.info("log_deleted", topic=topic, partition=partition, dir=str(directory))
+        return True
+
+    def all(self) -> dict[TopicPartition, PartitionLog]:
+        with self._lock:
+            return dict(self._logs)
+
+    # ---- housekeeping ----------------------------------------------------------------------
+
+    def run_retention(self, now_ms: int,
+                      high_watermarks: dict[TopicPartition, int] | None = None) -> int:
+        """Apply retention to every log; returns the number of segments deleted.
+
+        ``high_watermarks``, when given, keeps each log's unreplicated tail. A failing
+        log is logged and skipped: one bad disk path must not stop the others.
+        """
+        deleted = 0
+        for tp, plog in self.all().items():
+            hw = None if high_watermarks is None else high_watermarks.get(tp)
+            try:
+                deleted += plog.delete_expired_segments(now_ms, hw)
+            except KafkaStorageError as e:
+                log.error("retention_failed", topic=tp[0], partition=tp[1], error=str(e))
+        return deleted
+
+    def checkpoint_high_watermarks(self, high_watermarks: dict[TopicPartition, int]) -> None:
+        """Write each partition's HW checkpoint (unknown partitions are skipped)."""
+        for tp, hw in high_watermarks.items():
+            plog = self.get(*tp)
+            if plog is None:
+                continue
+            try:
+                plog.write_high_watermark(hw)
+            except KafkaStorageError as e:
+                log.error("high_watermark_checkpoint_failed", topic=tp[0], partition=tp[1], error=str(e))
+
+    # ---- meta.properties -------------------------------------------------------------------
+
+    def check_meta(self, cluster_id: str, broker_id: int) -> None:
+        """Write meta.properties on first use; refuse a data dir of another cluster or broker."""
+        path = self.data_dir / META_FILE
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, f"version=0\ncluster.id={cluster_id}\nbroker.id={broker_id}\n")
+            log.info("meta_properties_written", data_dir=str(self.data_dir), cluster_id=cluster_id,
+                     broker_id=broker_id)
+            return
+        props = _read_properties(path)
+        found_cluster, found_broker = props.get("cluster.id"), props.get("broker.id")
+        if found_cluster != cluster_id or found_broker != str(broker_id):
+            raise InconsistentDataDirError(
+                f"data dir {self.data_dir} belongs to cluster.id={found_cluster} broker.id={found_broker}, "
+                f"not cluster.id={cluster_id} broker.id={broker_id} (see {path})")
+
+    def _check_locked(self) -> None:
+        if self._lock_fd is None:
+            raise KafkaStorageError(f"data dir {self.data_dir} is not open (call LogManager.open first)")
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    props: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise InconsistentDataDirError(f"cannot read {path}: {e}") from e
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "!")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        props[key.strip()] = value.strip()
+    return props

@@ -1,0 +1,1 @@
+"""Cluster metadata: the image (plain data), the records that change it, and the store."""

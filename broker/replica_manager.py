@@ -1,0 +1,328 @@
+"""Owns the partitions this broker hosts: their logs and replication state.
+
+It turns metadata changes into become-leader / become-follower / delete, and
+serves produce, fetch and list-offsets by combining each partition's pure
+PartitionState (the decisions) with its PartitionLog (the bytes). The gRPC
+servicer translates protobuf to these calls and back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import structlog
+
+from broker.append_notifier import AppendNotifier
+from broker.config import BrokerSettings
+from broker.log import LogConfig, LogManager, PartitionLog
+from broker.metadata.image import MetadataImage, PartitionRegistration, local_changes
+from broker.partition import PartitionState
+from client import record_batch
+from client.errors import (CorruptMessageError, InvalidRequiredAcksError, KafkaError, KafkaStorageError,
+                           LeaderHintInfo, NotLeaderOrFollowerError, RecordTooLargeError,
+                           RequestTimedOutError, InvalidRequestError, UnknownTopicOrPartitionError)
+
+log = structlog.get_logger(__name__)
+
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
+CONSUMER_REPLICA_ID = -1
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class HostedPartition:
+    state: PartitionState
+    log: PartitionLog
+    max_message_bytes: int
+    # Serialises appends and state changes; reads of the log need no lock.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class ProduceResult:
+    topic: str
+    partition: int
+    error: KafkaError | None = None
+    base_offset: int = -1
+    log_start_offset: int = -1
+
+
+@dataclass(frozen=True)
+class FetchRequestPartition:
+    topic: str
+    partition: int
+    fetch_offset: int
+    current_leader_epoch: int
+    max_bytes: int
+
+
+@dataclass
+class FetchResult:
+    topic: str
+    partition: int
+    error: KafkaError | None = None
+    high_watermark: int = -1
+    log_start_offset: int = -1
+    log_end_offset: int = -1
+    records: bytes = b""
+
+
+@dataclass(frozen=True)
+class ListOffsetsResult:
+    topic: str
+    partition: int
+    error: KafkaError | None = None
+    offset: int = -1
+    timestamp: int = -1
+    leader_epoch: int = -1
+
+
+class ReplicaManager:
+    def __init__(self, broker_id: int, logs: LogManager, store, settings: BrokerSettings,
+                 notifier: AppendNotifier, clock_ms: Callable[[], int] = wall_clock_ms):
+        self.broker_id = broker_id
+        self._logs = logs
+        self._store = store
+        self._settings = settings
+        self._notifier = notifier
+        self._clock_ms = clock_ms
+        self._partitions: dict[tuple[str, int], HostedPartition] = {}
+        self._lock = threading.Lock()  # guards the _partitions dict
+
+    # ---- metadata changes ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.on_metadata_change(MetadataImage(cluster_id=self._store.image.cluster_id), self._store.image)
+        self._store.add_listener(self.on_metadata_change)
+        # Logs on disk for partitions the metadata no longer gives this broker
+        # (a topic deleted while it was down) are removed.
+        for tp in list(self._logs.all()):
+            if tp not in self._partitions:
+                log.info("stray_log_deleted", topic=tp[0], partition=tp[1])
+                self._logs.delete(*tp)
+
+    def on_metadata_change(self, old: MetadataImage, new: MetadataImage) -> None:
+        changes = local_changes(old, new, self.broker_id)
+        now = self._clock_ms()
+        for tp in changes.deleted:
+            self._stop_partition(tp)
+        for tp, reg in changes.leaders.items():
+            self._become(tp, reg, new, now, leader=True)
+        for tp, reg in changes.followers.items():
+            self._become(tp, reg, new, now, leader=False)
+        if changes:
+            self._notifier.notify()
+
+    def _become(self, tp: tuple[str, int], reg: PartitionRegistration, image: MetadataImage,
+                now_ms: int, leader: bool) -> None:
+        hosted = self._partitions.get(tp)
+        topic = image.topics[tp[0]]
+        if hosted is None:
+            config = LogConfig.from_topic_config(dict(topic.configs), self._settings.log)
+            plog = self._logs.get_or_create(tp[0], tp[1], config, now_ms)
+            state = PartitionState(tp[0], tp[1], self.broker_id, log_start_offset=plog.log_start_offset,
+                                   log_end_offset=plog.log_end_offset, high_watermark=plog.read_high_watermark())
+            hosted = HostedPartition(state, plog, self._max_message_bytes(topic.configs))
+            with self._lock:
+                self._partitions[tp] = hosted
+        with hosted.lock:
+            if leader:
+                hosted.state.become_leader(reg, now_ms)
+            else:
+                hosted.state.become_follower(reg)
+            hosted.log.write_high_watermark(hosted.state.high_watermark)
+        log.info("became_leader" if leader else "became_follower", topic=tp[0], partition=tp[1],
+                 leader=reg.leader, leader_epoch=reg.leader_epoch, isr=list(reg.isr),
+                 log_end_offset=hosted.state.log_end_offset, high_watermark=hosted.state.high_watermark)
+
+    def _max_message_bytes(self, configs) -> int:
+        return int(configs.get("max.message.bytes", self._settings.message_max_bytes))
+
+    def _stop_partition(self, tp: tuple[str, int]) -> None:
+        with self._lock:
+            hosted = self._partitions.pop(tp, None)
+        if hosted is not None:
+            with hosted.lock:
+                self._logs.delete(*tp)
+            log.info("partition_deleted", topic=tp[0], partition=tp[1])
+
+    # ---- lookups ------------------------------------------------------------------
+
+    def leader_hint(self, topic: str, partition: int) -> LeaderHintInfo | None:
+        image = self._store.image
+        reg = image.partition(topic, partition)
+        if reg is None:
+            return None
+        broker = image.brokers.get(reg.leader)
+        if broker is None:
+            return LeaderHintInfo(reg.leader, reg.leader_epoch, "", 0)
+        return LeaderHintInfo(reg.leader, reg.leader_epoch, broker.host, broker.port)
+
+    def _hosted(self, topic: str, partition: int) -> HostedPartition | KafkaError:
+        hosted = self._partitions.get((topic, partition))
+        if hosted is not None:
+            return hosted
+        if self._store.image.partition(topic, partition) is None:
+            return UnknownTopicOrPartitionError(f"Topic-partition {topic}-{partition} does not exist.")
+        return NotLeaderOrFollowerError(f"Broker {self.broker_id} does not host {topic}-{partition}.")
+
+    def high_watermarks(self) -> dict[tuple[str, int], int]:
+        return {tp: h.state.high_watermark for tp, h in list(self._partitions.items())}
+
+    # ---- produce ------------------------------------------------------------------
+
+    def append_records(self, acks: int, timeout_ms: int,
+                       entries: list[tuple[str, int, bytes, int]]) -> list[ProduceResult]:
+        """Append one batch per (topic, partition, batch, current_leader_epoch) entry."""
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        results = [self._append_one(acks, *entry) for entry in entries]
+        if acks == -1:
+            results = [self._await_replication(r, deadline) for r in results]
+        return results
+
+    def _append_one(self, acks: int, topic: str, partition: int, batch: bytes,
+                    leader_epoch: int) -> ProduceResult:
+        if acks not in (-1, 0, 1):
+            return ProduceResult(topic, partition, InvalidRequiredAcksError(f"acks must be -1, 0 or 1, not {acks}"))
+        hosted = self._hosted(topic, partition)
+        if isinstance(hosted, KafkaError):
+            return ProduceResult(topic, partition, hosted)
+        if len(batch) > hosted.max_message_bytes:
+            return ProduceResult(topic, partition, RecordTooLargeError(
+                f"The record batch is {len(batch)} bytes, larger than max.message.bytes "
+                f"({hosted.max_message_bytes})."))
+        try:
+            record_batch.check_batch(batch)
+        except CorruptMessageError as e:
+            return ProduceResult(topic, partition, e)
+        with hosted.lock:
+            error = hosted.state.check_leader_epoch(leader_epoch)
+            if error is not None:
+                return ProduceResult(topic, partition, error)
+            try:
+                info = hosted.log.append_as_leader(batch, hosted.state.leader_epoch, self._clock_ms())
+            except KafkaStorageError as e:
+                log.error("append_failed", topic=topic, partition=partition, error=str(e))
+                return ProduceResult(topic, partition, e)
+            hosted.state.on_leader_append(info.last_offset + 1)
+            log_start = hosted.log.log_start_offset
+        self._notifier.notify()
+        return ProduceResult(topic, partition, None, info.base_offset, log_start)
+
+    def _await_replication(self, result: ProduceResult, deadline: float) -> ProduceResult:
+        """acks=all: answer once the HW passed the batch (every ISR member has it)."""
+        if result.error is not None:
+            return result
+        hosted = self._partitions.get((result.topic, result.partition))
+        if hosted is None:
+            return ProduceResult(result.topic, result.partition,
+                                 NotLeaderOrFollowerError("The partition moved away while waiting for replication."))
+        target = result.base_offset + 1
+        if self._notifier.wait_until(lambda: hosted.state.high_watermark >= target, deadline):
+            return result
+        return ProduceResult(result.topic, result.partition, RequestTimedOutError(
+            "The batch was not replicated to every in-sync replica within the request timeout."))
+
+    # ---- fetch --------------------------------------------------------------------
+
+    def fetch(self, replica_id: int, max_wait_ms: int, min_bytes: int, max_bytes: int,
+              partitions: list[FetchRequestPartition], read_from_replica: bool = False,
+              still_wanted: Callable[[], bool] = lambda: True) -> list[FetchResult]:
+        """Read each partition; long-poll until ``min_bytes`` are there or ``max_wait_ms`` passed."""
+        deadline = time.monotonic() + max(0, min(max_wait_ms, self._settings.fetch_max_wait_cap_ms)) / 1000
+        results: list[FetchResult] = []
+
+        def ready() -> bool:
+            results[:] = self._read_all(replica_id, max_bytes, partitions, read_from_replica)
+            total = sum(len(r.records) for r in results)
+            return total >= min_bytes or any(r.error is not None for r in results)
+
+        self._notifier.wait_until(ready, deadline, still_wanted)
+        return results
+
+    def _read_all(self, replica_id: int, max_bytes: int, partitions: list[FetchRequestPartition],
+                  read_from_replica: bool) -> list[FetchResult]:
+        out = []
+        budget = max_bytes
+        for p in partitions:
+            r = self._read_one(replica_id, p, min(p.max_bytes, max(budget, 0)), read_from_replica)
+            budget -= len(r.records)
+            out.append(r)
+        return out
+
+    def _read_one(self, replica_id: int, p: FetchRequestPartition, max_bytes: int,
+                  read_from_replica: bool) -> FetchResult:
+        hosted = self._hosted(p.topic, p.partition)
+        if isinstance(hosted, KafkaError):
+            return FetchResult(p.topic, p.partition, hosted)
+        state = hosted.state
+        is_follower_fetch = replica_id >= 0
+        error = (state.check_epoch(p.current_leader_epoch) if read_from_replica and not is_follower_fetch
+                 else state.check_leader_epoch(p.current_leader_epoch))
+        if error is None and is_follower_fetch and replica_id not in state.replicas:
+            error = NotLeaderOrFollowerError(f"Broker {replica_id} is not a replica of {p.topic}-{p.partition}.")
+        if error is not None:
+            return FetchResult(p.topic, p.partition, error)
+        if is_follower_fetch:
+            with hosted.lock:
+                moved = state.on_follower_fetch(replica_id, p.fetch_offset, self._clock_ms())
+            if moved:
+                self._notifier.notify()
+        plog = hosted.log
+        # Consumers read below the HW only; followers read up to the log end.
+        upper = plog.log_end_offset if is_follower_fetch else state.high_watermark
+        try:
+            # The first batch comes whole even past max_bytes (KIP-74), but a
+            # partition whose budget is spent (max_bytes 0) gets nothing.
+            records = plog.read(p.fetch_offset, max_bytes, upper) if max_bytes > 0 else b""
+        except KafkaError as e:
+            return FetchResult(p.topic, p.partition, e, state.high_watermark, plog.log_start_offset,
+                               plog.log_end_offset)
+        return FetchResult(p.topic, p.partition, None, state.high_watermark, plog.log_start_offset,
+                           plog.log_end_offset, records)
+
+    # ---- list offsets -------------------------------------------------------------
+
+    def list_offset(self, topic: str, partition: int, timestamp: int, current_leader_epoch: int,
+                    read_from_replica: bool = False) -> ListOffsetsResult:
+        hosted = self._hosted(topic, partition)
+        if isinstance(hosted, KafkaError):
+            return ListOffsetsResult(topic, partition, hosted)
+        state = hosted.state
+        error = (state.check_epoch(current_leader_epoch) if read_from_replica
+                 else state.check_leader_epoch(current_leader_epoch))
+        if error is not None:
+            return ListOffsetsResult(topic, partition, error)
+        plog, hw = hosted.log, state.high_watermark
+        if timestamp == EARLIEST_TIMESTAMP:
+            return ListOffsetsResult(topic, partition, None, plog.log_start_offset, -1, state.leader_epoch)
+        if timestamp == LATEST_TIMESTAMP:
+            return ListOffsetsResult(topic, partition, None, hw, -1, state.leader_epoch)
+        if timestamp < 0:
+            return ListOffsetsResult(topic, partition, InvalidRequestError(f"unsupported timestamp {timestamp}: use -2 (earliest), -1 (latest) or a time in ms"))
+        found = plog.offset_for_timestamp(timestamp)
+        if found is None or found[0] >= hw:
+            return ListOffsetsResult(topic, partition, None, -1, -1, state.leader_epoch)
+        return ListOffsetsResult(topic, partition, None, found[0], found[1], state.leader_epoch)
+
+    # ---- housekeeping -------------------------------------------------------------
+
+    def checkpoint_high_watermarks(self) -> None:
+        for hosted in list(self._partitions.values()):
+            hosted.log.write_high_watermark(hosted.state.high_watermark)
+
+    def run_retention(self) -> int:
+        deleted = 0
+        now = self._clock_ms()
+        for hosted in list(self._partitions.values()):
+            with hosted.lock:
+                deleted += hosted.log.delete_expired_segments(now)
+                hosted.state.log_start_offset = hosted.log.log_start_offset
+        return deleted

@@ -1,0 +1,165 @@
+"""gRPC servicers: translate protobuf to calls on the controller and replica manager, and back.
+
+No decisions here. Per-partition outcomes travel as Kafka error codes in the
+response; gRPC status codes are kept for malformed requests (INVALID_ARGUMENT).
+"""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+
+from broker.controller import Controller, TopicRequest
+from broker.replica_manager import (CONSUMER_REPLICA_ID, FetchRequestPartition, FetchResult, ReplicaManager)
+from client.errors import KafkaError, LeaderHintInfo
+from client.protocol.v1 import common_pb2, kafka_pb2, kafka_pb2_grpc, replication_pb2_grpc
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_FETCH_MAX_BYTES = 52428800       # fetch.max.bytes
+DEFAULT_PARTITION_FETCH_BYTES = 1048576  # max.partition.fetch.bytes
+MAX_PARTITIONS_PER_REQUEST = 10000
+
+
+def _error_fields(error: KafkaError | None) -> dict:
+    if error is None:
+        return {"error_code": common_pb2.NONE}
+    return {"error_code": error.code if error.code is not None else -1, "error_message": error.message}
+
+
+def _hint(hint: LeaderHintInfo | None) -> common_pb2.LeaderHint | None:
+    if hint is None:
+        return common_pb2.LeaderHint(leader_id=-1, leader_epoch=-1)
+    return common_pb2.LeaderHint(leader_id=hint.leader_id, leader_epoch=hint.leader_epoch,
+                                 endpoint=common_pb2.BrokerEndpoint(broker_id=hint.leader_id,
+                                                                    host=hint.host, port=hint.port))
+
+
+def _wants_hint(error: KafkaError | None) -> bool:
+    return error is not None and error.invalid_metadata
+
+
+class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
+    def __init__(self, broker_id: int, controller: Controller, replicas: ReplicaManager):
+        self._broker_id = broker_id
+        self._controller = controller
+        self._replicas = replicas
+
+    def _check_size(self, n: int, context: grpc.ServicerContext) -> None:
+        if n > MAX_PARTITIONS_PER_REQUEST:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{n} partitions in one request; the limit is {MAX_PARTITIONS_PER_REQUEST}")
+
+    # ---- metadata and admin -------------------------------------------------------
+
+    def Metadata(self, request, context):
+        image = self._controller.image
+        names = list(request.topics) or sorted(image.topics)
+        self._check_size(len(names), context)
+        topics = []
+        for name in names:
+            topic = image.topics.get(name)
+            if topic is None:
+                topics.append(kafka_pb2.TopicMetadata(name=name, error_code=common_pb2.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            parts = []
+            for p, reg in enumerate(topic.partitions):
+                offline = [r for r in reg.replicas if r not in image.brokers or image.brokers[r].fenced]
+                parts.append(kafka_pb2.PartitionMetadata(
+                    error_code=common_pb2.NONE if reg.leader >= 0 else common_pb2.LEADER_NOT_AVAILABLE,
+                    partition=p, leader_id=reg.leader, leader_epoch=reg.leader_epoch,
+                    replicas=reg.replicas, isr=reg.isr, offline_replicas=offline))
+            topics.append(kafka_pb2.TopicMetadata(name=name, partitions=parts, configs=dict(topic.configs)))
+        brokers = [kafka_pb2.BrokerMetadata(broker_id=b.broker_id, host=b.host, port=b.port, alive=not b.fenced)
+                   for b in sorted(image.brokers.values(), key=lambda b: b.broker_id)]
+        return kafka_pb2.MetadataResponse(cluster_id=image.cluster_id, controller_id=self._broker_id,
+                                          brokers=brokers, topics=topics, answered_by=self._broker_id)
+
+    def CreateTopics(self, request, context):
+        self._check_size(len(request.topics), context)
+        results = []
+        for t in request.topics:
+            error = self._controller.create_topic(
+                TopicRequest(t.name, t.num_partitions, t.replication_factor, dict(t.configs)),
+                validate_only=request.validate_only)
+            results.append(kafka_pb2.TopicResult(name=t.name, **_error_fields(error)))
+        return kafka_pb2.CreateTopicsResponse(topics=results)
+
+    def DeleteTopics(self, request, context):
+        self._check_size(len(request.topics), context)
+        results = [kafka_pb2.TopicResult(name=name, **_error_fields(self._controller.delete_topic(name)))
+                   for name in request.topics]
+        return kafka_pb2.DeleteTopicsResponse(topics=results)
+
+    # ---- data path ----------------------------------------------------------------
+
+    def Produce(self, request, context):
+        self._check_size(len(request.partitions), context)
+        entries = [(p.topic, p.partition, p.records, p.current_leader_epoch) for p in request.partitions]
+        results = self._replicas.append_records(request.acks, request.timeout_ms or 30000, entries)
+        out = []
+        for r in results:
+            resp = kafka_pb2.PartitionProduceResponse(topic=r.topic, partition=r.partition, base_offset=r.base_offset,
+                                                      log_append_time_ms=-1, log_start_offset=r.log_start_offset,
+                                                      **_error_fields(r.error))
+            if _wants_hint(r.error):
+                resp.leader_hint.CopyFrom(_hint(self._replicas.leader_hint(r.topic, r.partition)))
+            out.append(resp)
+        return kafka_pb2.ProduceResponse(partitions=out, answered_by=self._broker_id)
+
+    def Fetch(self, request, context):
+        if request.replica_id != CONSUMER_REPLICA_ID:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "Fetch is for consumers (replica_id -1); followers use Replication.ReplicaFetch")
+        return self._fetch(request, context)
+
+    def _fetch(self, request, context):
+        self._check_size(len(request.partitions), context)
+        if request.max_bytes < 0 or request.min_bytes < 0 or any(p.partition_max_bytes < 0 for p in request.partitions):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_bytes, min_bytes and partition_max_bytes must be >= 0")
+        parts = [FetchRequestPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
+                                       p.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES)
+                 for p in request.partitions]
+        wait_ms = request.max_wait_ms
+        remaining = context.time_remaining()
+        if remaining is not None:  # answer (empty) before the caller's deadline rather than after it
+            wait_ms = min(wait_ms, int(max(0.0, remaining - 0.05) * 1000))
+        results = self._replicas.fetch(request.replica_id, wait_ms, request.min_bytes,
+                                       request.max_bytes or DEFAULT_FETCH_MAX_BYTES, parts,
+                                       request.read_from_replica, context.is_active)
+        return kafka_pb2.FetchResponse(partitions=[self._fetch_response(r) for r in results],
+                                       answered_by=self._broker_id)
+
+    def _fetch_response(self, r: FetchResult) -> kafka_pb2.FetchPartitionResponse:
+        resp = kafka_pb2.FetchPartitionResponse(topic=r.topic, partition=r.partition, high_watermark=r.high_watermark,
+                                                log_start_offset=r.log_start_offset, log_end_offset=r.log_end_offset,
+                                                records=r.records, **_error_fields(r.error))
+        if _wants_hint(r.error):
+            resp.leader_hint.CopyFrom(_hint(self._replicas.leader_hint(r.topic, r.partition)))
+        return resp
+
+    def ListOffsets(self, request, context):
+        self._check_size(len(request.partitions), context)
+        out = []
+        for p in request.partitions:
+            r = self._replicas.list_offset(p.topic, p.partition, p.timestamp, p.current_leader_epoch,
+                                           request.read_from_replica)
+            resp = kafka_pb2.ListOffsetsPartitionResponse(topic=r.topic, partition=r.partition, offset=r.offset,
+                                                          timestamp=r.timestamp, leader_epoch=r.leader_epoch,
+                                                          **_error_fields(r.error))
+            if _wants_hint(r.error):
+                resp.leader_hint.CopyFrom(_hint(self._replicas.leader_hint(r.topic, r.partition)))
+            out.append(resp)
+        return kafka_pb2.ListOffsetsResponse(partitions=out, answered_by=self._broker_id)
+
+
+class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
+    """The broker-to-broker API: followers pull the leader's log here."""
+
+    def __init__(self, kafka: KafkaServicer):
+        self._kafka = kafka
+
+    def ReplicaFetch(self, request, context):
+        if request.replica_id < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ReplicaFetch needs the follower's broker id as replica_id")
+        return self._kafka._fetch(request, context)

@@ -1,0 +1,165 @@
+"""The producer's record accumulator: per-partition batches waiting to be sent.
+
+``send()`` appends here; the sender thread drains batches that are full, whose
+linger time passed, or that a flush asks for. At most one batch per partition
+is in flight, so retries keep the partition's order. The buffer is bounded:
+appends block (back-pressure) until the sender frees space or max_block_ms passes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from client.errors import KafkaTimeoutError
+
+RECORD_OVERHEAD = 16  # per-record header in the batch body (client.record_batch.RECORD_HEADER)
+
+
+@dataclass(frozen=True)
+class RecordMetadata:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+
+
+@dataclass
+class ProducerBatch:
+    topic: str
+    partition: int
+    created: float                       # monotonic seconds
+    records: list[tuple[bytes | None, bytes | None, int]] = field(default_factory=list)
+    futures: list[Future] = field(default_factory=list)
+    size: int = 0
+    attempts: int = 0
+    retry_at: float = 0.0
+    full: bool = False
+
+    def add(self, key: bytes | None, value: bytes | None, timestamp_ms: int, future: Future) -> None:
+        self.records.append((key, value, timestamp_ms))
+        self.futures.append(future)
+        self.size += RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+
+    def complete(self, base_offset: int) -> None:
+        for i, (fut, rec) in enumerate(zip(self.futures, self.records)):
+            fut.set_result(RecordMetadata(self.topic, self.partition, base_offset + i if base_offset >= 0 else -1, rec[2]))
+
+    def fail(self, error: BaseException) -> None:
+        for fut in self.futures:
+            fut.set_exception(error)
+
+
+class RecordAccumulator:
+    def __init__(self, batch_size: int, linger_ms: int, buffer_memory: int, max_block_ms: int):
+        self.batch_size = batch_size
+        self.linger_s = linger_ms / 1000
+        self.buffer_memory = buffer_memory
+        self.max_block_s = max_block_ms / 1000
+        self.cond = threading.Condition()
+        self._queues: dict[tuple[str, int], deque[ProducerBatch]] = {}
+        self._in_flight: set[tuple[str, int]] = set()
+        self._buffered = 0       # bytes of records not yet completed
+        self._incomplete = 0     # batches not yet completed or failed
+        self.flushing = 0
+        self._version = 0        # bumped on every change the sender may care about
+
+    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+               timestamp_ms: int) -> tuple[Future, bool]:
+        """Queue one record; (its future, whether a batch just filled up)."""
+        size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+        future: Future = Future()
+        with self.cond:
+            deadline = time.monotonic() + self.max_block_s
+            while self._buffered + size > self.buffer_memory and self._buffered > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise KafkaTimeoutError(f"Failed to allocate {size} bytes within the configured max "
+                                            f"blocking time {int(self.max_block_s * 1000)} ms.")
+                self.cond.wait(left)
+            queue = self._queues.setdefault((topic, partition), deque())
+            batch = queue[-1] if queue and not queue[-1].full and queue[-1].attempts == 0 else None
+            created = batch is None or (batch.size + size > self.batch_size and batch.records)
+            if created:
+                if batch is not None:
+                    batch.full = True
+                batch = ProducerBatch(topic, partition, time.monotonic())
+                queue.append(batch)
+                self._incomplete += 1
+            batch.add(key, value, timestamp_ms, future)
+            self._buffered += size
+            filled = batch.size >= self.batch_size
+            if filled:
+                batch.full = True
+            if filled or created:  # a new batch has a new linger deadline; a full one is due now
+                self._wake()
+        return future, filled
+
+    def drain(self, now: float) -> tuple[list[ProducerBatch], float, int]:
+        """Batches ready to send (oldest per idle partition), when the next one is due, and a version."""
+        ready, next_ready = [], now + 1.0
+        with self.cond:
+            version = self._version
+            for tp, queue in self._queues.items():
+                if not queue or tp in self._in_flight:
+                    continue
+                batch = queue[0]
+                due = batch.retry_at if batch.attempts else batch.created + self.linger_s
+                if batch.attempts == 0 and (batch.full or len(queue) > 1 or self.flushing):
+                    due = now
+                if due <= now:
+                    queue.popleft()
+                    self._in_flight.add(tp)
+                    ready.append(batch)
+                else:
+                    next_ready = min(next_ready, due)
+        return ready, next_ready, version
+
+    def requeue(self, batch: ProducerBatch) -> None:
+        """Put a batch that must be retried back at the head of its partition's queue."""
+        with self.cond:
+            self._queues.setdefault((batch.topic, batch.partition), deque()).appendleft(batch)
+            self._in_flight.discard((batch.topic, batch.partition))
+            self._wake()
+
+    def done(self, batch: ProducerBatch) -> None:
+        """The batch completed or failed: free its partition and its buffer space."""
+        with self.cond:
+            self._in_flight.discard((batch.topic, batch.partition))
+            self._buffered -= batch.size
+            self._incomplete -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        # Caller holds self.cond.
+        self._version += 1
+        self.cond.notify_all()
+
+    def begin_flush(self) -> None:
+        """Make every queued batch due now, whatever its linger time."""
+        with self.cond:
+            self.flushing += 1
+            self._wake()
+
+    def end_flush(self) -> None:
+        with self.cond:
+            self.flushing -= 1
+
+    def wake(self) -> None:
+        with self.cond:
+            self._wake()
+
+    def has_incomplete(self) -> bool:
+        return self._incomplete > 0
+
+    def wait_for_work(self, until: float, version: int) -> None:
+        """Sleep until ``until`` unless something changed since ``drain`` returned ``version``."""
+        with self.cond:
+            while self._version == version:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                self.cond.wait(left)

@@ -1,0 +1,286 @@
+"""kclient: Kafka's console tools for raftka (topics, produce, consume, cluster).
+
+Output follows kafka-topics.sh / kafka-console-producer.sh / kafka-console-consumer.sh.
+Errors are one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from concurrent.futures import Future
+
+from client.admin import Admin, TopicDescription
+from client.consumer import Consumer
+from client.errors import InvalidRequestError, KafkaError
+from client.producer import Producer
+from client.trace import stderr_tracer
+
+EXIT_ERROR = 1
+
+
+class UsageError(Exception):
+    """A bad combination of flags: printed like argparse's own errors, exit 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no C-level gRPC lines in a user's terminal
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as e:
+        parser.error(str(e))
+    except KafkaError as e:
+        print(f"{args.error_prefix}{e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet exit under `| head`
+        return 0
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kclient", description="Talk to a raftka cluster.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{topics,produce,consume,cluster}")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--bootstrap", "--bootstrap-server", default=":9092", metavar="B",
+                       help="broker(s) to start from, host:port[,host:port]; ':19092' is localhost (default :9092)")
+        p.add_argument("--trace", action="store_true", help="print every request and answer on stderr")
+
+    t = sub.add_parser("topics", help="create, list, describe, delete topics (kafka-topics.sh)")
+    common(t)
+    action = t.add_mutually_exclusive_group(required=True)
+    for flag in ("--create", "--list", "--describe", "--delete"):
+        action.add_argument(flag, action="store_true")
+    t.add_argument("--topic")
+    t.add_argument("--partitions", type=int, default=-1)
+    t.add_argument("--replication-factor", type=int, default=-1)
+    t.add_argument("--config", action="append", default=[], metavar="K=V", help="topic config (repeatable)")
+    t.add_argument("--if-not-exists", action="store_true")
+    t.add_argument("--if-exists", action="store_true")
+    t.set_defaults(run=run_topics, error_prefix="Error while executing topic command : ")
+
+    p = sub.add_parser("produce", help="send stdin lines as records (kafka-console-producer.sh)")
+    common(p)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--acks", default="all", choices=("all", "-1", "1", "0"))
+    p.add_argument("--key-separator", metavar="SEP", help="each line is KEY<SEP>VALUE")
+    p.add_argument("--partition", type=int)
+    p.add_argument("--max-block-ms", type=int, default=10000,
+                   help="how long to wait for the topic's metadata (default 10000)")
+    p.add_argument("--request-timeout-ms", type=int, default=30000)
+    p.add_argument("--linger-ms", type=int, default=5)
+    p.set_defaults(run=run_produce, error_prefix="Error: ")
+
+    c = sub.add_parser("consume", help="print records (kafka-console-consumer.sh)")
+    common(c)
+    c.add_argument("--topic", required=True)
+    start = c.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true")
+    start.add_argument("--offset", help="earliest, latest or an offset (needs --partition)")
+    c.add_argument("--partition", type=int)
+    c.add_argument("--max-messages", type=int)
+    c.add_argument("--timeout-ms", type=int, help="exit when no record arrived for this long")
+    c.add_argument("--print-key", action="store_true")
+    c.add_argument("--print-partition", action="store_true")
+    c.add_argument("--print-offset", action="store_true")
+    c.add_argument("--replica", type=int, metavar="ID",
+                   help="read broker ID's local copy (up to its own high watermark) instead of the leader's")
+    c.set_defaults(run=run_consume, error_prefix="Error: ")
+
+    k = sub.add_parser("cluster", help="cluster id, controller and brokers")
+    common(k)
+    k.set_defaults(run=run_cluster, error_prefix="Error: ")
+    return parser
+
+
+def _tracer(args):
+    return stderr_tracer if args.trace else None
+
+
+# ---- topics -------------------------------------------------------------------------
+
+
+def run_topics(args) -> int:
+    with Admin(args.bootstrap, tracer=_tracer(args)) as admin:
+        if args.list:
+            for name in admin.list_topics():
+                print(name)
+            return 0
+        if args.describe:
+            topics = [admin.describe_topic(args.topic)] if args.topic else admin.describe_topics()
+            for topic in topics:
+                print(describe_lines(topic))
+            return 0
+        if not args.topic:
+            raise UsageError("--topic is required with --create and --delete")
+        if args.create:
+            configs = parse_configs(args.config)
+            try:
+                admin.create_topic(args.topic, args.partitions, args.replication_factor, configs)
+            except KafkaError as e:
+                if args.if_not_exists and e.name == "TOPIC_ALREADY_EXISTS":
+                    return 0
+                raise
+            print(f"Created topic {args.topic}.")
+            return 0
+        try:
+            admin.delete_topic(args.topic)
+        except KafkaError as e:
+            if args.if_exists and e.name == "UNKNOWN_TOPIC_OR_PARTITION":
+                return 0
+            raise
+        return 0
+
+
+def parse_configs(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidRequestError(f"Invalid topic config {pair!r}: expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def describe_lines(topic: TopicDescription) -> str:
+    """kafka-topics.sh --describe: a topic line, then one tab-led line per partition."""
+    rf = len(topic.partitions[0].replicas) if topic.partitions else 0
+    configs = ",".join(f"{k}={v}" for k, v in sorted(topic.configs.items()))
+    lines = [f"Topic: {topic.name}\tPartitionCount: {len(topic.partitions)}\tReplicationFactor: {rf}\tConfigs: {configs}"]
+    for p in topic.partitions:
+        leader = str(p.leader) if p.leader >= 0 else "none"
+        lines.append(f"\tTopic: {topic.name}\tPartition: {p.partition}\tLeader: {leader}\t"
+                     f"Replicas: {','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}")
+    return "\n".join(lines)
+
+
+# ---- produce ------------------------------------------------------------------------
+
+
+def run_produce(args) -> int:
+    interactive = sys.stdin.isatty()
+    failures = 0
+
+    def report(line_key: bytes | None, value: bytes, fut: Future) -> None:
+        nonlocal failures
+        error = fut.exception()
+        if error is not None:
+            failures += 1
+            key = line_key.decode(errors="replace") if line_key is not None else "null"
+            print(f"Error when sending message to topic {args.topic} with key: {key}, value: {len(value)} bytes "
+                  f"with error: {error}", file=sys.stderr, flush=True)
+
+    with Producer(args.bootstrap, acks=args.acks, linger_ms=args.linger_ms, max_block_ms=args.max_block_ms,
+                  request_timeout_ms=args.request_timeout_ms, tracer=_tracer(args)) as producer:
+        for number, line in enumerate(_lines(interactive), start=1):
+            key, value = split_key(line, args.key_separator, number)
+            fut = producer.send(args.topic, value, key=key, partition=args.partition)
+            fut.add_done_callback(lambda f, k=key, v=value: report(k, v, f))
+            if interactive:  # one line at a time: show the error before the next prompt
+                try:
+                    fut.result()
+                except KafkaError:
+                    pass
+        producer.flush()
+    return EXIT_ERROR if failures else 0
+
+
+def _lines(interactive: bool):
+    while True:
+        if interactive:
+            print(">", end="", flush=True)
+        line = sys.stdin.buffer.readline()
+        if not line:
+            return
+        yield line.rstrip(b"\n").rstrip(b"\r")
+
+
+def split_key(line: bytes, separator: str | None, number: int) -> tuple[bytes | None, bytes]:
+    if separator is None:
+        return None, line
+    key, sep, value = line.partition(separator.encode())
+    if not sep:
+        raise InvalidRequestError(f"No key separator found on line number {number}: "
+                                  f"'{line.decode(errors='replace')}'")
+    return key, value
+
+
+# ---- consume ------------------------------------------------------------------------
+
+
+def run_consume(args) -> int:
+    offset = None
+    reset = "earliest" if args.from_beginning else "latest"
+    if args.offset is not None:
+        if args.partition is None:
+            raise UsageError("The partition is required when offset is specified.")
+        if args.offset in ("earliest", "latest"):
+            reset = args.offset
+        else:
+            try:
+                offset = int(args.offset)
+            except ValueError:
+                raise UsageError(f"--offset must be earliest, latest or a number, not {args.offset!r}") from None
+    count = 0
+    idle_limit = args.timeout_ms / 1000 if args.timeout_ms is not None else None
+    with Consumer(args.bootstrap, args.topic, auto_offset_reset=reset, offset=offset, partition=args.partition,
+                  replica=args.replica, tracer=_tracer(args)) as consumer:
+        consumer.assignment()  # fail fast on an unknown topic or partition
+        idle = 0.0
+        try:
+            while args.max_messages is None or count < args.max_messages:
+                wait = min(1.0, idle_limit - idle) if idle_limit is not None else 1.0
+                records = consumer.poll(timeout=max(wait, 0.0))
+                if not records:
+                    idle += wait
+                    if idle_limit is not None and idle >= idle_limit:
+                        break
+                    continue
+                idle = 0.0
+                for r in records:
+                    if args.max_messages is not None and count >= args.max_messages:
+                        break
+                    print(format_record(r, args), flush=False)
+                    count += 1
+                sys.stdout.flush()
+        finally:
+            print(f"Processed a total of {count} messages", file=sys.stderr)
+    return 0
+
+
+def format_record(r, args) -> str:
+    """DefaultMessageFormatter's order: Partition, Offset, key, value, tab-separated."""
+    fields = []
+    if args.print_partition:
+        fields.append(f"Partition:{r.partition}")
+    if args.print_offset:
+        fields.append(f"Offset:{r.offset}")
+    if args.print_key:
+        fields.append(r.key.decode(errors="replace") if r.key is not None else "null")
+    fields.append(r.value.decode(errors="replace") if r.value is not None else "null")
+    return "\t".join(fields)
+
+
+# ---- cluster ------------------------------------------------------------------------
+
+
+def run_cluster(args) -> int:
+    with Admin(args.bootstrap, tracer=_tracer(args)) as admin:
+        c = admin.describe_cluster()
+    print(f"Cluster ID: {c.cluster_id}")
+    print(f"Controller: {c.controller_id if c.controller_id >= 0 else 'none'}")
+    print(f"{len(c.brokers)} brokers:")
+    for b in c.brokers:
+        tags = [t for t, on in (("controller", b.id == c.controller_id), ("fenced", not b.alive)) if on]
+        print(f"  broker {b.id} at {b.host}:{b.port}" + (f" ({', '.join(tags)})" if tags else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

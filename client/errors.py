@@ -1,0 +1,272 @@
+"""Kafka's errors as exception classes, one per Kafka error name.
+
+Every class carries the two flags a retry loop needs, and nothing else is read
+when deciding what to do with a failure:
+
+- ``retriable``: the same request may succeed later (after a backoff);
+- ``invalid_metadata``: the client's idea of who leads what is stale, so it
+  should refresh metadata (or follow the leader hint) before retrying.
+
+The codes and flags follow Kafka's ``org.apache.kafka.common.protocol.Errors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LeaderHintInfo:
+    """The KIP-951 hint that comes with NOT_LEADER_OR_FOLLOWER: who leads now."""
+
+    leader_id: int
+    leader_epoch: int
+    host: str
+    port: int
+
+
+class KafkaError(Exception):
+    """Base of every raftka client error."""
+
+    code: int | None = None
+    name = "UNKNOWN_ERROR"
+    retriable = False
+    invalid_metadata = False
+    description = "An unexpected error."
+
+    def __init__(self, message: str | None = None, *, leader_hint: LeaderHintInfo | None = None):
+        super().__init__(message or self.description)
+        self.message = message or self.description
+        self.leader_hint = leader_hint
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
+
+
+# ---- errors with a Kafka error code (sent by brokers) ----------------------------
+
+
+class UnknownServerError(KafkaError):
+    code, name = -1, "UNKNOWN_SERVER_ERROR"
+    description = "The server experienced an unexpected error when processing the request."
+
+
+class OffsetOutOfRangeError(KafkaError):
+    code, name = 1, "OFFSET_OUT_OF_RANGE"
+    description = "The requested offset is not within the range of offsets maintained by the server."
+
+
+class CorruptMessageError(KafkaError):
+    code, name, retriable = 2, "CORRUPT_MESSAGE", True
+    description = "This message has failed its CRC checksum, exceeds the valid size, or is otherwise corrupt."
+
+
+class UnknownTopicOrPartitionError(KafkaError):
+    code, name, retriable, invalid_metadata = 3, "UNKNOWN_TOPIC_OR_PARTITION", True, True
+    description = "This server does not host this topic-partition."
+
+
+class InvalidFetchSizeError(KafkaError):
+    code, name = 4, "INVALID_FETCH_SIZE"
+    description = "The requested fetch size is invalid."
+
+
+class LeaderNotAvailableError(KafkaError):
+    code, name, retriable, invalid_metadata = 5, "LEADER_NOT_AVAILABLE", True, True
+    description = "There is no leader for this topic-partition as we are in the middle of a leadership election."
+
+
+class NotLeaderOrFollowerError(KafkaError):
+    code, name, retriable, invalid_metadata = 6, "NOT_LEADER_OR_FOLLOWER", True, True
+    description = "For requests intended only for the leader, this error indicates that the broker is not the current leader."
+
+
+class RequestTimedOutError(KafkaError):
+    code, name, retriable = 7, "REQUEST_TIMED_OUT", True
+    description = "The request timed out."
+
+
+class BrokerNotAvailableError(KafkaError):
+    code, name = 8, "BROKER_NOT_AVAILABLE"
+    description = "The broker is not available."
+
+
+class ReplicaNotAvailableError(KafkaError):
+    code, name, retriable, invalid_metadata = 9, "REPLICA_NOT_AVAILABLE", True, True
+    description = "The replica is not available for the requested topic-partition."
+
+
+class RecordTooLargeError(KafkaError):
+    code, name = 10, "RECORD_TOO_LARGE"
+    description = "The request included a message larger than the max message size the server will accept."
+
+
+class NetworkError(KafkaError):
+    code, name, retriable, invalid_metadata = 13, "NETWORK_EXCEPTION", True, True
+    description = "The server disconnected before a response was received."
+
+
+class InvalidTopicError(KafkaError):
+    code, name = 17, "INVALID_TOPIC_EXCEPTION"
+    description = "The request attempted to perform an operation on an invalid topic."
+
+
+class RecordListTooLargeError(KafkaError):
+    code, name = 18, "RECORD_LIST_TOO_LARGE"
+    description = "The request included message batch larger than the configured segment size on the server."
+
+
+class NotEnoughReplicasError(KafkaError):
+    code, name, retriable = 19, "NOT_ENOUGH_REPLICAS", True
+    description = "Messages are rejected since there are fewer in-sync replicas than required."
+
+
+class NotEnoughReplicasAfterAppendError(KafkaError):
+    code, name, retriable = 20, "NOT_ENOUGH_REPLICAS_AFTER_APPEND", True
+    description = "Messages are written to the log, but to fewer in-sync replicas than required."
+
+
+class InvalidRequiredAcksError(KafkaError):
+    code, name = 21, "INVALID_REQUIRED_ACKS"
+    description = "Produce request specified an invalid value for required acks."
+
+
+class InvalidTimestampError(KafkaError):
+    code, name = 32, "INVALID_TIMESTAMP"
+    description = "The timestamp of the message is out of acceptable range."
+
+
+class TopicAlreadyExistsError(KafkaError):
+    code, name = 36, "TOPIC_ALREADY_EXISTS"
+    description = "Topic with this name already exists."
+
+
+class InvalidPartitionsError(KafkaError):
+    code, name = 37, "INVALID_PARTITIONS"
+    description = "Number of partitions is below 1."
+
+
+class InvalidReplicationFactorError(KafkaError):
+    code, name = 38, "INVALID_REPLICATION_FACTOR"
+    description = "Replication factor is below 1 or larger than the number of available brokers."
+
+
+class InvalidReplicaAssignmentError(KafkaError):
+    code, name = 39, "INVALID_REPLICA_ASSIGNMENT"
+    description = "Replica assignment is invalid."
+
+
+class InvalidConfigError(KafkaError):
+    code, name = 40, "INVALID_CONFIG"
+    description = "Configuration is invalid."
+
+
+class NotControllerError(KafkaError):
+    code, name, retriable = 41, "NOT_CONTROLLER", True
+    description = "This is not the correct controller for this cluster."
+
+
+class InvalidRequestError(KafkaError):
+    code, name = 42, "INVALID_REQUEST"
+    description = "This most likely occurs because of a request being malformed by the client library."
+
+
+class PolicyViolationError(KafkaError):
+    code, name = 44, "POLICY_VIOLATION"
+    description = "Request parameters do not satisfy the configured policy."
+
+
+class OutOfOrderSequenceNumberError(KafkaError):
+    code, name = 45, "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    description = "The broker received an out of order sequence number."
+
+
+class DuplicateSequenceNumberError(KafkaError):
+    code, name = 46, "DUPLICATE_SEQUENCE_NUMBER"
+    description = "The broker received a duplicate sequence number."
+
+
+class InvalidProducerEpochError(KafkaError):
+    code, name = 47, "INVALID_PRODUCER_EPOCH"
+    description = "Producer attempted to produce with an old epoch."
+
+
+class KafkaStorageError(KafkaError):
+    code, name, retriable, invalid_metadata = 56, "KAFKA_STORAGE_ERROR", True, True
+    description = "Disk error when trying to access log file on the disk."
+
+
+class UnknownProducerIdError(KafkaError):
+    code, name = 59, "UNKNOWN_PRODUCER_ID"
+    description = "This exception is raised by the broker if it could not locate the producer metadata."
+
+
+class FencedLeaderEpochError(KafkaError):
+    code, name, retriable, invalid_metadata = 74, "FENCED_LEADER_EPOCH", True, True
+    description = "The leader epoch in the request is older than the epoch on the broker."
+
+
+class UnknownLeaderEpochError(KafkaError):
+    code, name, retriable = 75, "UNKNOWN_LEADER_EPOCH", True
+    description = "The leader epoch in the request is newer than the epoch on the broker."
+
+
+class OffsetNotAvailableError(KafkaError):
+    code, name, retriable = 78, "OFFSET_NOT_AVAILABLE", True
+    description = "The leader high watermark has not caught up from a recent leader election."
+
+
+class InvalidRecordError(KafkaError):
+    code, name = 87, "INVALID_RECORD"
+    description = "This record has failed the validation on broker and hence will be rejected."
+
+
+class InvalidUpdateVersionError(KafkaError):
+    code, name = 95, "INVALID_UPDATE_VERSION"
+    description = "The given update version was invalid."
+
+
+# ---- client-side errors (no Kafka code) ------------------------------------------
+
+
+class KafkaTimeoutError(KafkaError):
+    name, retriable = "KafkaTimeoutError", True
+    description = "The operation did not complete in time."
+
+
+class KafkaConnectionError(KafkaError):
+    name, retriable, invalid_metadata = "KafkaConnectionError", True, True
+    description = "The connection to the broker failed."
+
+
+class NoBrokersAvailable(KafkaError):
+    name, retriable, invalid_metadata = "NoBrokersAvailable", True, True
+    description = "No bootstrap broker could be reached."
+
+
+class ProducerClosedError(KafkaError):
+    name = "ProducerClosedError"
+    description = "The producer is closed."
+
+
+def _by_code() -> dict[int, type[KafkaError]]:
+    table: dict[int, type[KafkaError]] = {}
+    pending = list(KafkaError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.code is not None:
+            assert cls.code not in table, f"two classes for code {cls.code}"
+            table[cls.code] = cls
+    return table
+
+
+ERRORS_BY_CODE: dict[int, type[KafkaError]] = _by_code()
+
+
+def error_for_code(code: int, message: str = "", leader_hint: LeaderHintInfo | None = None) -> KafkaError:
+    """The exception for a Kafka error code (UnknownServerError for codes we do not know)."""
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        return UnknownServerError(f"unknown error code {code}: {message}".rstrip(": "))
+    return cls(message or None, leader_hint=leader_hint)

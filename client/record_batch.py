@@ -1,0 +1,230 @@
+"""The record-batch codec: the one place where individual records are encoded or decoded.
+
+A batch is what the producer builds per partition and what the broker stores,
+replicates and serves byte for byte. Its header follows Kafka's RecordBatch v2
+field for field (big-endian, 61 bytes); its body is raftka's own simple record
+format. The broker reads only the header (``parse_header``, ``check_batch``),
+never the records.
+
+    offset  size  field
+    0       8     base_offset            set by the leader on append
+    8       4     batch_length           bytes after this field (= total size - 12)
+    12      4     partition_leader_epoch set by the leader on append
+    16      1     magic                  = 2
+    17      4     crc                    zlib.crc32 of every byte from offset 21 on
+    21      2     attributes             0 (no compression, create time)
+    23      4     last_offset_delta      = record_count - 1
+    27      8     base_timestamp         ms
+    35      8     max_timestamp          ms
+    43      8     producer_id            -1 when not idempotent
+    51      2     producer_epoch
+    53      4     base_sequence
+    57      4     record_count
+    61      ...   records
+
+Each record: timestamp_delta int64, key_length int32 (-1 = null),
+value_length int32 (-1 = null), key bytes, value bytes. A record's offset is
+base_offset + its index in the batch.
+
+As in Kafka, base_offset and partition_leader_epoch lie outside the CRC, so the
+leader stamps them without recomputing it. Kafka uses CRC-32C; raftka uses
+zlib's CRC-32, which the standard library computes in C.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from client.errors import CorruptMessageError
+
+HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = HEADER.size  # 61
+LOG_OVERHEAD = 12  # base_offset + batch_length: the bytes outside batch_length
+CRC_START = 21
+MAGIC = 2
+RECORD_HEADER = struct.Struct(">qii")
+NO_PRODUCER_ID = -1
+NO_SEQUENCE = -1
+_BASE_OFFSET = struct.Struct(">q")
+_LEADER_EPOCH = struct.Struct(">i")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole batch takes, header included."""
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+def build_batch(
+    records: Sequence[tuple[bytes | None, bytes | None, int]],
+    *,
+    base_offset: int = 0,
+    partition_leader_epoch: int = -1,
+    producer_id: int = NO_PRODUCER_ID,
+    producer_epoch: int = -1,
+    base_sequence: int = NO_SEQUENCE,
+) -> bytes:
+    """Encode (key, value, timestamp_ms) tuples as one batch."""
+    if not records:
+        raise ValueError("a batch needs at least one record")
+    base_ts = min(r[2] for r in records)
+    max_ts = max(r[2] for r in records)
+    pack = RECORD_HEADER.pack
+    parts: list[bytes] = []
+    append = parts.append
+    for key, value, ts in records:
+        append(pack(ts - base_ts, -1 if key is None else len(key), -1 if value is None else len(value)))
+        if key:
+            append(key)
+        if value:
+            append(value)
+    body = b"".join(parts)
+    return _assemble(body, len(records), base_ts, max_ts, base_offset, partition_leader_epoch,
+                     producer_id, producer_epoch, base_sequence)
+
+
+def _assemble(body: bytes, count: int, base_ts: int, max_ts: int, base_offset: int, epoch: int,
+              producer_id: int, producer_epoch: int, base_sequence: int) -> bytes:
+    # Pack the header with crc=0, then fill the crc over [21:] (attributes .. end).
+    header = bytearray(HEADER.pack(base_offset, HEADER_SIZE - LOG_OVERHEAD + len(body), epoch, MAGIC, 0,
+                                   0, count - 1, base_ts, max_ts, producer_id, producer_epoch,
+                                   base_sequence, count))
+    crc = zlib.crc32(body, zlib.crc32(memoryview(header)[CRC_START:]))
+    struct.pack_into(">I", header, 17, crc)
+    return bytes(header) + body
+
+
+def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
+    """Read the header of the batch at ``pos``; CorruptMessageError if it cannot be one."""
+    if len(buf) - pos < HEADER_SIZE:
+        raise CorruptMessageError(f"batch header truncated: {len(buf) - pos} of {HEADER_SIZE} bytes")
+    h = BatchHeader(*HEADER.unpack_from(buf, pos))
+    if h.magic != MAGIC:
+        raise CorruptMessageError(f"unsupported batch magic {h.magic} (expected {MAGIC})")
+    if h.batch_length < HEADER_SIZE - LOG_OVERHEAD:
+        raise CorruptMessageError(f"batch length {h.batch_length} is smaller than a header")
+    return h
+
+
+def crc_ok(buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader) -> bool:
+    end = pos + header.size
+    return zlib.crc32(memoryview(buf)[pos + CRC_START:end]) == header.crc
+
+
+def check_batch(buf: bytes | bytearray | memoryview) -> BatchHeader:
+    """Validate a produced batch: exactly one whole batch, sane counts, good CRC.
+
+    Raises CorruptMessageError. This reads the header and checksums the body in C;
+    it never walks the records.
+    """
+    h = parse_header(buf)
+    if h.size != len(buf):
+        raise CorruptMessageError(f"batch declares {h.size} bytes but {len(buf)} were sent")
+    if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
+        raise CorruptMessageError(
+            f"record count {h.record_count} does not match last offset delta {h.last_offset_delta}")
+    if not crc_ok(buf, 0, h):
+        raise CorruptMessageError("batch CRC mismatch")
+    return h
+
+
+def stamp(buf: bytearray, pos: int, base_offset: int, partition_leader_epoch: int) -> None:
+    """Set the leader-assigned fields (outside the CRC) of the batch at ``pos``."""
+    _BASE_OFFSET.pack_into(buf, pos, base_offset)
+    _LEADER_EPOCH.pack_into(buf, pos + 12, partition_leader_epoch)
+
+
+def iter_batches(buf: bytes | bytearray | memoryview) -> Iterator[tuple[int, BatchHeader]]:
+    """(position, header) of each whole batch in ``buf``; stops at a partial tail."""
+    pos, n = 0, len(buf)
+    while n - pos >= HEADER_SIZE:
+        h = parse_header(buf, pos)
+        if pos + h.size > n:
+            return
+        yield pos, h
+        pos += h.size
+
+
+def decode_records(buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader,
+                   min_offset: int = 0) -> list[Record]:
+    """Decode the records of one batch (whose CRC the caller trusts or checked)."""
+    data = bytes(memoryview(buf)[pos + HEADER_SIZE:pos + header.size])
+    try:
+        out = _decode_body(data, header, min_offset)
+    except (struct.error, IndexError):
+        raise CorruptMessageError(f"batch at offset {header.base_offset}: records overrun the body") from None
+    return out
+
+
+def _decode_body(data: bytes, header: BatchHeader, min_offset: int) -> list[Record]:
+    unpack = RECORD_HEADER.unpack_from
+    out: list[Record] = []
+    p, base_off, base_ts = 0, header.base_offset, header.base_timestamp
+    for i in range(header.record_count):
+        ts_delta, klen, vlen = unpack(data, p)
+        p += RECORD_HEADER.size
+        if klen >= 0:
+            key = data[p:p + klen]
+            p += klen
+        else:
+            key = None
+        if vlen >= 0:
+            value = data[p:p + vlen]
+            p += vlen
+        else:
+            value = None
+        if klen < -1 or vlen < -1 or p > len(data):
+            raise IndexError("record lengths point outside the body")
+        if base_off + i >= min_offset:
+            out.append(Record(base_off + i, base_ts + ts_delta, key, value))
+    if p != len(data):
+        raise CorruptMessageError(f"batch at offset {header.base_offset}: records do not fill the body")
+    return out
+
+
+def decode_all(buf: bytes | bytearray | memoryview, min_offset: int = 0,
+               verify_crc: bool = True) -> list[Record]:
+    """Every record at or above ``min_offset`` in a run of batches (a fetch answer)."""
+    out: list[Record] = []
+    for pos, h in iter_batches(buf):
+        if h.next_offset <= min_offset:
+            continue
+        if verify_crc and not crc_ok(buf, pos, h):
+            raise CorruptMessageError(f"batch at offset {h.base_offset}: CRC mismatch")
+        out.extend(decode_records(buf, pos, h, min_offset))
+    return out

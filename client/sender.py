@@ -1,0 +1,177 @@
+"""The producer's sender thread: drains ready batches, sends them to their leaders, retries.
+
+Per partition outcome: success resolves the record futures with their offsets;
+a retriable error puts the batch back (after following the leader hint, or
+refreshing metadata when the error says it is stale) with exponential backoff,
+until delivery.timeout.ms; any other error fails the futures. The decision
+reads only the error's ``retriable`` / ``invalid_metadata`` flags.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import structlog
+
+from client import record_batch
+from client.accumulator import ProducerBatch, RecordAccumulator
+from client.client import KafkaClient, backoff_s, hint_from_proto
+from client.connection import Address
+from client.errors import KafkaError, KafkaTimeoutError, error_for_code
+from client.protocol.v1 import kafka_pb2
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    acks: int
+    request_timeout_ms: int
+    delivery_timeout_ms: int
+    retry_backoff_ms: int
+    retry_backoff_max_ms: int
+
+
+class Sender(threading.Thread):
+    def __init__(self, client: KafkaClient, accumulator: RecordAccumulator, config: SenderConfig):
+        super().__init__(name="raftka-producer-sender", daemon=True)
+        self._client = client
+        self._acc = accumulator
+        self._config = config
+        self._stopping = False
+        self._metadata_stale = False
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._acc.wake()
+
+    def run(self) -> None:
+        while not (self._stopping and not self._acc.has_incomplete()):
+            batches, next_ready, version = self._acc.drain(time.monotonic())
+            if not batches:
+                self._acc.wait_for_work(min(next_ready, time.monotonic() + 0.5), version)
+                continue
+            if self._metadata_stale:
+                self._refresh_metadata()
+            for address, group in self._by_leader(batches).items():
+                self._send(address, group)
+
+    def _refresh_metadata(self) -> None:
+        try:
+            self._client.refresh_metadata(sorted({t for t in self._client.metadata.topics}) or None)
+            self._metadata_stale = False
+        except KafkaError:
+            pass  # the batches retry with backoff; the next round tries again
+
+    def _by_leader(self, batches: list[ProducerBatch]) -> dict[Address, list[ProducerBatch]]:
+        groups: dict[Address, list[ProducerBatch]] = defaultdict(list)
+        for batch in batches:
+            if self._expired(batch):
+                continue
+            try:
+                _, address = self._client.leader_for(batch.topic, batch.partition)
+            except KafkaError as e:
+                self._retry_or_fail(batch, e)
+                continue
+            groups[address].append(batch)
+        return groups
+
+    def _expired(self, batch: ProducerBatch) -> bool:
+        age_ms = (time.monotonic() - batch.created) * 1000
+        if age_ms < self._config.delivery_timeout_ms:
+            return False
+        self._finish(batch, KafkaTimeoutError(
+            f"Expiring {len(batch.records)} record(s) for {batch.topic}-{batch.partition}: "
+            f"{int(age_ms)} ms has passed since batch creation"))
+        return True
+
+    def _send(self, address: Address, batches: list[ProducerBatch]) -> None:
+        cfg = self._config
+        request = kafka_pb2.ProduceRequest(acks=cfg.acks, timeout_ms=cfg.request_timeout_ms, partitions=[
+            kafka_pb2.PartitionProduceData(topic=b.topic, partition=b.partition,
+                                           records=record_batch.build_batch(b.records),
+                                           current_leader_epoch=self._leader_epoch(b))
+            for b in batches])
+        detail = ", ".join(f"{b.topic}-{b.partition} ({len(b.records)} record(s))" for b in batches)
+        if cfg.acks == 0:
+            self._send_without_ack(address, request, batches, detail)
+            return
+        try:
+            response = self._client.call(address, "Produce", request,
+                                         timeout_s=cfg.request_timeout_ms / 1000 + 1, detail=detail)
+        except KafkaError as e:
+            self._metadata_stale = True
+            for b in batches:
+                self._retry_or_fail(b, e)
+            return
+        by_tp = {(b.topic, b.partition): b for b in batches}
+        for r in response.partitions:
+            batch = by_tp.pop((r.topic, r.partition), None)
+            if batch is None:
+                continue
+            if r.error_code == 0:
+                self._client.trace("response", "Produce", address, response.answered_by,
+                                   f"{r.topic}-{r.partition} stored at offset {r.base_offset}")
+                self._finish(batch, None, r.base_offset)
+            else:
+                hint = hint_from_proto(r.leader_hint) if r.HasField("leader_hint") else None
+                self._retry_or_fail(batch, error_for_code(r.error_code, r.error_message, hint),
+                                    address, response.answered_by)
+        for batch in by_tp.values():  # a broker that forgot a partition: treat as a lost answer
+            self._retry_or_fail(batch, KafkaError("no answer for this partition in the produce response"))
+
+    def _send_without_ack(self, address: Address, request, batches: list[ProducerBatch], detail: str) -> None:
+        """acks=0: the records count as sent once handed over; no offset, no retry.
+
+        The call itself still runs to completion on this thread, so requests keep
+        their order (several in flight could be served out of order).
+        """
+        for b in batches:
+            self._finish(b, None, -1)
+        try:
+            self._client.call(address, "Produce", request, timeout_s=self._config.request_timeout_ms / 1000,
+                              detail=detail + ", acks=0: no answer awaited")
+        except KafkaError:
+            self._metadata_stale = True
+
+    def _leader_epoch(self, batch: ProducerBatch) -> int:
+        info = self._client.metadata.partition(batch.topic, batch.partition)
+        return info.leader_epoch if info else -1
+
+    def _retry_or_fail(self, batch: ProducerBatch, error: KafkaError, address: Address | None = None,
+                       answered_by: int | None = None) -> None:
+        cfg = self._config
+        age_ms = (time.monotonic() - batch.created) * 1000
+        if not error.retriable or age_ms >= cfg.delivery_timeout_ms:
+            self._finish(batch, error)
+            return
+        where = f"{batch.topic}-{batch.partition}"
+        if error.leader_hint is not None and self._client.metadata.apply_leader_hint(
+                batch.topic, batch.partition, error.leader_hint):
+            h = error.leader_hint
+            if address is not None:
+                self._client.trace("redirect", "Produce", address, answered_by,
+                                   f"{error.name} for {where}: leader is broker {h.leader_id} at "
+                                   f"{h.host}:{h.port}, epoch {h.leader_epoch} -> retrying there")
+            batch.retry_at = time.monotonic()  # the hint names the leader: retry at once (KIP-951)
+        else:
+            if error.invalid_metadata:
+                self._metadata_stale = True
+            batch.retry_at = time.monotonic() + backoff_s(batch.attempts + 1, cfg.retry_backoff_ms,
+                                                          cfg.retry_backoff_max_ms)
+            if address is not None:
+                self._client.trace("retry", "Produce", address, answered_by, f"{error} for {where}: retrying")
+        batch.attempts += 1
+        log.debug("produce_retry", topic=batch.topic, partition=batch.partition, error=error.name,
+                  attempt=batch.attempts)
+        self._acc.requeue(batch)
+
+    def _finish(self, batch: ProducerBatch, error: KafkaError | None, base_offset: int = -1) -> None:
+        self._acc.done(batch)
+        if error is None:
+            batch.complete(base_offset)
+        else:
+            batch.fail(error)

@@ -1,0 +1,124 @@
+"""LogManager: the data dir's partitions, its lock and meta.properties."""
+
+import pytest
+
+from broker.log import LogConfig, LogManager
+from broker.log.manager import DataDirLockedError, InconsistentDataDirError, parse_partition_dir_name
+from client.errors import InvalidTopicError
+from client.record_batch import iter_batches
+
+
+@pytest.fixture
+def managers(tmp_path):
+    """Create managers on tmp_path/data; whatever is still open is closed at the end."""
+    made: list[LogManager] = []
+
+    def _make(config: LogConfig | None = None) -> LogManager:
+        m = LogManager(tmp_path / "data", config or LogConfig())
+        made.append(m)
+        return m
+
+    yield _make
+    for m in made:
+        m.close(clean=False)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("orders-0", ("orders", 0)),
+    ("email.send-12", ("email.send", 12)),
+    ("my-topic-name-3", ("my-topic-name", 3)),
+    ("noparts", None),
+    ("bad topic-1", None),
+    ("orders-x", None),
+    ("-1", None),
+])
+def test_folder_names_split_on_the_last_dash(name, expected):
+    assert parse_partition_dir_name(name) == expected
+
+
+def test_reopen_finds_existing_partitions(managers, make_batch):
+    m = managers()
+    m.open(now_ms=0)
+    m.get_or_create("my-topic", 0, None, 0).append_as_leader(make_batch(), 1, 0)
+    m.get_or_create("my-topic", 1, LogConfig(segment_bytes=1000), 0)
+    m.get_or_create("other.topic", 7, None, 0).append_as_leader(make_batch(), 1, 0)
+    m.close()
+    m2 = managers()
+    m2.open(now_ms=0)
+    assert sorted(m2.all()) == [("my-topic", 0), ("my-topic", 1), ("other.topic", 7)]
+    assert m2.get("my-topic", 0).log_end_offset == 1
+    assert m2.get("nope", 0) is None
+    # get_or_create returns the open log and applies the topic's current config
+    plog = m2.get_or_create("my-topic", 1, LogConfig(segment_bytes=2000), 0)
+    assert plog is m2.get("my-topic", 1) and plog.config.segment_bytes == 2000
+
+
+def test_delete_leaves_no_folder_and_leftover_deletions_are_finished(managers, make_batch, tmp_path):
+    m = managers()
+    m.open(0)
+    m.get_or_create("orders", 0, None, 0).append_as_leader(make_batch(), 0, 0)
+    assert m.delete("orders", 0)
+    assert not (tmp_path / "data" / "orders-0").exists()
+    assert not any(p.name.endswith(".deleted") for p in (tmp_path / "data").iterdir())
+    assert m.get("orders", 0) is None
+    assert not m.delete("orders", 0)
+    # a deletion a crash interrupted: the renamed folder is removed at open, not loaded
+    stale = tmp_path / "data" / "orders-1.0123abcd.deleted"
+    stale.mkdir()
+    (stale / "00000000000000000000.log").write_bytes(b"x")
+    m.close()
+    m2 = managers()
+    m2.open(0)
+    assert not stale.exists() and m2.all() == {}
+
+
+def test_lock_refuses_a_second_manager_on_the_same_dir(managers, tmp_path):
+    first = managers()
+    first.open(0)
+    second = managers()
+    with pytest.raises(DataDirLockedError, match="is used by another broker process"):
+        second.open(0)
+    first.close()
+    second.open(0)  # released on close
+
+
+def test_meta_properties_written_once_and_checked(managers, tmp_path):
+    m = managers()
+    m.open(0)
+    m.check_meta("cluster-a", 1)
+    text = (tmp_path / "data" / "meta.properties").read_text()
+    assert "cluster.id=cluster-a\n" in text and "broker.id=1\n" in text
+    m.check_meta("cluster-a", 1)
+    with pytest.raises(InconsistentDataDirError) as e:
+        m.check_meta("cluster-a", 2)
+    assert "broker.id=1" in str(e.value) and "broker.id=2" in str(e.value)
+    with pytest.raises(InconsistentDataDirError, match="cluster-b"):
+        m.check_meta("cluster-b", 1)
+
+
+def test_invalid_topic_names_are_refused(managers):
+    m = managers()
+    m.open(0)
+    with pytest.raises(InvalidTopicError):
+        m.get_or_create("bad/topic", 0, None, 0)
+    with pytest.raises(InvalidTopicError):
+        m.get_or_create("", 0, None, 0)
+
+
+def test_retention_and_high_watermark_checkpoints_for_all_logs(managers, make_batch, tmp_path):
+    m = managers(LogConfig(segment_bytes=300, retention_ms=1_000))
+    m.open(0)
+    for p in range(2):
+        plog = m.get_or_create("t", p, None, 0)
+        for i in range(10):
+            plog.append_as_leader(make_batch(ts=0, tag=i), 0, 0)
+    m.checkpoint_high_watermarks({("t", 0): 4, ("t", 1): 9, ("gone", 0): 3})
+    assert m.get("t", 0).read_high_watermark() == 4
+    assert m.get("t", 1).read_high_watermark() == 9
+    # partition 0 keeps what is above its HW; partition 1 has no HW bound
+    deleted = m.run_retention(now_ms=10_000, high_watermarks={("t", 0): 4})
+    assert deleted > 0
+    assert m.get("t", 0).log_start_offset <= 4
+    assert m.get("t", 1).log_start_offset == m.get("t", 1).log_end_offset == 10
+    data = m.get("t", 0).read(m.get("t", 0).log_start_offset, 1 << 20)
+    assert [h.last_offset for _, h in iter_batches(data)][-1] == 9

@@ -1,0 +1,245 @@
+"""The producer's record accumulator: batching, linger, one batch in flight per partition, memory bound.
+
+Time is passed explicitly to drain(now); batches are stamped with time.monotonic(),
+so "now" values are taken from the same clock around the appends.
+"""
+
+import time
+
+import pytest
+
+from client.accumulator import RECORD_OVERHEAD, RecordAccumulator
+from client.errors import KafkaTimeoutError
+
+LINGER_MS = 60_000  # long enough that a test never reaches it by accident
+
+
+def _acc(batch_size=1000, linger_ms=LINGER_MS, buffer_memory=1_000_000, max_block_ms=0):
+    return RecordAccumulator(batch_size, linger_ms, buffer_memory, max_block_ms)
+
+
+def _value(total_size: int) -> bytes:
+    """A value whose record (no key) takes exactly ``total_size`` bytes."""
+    return b"x" * (total_size - RECORD_OVERHEAD)
+
+
+def test_records_to_the_same_partition_share_a_batch():
+    acc = _acc()
+    acc.append("t", 0, b"k", b"v1", 1)
+    acc.append("t", 0, None, b"v2", 2)
+    acc.append("t", 1, None, b"v3", 3)
+    acc.begin_flush()
+    ready, _, _ = acc.drain(time.monotonic())
+    by_tp = {(b.topic, b.partition): b for b in ready}
+    assert len(ready) == 2
+    assert by_tp[("t", 0)].records == [(b"k", b"v1", 1), (None, b"v2", 2)]
+    assert by_tp[("t", 1)].records == [(None, b"v3", 3)]
+    assert by_tp[("t", 0)].size == 2 * RECORD_OVERHEAD + 1 + 2 + 2
+
+
+def test_a_record_that_does_not_fit_starts_a_new_batch():
+    acc = _acc(batch_size=100)
+    for _ in range(3):
+        acc.append("t", 0, None, _value(30), 0)  # 90 bytes: still one batch
+    acc.append("t", 0, None, _value(30), 0)      # 120 > 100: a second batch
+    ready, _, _ = acc.drain(time.monotonic())
+    assert len(ready) == 1  # the first is due at once (full), the second is not
+    assert len(ready[0].records) == 3
+    assert ready[0].full
+
+
+def test_a_batch_reaching_batch_size_is_reported_full_and_due_at_once():
+    acc = _acc(batch_size=100)
+    _, filled = acc.append("t", 0, None, _value(50), 0)
+    assert not filled
+    _, filled = acc.append("t", 0, None, _value(50), 0)
+    assert filled
+    ready, _, _ = acc.drain(time.monotonic())
+    assert len(ready) == 1 and len(ready[0].records) == 2
+
+
+def test_a_record_larger_than_batch_size_gets_its_own_batch():
+    acc = _acc(batch_size=100)
+    acc.append("t", 0, None, _value(20), 0)
+    _, filled = acc.append("t", 0, None, _value(500), 0)
+    assert filled
+    ready, _, _ = acc.drain(time.monotonic())
+    assert [len(b.records) for b in ready] == [1]  # the small one, due because another is queued
+    acc.done(ready[0])
+    ready, _, _ = acc.drain(time.monotonic())
+    assert [b.size for b in ready] == [500]
+
+
+def test_drain_waits_for_linger_then_returns_the_batch():
+    acc = _acc()
+    acc.append("t", 0, None, b"v", 0)
+    t1 = time.monotonic()
+    ready, next_ready, _ = acc.drain(t1)
+    assert ready == []
+    assert next_ready <= t1 + 1.0  # drain never asks to sleep for more than a second
+    assert acc.drain(t1 + LINGER_MS / 1000 - 1)[0] == []
+    ready, _, _ = acc.drain(t1 + LINGER_MS / 1000)
+    assert len(ready) == 1
+
+
+def test_drain_reports_when_the_linger_ends():
+    acc = _acc(linger_ms=100)
+    t0 = time.monotonic()
+    acc.append("t", 0, None, b"v", 0)
+    t1 = time.monotonic()
+    ready, next_ready, _ = acc.drain(t0)
+    assert ready == []
+    assert t0 + 0.1 <= next_ready <= t1 + 0.1
+
+
+def test_zero_linger_makes_a_batch_due_at_once():
+    acc = _acc(linger_ms=0)
+    acc.append("t", 0, None, b"v", 0)
+    ready, _, _ = acc.drain(time.monotonic())
+    assert len(ready) == 1
+
+
+def test_flushing_makes_batches_due_before_linger_and_end_flush_stops_that():
+    acc = _acc()
+    acc.append("t", 0, None, b"v", 0)
+    acc.begin_flush()
+    ready, _, _ = acc.drain(time.monotonic())
+    assert len(ready) == 1
+    acc.done(ready[0])
+    acc.end_flush()
+    acc.append("t", 0, None, b"w", 0)
+    assert acc.drain(time.monotonic())[0] == []
+
+
+def test_one_batch_in_flight_per_partition_until_done():
+    acc = _acc(batch_size=100)
+    for _ in range(3):  # three full batches of one partition
+        acc.append("t", 0, None, _value(100), 0)
+    acc.append("t", 1, None, _value(100), 0)
+    now = time.monotonic()
+    first, _, _ = acc.drain(now)
+    assert sorted(b.partition for b in first) == [0, 1]
+    assert acc.drain(now)[0] == []  # partition 0 has batches queued, but one is in flight
+    acc.done(next(b for b in first if b.partition == 0))
+    second, _, _ = acc.drain(now)
+    assert [b.partition for b in second] == [0]
+    assert second[0] is not first[0]
+
+
+def test_requeue_puts_the_batch_back_first_and_frees_the_partition():
+    acc = _acc(batch_size=100)
+    acc.append("t", 0, None, _value(100), 0)
+    acc.append("t", 0, None, _value(100), 1)
+    (sent,), _, _ = acc.drain(time.monotonic())
+    assert sent.records[0][2] == 0
+    sent.attempts += 1            # what the sender does when it retries
+    sent.retry_at = time.monotonic()
+    acc.requeue(sent)
+    (again,), _, _ = acc.drain(time.monotonic())
+    assert again is sent          # the retried batch goes before the younger one
+    acc.done(again)
+    (younger,), _, _ = acc.drain(time.monotonic())
+    assert younger.records[0][2] == 1
+
+
+def test_a_requeued_batch_waits_for_its_retry_time_even_while_flushing():
+    acc = _acc(batch_size=100)
+    acc.append("t", 0, None, _value(100), 0)
+    (sent,), _, _ = acc.drain(time.monotonic())
+    sent.attempts = 1
+    sent.retry_at = time.monotonic() + 30
+    acc.requeue(sent)
+    acc.begin_flush()
+    assert acc.drain(sent.retry_at - 1)[0] == []
+    assert acc.drain(sent.retry_at)[0] == [sent]
+
+
+def test_appends_after_a_requeue_do_not_join_the_retried_batch():
+    acc = _acc(batch_size=1000)
+    acc.append("t", 0, None, b"a", 0)
+    acc.begin_flush()
+    (sent,), _, _ = acc.drain(time.monotonic())
+    sent.attempts = 1
+    sent.retry_at = time.monotonic()
+    acc.requeue(sent)
+    acc.append("t", 0, None, b"b", 1)
+    assert [r[1] for r in sent.records] == [b"a"]
+
+
+def test_full_buffer_with_zero_max_block_raises_timeout():
+    acc = _acc(batch_size=1000, buffer_memory=100, max_block_ms=0)
+    acc.append("t", 0, None, _value(60), 0)
+    with pytest.raises(KafkaTimeoutError):
+        acc.append("t", 1, None, _value(60), 0)
+    acc.append("t", 1, None, _value(40), 0)  # exactly fills the buffer: accepted
+
+
+def test_done_frees_buffer_space():
+    acc = _acc(batch_size=1000, buffer_memory=100, max_block_ms=0)
+    acc.append("t", 0, None, _value(60), 0)
+    acc.begin_flush()
+    (batch,), _, _ = acc.drain(time.monotonic())
+    with pytest.raises(KafkaTimeoutError):
+        acc.append("t", 0, None, _value(60), 0)
+    acc.done(batch)
+    acc.append("t", 0, None, _value(60), 0)  # no longer raises
+
+
+def test_requeue_does_not_free_buffer_space():
+    acc = _acc(batch_size=1000, buffer_memory=100, max_block_ms=0)
+    acc.append("t", 0, None, _value(60), 0)
+    acc.begin_flush()
+    (batch,), _, _ = acc.drain(time.monotonic())
+    acc.requeue(batch)
+    with pytest.raises(KafkaTimeoutError):
+        acc.append("t", 0, None, _value(60), 0)
+
+
+def test_a_record_larger_than_the_buffer_is_accepted_when_the_buffer_is_empty():
+    acc = _acc(batch_size=1000, buffer_memory=100, max_block_ms=0)
+    acc.append("t", 0, None, _value(500), 0)
+    with pytest.raises(KafkaTimeoutError):
+        acc.append("t", 0, None, b"", 0)
+
+
+def test_has_incomplete_until_every_batch_is_done():
+    acc = _acc(batch_size=100)
+    assert not acc.has_incomplete()
+    acc.append("t", 0, None, _value(100), 0)
+    acc.append("t", 1, None, _value(100), 0)
+    ready, _, _ = acc.drain(time.monotonic())
+    acc.done(ready[0])
+    assert acc.has_incomplete()
+    acc.done(ready[1])
+    assert not acc.has_incomplete()
+
+
+def test_version_changes_when_a_batch_is_done():
+    acc = _acc()
+    acc.append("t", 0, None, b"v", 0)
+    acc.begin_flush()
+    (batch,), _, version = acc.drain(time.monotonic())
+    acc.done(batch)
+    assert acc.drain(time.monotonic())[2] != version
+
+
+def test_complete_resolves_futures_with_consecutive_offsets():
+    acc = _acc()
+    f1, _ = acc.append("t", 3, None, b"a", 11)
+    f2, _ = acc.append("t", 3, None, b"b", 12)
+    acc.begin_flush()
+    (batch,), _, _ = acc.drain(time.monotonic())
+    batch.complete(100)
+    assert [(m.topic, m.partition, m.offset, m.timestamp) for m in (f1.result(0), f2.result(0))] == [
+        ("t", 3, 100, 11), ("t", 3, 101, 12)]
+
+
+def test_fail_sets_the_exception_on_every_future():
+    acc = _acc()
+    f1, _ = acc.append("t", 0, None, b"a", 0)
+    f2, _ = acc.append("t", 0, None, b"b", 0)
+    acc.begin_flush()
+    (batch,), _, _ = acc.drain(time.monotonic())
+    err = KafkaTimeoutError("expired")
+    batch.fail(err)
+    assert f1.exception(0) is err and f2.exception(0) is err
