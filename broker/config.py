@@ -158,7 +158,14 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
             log[target[4:]] = number
         else:
             top[target] = number
-    return BrokerSettings(**top, log=LogConfig(**log))
+    for key in ("num_partitions", "default_replication_factor", "min_insync_replicas", "grpc_max_workers",
+                "grpc_max_concurrent_rpcs"):
+        if top.get(key, 1) < 1:
+            raise ConfigError(f"{path}: {key.replace('_', '.')} must be at least 1")
+    try:
+        return BrokerSettings(**top, log=LogConfig(**log))
+    except ValueError as e:  # the log layer's own range checks
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _int(value: Any, what: str, lo: int, hi: int) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import os
 import shutil
 import threading
 from contextlib import contextmanager

@@ -43,6 +43,12 @@ class LocalMetadataStore:
                     break  # a torn last line from a kill -9 mid-write: cut it below
                 image = apply(image, record)
                 good_bytes += len(line)
+                if not line.endswith(b"\n"):
+                    # Whole record, newline lost: keep it, and end the line so the next
+                    # append does not glue a second record onto it.
+                    with open(self._path, "ab") as out:
+                        out.write(b"\n")
+                    good_bytes += 1
         if good_bytes != self._path.stat().st_size:
             log.warning("metadata_journal_tail_cut", path=str(self._path),
                         bytes_cut=self._path.stat().st_size - good_bytes)

@@ -243,3 +243,15 @@ def test_fail_sets_the_exception_on_every_future():
     err = KafkaTimeoutError("expired")
     batch.fail(err)
     assert f1.exception(0) is err and f2.exception(0) is err
+
+
+def test_batch_size_accounting_matches_the_encoded_batch_body():
+    from client.record_batch import HEADER_SIZE, build_batch
+
+    acc = _acc()
+    acc.append("t", 0, b"key", b"value", 1)
+    acc.append("t", 0, None, b"", 2)
+    acc.append("t", 0, b"", None, 3)
+    acc.begin_flush()
+    (batch,), _, _ = acc.drain(time.monotonic())
+    assert batch.size == len(build_batch(batch.records)) - HEADER_SIZE

@@ -1,7 +1,11 @@
 """Kafka's validity rules for topic names, partition counts, replication factors and topic configs."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from broker.log import LogConfig
+from broker.log.config import TOPIC_CONFIG_FIELDS
 from broker.metadata.topic_rules import (TOPIC_CONFIGS, partition_count_error, replication_factor_error,
                                          topic_config_error, topic_name_error)
 from client.errors import (InvalidConfigError, InvalidPartitionsError, InvalidReplicationFactorError,
@@ -97,3 +101,12 @@ def test_int_topic_configs_above_java_int_max_are_invalid(key):
     # partitions the brokers then fail to open (LogConfig.from_topic_config raises ValueError).
     assert key in TOPIC_CONFIGS
     assert isinstance(topic_config_error({key: str(2**31)}), InvalidConfigError)
+
+
+@given(key=st.sampled_from(sorted(TOPIC_CONFIG_FIELDS)),
+       value=st.one_of(st.integers(-3, 20), st.integers(-(2**64), 2**64)).map(str))
+def test_property_a_log_config_the_controller_accepts_is_one_the_log_accepts(key, value):
+    # The controller validates topic configs; the brokers then build each partition's
+    # LogConfig from them. A value that passes the first must not fail the second.
+    if topic_config_error({key: value}) is None:
+        LogConfig.from_topic_config({key: value}, LogConfig())

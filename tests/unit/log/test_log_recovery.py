@@ -237,3 +237,22 @@ def test_leftover_temp_files_are_removed(crashed_log, open_log, log_dir):
     open_log()
     assert not (log_dir / "high-watermark-checkpoint.tmp").exists()
     assert not (log_dir / "00000000000000000777.index").exists()
+
+
+def test_damage_after_a_clean_close_is_still_caught(open_log, make_batch, log_dir):
+    """The clean-shutdown marker makes segments trusted, but the header scan that finds
+    the log end still notices a torn file and falls back to a full recovery."""
+    plog = open_log(LogConfig(segment_bytes=300))
+    for i in range(9):
+        plog.append_as_leader(make_batch(tag=i), 0, 0)
+    expected = plog.read(0, 1 << 20)
+    plog.close()
+    files = sorted(log_dir.glob("*.log"))
+    last = files[-1]
+    last_pos, last_size = batch_positions(last)[-1]
+    with open(last, "r+b") as f:
+        f.truncate(last_pos + 20)
+    plog = open_log(LogConfig(segment_bytes=300))
+    assert plog.log_end_offset == 8
+    assert plog.read(0, 1 << 20) == expected[:-last_size]
+    assert plog.append_as_leader(make_batch(), 0, 0).base_offset == 8
