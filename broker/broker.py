@@ -104,18 +104,20 @@ class Broker:
 
     def _housekeeping(self) -> None:
         """HW checkpoints and retention, on their own intervals, off the request path."""
-        s = self.settings
         next_checkpoint = next_retention = time.monotonic()
         while not self._stop.wait(0.2):
             now = time.monotonic()
-            if now >= next_checkpoint:
-                self.replicas.checkpoint_high_watermarks()
-                next_checkpoint = now + s.high_watermark_checkpoint_interval_ms / 1000
-            if now >= next_retention:
-                deleted = self.replicas.run_retention()
-                if deleted:
-                    log.info("retention_ran", segments_deleted=deleted)
-                next_retention = now + s.log_retention_check_interval_ms / 1000
+            try:
+                if now >= next_checkpoint:
+                    next_checkpoint = now + self.settings.high_watermark_checkpoint_interval_ms / 1000
+                    self.replicas.checkpoint_high_watermarks()
+                if now >= next_retention:
+                    next_retention = now + self.settings.log_retention_check_interval_ms / 1000
+                    deleted = self.replicas.run_retention()
+                    if deleted:
+                        log.info("retention_ran", segments_deleted=deleted)
+            except Exception:  # a storage error must not end checkpoints and retention for good
+                log.exception("housekeeping_failed")
 
     def wait(self) -> None:
         self._stop.wait()

@@ -134,6 +134,8 @@ class ReplicaManager:
                 self._partitions[tp] = hosted
         with hosted.lock:
             if leader:
+                # KIP-279: the new epoch starts at our log end, so followers can find where the old one ended.
+                hosted.log.assign_leader_epoch(reg.leader_epoch)
                 hosted.state.become_leader(reg, now_ms)
             else:
                 hosted.state.become_follower(reg)
@@ -323,6 +325,7 @@ class ReplicaManager:
         now = self._clock_ms()
         for hosted in list(self._partitions.values()):
             with hosted.lock:
-                deleted += hosted.log.delete_expired_segments(now)
+                # Never past the HW: a segment not yet replicated is not old, whatever its age.
+                deleted += hosted.log.delete_expired_segments(now, high_watermark=hosted.state.high_watermark)
                 hosted.state.log_start_offset = hosted.log.log_start_offset
         return deleted
