@@ -317,8 +317,7 @@ class ReplicaManager:
     # ---- housekeeping -------------------------------------------------------------
 
     def checkpoint_high_watermarks(self) -> None:
-        for hosted in list(self._partitions.values()):
-            hosted.log.write_high_watermark(hosted.state.high_watermark)
+        self._logs.checkpoint_high_watermarks(self.high_watermarks())
 
     def run_retention(self) -> int:
         deleted = 0

@@ -62,12 +62,12 @@ class KafkaClient:
         try:
             return getattr(stub, api)(request, timeout=timeout_s or self.request_timeout_s)
         except grpc.RpcError as e:
-            error = self._map_rpc_error(e, address)
+            error = self.map_rpc_error(e, address)
             self.trace("error", api, address, broker_id, str(error))
             raise error from None
 
     @staticmethod
-    def _map_rpc_error(e: grpc.RpcError, address: Address) -> KafkaError:
+    def map_rpc_error(e: grpc.RpcError, address: Address) -> KafkaError:
         code, where = e.code(), format_address(address)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return RequestTimedOutError(f"no answer from {where} before the request timeout")

@@ -129,7 +129,7 @@ class Consumer:
             try:
                 response = fut.result()
             except Exception as e:  # grpc.RpcError: the broker went away
-                error = self._client._map_rpc_error(e, address)
+                error = self._client.map_rpc_error(e, address)
                 self._client.trace("error", "Fetch", address, self._client.broker_id_of(address), str(error))
                 continue
             for r in response.partitions:
