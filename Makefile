@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test proto clean-data clean
+.PHONY: venv run kill test bench-failover proto clean-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raftka needs Python >= 3.11"'
@@ -18,8 +18,24 @@ venv: $(STAMP)
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
+# make kill BROKER=N: kill -9 broker N of `make run` (the PID the broker wrote to its data dir);
+# its supervisor starts it again after the Procfile's --restart-delay.
+# The ps check keeps a stale PID file (a broker gone since) from killing another process.
+kill:
+	@test -n "$(BROKER)" || { echo "make kill: which broker? e.g. make kill BROKER=1" >&2; exit 2; }
+	@pidfile=data/broker-$(BROKER)/broker.pid; \
+	test -f $$pidfile || { echo "make kill: no $$pidfile: is broker $(BROKER) running (make run)?" >&2; exit 1; }; \
+	pid=$$(cat $$pidfile); \
+	ps -o args= -p "$$pid" 2>/dev/null | grep -Eq -- "--id $(BROKER)( |$$)" \
+	  || { echo "make kill: PID $$pid from $$pidfile is not broker $(BROKER) (stale file?)" >&2; exit 1; }; \
+	echo "kill -9 $$pid (broker $(BROKER))"; kill -9 "$$pid"
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Metadata-quorum figures (median of 5): time to a ready cluster, kill -9 of a leader to its successor.
+bench-failover: $(STAMP)
+	$(BIN)/python -m bench.failover --rounds 5
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py

@@ -1,16 +1,33 @@
-"""kbroker --config cluster.toml --id N: run one broker until SIGTERM or SIGINT."""
+"""kbroker --config cluster.toml --id N: run one broker until SIGTERM or SIGINT.
+
+With --restart-delay SECONDS the process is the broker's supervisor instead
+(broker/supervisor.py): it runs the broker as a child and restarts it that many
+seconds after any exit it did not cause.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 
+# EXIT_BAD_CONFIG (2): configuration, port or data-dir lock error, which the supervisor does not restart.
+from broker.supervisor import EXIT_BAD_CONFIG, supervise
+
 # gRPC core writes C-level lines straight to stderr; keep only its errors.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-EXIT_BAD_CONFIG = 2
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < math.inf:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,11 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--id", type=int, required=True, help="this broker's id in the cluster file")
     parser.add_argument("--log-format", choices=("console", "json"),
                         help="default: console on a terminal, json otherwise (env LOG_FORMAT)")
+    parser.add_argument("--restart-delay", type=_seconds, metavar="SECONDS",
+                        help="supervise: run the broker as a child process and restart it SECONDS "
+                             "after it dies (kill -9, a crash, a SIGTERM sent to it alone); "
+                             "exit code 2 (bad config, port in use, data dir locked) is not restarted")
     args = parser.parse_args(argv)
+
+    if args.restart_delay is not None:
+        child = [sys.executable, "-m", "broker", "--config", args.config, "--id", str(args.id)]
+        if args.log_format:
+            child += ["--log-format", args.log_format]
+        return supervise(child, args.id, args.restart_delay)
 
     from broker.broker import Broker, PortInUseError
     from broker.config import ConfigError, load_cluster_config
     from broker.log.manager import DataDirLockedError, InconsistentDataDirError
+    from broker.metadata.quorum import QuorumStartError
     from broker.logging_setup import configure_logging
 
     try:
@@ -38,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: broker.request_stop())
     try:
         broker.start()
-    except (PortInUseError, DataDirLockedError, InconsistentDataDirError) as e:
+    except (PortInUseError, DataDirLockedError, InconsistentDataDirError, QuorumStartError) as e:
         print(f"kbroker: error: {e}", file=sys.stderr)
         broker.stop()
         return EXIT_BAD_CONFIG

@@ -8,6 +8,7 @@ data dir fails with one line and leaves no trace.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import threading
 import time
@@ -19,12 +20,13 @@ import structlog
 from broker.append_notifier import AppendNotifier
 from broker.config import ClusterConfig
 from broker.controller import Controller
+from broker.lifecycle import BrokerLifecycleManager
 from broker.log import LogManager
-from broker.metadata.local_store import LocalMetadataStore
-from broker.metadata.records import RegisterBroker
+from broker.metadata.quorum import MetadataQuorum
+from broker.metadata_publisher import MetadataPublisher
 from broker.replica_manager import ReplicaManager, wall_clock_ms
-from broker.servicer import KafkaServicer, ReplicationServicer
-from client.protocol.v1 import kafka_pb2_grpc, replication_pb2_grpc
+from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer
+from client.protocol.v1 import controller_pb2_grpc, kafka_pb2_grpc, replication_pb2_grpc
 
 log = structlog.get_logger(__name__)
 
@@ -54,14 +56,20 @@ class Broker:
         self._housekeeper: threading.Thread | None = None
         self._server: grpc.Server | None = None
         self._logs: LogManager | None = None
-        self._store: LocalMetadataStore | None = None
+        self.quorum: MetadataQuorum | None = None
+        self.controller: Controller | None = None
+        self._publisher: MetadataPublisher | None = None
+        self._lifecycle: BrokerLifecycleManager | None = None
+        self._kafka: KafkaServicer | None = None
         self.replicas: ReplicaManager | None = None
+        self._pid_file = self.address.data_dir / "broker.pid"
         self._started = False
 
     def start(self) -> None:
         started = time.monotonic()
         a, s = self.address, self.settings
         _check_port_free(a.host, a.port)
+        _check_port_free(a.host, a.raft_port)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.grpc_max_workers, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
@@ -82,25 +90,39 @@ class Broker:
         self._logs = LogManager(a.data_dir, s.log)
         self._logs.open(wall_clock_ms())  # takes the data dir lock first
         self._logs.check_meta(self.cluster.cluster_id, a.broker_id)
-        self._store = LocalMetadataStore(a.data_dir / "metadata.journal", self.cluster.cluster_id)
-        registered = self._store.image.brokers.get(a.broker_id)
-        if registered is None or (registered.host, registered.port) != (a.host, a.port):
-            self._store.submit(RegisterBroker(a.broker_id, a.host, a.port))
+        self._pid_file.write_text(f"{os.getpid()}\n")  # for `make kill BROKER=N`
+
+        self.quorum = MetadataQuorum(
+            self.cluster.cluster_id, f"{a.host}:{a.raft_port}",
+            {b.broker_id: f"{b.host}:{b.raft_port}" for b in self.cluster.brokers if b.broker_id != a.broker_id},
+            a.broker_id, a.data_dir, self.cluster.cluster_secret,
+            (s.quorum_election_timeout_ms / 1000, s.quorum_election_timeout_max_ms / 1000),
+            s.quorum_heartbeat_interval_ms / 1000)
+        self.quorum.start()
 
         notifier = AppendNotifier()
-        controller = Controller(self._store, s)
-        self.replicas = ReplicaManager(a.broker_id, self._logs, self._store, s, notifier)
-        self.replicas.start()
-        kafka = KafkaServicer(a.broker_id, controller, self.replicas)
-        kafka_pb2_grpc.add_KafkaServicer_to_server(kafka, self._server)
-        replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationServicer(kafka), self._server)
+        self.replicas = ReplicaManager(a.broker_id, self._logs, self.quorum, s, notifier)
+        self.controller = Controller(self.quorum, self.cluster, a.broker_id)
+        self.controller.start()
+        self._lifecycle = BrokerLifecycleManager(self.cluster, a.broker_id, self.quorum)
+        self._publisher = MetadataPublisher(self.quorum, self.replicas, self._lifecycle.holds_own_registration)
+        self._publisher.start()
+        self._kafka = KafkaServicer(a.broker_id, self.controller, self.quorum, self.replicas, self._client_address,
+                                    self._publisher.wait_published)
+        kafka_pb2_grpc.add_KafkaServicer_to_server(self._kafka, self._server)
+        replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationServicer(self._kafka), self._server)
+        controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self.controller), self._server)
         self._server.start()
+        self._lifecycle.start()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self._housekeeper.start()
         self._started = True
-        log.info("broker_started", host=a.host, port=a.port, data_dir=str(a.data_dir),
-                 partitions=len(self.replicas.high_watermarks()),
-                 startup_ms=round((time.monotonic() - started) * 1000, 1))
+        log.info("broker_started", host=a.host, port=a.port, raft_port=a.raft_port, pid=os.getpid(),
+                 data_dir=str(a.data_dir), startup_ms=round((time.monotonic() - started) * 1000, 1))
+
+    def _client_address(self, broker_id: int) -> tuple[str, int]:
+        b = self.cluster.broker(broker_id)
+        return b.host, b.port
 
     def _housekeeping(self) -> None:
         """HW checkpoints and retention, on their own intervals, off the request path."""
@@ -126,17 +148,27 @@ class Broker:
         self._stop.set()
 
     def stop(self) -> None:
-        """Graceful stop: refuse new RPCs, let running ones finish (2 s), close logs cleanly."""
+        """Graceful stop: controlled shutdown (leaderships move first), refuse new RPCs, close logs cleanly."""
         self._stop.set()
+        if self._lifecycle is not None:
+            moved = self._lifecycle.controlled_shutdown(timeout_s=1.5)  # bounded: honcho kills at 5 s
+            log.info("controlled_shutdown", leaderships_moved=moved)
+            self._lifecycle.stop()
         if self._server is not None:
             self._server.stop(grace=2.0).wait()
+        for part in (self.controller, self._publisher):
+            if part is not None:
+                part.stop()
+        if self._kafka is not None:
+            self._kafka.close()
         if self._housekeeper is not None:
             self._housekeeper.join()
         if self.replicas is not None:
             self.replicas.checkpoint_high_watermarks()
+        if self.quorum is not None:
+            self.quorum.stop()
         if self._logs is not None:
             self._logs.close(clean=True)
-        if self._store is not None:
-            self._store.close()
+            self._pid_file.unlink(missing_ok=True)
         if self._started:
             log.info("broker_stopped")

@@ -7,6 +7,7 @@ ConfigError whose message is the one line `kbroker` prints before exiting with 2
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,16 @@ class BrokerSettings:
     grpc_max_workers: int = 64
     grpc_max_concurrent_rpcs: int = 256
     grpc_max_message_bytes: int = 64 * 1024 * 1024
+    # Liveness: a broker whose connections dropped is fenced after two missed
+    # heartbeats; a hung one after the session timeout (Kafka: 2000 / 9000).
+    broker_heartbeat_interval_ms: int = 250
+    broker_session_timeout_ms: int = 3000
+    # The metadata quorum's Raft timers (pysyncobj): an election starts after a
+    # random timeout in [min, max] without a heartbeat from the leader.
+    quorum_election_timeout_ms: int = 400
+    quorum_election_timeout_max_ms: int = 1400
+    quorum_heartbeat_interval_ms: int = 100
+    metadata_commit_timeout_ms: int = 5000
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -57,6 +68,12 @@ _SETTING_KEYS = {
     "grpc.max.workers": "grpc_max_workers",
     "grpc.max.concurrent.rpcs": "grpc_max_concurrent_rpcs",
     "grpc.max.message.bytes": "grpc_max_message_bytes",
+    "broker.heartbeat.interval.ms": "broker_heartbeat_interval_ms",
+    "broker.session.timeout.ms": "broker_session_timeout_ms",
+    "controller.quorum.election.timeout.ms": "quorum_election_timeout_ms",
+    "controller.quorum.election.timeout.max.ms": "quorum_election_timeout_max_ms",
+    "controller.quorum.heartbeat.interval.ms": "quorum_heartbeat_interval_ms",
+    "metadata.commit.timeout.ms": "metadata_commit_timeout_ms",
     "log.segment.bytes": "log.segment_bytes",
     "log.roll.ms": "log.segment_ms",
     "log.retention.ms": "log.retention_ms",
@@ -66,12 +83,17 @@ _SETTING_KEYS = {
 }
 
 
+SECRET_ENV = "RAFTKA_CLUSTER_SECRET"
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     cluster_id: str
     brokers: tuple[BrokerAddress, ...]
     settings: BrokerSettings
     path: Path
+    # Shared by the brokers' Raft ports (pysyncobj's password): a peer without it is refused.
+    cluster_secret: str = field(default="", repr=False)
 
     def broker(self, broker_id: int) -> BrokerAddress:
         for b in self.brokers:
@@ -103,7 +125,19 @@ def parse_cluster_config(raw: dict[str, Any], path: Path) -> ClusterConfig:
         raise ConfigError(f"{path}: no [[broker]] entries")
     brokers = tuple(_parse_broker(e, i, path) for i, e in enumerate(entries))
     _check_unique(brokers, path)
-    return ClusterConfig(cluster_id, brokers, _parse_settings(raw.get("config", {}), path), path)
+    return ClusterConfig(cluster_id, brokers, _parse_settings(raw.get("config", {}), path), path,
+                         _cluster_secret(raw, path))
+
+
+def _cluster_secret(raw: dict[str, Any], path: Path) -> str:
+    """The environment wins over the file, so a shared cluster.toml need not hold the real secret."""
+    secret = os.environ.get(SECRET_ENV) or raw.get("cluster_secret")
+    if not secret:
+        raise ConfigError(f"{path}: no cluster secret: set cluster_secret in the file or {SECRET_ENV} "
+                          "(the Raft ports refuse peers without it)")
+    if not isinstance(secret, str) or len(secret) < 8:
+        raise ConfigError(f"{path}: cluster_secret must be a string of at least 8 characters")
+    return secret
 
 
 def _parse_broker(entry: Any, index: int, path: Path) -> BrokerAddress:
@@ -159,13 +193,28 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
         else:
             top[target] = number
     for key in ("num_partitions", "default_replication_factor", "min_insync_replicas", "grpc_max_workers",
-                "grpc_max_concurrent_rpcs"):
+                "grpc_max_concurrent_rpcs", "broker_heartbeat_interval_ms", "quorum_heartbeat_interval_ms",
+                "metadata_commit_timeout_ms"):
         if top.get(key, 1) < 1:
-            raise ConfigError(f"{path}: {key.replace('_', '.')} must be at least 1")
+            raise ConfigError(f"{path}: {_key_of(key)} must be at least 1")
+    defaults = BrokerSettings()
+    heartbeat = top.get("broker_heartbeat_interval_ms", defaults.broker_heartbeat_interval_ms)
+    if top.get("broker_session_timeout_ms", defaults.broker_session_timeout_ms) <= 2 * heartbeat:
+        raise ConfigError(f"{path}: broker.session.timeout.ms must be more than twice broker.heartbeat.interval.ms")
+    low = top.get("quorum_election_timeout_ms", defaults.quorum_election_timeout_ms)
+    high = top.get("quorum_election_timeout_max_ms", defaults.quorum_election_timeout_max_ms)
+    raft_heartbeat = top.get("quorum_heartbeat_interval_ms", defaults.quorum_heartbeat_interval_ms)
+    if not 3 * raft_heartbeat < low < high:
+        raise ConfigError(f"{path}: need 3 x controller.quorum.heartbeat.interval.ms < "
+                          "controller.quorum.election.timeout.ms < controller.quorum.election.timeout.max.ms")
     try:
         return BrokerSettings(**top, log=LogConfig(**log))
     except ValueError as e:  # the log layer's own range checks
         raise ConfigError(f"{path}: {e}") from None
+
+
+def _key_of(field_name: str) -> str:
+    return next(k for k, v in _SETTING_KEYS.items() if v == field_name)
 
 
 def _int(value: Any, what: str, lo: int, hi: int) -> int:

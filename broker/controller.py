@@ -1,24 +1,44 @@
-"""The controller: decides topic creation and deletion and writes the records.
+"""The controller: the broker whose metadata-quorum node is the Raft leader decides for the cluster.
 
-Decisions (validation, replica placement) happen here, outside apply, so that
-the records carry their outcome and apply stays deterministic.
+It registers brokers, tracks their heartbeats and connections, fences the dead
+and unfences the returned, elects partition leaders, and creates and deletes
+topics. Every decision is made here, outside apply, from the committed image,
+and written as one all-or-nothing batch of epoch-fenced records; a batch decided
+from a stale image (a deposed controller, a lost race) changes nothing.
+
+Every broker runs a Controller object; only the one on the Raft leader is
+active. Its thread ticks every 50 ms and holds no locks while waiting.
 """
 
 from __future__ import annotations
 
 import random
+import threading
+import time
+import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 import structlog
 
-from broker.config import BrokerSettings
-from broker.metadata.image import MetadataImage
-from broker.metadata.placement import assign_replicas
-from broker.metadata.records import CreateTopic, DeleteTopic
+from broker.config import BrokerSettings, ClusterConfig
+from broker.liveness import BrokerLiveness
 from broker.metadata import topic_rules
-from client.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from broker.metadata.image import BatchOutcome, MetadataImage
+from broker.metadata.partition_change import (elect, fence_batch, preferred_election, reconcile_partitions,
+                                              register_batch, unfence_batch)
+from broker.metadata.placement import assign_replicas
+from broker.metadata.quorum import CommitError, MetadataQuorum
+from broker.metadata.records import AllocateProducerIds, ChangePartition, CreateTopic, DeleteTopic, RegisterBroker
+from client.errors import (ElectionNotNeededError, EligibleLeadersNotAvailableError, InconsistentClusterIdError,
+                           InvalidRequestError, KafkaError, NotControllerError,
+                           PreferredLeaderNotAvailableError, RequestTimedOutError, StaleBrokerEpochError,
+                           TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
+
+TICK_S = 0.05
+PREFERRED, UNCLEAN = 0, 1
 
 
 @dataclass(frozen=True)
@@ -29,27 +49,224 @@ class TopicRequest:
     configs: dict[str, str]
 
 
+@dataclass(frozen=True)
+class HeartbeatReply:
+    error: KafkaError | None = None
+    is_caught_up: bool = False
+    is_fenced: bool = True
+    should_shut_down: bool = False
+
+
+@dataclass(frozen=True)
+class ElectionOutcome:
+    topic: str
+    partition: int
+    error: KafkaError | None = None
+
+
 class Controller:
-    def __init__(self, store, settings: BrokerSettings, rng: random.Random | None = None):
-        self._store = store
-        self._settings = settings
+    def __init__(self, quorum: MetadataQuorum, cluster: ClusterConfig, broker_id: int,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
+        self._quorum = quorum
+        self._cluster = cluster
+        self._settings: BrokerSettings = cluster.settings
+        self.broker_id = broker_id
+        self._clock = clock
         self._rng = rng or random.Random()
+        s = self._settings
+        self._liveness = BrokerLiveness(s.broker_heartbeat_interval_ms / 1000, s.broker_session_timeout_ms / 1000)
+        self._liveness_lock = threading.Lock()   # heartbeats arrive on gRPC threads, the tick reads
+        self._write_lock = threading.Lock()      # one decide-and-commit at a time
+        self._active_term: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def image(self) -> MetadataImage:
-        return self._store.image
+        return self._quorum.image
+
+    def is_active(self) -> bool:
+        return self._quorum.is_leader() and self._active_term == self._quorum.term()
+
+    # ---- the controller thread ----------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self._tick(self._clock())
+            except Exception:  # the controller must keep ticking whatever one decision did
+                log.exception("controller_tick_failed")
+
+    def _tick(self, now: float) -> None:
+        if not self._quorum.is_leader():
+            if self._active_term is not None:
+                log.info("controller_resigned", term=self._active_term)
+                self._active_term = None
+            return
+        term = self._quorum.term()
+        if term != self._active_term:
+            with self._liveness_lock:
+                self._liveness.activate(now)  # grace: heartbeat times were the old controller's
+            self._active_term = term
+            log.info("controller_activated", controller=self.broker_id, term=term,
+                     metadata_offset=self.image.offset)
+        self._fence_dead_brokers(now)
+        self._reconcile()
+
+    def _fence_dead_brokers(self, now: float) -> None:
+        for b in list(self.image.brokers.values()):
+            if b.fenced or b.broker_id == self.broker_id:
+                continue
+            with self._liveness_lock:
+                self._liveness.set_link(b.broker_id, self._quorum.peer_connected(b.broker_id))
+                reason = self._liveness.fence_reason(b.broker_id, now)
+            if reason is not None:
+                self._fence(b.broker_id, reason)
+
+    def _fence(self, broker_id: int, reason: str) -> bool:
+        with self._write_lock:
+            image = self.image
+            reg = image.brokers.get(broker_id)
+            if reg is None or reg.fenced:
+                return True
+            batch = fence_batch(image, broker_id)
+            outcome = self._try_commit(batch)
+        if outcome is not None and outcome.applied:
+            log.info("broker_fenced", broker=broker_id, reason=reason, broker_epoch=reg.broker_epoch)
+            self._log_changes(image, batch)
+            return True
+        return False
+
+    def _reconcile(self) -> None:
+        """Level-triggered safety net: offline partitions that can now get a leader (unclean topics too)."""
+        with self._write_lock:
+            before = self.image
+            changes = reconcile_partitions(before)
+            if changes and self._try_commit(changes) is not None:
+                self._log_changes(before, changes)
+
+    def _log_changes(self, before: MetadataImage, batch) -> None:
+        """One event per partition the batch changed: a new leader, or only a new ISR."""
+        after = self.image
+        for c in batch:
+            if not isinstance(c, ChangePartition):
+                continue
+            old, new = before.partition(c.topic, c.partition), after.partition(c.topic, c.partition)
+            if old is None or new is None or new.partition_epoch != c.partition_epoch + 1:
+                continue
+            event = ("isr_changed" if new.leader == old.leader
+                     else "leader_elected" if new.leader >= 0 else "partition_offline")
+            log.info(event, topic=c.topic, partition=c.partition, leader=new.leader, leader_epoch=new.leader_epoch,
+                     isr=list(new.isr), previous_leader=old.leader)
+
+    # ---- commits ------------------------------------------------------------------
+
+    def _commit(self, records) -> BatchOutcome:
+        """Commit while active; NotControllerError / RequestTimedOutError when that cannot be confirmed."""
+        if not self.is_active():
+            raise NotControllerError(f"Broker {self.broker_id} is not the active controller.")
+        try:
+            return self._quorum.submit(records, self._settings.metadata_commit_timeout_ms / 1000)
+        except CommitError as e:
+            raise RequestTimedOutError(f"The metadata change was not confirmed ({e}); it may still apply.") from None
+
+    def _try_commit(self, records) -> BatchOutcome | None:
+        try:
+            return self._commit(records)
+        except (NotControllerError, RequestTimedOutError) as e:
+            log.warning("metadata_commit_failed", error=str(e), records=len(records))
+            return None
+
+    # ---- broker lifecycle (Kafka's BrokerRegistration / BrokerHeartbeat) ---------------
+
+    def register_broker(self, broker_id: int, cluster_id: str, incarnation_id: str, host: str,
+                        port: int) -> int:
+        """The new incarnation's broker epoch; it starts fenced."""
+        if cluster_id != self.image.cluster_id:
+            raise InconsistentClusterIdError(f"Broker {broker_id} is in cluster {cluster_id!r}, "
+                                             f"this is {self.image.cluster_id!r}.")
+        if broker_id not in {b.broker_id for b in self._cluster.brokers}:
+            raise InvalidRequestError(f"Broker id {broker_id} is not in the cluster file.")
+        with self._write_lock:
+            before = self.image
+            current = before.brokers.get(broker_id)
+            if current is None or current.incarnation_id != incarnation_id:
+                batch = register_batch(before, RegisterBroker(broker_id, host, port, incarnation_id))
+                outcome = self._commit(batch)
+                if outcome.applied:
+                    log.info("broker_registered", broker=broker_id, broker_epoch=outcome.offset,
+                             incarnation_id=incarnation_id)
+                    self._log_changes(before, batch)
+            current = self.image.brokers.get(broker_id)
+        with self._liveness_lock:
+            self._liveness.heartbeat(broker_id, self._clock())
+        if current is None or current.incarnation_id != incarnation_id:
+            raise RequestTimedOutError(f"Broker {broker_id}'s registration did not apply; retry.")
+        return current.broker_epoch
+
+    def heartbeat(self, broker_id: int, broker_epoch: int, metadata_offset: int,
+                  want_shut_down: bool) -> HeartbeatReply:
+        if not self.is_active():
+            return HeartbeatReply(NotControllerError(f"Broker {self.broker_id} is not the active controller."))
+        reg = self.image.brokers.get(broker_id)
+        if reg is None or reg.broker_epoch != broker_epoch:
+            return HeartbeatReply(StaleBrokerEpochError(
+                f"Broker {broker_id} epoch {broker_epoch} is not registered; register again."))
+        with self._liveness_lock:
+            self._liveness.heartbeat(broker_id, self._clock())
+        # Caught up once it has applied its own registration (the batch at broker_epoch).
+        caught_up = metadata_offset > reg.broker_epoch
+        if want_shut_down:
+            # Controlled shutdown: fencing moves its leaderships away before it stops.
+            done = self._fence(broker_id, "controlled_shutdown")
+            return HeartbeatReply(None, caught_up, self.image.brokers[broker_id].fenced, should_shut_down=done)
+        if reg.fenced and caught_up:
+            self._unfence(broker_id)
+        return HeartbeatReply(None, caught_up, self.image.brokers[broker_id].fenced)
+
+    def _unfence(self, broker_id: int) -> None:
+        with self._write_lock:
+            reg = self.image.brokers.get(broker_id)
+            if reg is None or not reg.fenced:
+                return
+            before = self.image
+            batch = unfence_batch(before, broker_id)
+            outcome = self._try_commit(batch)
+        if outcome is not None and outcome.applied:
+            log.info("broker_unfenced", broker=broker_id, broker_epoch=reg.broker_epoch)
+            self._log_changes(before, batch)
+
+    # ---- topics -------------------------------------------------------------------
 
     def create_topic(self, req: TopicRequest, validate_only: bool = False) -> KafkaError | None:
-        record_or_error = self._plan_create(req)
-        if isinstance(record_or_error, KafkaError):
-            return record_or_error
-        if not validate_only:
-            self._store.submit(record_or_error)
-            log.info("topic_created", topic=req.name, partitions=len(record_or_error.assignments),
-                     assignments=[list(r) for r in record_or_error.assignments])
+        with self._write_lock:
+            record_or_error = self._plan_create(req)
+            if isinstance(record_or_error, KafkaError) or validate_only:
+                return record_or_error if isinstance(record_or_error, KafkaError) else None
+            try:
+                outcome = self._commit([record_or_error])
+            except KafkaError as e:
+                return e
+        if not outcome.applied:
+            return TopicAlreadyExistsError(f"Topic '{req.name}' already exists.")
+        topic = self.image.topics[req.name]
+        log.info("topic_created", topic=req.name, topic_id=topic.topic_id, partitions=len(topic.partitions),
+                 assignments=[list(p.replicas) for p in topic.partitions],
+                 leaders=[p.leader for p in topic.partitions])
         return None
 
     def _plan_create(self, req: TopicRequest) -> CreateTopic | KafkaError:
+        if not self.is_active():
+            return NotControllerError(f"Broker {self.broker_id} is not the active controller.")
         image = self.image
         partitions = self._settings.num_partitions if req.num_partitions == -1 else req.num_partitions
         rf = self._settings.default_replication_factor if req.replication_factor == -1 else req.replication_factor
@@ -65,11 +282,80 @@ class Controller:
         n = len(live)
         assignments = assign_replicas(partitions, rf, live, self._rng.randrange(n),
                                       self._rng.randrange(max(n - 1, 1)))
-        return CreateTopic(req.name, assignments, dict(req.configs))
+        return CreateTopic(req.name, uuid.uuid4().hex, assignments, dict(req.configs))
 
     def delete_topic(self, name: str) -> KafkaError | None:
-        if name not in self.image.topics:
+        with self._write_lock:
+            topic = self.image.topics.get(name)
+            if topic is None:
+                return UnknownTopicOrPartitionError(f"Topic '{name}' does not exist.")
+            try:
+                outcome = self._commit([DeleteTopic(name, topic.topic_id)])
+            except KafkaError as e:
+                return e
+        if not outcome.applied:
             return UnknownTopicOrPartitionError(f"Topic '{name}' does not exist.")
-        self._store.submit(DeleteTopic(name))
-        log.info("topic_deleted", topic=name)
+        log.info("topic_deleted", topic=name, topic_id=topic.topic_id)
         return None
+
+    # ---- elections (kafka-leader-election.sh) -------------------------------------
+
+    def elect_leaders(self, election_type: int,
+                      partitions: list[tuple[str, int]] | None) -> list[ElectionOutcome]:
+        """Preferred: back to the first replica. Unclean: an offline partition takes any live replica."""
+        with self._write_lock:
+            if not self.is_active():
+                raise NotControllerError(f"Broker {self.broker_id} is not the active controller.")
+            image = self.image
+            wanted = partitions if partitions is not None else [
+                (t.name, p) for t in image.topics.values() for p in range(len(t.partitions))]
+            outcomes: list[ElectionOutcome] = []
+            changes: list[ChangePartition] = []
+            for topic_name, p in wanted:
+                topic = image.topics.get(topic_name)
+                if topic is None or not 0 <= p < len(topic.partitions):
+                    outcomes.append(ElectionOutcome(topic_name, p, UnknownTopicOrPartitionError(
+                        f"Topic-partition {topic_name}-{p} does not exist.")))
+                    continue
+                change, error = self._elect_one(image, topic, p, election_type)
+                if change is not None:
+                    changes.append(change)
+                outcomes.append(ElectionOutcome(topic_name, p, error))
+            if changes:
+                outcome = self._commit(changes)
+                if not outcome.applied:
+                    raise RequestTimedOutError(f"The election lost a race with another change ({outcome.reason}); "
+                                               "retry.")
+                self._log_changes(image, changes)
+        return outcomes
+
+    @staticmethod
+    def _elect_one(image: MetadataImage, topic, p: int,
+                   election_type: int) -> tuple[ChangePartition | None, KafkaError | None]:
+        if election_type == PREFERRED:
+            result = preferred_election(image, topic, p)
+            if result.change is not None:
+                return result.change, None
+            if result.error == "ELECTION_NOT_NEEDED":
+                return None, ElectionNotNeededError("Leader election not needed for topic partition.")
+            return None, PreferredLeaderNotAvailableError(
+                f"The preferred leader {topic.partitions[p].replicas[0]} of {topic.name}-{p} is not live and in sync.")
+        reg = topic.partitions[p]
+        if reg.leader >= 0:
+            return None, ElectionNotNeededError("Leader election not needed for topic partition.")
+        leader, isr = elect(reg, image, unclean=True)
+        if leader < 0:
+            return None, EligibleLeadersNotAvailableError(f"No live replica of {topic.name}-{p} can lead.")
+        return ChangePartition(topic.name, topic.topic_id, p, reg.partition_epoch, leader, isr), None
+
+    # ---- producer ids (the idempotent producer's InitProducerId) ----------------------
+
+    def allocate_producer_ids(self, broker_id: int, count: int) -> int:
+        with self._write_lock:
+            outcome = self._commit([AllocateProducerIds(broker_id, count)])
+        if not outcome.applied:
+            raise RequestTimedOutError(f"The producer id block was not allocated ({outcome.reason}).")
+        return outcome.producer_id_start
+
+
+__all__ = ["Controller", "TopicRequest", "HeartbeatReply", "ElectionOutcome", "PREFERRED", "UNCLEAN"]

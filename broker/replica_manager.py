@@ -85,11 +85,11 @@ class ListOffsetsResult:
 
 
 class ReplicaManager:
-    def __init__(self, broker_id: int, logs: LogManager, store, settings: BrokerSettings,
+    def __init__(self, broker_id: int, logs: LogManager, metadata, settings: BrokerSettings,
                  notifier: AppendNotifier, clock_ms: Callable[[], int] = wall_clock_ms):
         self.broker_id = broker_id
         self._logs = logs
-        self._store = store
+        self._metadata = metadata  # anything with .image: the committed MetadataImage
         self._settings = settings
         self._notifier = notifier
         self._clock_ms = clock_ms
@@ -98,11 +98,9 @@ class ReplicaManager:
 
     # ---- metadata changes ---------------------------------------------------------
 
-    def start(self) -> None:
-        self.on_metadata_change(MetadataImage(cluster_id=self._store.image.cluster_id), self._store.image)
-        self._store.add_listener(self.on_metadata_change)
-        # Logs on disk for partitions the metadata no longer gives this broker
-        # (a topic deleted while it was down) are removed.
+    def delete_stray_logs(self) -> None:
+        """Logs on disk for partitions the metadata no longer gives this broker (a topic deleted while
+        it was down) are removed. Only once the metadata has caught up (the publisher calls this)."""
         for tp in list(self._logs.all()):
             if tp not in self._partitions:
                 log.info("stray_log_deleted", topic=tp[0], partition=tp[1])
@@ -158,7 +156,7 @@ class ReplicaManager:
     # ---- lookups ------------------------------------------------------------------
 
     def leader_hint(self, topic: str, partition: int) -> LeaderHintInfo | None:
-        image = self._store.image
+        image = self._metadata.image
         reg = image.partition(topic, partition)
         if reg is None:
             return None
@@ -171,7 +169,7 @@ class ReplicaManager:
         hosted = self._partitions.get((topic, partition))
         if hosted is not None:
             return hosted
-        if self._store.image.partition(topic, partition) is None:
+        if self._metadata.image.partition(topic, partition) is None:
             return UnknownTopicOrPartitionError(f"Topic-partition {topic}-{partition} does not exist.")
         return NotLeaderOrFollowerError(f"Broker {self.broker_id} does not host {topic}-{partition}.")
 

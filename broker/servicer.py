@@ -6,17 +6,27 @@ response; gRPC status codes are kept for malformed requests (INVALID_ARGUMENT).
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import grpc
 import structlog
 
 from broker.controller import Controller, TopicRequest
+from broker.metadata.image import MetadataImage
+from broker.metadata.quorum import MetadataQuorum
 from broker.replica_manager import (CONSUMER_REPLICA_ID, FetchRequestPartition, FetchResult, ReplicaManager)
-from client.errors import KafkaError, LeaderHintInfo
-from client.protocol.v1 import common_pb2, kafka_pb2, kafka_pb2_grpc, replication_pb2_grpc
+from client.connection import Connections
+from client.errors import KafkaError, LeaderHintInfo, NotControllerError, RequestTimedOutError
+from client.protocol.v1 import (common_pb2, controller_pb2, controller_pb2_grpc, kafka_pb2, kafka_pb2_grpc,
+                                replication_pb2_grpc)
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_FETCH_MAX_BYTES = 52428800       # fetch.max.bytes
+DEFAULT_ADMIN_TIMEOUT_MS = 15000
+# Set on a request one broker forwards to the controller: the receiver must not forward it again.
+FORWARDED_HEADER = "raftka-forwarded-by"
 DEFAULT_PARTITION_FETCH_BYTES = 1048576  # max.partition.fetch.bytes
 MAX_PARTITIONS_PER_REQUEST = 10000
 
@@ -40,10 +50,19 @@ def _wants_hint(error: KafkaError | None) -> bool:
 
 
 class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
-    def __init__(self, broker_id: int, controller: Controller, replicas: ReplicaManager):
+    def __init__(self, broker_id: int, controller: Controller, quorum: MetadataQuorum, replicas: ReplicaManager,
+                 broker_address: Callable[[int], tuple[str, int]],
+                 wait_published: Callable[[Callable[[MetadataImage], bool], float], bool]):
         self._broker_id = broker_id
+        self._wait_published = wait_published
         self._controller = controller
+        self._quorum = quorum
         self._replicas = replicas
+        self._broker_address = broker_address
+        self._connections = Connections()
+
+    def close(self) -> None:
+        self._connections.close()
 
     def _check_size(self, n: int, context: grpc.ServicerContext) -> None:
         if n > MAX_PARTITIONS_PER_REQUEST:
@@ -53,7 +72,7 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
     # ---- metadata and admin -------------------------------------------------------
 
     def Metadata(self, request, context):
-        image = self._controller.image
+        image = self._quorum.image
         names = list(request.topics) or sorted(image.topics)
         self._check_size(len(names), context)
         topics = []
@@ -64,7 +83,7 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                 continue
             parts = []
             for p, reg in enumerate(topic.partitions):
-                offline = [r for r in reg.replicas if r not in image.brokers or image.brokers[r].fenced]
+                offline = [r for r in reg.replicas if not image.is_live(r)]
                 parts.append(kafka_pb2.PartitionMetadata(
                     error_code=common_pb2.NONE if reg.leader >= 0 else common_pb2.LEADER_NOT_AVAILABLE,
                     partition=p, leader_id=reg.leader, leader_epoch=reg.leader_epoch,
@@ -72,24 +91,108 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
             topics.append(kafka_pb2.TopicMetadata(name=name, partitions=parts, configs=dict(topic.configs)))
         brokers = [kafka_pb2.BrokerMetadata(broker_id=b.broker_id, host=b.host, port=b.port, alive=not b.fenced)
                    for b in sorted(image.brokers.values(), key=lambda b: b.broker_id)]
-        return kafka_pb2.MetadataResponse(cluster_id=image.cluster_id, controller_id=self._broker_id,
+        return kafka_pb2.MetadataResponse(cluster_id=image.cluster_id, controller_id=self._quorum.controller_id(),
                                           brokers=brokers, topics=topics, answered_by=self._broker_id)
+
+    # ---- admin: answered by the controller, forwarded there by any other broker -----
+
+    def _via_controller(self, request, context, method: str, handle: Callable[[], object],
+                        refuse: Callable[[KafkaError], object], settled: Callable[[MetadataImage], bool]):
+        """Run ``handle`` on the active controller: here, or forwarded to it (once) until the deadline.
+
+        After success, wait (briefly) until this broker has acted on the change, so
+        a Metadata, Produce or Fetch right after, on this broker, sees it.
+        """
+        forwarded = any(k == FORWARDED_HEADER for k, _ in context.invocation_metadata())
+        timeout_s = (request.timeout_ms or DEFAULT_ADMIN_TIMEOUT_MS) / 1000
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + (min(timeout_s, remaining) if remaining is not None else timeout_s)
+        while True:
+            if self._controller.is_active():
+                response = handle()
+                self._wait_published(settled, min(2.0, max(deadline - time.monotonic(), 0.0)))
+                return response
+            if forwarded:
+                return refuse(NotControllerError(f"Broker {self._broker_id} is not the active controller."))
+            controller_id = self._quorum.controller_id()
+            left = deadline - time.monotonic()
+            if controller_id >= 0 and controller_id != self._broker_id and left > 0:
+                response = self._forward(controller_id, method, request, left)
+                if response is not None and not _refused_as_not_controller(response):
+                    self._wait_published(settled, min(2.0, max(deadline - time.monotonic(), 0.0)))
+                    return response
+            if time.monotonic() >= deadline:
+                return refuse(RequestTimedOutError(
+                    f"No active controller answered within {timeout_s:.0f} s (is a majority of brokers up?)."))
+            time.sleep(0.05)
+
+    def _forward(self, controller_id: int, method: str, request, timeout_s: float):
+        stub = self._connections.kafka(self._broker_address(controller_id))
+        try:
+            return getattr(stub, method)(request, timeout=timeout_s,
+                                         metadata=[(FORWARDED_HEADER, str(self._broker_id))])
+        except grpc.RpcError as e:
+            log.debug("forward_failed", method=method, controller=controller_id, code=str(e.code()))
+            return None
 
     def CreateTopics(self, request, context):
         self._check_size(len(request.topics), context)
-        results = []
-        for t in request.topics:
-            error = self._controller.create_topic(
-                TopicRequest(t.name, t.num_partitions, t.replication_factor, dict(t.configs)),
-                validate_only=request.validate_only)
-            results.append(kafka_pb2.TopicResult(name=t.name, **_error_fields(error)))
-        return kafka_pb2.CreateTopicsResponse(topics=results)
+
+        def handle():
+            return kafka_pb2.CreateTopicsResponse(topics=[kafka_pb2.TopicResult(name=t.name, **_error_fields(
+                self._controller.create_topic(TopicRequest(t.name, t.num_partitions, t.replication_factor,
+                                                           dict(t.configs)), validate_only=request.validate_only)))
+                for t in request.topics])
+
+        def refuse(error):
+            return kafka_pb2.CreateTopicsResponse(topics=[kafka_pb2.TopicResult(name=t.name, **_error_fields(error))
+                                                          for t in request.topics])
+
+        names = [t.name for t in request.topics]
+        return self._via_controller(request, context, "CreateTopics", handle, refuse,
+                                    lambda image: request.validate_only or all(n in image.topics for n in names))
 
     def DeleteTopics(self, request, context):
         self._check_size(len(request.topics), context)
-        results = [kafka_pb2.TopicResult(name=name, **_error_fields(self._controller.delete_topic(name)))
-                   for name in request.topics]
-        return kafka_pb2.DeleteTopicsResponse(topics=results)
+
+        def handle():
+            return kafka_pb2.DeleteTopicsResponse(topics=[kafka_pb2.TopicResult(
+                name=name, **_error_fields(self._controller.delete_topic(name))) for name in request.topics])
+
+        def refuse(error):
+            return kafka_pb2.DeleteTopicsResponse(topics=[kafka_pb2.TopicResult(name=n, **_error_fields(error))
+                                                          for n in request.topics])
+
+        return self._via_controller(request, context, "DeleteTopics", handle, refuse,
+                                    lambda image: not any(n in image.topics for n in request.topics))
+
+    def ElectLeaders(self, request, context):
+        self._check_size(sum(max(len(tp.partitions), 1) for tp in request.topic_partitions), context)
+
+        def handle():
+            wanted = self._election_targets(request)
+            try:
+                outcomes = self._controller.elect_leaders(request.election_type, wanted)
+            except KafkaError as e:
+                return refuse(e)
+            return kafka_pb2.ElectLeadersResponse(results=[kafka_pb2.PartitionElectionResult(
+                topic=o.topic, partition=o.partition, **_error_fields(o.error)) for o in outcomes])
+
+        def refuse(error):
+            return kafka_pb2.ElectLeadersResponse(**_error_fields(error))
+
+        return self._via_controller(request, context, "ElectLeaders", handle, refuse, lambda image: True)
+
+    def _election_targets(self, request) -> list[tuple[str, int]] | None:
+        if not request.topic_partitions:
+            return None
+        image = self._quorum.image
+        wanted = []
+        for tp in request.topic_partitions:
+            topic = image.topics.get(tp.topic)
+            partitions = list(tp.partitions) or (range(len(topic.partitions)) if topic else [0])
+            wanted += [(tp.topic, p) for p in partitions]
+        return wanted
 
     # ---- data path ----------------------------------------------------------------
 
@@ -163,3 +266,32 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         if request.replica_id < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ReplicaFetch needs the follower's broker id as replica_id")
         return self._kafka._fetch(request, context)
+
+
+def _refused_as_not_controller(response) -> bool:
+    """A forwarded answer that says the target was not (or no longer) the controller: try again."""
+    if getattr(response, "error_code", common_pb2.NONE) == common_pb2.NOT_CONTROLLER:
+        return True
+    results = list(getattr(response, "topics", []))
+    return bool(results) and all(r.error_code == common_pb2.NOT_CONTROLLER for r in results)
+
+
+class ControllerServicer(controller_pb2_grpc.ControllerServicer):
+    """Broker registration and heartbeats; only the active controller accepts them."""
+
+    def __init__(self, controller: Controller):
+        self._controller = controller
+
+    def BrokerRegistration(self, request, context):
+        try:
+            epoch = self._controller.register_broker(request.broker_id, request.cluster_id, request.incarnation_id,
+                                                     request.host, request.port)
+        except KafkaError as e:
+            return controller_pb2.BrokerRegistrationResponse(**_error_fields(e))
+        return controller_pb2.BrokerRegistrationResponse(broker_epoch=epoch)
+
+    def BrokerHeartbeat(self, request, context):
+        r = self._controller.heartbeat(request.broker_id, request.broker_epoch, request.metadata_offset,
+                                       request.want_shut_down)
+        return controller_pb2.BrokerHeartbeatResponse(is_caught_up=r.is_caught_up, is_fenced=r.is_fenced,
+                                                      should_shut_down=r.should_shut_down, **_error_fields(r.error))

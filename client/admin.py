@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass, field
 
-from client.client import KafkaClient
+from client.client import KafkaClient, backoff_s
 from client.connection import Address
-from client.errors import KafkaError, UnknownTopicOrPartitionError, error_for_code
+from client.errors import InvalidRequestError, KafkaError, UnknownTopicOrPartitionError, error_for_code
 from client.protocol.v1 import kafka_pb2
 from client.trace import Tracer
 
@@ -41,6 +43,13 @@ class BrokerDescription:
 
 
 @dataclass(frozen=True)
+class ElectionResult:
+    topic: str
+    partition: int
+    error: KafkaError | None     # None: elected; ElectionNotNeededError: the right leader was already there
+
+
+@dataclass(frozen=True)
 class ClusterDescription:
     cluster_id: str
     controller_id: int
@@ -58,6 +67,21 @@ class Admin:
         address = self._client.metadata.broker_address(self._client.metadata.controller_id)
         return address or self._client.candidate_addresses()[0]
 
+    def _call_controller(self, api: str, request, detail: str, timeout_s: float | None = None):
+        """Send to the controller; on a retriable failure (it died, it moved) refresh and try again."""
+        deadline = time.monotonic() + (timeout_s or self._client.request_timeout_s)
+        for attempt in itertools.count(1):
+            try:
+                return self._client.call(self._controller_address(), api, request, timeout_s, detail)
+            except KafkaError as e:
+                if not e.retriable or time.monotonic() >= deadline:
+                    raise
+            time.sleep(backoff_s(attempt, 100, 1000))
+            try:
+                self._client.refresh_metadata()
+            except KafkaError:
+                pass  # nobody answered this time; the next attempt tries the bootstrap list again
+
     def create_topic(self, name: str, partitions: int = -1, replication_factor: int = -1,
                      config: dict[str, str] | None = None, validate_only: bool = False) -> None:
         """Raises TopicAlreadyExistsError, InvalidTopicError, InvalidPartitionsError, ... on refusal.
@@ -68,14 +92,31 @@ class Admin:
         request = kafka_pb2.CreateTopicsRequest(validate_only=validate_only, topics=[kafka_pb2.CreatableTopic(
             name=name, num_partitions=partitions, replication_factor=replication_factor,
             configs={str(k): str(v) for k, v in (config or {}).items()})])
-        response = self._client.call(self._controller_address(), "CreateTopics", request,
-                                     detail=f"create {name} ({partitions} partitions, RF {replication_factor})")
+        response = self._call_controller("CreateTopics", request,
+                                         f"create {name} ({partitions} partitions, RF {replication_factor})")
         self._raise_for(response.topics)
 
     def delete_topic(self, name: str) -> None:
-        response = self._client.call(self._controller_address(), "DeleteTopics",
-                                     kafka_pb2.DeleteTopicsRequest(topics=[name]), detail=f"delete {name}")
+        response = self._call_controller("DeleteTopics", kafka_pb2.DeleteTopicsRequest(topics=[name]),
+                                         f"delete {name}")
         self._raise_for(response.topics)
+
+    def elect_leaders(self, election_type: str = "preferred", topic: str | None = None,
+                      partition: int | None = None, timeout_ms: int = 30000) -> list[ElectionResult]:
+        """kafka-leader-election.sh: "preferred" moves leadership back to each partition's first
+        replica; "unclean" gives an offline partition to any live replica. No topic: every partition."""
+        kind = {"preferred": kafka_pb2.PREFERRED, "unclean": kafka_pb2.UNCLEAN}.get(election_type.lower())
+        if kind is None:
+            raise InvalidRequestError(f"election type must be preferred or unclean, not {election_type!r}")
+        targets = [] if topic is None else [kafka_pb2.TopicPartitions(
+            topic=topic, partitions=[] if partition is None else [partition])]
+        response = self._call_controller("ElectLeaders", kafka_pb2.ElectLeadersRequest(
+            election_type=kind, topic_partitions=targets, timeout_ms=timeout_ms),
+            f"elect {election_type} leaders for {topic or 'all topics'}", timeout_ms / 1000 + 5)
+        if response.error_code:
+            raise error_for_code(response.error_code, response.error_message)
+        return [ElectionResult(r.topic, r.partition, error_for_code(r.error_code, r.error_message)
+                               if r.error_code else None) for r in response.results]
 
     @staticmethod
     def _raise_for(results) -> None:
@@ -120,4 +161,4 @@ def _topic_description(t) -> TopicDescription:
 
 
 __all__ = ["Admin", "TopicDescription", "PartitionDescription", "ClusterDescription", "BrokerDescription",
-           "KafkaError"]
+           "ElectionResult", "KafkaError"]

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kclient", description="Talk to a raftka cluster.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{topics,produce,consume,cluster}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{topics,produce,consume,cluster,leader-election}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--bootstrap", "--bootstrap-server", default=":9092", metavar="B",
@@ -96,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("cluster", help="cluster id, controller and brokers")
     common(k)
     k.set_defaults(run=run_cluster, error_prefix="Error: ")
+
+    e = sub.add_parser("leader-election", help="move leaders back to preferred replicas (kafka-leader-election.sh)")
+    common(e)
+    kind = e.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--preferred", dest="election_type", action="store_const", const="preferred",
+                      help="leader = the first replica of the assignment, if it is live and in sync")
+    kind.add_argument("--unclean", dest="election_type", action="store_const", const="unclean",
+                      help="an offline partition takes any live replica (may lose acknowledged records)")
+    kind.add_argument("--election-type", dest="election_type", type=str.lower, choices=("preferred", "unclean"))
+    e.add_argument("--topic", help="default: every topic (--all-topic-partitions)")
+    e.add_argument("--partition", type=int)
+    e.add_argument("--all-topic-partitions", action="store_true", help="every partition of every topic (default)")
+    e.set_defaults(run=run_leader_election, error_prefix="Error: ")
     return parser
 
 
@@ -277,9 +291,37 @@ def run_cluster(args) -> int:
     print(f"Controller: {c.controller_id if c.controller_id >= 0 else 'none'}")
     print(f"{len(c.brokers)} brokers:")
     for b in c.brokers:
-        tags = [t for t, on in (("controller", b.id == c.controller_id), ("fenced", not b.alive)) if on]
-        print(f"  broker {b.id} at {b.host}:{b.port}" + (f" ({', '.join(tags)})" if tags else ""))
+        state = "alive" if b.alive else "fenced"
+        print(f"  broker {b.id} at {b.host}:{b.port}: {state}" + (", controller" if b.id == c.controller_id else ""))
     return 0
+
+
+# ---- leader-election -----------------------------------------------------------------
+
+
+def run_leader_election(args) -> int:
+    """kafka-leader-election.sh's three kinds of lines; exit 1 if any partition failed."""
+    if args.partition is not None and not args.topic:
+        raise UsageError("--partition needs --topic")
+    if args.topic and args.all_topic_partitions:
+        raise UsageError("--topic and --all-topic-partitions exclude each other")
+    with Admin(args.bootstrap, tracer=_tracer(args)) as admin:
+        results = admin.elect_leaders(args.election_type, args.topic, args.partition)
+    kind = args.election_type.upper()
+    done = [f"{r.topic}-{r.partition}" for r in results if r.error is None]
+    not_needed = [f"{r.topic}-{r.partition}" for r in results
+                  if r.error is not None and r.error.name == "ELECTION_NOT_NEEDED"]
+    failed = [r for r in results if r.error is not None and r.error.name != "ELECTION_NOT_NEEDED"]
+    if done:
+        print(f"Successfully completed leader election ({kind}) for partitions {', '.join(done)}")
+    if not_needed:
+        print(f"Valid replica already elected for partitions {', '.join(not_needed)}")
+    for r in failed:
+        print(f"Error completing leader election ({kind}) for partition: {r.topic}-{r.partition}: {r.error}",
+              file=sys.stderr)
+    if not results:
+        print("No partitions to elect (no topics).")
+    return EXIT_ERROR if failed else 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import threading
 import grpc
 
 from client.errors import InvalidRequestError
-from client.protocol.v1 import kafka_pb2_grpc, replication_pb2_grpc
+from client.protocol.v1 import controller_pb2_grpc, kafka_pb2_grpc, replication_pb2_grpc
 
 Address = tuple[str, int]
 
@@ -61,8 +61,7 @@ class Connections:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._channels: dict[Address, grpc.Channel] = {}
-        self._kafka: dict[Address, kafka_pb2_grpc.KafkaStub] = {}
-        self._replication: dict[Address, replication_pb2_grpc.ReplicationStub] = {}
+        self._stubs: dict[tuple[type, Address], object] = {}
 
     def _channel(self, address: Address) -> grpc.Channel:
         channel = self._channels.get(address)
@@ -74,22 +73,25 @@ class Connections:
                     self._channels[address] = channel
         return channel
 
-    def kafka(self, address: Address) -> kafka_pb2_grpc.KafkaStub:
-        stub = self._kafka.get(address)
+    def _stub(self, stub_class: type, address: Address):
+        stub = self._stubs.get((stub_class, address))
         if stub is None:
-            stub = self._kafka[address] = kafka_pb2_grpc.KafkaStub(self._channel(address))
+            stub = self._stubs[(stub_class, address)] = stub_class(self._channel(address))
         return stub
 
+    def kafka(self, address: Address) -> kafka_pb2_grpc.KafkaStub:
+        return self._stub(kafka_pb2_grpc.KafkaStub, address)
+
     def replication(self, address: Address) -> replication_pb2_grpc.ReplicationStub:
-        stub = self._replication.get(address)
-        if stub is None:
-            stub = self._replication[address] = replication_pb2_grpc.ReplicationStub(self._channel(address))
-        return stub
+        return self._stub(replication_pb2_grpc.ReplicationStub, address)
+
+    def controller(self, address: Address) -> controller_pb2_grpc.ControllerStub:
+        """The broker-to-controller API (brokers only)."""
+        return self._stub(controller_pb2_grpc.ControllerStub, address)
 
     def close(self) -> None:
         with self._lock:
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
-            self._kafka.clear()
-            self._replication.clear()
+            self._stubs.clear()

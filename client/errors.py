@@ -211,9 +211,29 @@ class UnknownLeaderEpochError(KafkaError):
     description = "The leader epoch in the request is newer than the epoch on the broker."
 
 
+class StaleBrokerEpochError(KafkaError):
+    code, name = 77, "STALE_BROKER_EPOCH"
+    description = "Broker epoch has changed."
+
+
 class OffsetNotAvailableError(KafkaError):
     code, name, retriable = 78, "OFFSET_NOT_AVAILABLE", True
     description = "The leader high watermark has not caught up from a recent leader election."
+
+
+class PreferredLeaderNotAvailableError(KafkaError):
+    code, name, retriable = 80, "PREFERRED_LEADER_NOT_AVAILABLE", True
+    description = "The preferred leader was not available."
+
+
+class EligibleLeadersNotAvailableError(KafkaError):
+    code, name, retriable = 83, "ELIGIBLE_LEADERS_NOT_AVAILABLE", True
+    description = "Eligible topic partition leaders are not available."
+
+
+class ElectionNotNeededError(KafkaError):
+    code, name = 84, "ELECTION_NOT_NEEDED"
+    description = "Leader election not needed for topic partition."
 
 
 class InvalidRecordError(KafkaError):
@@ -224,6 +244,11 @@ class InvalidRecordError(KafkaError):
 class InvalidUpdateVersionError(KafkaError):
     code, name = 95, "INVALID_UPDATE_VERSION"
     description = "The given update version was invalid."
+
+
+class InconsistentClusterIdError(KafkaError):
+    code, name = 104, "INCONSISTENT_CLUSTER_ID"
+    description = "The clusterId in the request does not match that found on the server."
 
 
 # ---- client-side errors (no Kafka code) ------------------------------------------

@@ -1,20 +1,24 @@
-"""The metadata image: brokers, topics, partition assignments, leaders, epochs, ISR.
+"""The metadata image: brokers, topics, partition assignments, leaders, epochs, ISR, producer ids.
 
-Plain immutable data and pure functions. ``apply(image, record)`` returns a new
-image and reads nothing but its arguments (no clock, no I/O), so every replica
-of the metadata log computes the same image. ``local_changes`` is the pure
-"what changed for me" diff that a broker acts on.
+Plain immutable data and pure functions. ``apply_batch(image, records)`` returns
+a new image and reads nothing but its arguments (no clock, no I/O, no "am I the
+Raft leader"), so every replica of the metadata log computes the same image.
+A batch is all-or-nothing: when one record's precondition no longer holds (a
+compare-and-set on an epoch lost a race) the image stays as it was.
+``local_changes`` is the pure "what changed for me" diff that a broker acts on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
-from broker.metadata.records import CreateTopic, DeleteTopic, MetadataRecord, RegisterBroker
+from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreateTopic, DeleteTopic, FenceBroker,
+                                     MetadataRecord, RegisterBroker, UnfenceBroker)
 
 NO_LEADER = -1
+SNAPSHOT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,11 @@ class BrokerRegistration:
     broker_id: int
     host: str
     port: int
-    fenced: bool = False
+    incarnation_id: str = ""
+    # The metadata offset of the registration: a restarted process gets a new one,
+    # so a fence or unfence judged for an earlier incarnation cannot touch it.
+    broker_epoch: int = 0
+    fenced: bool = True
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class TopicImage:
     name: str
     partitions: tuple[PartitionRegistration, ...]
     configs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    topic_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,8 @@ class MetadataImage:
     cluster_id: str
     brokers: Mapping[int, BrokerRegistration] = field(default_factory=lambda: MappingProxyType({}))
     topics: Mapping[str, TopicImage] = field(default_factory=lambda: MappingProxyType({}))
-    # How many records were applied: equal images have equal offsets.
+    next_producer_id: int = 0
+    # How many commands (batches) were applied: the metadata offset. Equal offsets, equal images.
     offset: int = 0
 
     def partition(self, topic: str, partition: int) -> PartitionRegistration | None:
@@ -60,34 +70,140 @@ class MetadataImage:
     def live_broker_ids(self) -> list[int]:
         return sorted(b.broker_id for b in self.brokers.values() if not b.fenced)
 
+    def is_live(self, broker_id: int) -> bool:
+        b = self.brokers.get(broker_id)
+        return b is not None and not b.fenced
 
-def apply(image: MetadataImage, record: MetadataRecord) -> MetadataImage:
-    """The image after ``record``. Records that no longer fit (a topic created twice) are no-ops."""
+
+class StaleRecordError(Exception):
+    """A record's precondition does not hold on this image: its batch changes nothing."""
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    applied: bool
+    offset: int              # the metadata offset the batch was applied at
+    reason: str = ""         # why not, when not applied
+    producer_id_start: int = -1
+
+
+def apply_batch(image: MetadataImage, records: Sequence[MetadataRecord]) -> tuple[MetadataImage, BatchOutcome]:
+    """Apply every record or none; the offset moves by one either way (it counts log entries)."""
+    offset = image.offset
+    new = image
+    producer_id_start = -1
+    try:
+        for record in records:
+            if isinstance(record, AllocateProducerIds):
+                producer_id_start = new.next_producer_id
+            new = apply(new, record, offset)
+    except StaleRecordError as e:
+        return replace(image, offset=offset + 1), BatchOutcome(False, offset, str(e))
+    return replace(new, offset=offset + 1), BatchOutcome(True, offset, producer_id_start=producer_id_start)
+
+
+def apply(image: MetadataImage, record: MetadataRecord, offset: int | None = None) -> MetadataImage:
+    """The image after ``record``, or StaleRecordError; ``offset`` is the batch's metadata offset."""
+    offset = image.offset if offset is None else offset
     match record:
-        case RegisterBroker(broker_id, host, port):
+        case RegisterBroker(broker_id, host, port, incarnation_id):
             old = image.brokers.get(broker_id)
-            reg = BrokerRegistration(broker_id, host, port, fenced=False if old is None else old.fenced)
-            image = replace(image, brokers=_with(image.brokers, broker_id, reg))
-        case CreateTopic(name, assignments, configs):
-            if name not in image.topics:
-                parts = tuple(PartitionRegistration(replicas=tuple(r), isr=tuple(r), leader=r[0])
-                              for r in assignments)
-                topic = TopicImage(name, parts, MappingProxyType(dict(configs)))
-                image = replace(image, topics=_with(image.topics, name, topic))
-        case DeleteTopic(name):
+            if old is not None and old.incarnation_id == incarnation_id:
+                raise StaleRecordError(f"broker {broker_id} incarnation {incarnation_id} is already registered")
+            reg = BrokerRegistration(broker_id, host, port, incarnation_id, broker_epoch=offset, fenced=True)
+            return replace(image, brokers=_with(image.brokers, broker_id, reg))
+        case FenceBroker(broker_id, broker_epoch) | UnfenceBroker(broker_id, broker_epoch):
+            fence = isinstance(record, FenceBroker)
+            old = image.brokers.get(broker_id)
+            if old is None or old.broker_epoch != broker_epoch:
+                raise StaleRecordError(f"broker {broker_id} is not registered at epoch {broker_epoch}")
+            if old.fenced == fence:
+                raise StaleRecordError(f"broker {broker_id} is already {'fenced' if fence else 'unfenced'}")
+            return replace(image, brokers=_with(image.brokers, broker_id, replace(old, fenced=fence)))
+        case CreateTopic(name, topic_id, assignments, configs):
             if name in image.topics:
-                topics = dict(image.topics)
-                del topics[name]
-                image = replace(image, topics=MappingProxyType(topics))
+                raise StaleRecordError(f"topic {name} already exists")
+            return replace(image, topics=_with(image.topics, name, _new_topic(image, record)))
+        case DeleteTopic(name, topic_id):
+            topic = image.topics.get(name)
+            if topic is None or (topic_id and topic.topic_id != topic_id):
+                raise StaleRecordError(f"topic {name} ({topic_id or 'any id'}) does not exist")
+            topics = dict(image.topics)
+            del topics[name]
+            return replace(image, topics=MappingProxyType(topics))
+        case ChangePartition():
+            return _change_partition(image, record)
+        case AllocateProducerIds(broker_id, count):
+            if count < 1:
+                raise StaleRecordError(f"cannot allocate {count} producer ids")
+            return replace(image, next_producer_id=image.next_producer_id + count)
         case _:
             raise TypeError(f"unknown metadata record {record!r}")
-    return replace(image, offset=image.offset + 1)
+
+
+def _new_topic(image: MetadataImage, record: CreateTopic) -> TopicImage:
+    """Initial ISR: the live replicas; leader: the first of them (Kafka's topic creation)."""
+    parts = []
+    for replicas in record.assignments:
+        isr = tuple(r for r in replicas if image.is_live(r))
+        parts.append(PartitionRegistration(replicas=tuple(replicas), isr=isr, leader=isr[0] if isr else NO_LEADER))
+    return TopicImage(record.name, tuple(parts), MappingProxyType(dict(record.configs)), record.topic_id)
+
+
+def _change_partition(image: MetadataImage, c: ChangePartition) -> MetadataImage:
+    topic = image.topics.get(c.topic)
+    if topic is None or topic.topic_id != c.topic_id or not 0 <= c.partition < len(topic.partitions):
+        raise StaleRecordError(f"partition {c.topic}-{c.partition} ({c.topic_id}) does not exist")
+    cur = topic.partitions[c.partition]
+    if cur.partition_epoch != c.partition_epoch:
+        raise StaleRecordError(f"partition {c.topic}-{c.partition} is at partition epoch {cur.partition_epoch}, "
+                               f"not {c.partition_epoch}")
+    if not set(c.isr) <= set(cur.replicas) or (c.leader != NO_LEADER and c.leader not in c.isr):
+        raise StaleRecordError(f"leader {c.leader} / ISR {list(c.isr)} do not fit replicas {list(cur.replicas)}")
+    new = replace(cur, leader=c.leader, isr=tuple(c.isr), partition_epoch=cur.partition_epoch + 1,
+                  leader_epoch=cur.leader_epoch + (1 if c.leader != cur.leader else 0))
+    parts = list(topic.partitions)
+    parts[c.partition] = new
+    return replace(image, topics=_with(image.topics, c.topic, replace(topic, partitions=tuple(parts))))
 
 
 def _with(mapping: Mapping, key, value) -> Mapping:
     new = dict(mapping)
     new[key] = value
     return MappingProxyType(new)
+
+
+# ---- snapshots: the image as builtins (pysyncobj's dump), and back ------------------
+
+
+def image_to_dict(image: MetadataImage) -> dict[str, Any]:
+    return {
+        "version": SNAPSHOT_VERSION,
+        "cluster_id": image.cluster_id,
+        "offset": image.offset,
+        "next_producer_id": image.next_producer_id,
+        "brokers": [[b.broker_id, b.host, b.port, b.incarnation_id, b.broker_epoch, b.fenced]
+                    for b in image.brokers.values()],
+        "topics": [[t.name, t.topic_id, dict(t.configs),
+                    [[list(p.replicas), list(p.isr), p.leader, p.leader_epoch, p.partition_epoch]
+                     for p in t.partitions]]
+                   for t in image.topics.values()],
+    }
+
+
+def image_from_dict(data: dict[str, Any]) -> MetadataImage:
+    if data.get("version") != SNAPSHOT_VERSION:
+        raise ValueError(f"metadata snapshot version {data.get('version')!r}, expected {SNAPSHOT_VERSION}")
+    brokers = {b[0]: BrokerRegistration(b[0], b[1], b[2], b[3], b[4], b[5]) for b in data["brokers"]}
+    topics = {}
+    for name, topic_id, configs, parts in data["topics"]:
+        regs = tuple(PartitionRegistration(tuple(r), tuple(i), leader, le, pe) for r, i, leader, le, pe in parts)
+        topics[name] = TopicImage(name, regs, MappingProxyType(dict(configs)), topic_id)
+    return MetadataImage(data["cluster_id"], MappingProxyType(brokers), MappingProxyType(topics),
+                         data["next_producer_id"], data["offset"])
+
+
+# ---- what changed for one broker ---------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -105,19 +221,22 @@ class LocalChanges:
 def local_changes(old: MetadataImage, new: MetadataImage, broker_id: int) -> LocalChanges:
     """Partitions of ``broker_id`` whose registration changed, split by its new role.
 
-    A partition it no longer hosts (topic deleted, or moved away) is in ``deleted``.
+    A partition it no longer hosts (topic deleted, re-created under a new id, or
+    moved away) is in ``deleted``; a re-created topic's partitions also come back
+    as new leaders or followers.
     """
     before = _hosted(old, broker_id)
     after = _hosted(new, broker_id)
     leaders, followers = {}, {}
-    for tp, reg in after.items():
-        if before.get(tp) == reg:
+    for tp, (topic_id, reg) in after.items():
+        if before.get(tp) == (topic_id, reg):
             continue
         (leaders if reg.leader == broker_id else followers)[tp] = reg
-    deleted = sorted(tp for tp in before if tp not in after)
+    deleted = sorted(tp for tp, (topic_id, _) in before.items()
+                     if tp not in after or after[tp][0] != topic_id)
     return LocalChanges(leaders, followers, deleted)
 
 
-def _hosted(image: MetadataImage, broker_id: int) -> dict[tuple[str, int], PartitionRegistration]:
-    return {(t.name, p): reg for t in image.topics.values()
+def _hosted(image: MetadataImage, broker_id: int) -> dict[tuple[str, int], tuple[str, PartitionRegistration]]:
+    return {(t.name, p): (t.topic_id, reg) for t in image.topics.values()
             for p, reg in enumerate(t.partitions) if broker_id in reg.replicas}

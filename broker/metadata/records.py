@@ -1,8 +1,10 @@
 """Metadata records: the commands that change the cluster image.
 
-Like KRaft's metadata log, the image is the result of applying these records
-in order. They are plain dataclasses of builtin types so that any log (the
-local journal now, the Raft quorum later) can carry them as dicts.
+Like KRaft's metadata log, the image is the result of applying these records in
+order. The controller decides (placement, elections, fencing) and writes the
+outcome into records; apply only checks their preconditions (compare-and-set on
+epochs) and copies them in. They are dataclasses of builtin types, carried in
+the Raft log as dicts, so a journal never depends on a class's import path.
 """
 
 from __future__ import annotations
@@ -13,16 +15,35 @@ from typing import Any
 
 @dataclass(frozen=True)
 class RegisterBroker:
+    """A broker process announces itself (Kafka's RegisterBrokerRecord).
+
+    A new incarnation (a restart) gets a new broker_epoch (the record's metadata
+    offset) and starts fenced; the controller unfences it once it has caught up.
+    """
     broker_id: int
     host: str
     port: int
+    incarnation_id: str
+
+
+@dataclass(frozen=True)
+class FenceBroker:
+    broker_id: int
+    broker_epoch: int          # compare-and-set: only the incarnation the controller judged
+
+
+@dataclass(frozen=True)
+class UnfenceBroker:
+    broker_id: int
+    broker_epoch: int
 
 
 @dataclass(frozen=True)
 class CreateTopic:
     name: str
-    # assignments[p] = the replica list of partition p; the first replica is
-    # the preferred leader. Decided by the controller (placement.py), never in apply.
+    topic_id: str              # tells a re-created topic from the deleted one of the same name
+    # assignments[p] = the replica list of partition p; the first replica is the
+    # preferred leader. Decided by the controller (placement.py), never in apply.
     assignments: tuple[tuple[int, ...], ...]
     configs: dict[str, str] = field(default_factory=dict)
 
@@ -30,10 +51,35 @@ class CreateTopic:
 @dataclass(frozen=True)
 class DeleteTopic:
     name: str
+    topic_id: str = ""         # "" deletes whatever topic has the name
 
 
-MetadataRecord = RegisterBroker | CreateTopic | DeleteTopic
-_TYPES: dict[str, type] = {cls.__name__: cls for cls in (RegisterBroker, CreateTopic, DeleteTopic)}
+@dataclass(frozen=True)
+class ChangePartition:
+    """A new leader and/or ISR for one partition (Kafka's PartitionChangeRecord / AlterPartition).
+
+    Applies only while the partition is still at ``partition_epoch``: a request
+    decided from a stale image (an old controller, a deposed leader) changes nothing.
+    """
+    topic: str
+    topic_id: str
+    partition: int
+    partition_epoch: int
+    leader: int
+    isr: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AllocateProducerIds:
+    """Hands out the block [next_producer_id, next_producer_id + count) to a broker."""
+    broker_id: int
+    count: int
+
+
+MetadataRecord = (RegisterBroker | FenceBroker | UnfenceBroker | CreateTopic | DeleteTopic | ChangePartition
+                  | AllocateProducerIds)
+_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
+    RegisterBroker, FenceBroker, UnfenceBroker, CreateTopic, DeleteTopic, ChangePartition, AllocateProducerIds)}
 
 
 def record_to_dict(record: MetadataRecord) -> dict[str, Any]:
@@ -45,4 +91,6 @@ def record_from_dict(data: dict[str, Any]) -> MetadataRecord:
     cls = _TYPES[data.pop("type")]
     if cls is CreateTopic:
         data["assignments"] = tuple(tuple(r) for r in data["assignments"])
+    if cls is ChangePartition:
+        data["isr"] = tuple(data["isr"])
     return cls(**data)

@@ -6,6 +6,7 @@ they started. Readiness and every other wait are conditions with deadlines.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -70,16 +71,18 @@ class BrokerProcess:
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
+        """Ready = it answers, a controller is known, and the broker is registered and unfenced."""
         def ready():
             if self.proc.poll() is not None:
                 raise AssertionError(f"broker {self.broker_id} exited with {self.proc.returncode}:\n{self.log()}")
             with grpc.insecure_channel(self.bootstrap) as ch:
                 try:
-                    kafka_pb2_grpc.KafkaStub(ch).Metadata(kafka_pb2.MetadataRequest(), timeout=1)
-                    return True
+                    r = kafka_pb2_grpc.KafkaStub(ch).Metadata(kafka_pb2.MetadataRequest(), timeout=1)
                 except grpc.RpcError:
                     return False
-        wait_for(ready, timeout, f"broker {self.broker_id} to answer on {self.bootstrap}", 0.1)
+            return r.controller_id >= 0 and any(b.broker_id == self.broker_id and b.alive for b in r.brokers)
+        wait_for(ready, timeout, f"broker {self.broker_id} to answer on {self.bootstrap}, registered and unfenced",
+                 0.1)
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -117,12 +120,114 @@ class Cluster:
                 b.signal(signal.SIGKILL)
                 b.proc.wait(timeout=10)
 
+    def start_all(self, wait: bool = True, timeout: float = 20.0) -> "Cluster":
+        """Start every broker at once (a quorum needs a majority up), then wait for each to be ready."""
+        for b in self.brokers.values():
+            b.start(wait=False)
+        if wait:
+            deadline = time.monotonic() + timeout
+            for b in self.brokers.values():
+                b.wait_ready(max(deadline - time.monotonic(), 0.1))
+        return self
+
+    def running(self) -> list[BrokerProcess]:
+        """The brokers whose process is running (a SIGSTOPped one counts: it has not exited)."""
+        return [b for b in self.brokers.values() if b.alive()]
+
+    def views(self, brokers: list[BrokerProcess] | None = None) -> dict[int, "ClusterView"]:
+        """Each given broker's own view of the cluster (default: all running); a silent broker is left out."""
+        out = {}
+        for b in (brokers if brokers is not None else self.running()):
+            view = cluster_view(b)
+            if view is not None:
+                out[b.broker_id] = view
+        return out
+
+    def wait_controller(self, brokers: list[BrokerProcess] | None = None, timeout: float = 15.0,
+                        exclude: tuple[int, ...] = (), alive: set[int] | None = None) -> int:
+        """The controller id every given broker (default: all running) reports, once they all agree.
+
+        ``exclude``: ids that do not count as an answer (a killed controller still
+        named by a survivor's stale view). ``alive``: also wait until every given
+        broker sees exactly this set of unfenced brokers.
+        """
+        brokers = brokers if brokers is not None else self.running()
+
+        def agreed():
+            views = self.views(brokers)
+            if len(views) != len(brokers):
+                return None
+            ids = {v.controller_id for v in views.values()}
+            if len(ids) != 1:
+                return None
+            (cid,) = ids
+            if cid < 0 or cid in exclude:
+                return None
+            if alive is not None and any(v.alive != alive for v in views.values()):
+                return None
+            return cid
+        return wait_for(agreed, timeout, f"brokers {[b.broker_id for b in brokers]} to agree on one controller"
+                        + (f" not in {list(exclude)}" if exclude else "")
+                        + (f" with alive brokers {sorted(alive)}" if alive is not None else ""), 0.02)
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What one broker's Metadata answer says about the cluster."""
+    answered_by: int
+    controller_id: int
+    alive: frozenset[int]
+    fenced: frozenset[int]
+
+
+def metadata(broker: BrokerProcess, topics: list[str] | None = None, timeout: float = 2.0):
+    """The raw MetadataResponse of ``broker`` itself (no client failover), or None if it does not answer."""
+    with grpc.insecure_channel(broker.bootstrap) as ch:
+        try:
+            return kafka_pb2_grpc.KafkaStub(ch).Metadata(kafka_pb2.MetadataRequest(topics=topics or []),
+                                                         timeout=timeout)
+        except grpc.RpcError:
+            return None
+
+
+def cluster_view(broker: BrokerProcess) -> ClusterView | None:
+    """Controller id and alive / fenced sets as ``broker`` sees them, or None if it does not answer."""
+    r = metadata(broker)
+    if r is None:
+        return None
+    return ClusterView(r.answered_by, r.controller_id, frozenset(b.broker_id for b in r.brokers if b.alive),
+                       frozenset(b.broker_id for b in r.brokers if not b.alive))
+
+
+def wait_metadata(broker: BrokerProcess, predicate, timeout: float, what: str, topics: list[str] | None = None,
+                  interval: float = 0.02):
+    """The first MetadataResponse from ``broker`` for which ``predicate(response)`` is truthy."""
+    def check():
+        r = metadata(broker, topics)
+        return r if r is not None and predicate(r) else None
+    return wait_for(check, timeout, f"broker {broker.broker_id}'s metadata to show {what}", interval)
+
+
+def log_events(broker: BrokerProcess, event: str | None = None) -> list[dict]:
+    """The broker's JSON log lines (all, or those whose event is ``event``), oldest first."""
+    out = []
+    for line in broker.log().splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if event is None or entry.get("event") == event:
+            out.append(entry)
+    return out
+
 
 def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None) -> Cluster:
     """A cluster.toml with ``n`` brokers on free loopback ports, data under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(root)
-    lines = ['cluster_id = "raftka-test"']
+    lines = ['cluster_id = "raftka-test"', 'cluster_secret = "raftka-test-secret"']
     config_path = root / "cluster.toml"
     for i in range(1, n + 1):
         b = BrokerProcess(i, free_port(), free_port(), root / f"broker-{i}", config_path, root / f"broker-{i}.log")

@@ -26,3 +26,12 @@ def fresh_cluster(tmp_path):
     yield make
     for c in clusters:
         c.stop_all()
+
+
+@pytest.fixture
+def running_cluster(fresh_cluster):
+    """fresh_cluster, started: every broker up, registered and unfenced (killed at the end, by PID)."""
+    def make(n: int = 3, config=None, timeout: float = 20.0):
+        return fresh_cluster(n, config).start_all(timeout=timeout)
+
+    return make

@@ -103,7 +103,9 @@ def test_bad_config_exits_2_with_one_line(tmp_path):
 def test_second_broker_on_the_same_data_dir_exits_2(fresh_cluster, tmp_path):
     broker = fresh_cluster(1).brokers[1].start()
     other = tmp_path / "other.toml"
-    other.write_text(broker.config_path.read_text().replace(f"port = {broker.port}", f"port = {free_port()}"))
+    other.write_text(broker.config_path.read_text()
+                     .replace(f"raft_port = {broker.raft_port}", f"raft_port = {free_port()}")
+                     .replace(f"\nport = {broker.port}", f"\nport = {free_port()}"))
     result = run_kbroker("--config", str(other), "--id", "1")
     assert result.returncode == 2
     assert "used by another broker" in result.stderr.decode()

@@ -109,7 +109,7 @@ def test_cluster_and_trace(single_broker):
     b = single_broker.bootstrap
     out = ok(kclient("cluster", "--bootstrap", b))
     assert out.splitlines() == ["Cluster ID: raftka-test", "Controller: 1", "1 brokers:",
-                                f"  broker 1 at 127.0.0.1:{single_broker.port} (controller)"]
+                                f"  broker 1 at 127.0.0.1:{single_broker.port}: alive, controller"]
     ok(kclient("topics", "--bootstrap", b, "--create", "--topic", "traced", "--partitions", "1"))
     traced = kclient("produce", "--bootstrap", b, "--topic", "traced", "--trace", input=b"hop\n")
     ok(traced)

@@ -4,12 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import BrokerSettings, ConfigError, load_cluster_config
+from broker.config import SECRET_ENV, BrokerSettings, ConfigError, load_cluster_config
 
 REPO = Path(__file__).resolve().parents[2]
+SECRET = 'cluster_secret = "unit-test-secret"\n'    # top-level keys come before the first [[broker]]
 
 GOOD = """
 cluster_id = "c1"
+cluster_secret = "unit-test-secret"
 
 [[broker]]
 id = 1
@@ -23,6 +25,12 @@ port = 19092
 raft_port = 19093
 data_dir = "/abs/broker-2"
 """
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_the_environment(monkeypatch):
+    """The file alone decides, whatever the shell running the tests exports."""
+    monkeypatch.delenv(SECRET_ENV, raising=False)
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -48,6 +56,7 @@ def test_the_repository_cluster_toml_loads():
     assert cfg.brokers[0].data_dir == REPO / "data" / "broker-1"
     assert cfg.settings.min_insync_replicas == 2
     assert cfg.settings.log.retention_ms == 604800000
+    assert len(cfg.cluster_secret) >= 8
 
 
 def test_defaults_and_relative_data_dir_resolved_against_the_file(tmp_path):
@@ -58,16 +67,18 @@ def test_defaults_and_relative_data_dir_resolved_against_the_file(tmp_path):
     assert b2.data_dir == Path("/abs/broker-2")
     assert cfg.settings == BrokerSettings()
     assert cfg.cluster_id == "c1"
+    assert cfg.cluster_secret == "unit-test-secret"
 
 
 def test_relative_data_dir_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
-    path = _write(tmp_path, _broker(1, 1, 2, 'data_dir = "d/one"'))
+    path = _write(tmp_path, SECRET + _broker(1, 1, 2, 'data_dir = "d/one"'))
     monkeypatch.chdir("/")
     assert load_cluster_config(path).brokers[0].data_dir == tmp_path.resolve() / "d" / "one"
 
 
 def test_config_table_sets_broker_and_log_settings(tmp_path):
-    text = _broker(1, 1, 2) + '[config]\n"num.partitions" = 3\n"log.segment.bytes" = 4096\n"log.roll.ms" = 10\n'
+    text = (SECRET + _broker(1, 1, 2)
+            + '[config]\n"num.partitions" = 3\n"log.segment.bytes" = 4096\n"log.roll.ms" = 10\n')
     s = load_cluster_config(_write(tmp_path, text)).settings
     assert s.num_partitions == 3
     assert (s.log.segment_bytes, s.log.segment_ms) == (4096, 10)
@@ -115,7 +126,7 @@ def test_missing_file(tmp_path):
 ])
 def test_bad_config_raises_config_error(tmp_path, text, fragment):
     with pytest.raises(ConfigError) as e:
-        load_cluster_config(_write(tmp_path, text))
+        load_cluster_config(_write(tmp_path, SECRET + text))   # with a secret: the one mistake is the error
     assert fragment in str(e.value)
     assert "\n" not in str(e.value)  # kbroker prints it as one line
 
@@ -133,4 +144,95 @@ def test_out_of_range_log_setting_is_a_config_error(tmp_path, setting):
     # A value the log layer refuses must come out as ConfigError (kbroker prints it on one
     # line and exits 2), not as a ValueError traceback.
     with pytest.raises(ConfigError):
-        load_cluster_config(_write(tmp_path, _broker(1, 1, 2) + "[config]\n" + setting + "\n"))
+        load_cluster_config(_write(tmp_path, SECRET + _broker(1, 1, 2) + "[config]\n" + setting + "\n"))
+
+
+# ---- the cluster secret -------------------------------------------------------------
+
+
+def test_a_missing_secret_names_the_environment_variable(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_cluster_config(_write(tmp_path, _broker(1, 1, 2)))
+    assert "RAFTKA_CLUSTER_SECRET" in str(e.value) and "cluster_secret" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_the_environment_secret_overrides_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(SECRET_ENV, "from-the-environment")
+    assert load_cluster_config(_write(tmp_path, GOOD)).cluster_secret == "from-the-environment"
+    assert load_cluster_config(_write(tmp_path, _broker(1, 1, 2))).cluster_secret == "from-the-environment"
+
+
+def test_an_empty_environment_secret_falls_back_to_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(SECRET_ENV, "")
+    assert load_cluster_config(_write(tmp_path, GOOD)).cluster_secret == "unit-test-secret"
+
+
+@pytest.mark.parametrize("line", ['cluster_secret = "1234567"', "cluster_secret = 123456789",
+                                  'cluster_secret = ["a-long-secret"]'])
+def test_a_short_or_non_string_secret_is_refused(tmp_path, line):
+    with pytest.raises(ConfigError, match="at least 8 characters"):
+        load_cluster_config(_write(tmp_path, line + "\n" + _broker(1, 1, 2)))
+
+
+def test_a_short_environment_secret_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(SECRET_ENV, "short")
+    with pytest.raises(ConfigError, match="at least 8 characters"):
+        load_cluster_config(_write(tmp_path, GOOD))
+
+
+def test_eight_characters_are_enough(tmp_path):
+    assert load_cluster_config(_write(tmp_path, 'cluster_secret = "12345678"\n' + _broker(1, 1, 2))).cluster_secret \
+        == "12345678"
+
+
+def test_the_secret_stays_out_of_the_config_repr(tmp_path):
+    assert "unit-test-secret" not in repr(load_cluster_config(_write(tmp_path, GOOD)))
+
+
+# ---- liveness and quorum timers -----------------------------------------------------
+
+
+def _settings(tmp_path: Path, **config: int) -> BrokerSettings:
+    table = "".join(f'"{k}" = {v}\n' for k, v in config.items())
+    return load_cluster_config(_write(tmp_path, SECRET + _broker(1, 1, 2) + "[config]\n" + table)).settings
+
+
+def test_liveness_and_quorum_keys_set_their_settings(tmp_path):
+    s = _settings(tmp_path, **{"broker.heartbeat.interval.ms": 100, "broker.session.timeout.ms": 201,
+                               "controller.quorum.election.timeout.ms": 50,
+                               "controller.quorum.election.timeout.max.ms": 51,
+                               "controller.quorum.heartbeat.interval.ms": 16, "metadata.commit.timeout.ms": 7})
+    assert (s.broker_heartbeat_interval_ms, s.broker_session_timeout_ms) == (100, 201)
+    assert (s.quorum_election_timeout_ms, s.quorum_election_timeout_max_ms, s.quorum_heartbeat_interval_ms) == \
+        (50, 51, 16)
+    assert s.metadata_commit_timeout_ms == 7
+
+
+@pytest.mark.parametrize("config", [
+    {"broker.heartbeat.interval.ms": 1000, "broker.session.timeout.ms": 2000},
+    {"broker.heartbeat.interval.ms": 1000, "broker.session.timeout.ms": 1500},
+    {"broker.heartbeat.interval.ms": 1500},                     # against the default session timeout 3000
+    {"broker.session.timeout.ms": 500},                         # against the default heartbeat interval 250
+])
+def test_a_session_timeout_of_at_most_two_heartbeat_intervals_is_refused(tmp_path, config):
+    with pytest.raises(ConfigError, match="broker.session.timeout.ms"):
+        _settings(tmp_path, **config)
+
+
+@pytest.mark.parametrize("config", [
+    {"controller.quorum.election.timeout.ms": 1400},            # min == max (the default max)
+    {"controller.quorum.election.timeout.ms": 500, "controller.quorum.election.timeout.max.ms": 400},
+    {"controller.quorum.heartbeat.interval.ms": 200},           # 3 x 200 >= the default min 400
+    {"controller.quorum.election.timeout.ms": 300, "controller.quorum.heartbeat.interval.ms": 100},
+])
+def test_election_timeouts_out_of_order_are_refused(tmp_path, config):
+    with pytest.raises(ConfigError, match="controller.quorum.election.timeout.ms"):
+        _settings(tmp_path, **config)
+
+
+@pytest.mark.parametrize("key", ["broker.heartbeat.interval.ms", "controller.quorum.heartbeat.interval.ms",
+                                 "metadata.commit.timeout.ms"])
+def test_liveness_and_quorum_intervals_must_be_positive(tmp_path, key):
+    with pytest.raises(ConfigError, match=f"{key} must be at least 1"):
+        _settings(tmp_path, **{key: 0})

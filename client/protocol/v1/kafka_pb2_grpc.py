@@ -64,6 +64,11 @@ class KafkaStub:
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ListOffsetsRequest.SerializeToString,
                 response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ListOffsetsResponse.FromString,
                 _registered_method=True)
+        self.ElectLeaders = channel.unary_unary(
+                '/raftka.v1.Kafka/ElectLeaders',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersResponse.FromString,
+                _registered_method=True)
 
 
 class KafkaServicer:
@@ -105,6 +110,14 @@ class KafkaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ElectLeaders(self, request, context):
+        """Kafka's ElectLeaders (kafka-leader-election.sh): answered by the controller;
+        any other broker forwards it there, like CreateTopics and DeleteTopics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KafkaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +150,11 @@ def add_KafkaServicer_to_server(servicer, server):
                     servicer.ListOffsets,
                     request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ListOffsetsRequest.FromString,
                     response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ListOffsetsResponse.SerializeToString,
+            ),
+            'ElectLeaders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ElectLeaders,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +319,33 @@ class Kafka:
             '/raftka.v1.Kafka/ListOffsets',
             client_dot_protocol_dot_v1_dot_kafka__pb2.ListOffsetsRequest.SerializeToString,
             client_dot_protocol_dot_v1_dot_kafka__pb2.ListOffsetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ElectLeaders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/ElectLeaders',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,189 @@
+"""The metadata quorum: a thin pysyncobj adapter around the pure metadata image.
+
+Every broker embeds one pysyncobj node; the three form a Raft group whose log
+carries metadata record batches. The Raft leader is the controller. Committed
+batches are applied by ``apply_batch`` on pysyncobj's tick thread, identically
+on every node; listeners are told on that thread and must only wake someone
+(they never block it with file or network work).
+
+Settings follow the measurements in shared/notes/pysyncobj-grpc.md: no append
+batching (0.5 ms commits, not 100 ms), a huge connectionTimeout (an idle
+follower-follower link would otherwise drop the first RequestVote and double
+the election time), 1 s redial, no fork inside a gRPC process, loopback bind,
+and a password: pysyncobj's wire format is pickle, so without the cluster
+secret a stranger's frame is dropped before it is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Sequence
+
+import structlog
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.node import TCPNode
+from pysyncobj.syncobj import SyncObjException
+
+from broker.metadata.image import BatchOutcome, MetadataImage, apply_batch, image_from_dict, image_to_dict
+from broker.metadata.records import MetadataRecord, record_from_dict, record_to_dict
+
+log = structlog.get_logger(__name__)
+
+_FAIL_NAMES = {getattr(FAIL_REASON, n): n for n in dir(FAIL_REASON) if n.isupper()}
+
+
+class QuorumStartError(Exception):
+    """The Raft port cannot be bound (in use, or not a local address)."""
+
+
+class CommitError(Exception):
+    """A batch was not confirmed committed. Its outcome is unknown: read the image, then retry."""
+
+
+class MetadataStateMachine(SyncObjConsumer):
+    """The replicated state: one MetadataImage, replaced (never mutated) by each committed batch."""
+
+    def __init__(self, cluster_id: str):
+        # Everything set before SyncObjConsumer.__init__ is left out of its dumps;
+        # _serialize below dumps the image alone, as builtins.
+        self._image = MetadataImage(cluster_id=cluster_id)
+        self._listeners: list[Callable[[], None]] = []
+        super().__init__()
+
+    @property
+    def image(self) -> MetadataImage:
+        return self._image  # one reference read: readers on any thread get a whole image
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    # The only replicated method: record types evolve inside the dicts, so the
+    # method id pysyncobj derives from names never changes under an old journal.
+    @replicated
+    def commit_records(self, records: list[dict]) -> BatchOutcome:
+        try:
+            self._image, outcome = apply_batch(self._image, [record_from_dict(r) for r in records])
+        except Exception as e:  # noqa: BLE001 -- a malformed batch (bad type, bad value) must not wedge the
+            # tick thread, which would retry the same entry forever; the same code gives the same answer on
+            # every node, so skipping it keeps the replicas identical.
+            self._image, _ = apply_batch(self._image, [])
+            outcome = BatchOutcome(False, self._image.offset - 1, f"malformed batch: {e!r}")
+        self._notify()
+        return outcome
+
+    def _serialize(self):
+        return image_to_dict(self._image)
+
+    def _deserialize(self, data) -> None:
+        self._image = image_from_dict(data)
+        self._notify()
+
+
+class MetadataQuorum:
+    def __init__(self, cluster_id: str, self_address: str, peers: dict[int, str], local_broker_id: int,
+                 data_dir: Path, secret: str, election_timeout_s: tuple[float, float] = (0.4, 1.4),
+                 heartbeat_period_s: float = 0.1):
+        self.local_broker_id = local_broker_id
+        self._self_address = self_address
+        self._peers = dict(peers)                       # broker id -> "host:raft_port", self excluded
+        self._broker_of = {a: b for b, a in peers.items()}
+        self._broker_of[self_address] = local_broker_id
+        self._peer_nodes = {b: TCPNode(a) for b, a in peers.items()}
+        self._data_dir = data_dir
+        self._secret = secret
+        self._timeouts = election_timeout_s
+        self._heartbeat_period_s = heartbeat_period_s
+        self.state_machine = MetadataStateMachine(cluster_id)
+        self._raft: SyncObj | None = None
+        self.ready = threading.Event()
+
+    def start(self) -> None:
+        low, high = self._timeouts
+        conf = SyncObjConf(
+            bindAddress=self._self_address,
+            password=self._secret,
+            journalFile=str(self._data_dir / "raft.journal"),
+            fullDumpFile=str(self._data_dir / "raft.dump"),
+            appendEntriesUseBatch=False,
+            raftMinTimeout=low, raftMaxTimeout=high,
+            appendEntriesPeriod=self._heartbeat_period_s,
+            connectionTimeout=3600.0,
+            connectionRetryTime=1.0,
+            leaderFallbackTimeout=3.0,
+            commandsWaitLeader=False,
+            useFork=False,
+            maxBindRetries=3,
+            bindRetryTime=0.2,
+            dynamicMembershipChange=False,
+            onReady=self.ready.set,
+        )
+        self._raft = SyncObj(self._self_address, list(self._peers.values()), conf=conf,
+                             consumers=[self.state_machine])
+        try:
+            self._raft.waitBinded()
+        except SyncObjException:
+            self._raft.destroy_synchronous()
+            self._raft = None
+            raise QuorumStartError(f"cannot listen on {self._self_address} (raft_port): the port is in use") from None
+
+    def stop(self) -> None:
+        if self._raft is not None:
+            self._raft.destroy_synchronous()
+            self._raft = None
+
+    # ---- reads (any thread; pysyncobj's own fields, possibly a tick old) ------------
+
+    @property
+    def image(self) -> MetadataImage:
+        return self.state_machine.image
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        self.state_machine.add_listener(listener)
+
+    def is_leader(self) -> bool:
+        return self._raft is not None and self._raft._isLeader()
+
+    def term(self) -> int:
+        return self._raft._getTerm() if self._raft is not None else -1
+
+    def controller_id(self) -> int:
+        """The broker whose Raft node this node believes leads, or -1 (may be stale: never a lock)."""
+        if self._raft is None:
+            return -1
+        if self._raft._isLeader():
+            return self.local_broker_id
+        leader = self._raft._getLeader()
+        return self._broker_of.get(str(leader), -1) if leader is not None else -1
+
+    def peer_connected(self, broker_id: int) -> bool:
+        node = self._peer_nodes.get(broker_id)
+        return node is not None and self._raft is not None and self._raft.isNodeConnected(node)
+
+    def status(self) -> dict:
+        return self._raft.getStatus() if self._raft is not None else {}
+
+    # ---- writes (never from the tick thread) --------------------------------------
+
+    def submit(self, records: Sequence[MetadataRecord], timeout_s: float) -> BatchOutcome:
+        """Commit one all-or-nothing batch; CommitError when the outcome is unknown."""
+        if self._raft is None:
+            raise CommitError("the metadata quorum is stopped")
+        done = threading.Event()
+        answer: list = []
+
+        def on_result(result, error) -> None:
+            answer.append((result, error))
+            done.set()
+
+        self.state_machine.commit_records([record_to_dict(r) for r in records], callback=on_result)
+        if not done.wait(timeout_s):
+            raise CommitError(f"no commit within {timeout_s:.1f} s")
+        result, error = answer[0]
+        if error != FAIL_REASON.SUCCESS:
+            raise CommitError(f"not committed: {_FAIL_NAMES.get(error, error)}")
+        return result
