@@ -17,6 +17,7 @@ from concurrent import futures
 import grpc
 import structlog
 
+from broker.alter_partition import AlterPartitionManager
 from broker.append_notifier import AppendNotifier
 from broker.config import ClusterConfig
 from broker.controller import Controller
@@ -24,6 +25,7 @@ from broker.lifecycle import BrokerLifecycleManager
 from broker.log import LogManager
 from broker.metadata.quorum import MetadataQuorum
 from broker.metadata_publisher import MetadataPublisher
+from broker.replica_fetcher import ReplicaFetcherManager
 from broker.replica_manager import ReplicaManager, wall_clock_ms
 from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer
 from client.protocol.v1 import controller_pb2_grpc, kafka_pb2_grpc, replication_pb2_grpc
@@ -61,6 +63,8 @@ class Broker:
         self._publisher: MetadataPublisher | None = None
         self._lifecycle: BrokerLifecycleManager | None = None
         self._kafka: KafkaServicer | None = None
+        self._fetchers: ReplicaFetcherManager | None = None
+        self._alter_partition: AlterPartitionManager | None = None
         self.replicas: ReplicaManager | None = None
         self._pid_file = self.address.data_dir / "broker.pid"
         self._started = False
@@ -101,10 +105,17 @@ class Broker:
         self.quorum.start()
 
         notifier = AppendNotifier()
-        self.replicas = ReplicaManager(a.broker_id, self._logs, self.quorum, s, notifier)
+        self._lifecycle = BrokerLifecycleManager(self.cluster, a.broker_id, self.quorum)
+        self._fetchers = ReplicaFetcherManager(a.broker_id, self._client_address, s)
+        self._alter_partition = AlterPartitionManager(a.broker_id, lambda: self._lifecycle.broker_epoch,
+                                                      self._controller_address,
+                                                      s.metadata_commit_timeout_ms / 1000)
+        self._alter_partition.start()
+        self.replicas = ReplicaManager(a.broker_id, self._logs, self.quorum, s, notifier,
+                                       fetchers=self._fetchers, alter_partition=self._alter_partition.submit)
+        self._fetchers.attach(self.replicas)
         self.controller = Controller(self.quorum, self.cluster, a.broker_id)
         self.controller.start()
-        self._lifecycle = BrokerLifecycleManager(self.cluster, a.broker_id, self.quorum)
         self._publisher = MetadataPublisher(self.quorum, self.replicas, self._lifecycle.holds_own_registration)
         self._publisher.start()
         self._kafka = KafkaServicer(a.broker_id, self.controller, self.quorum, self.replicas, self._client_address,
@@ -124,12 +135,20 @@ class Broker:
         b = self.cluster.broker(broker_id)
         return b.host, b.port
 
+    def _controller_address(self) -> tuple[str, int] | None:
+        controller_id = self.quorum.controller_id()
+        return self._client_address(controller_id) if controller_id >= 0 else None
+
     def _housekeeping(self) -> None:
         """HW checkpoints and retention, on their own intervals, off the request path."""
-        next_checkpoint = next_retention = time.monotonic()
+        next_checkpoint = next_retention = next_isr_check = time.monotonic()
         while not self._stop.wait(0.2):
             now = time.monotonic()
             try:
+                if now >= next_isr_check:
+                    # Kafka checks every replica.lag.time.max.ms / 2: a stuck follower leaves after 1x-1.5x.
+                    next_isr_check = now + self.settings.replica_lag_time_max_ms / 2000
+                    self.replicas.maybe_shrink_isr()
                 if now >= next_checkpoint:
                     next_checkpoint = now + self.settings.high_watermark_checkpoint_interval_ms / 1000
                     self.replicas.checkpoint_high_watermarks()
@@ -159,6 +178,10 @@ class Broker:
         for part in (self.controller, self._publisher):
             if part is not None:
                 part.stop()
+        if self._fetchers is not None:
+            self._fetchers.shutdown()
+        if self._alter_partition is not None:
+            self._alter_partition.stop()
         if self._kafka is not None:
             self._kafka.close()
         if self._housekeeper is not None:

@@ -53,6 +53,12 @@ class BrokerSettings:
     quorum_election_timeout_max_ms: int = 1400
     quorum_heartbeat_interval_ms: int = 100
     metadata_commit_timeout_ms: int = 5000
+    # Replication (Kafka's names): a follower out of sync this long leaves the ISR (Kafka: 30000).
+    replica_lag_time_max_ms: int = 5000
+    replica_fetch_wait_max_ms: int = 500
+    replica_fetch_max_bytes: int = 1048576
+    replica_fetch_response_max_bytes: int = 10485760
+    replica_fetch_backoff_ms: int = 200
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -74,6 +80,11 @@ _SETTING_KEYS = {
     "controller.quorum.election.timeout.max.ms": "quorum_election_timeout_max_ms",
     "controller.quorum.heartbeat.interval.ms": "quorum_heartbeat_interval_ms",
     "metadata.commit.timeout.ms": "metadata_commit_timeout_ms",
+    "replica.lag.time.max.ms": "replica_lag_time_max_ms",
+    "replica.fetch.wait.max.ms": "replica_fetch_wait_max_ms",
+    "replica.fetch.max.bytes": "replica_fetch_max_bytes",
+    "replica.fetch.response.max.bytes": "replica_fetch_response_max_bytes",
+    "replica.fetch.backoff.ms": "replica_fetch_backoff_ms",
     "log.segment.bytes": "log.segment_bytes",
     "log.roll.ms": "log.segment_ms",
     "log.retention.ms": "log.retention_ms",
@@ -194,7 +205,8 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
             top[target] = number
     for key in ("num_partitions", "default_replication_factor", "min_insync_replicas", "grpc_max_workers",
                 "grpc_max_concurrent_rpcs", "broker_heartbeat_interval_ms", "quorum_heartbeat_interval_ms",
-                "metadata_commit_timeout_ms"):
+                "metadata_commit_timeout_ms", "replica_lag_time_max_ms", "replica_fetch_max_bytes",
+                "replica_fetch_response_max_bytes"):
         if top.get(key, 1) < 1:
             raise ConfigError(f"{path}: {_key_of(key)} must be at least 1")
     defaults = BrokerSettings()

@@ -30,8 +30,9 @@ from broker.metadata.partition_change import (elect, fence_batch, preferred_elec
 from broker.metadata.placement import assign_replicas
 from broker.metadata.quorum import CommitError, MetadataQuorum
 from broker.metadata.records import AllocateProducerIds, ChangePartition, CreateTopic, DeleteTopic, RegisterBroker
-from client.errors import (ElectionNotNeededError, EligibleLeadersNotAvailableError, InconsistentClusterIdError,
-                           InvalidRequestError, KafkaError, NotControllerError,
+from client.errors import (ElectionNotNeededError, EligibleLeadersNotAvailableError, FencedLeaderEpochError,
+                           InconsistentClusterIdError, IneligibleReplicaError, InvalidRequestError,
+                           InvalidUpdateVersionError, KafkaError, NotControllerError,
                            PreferredLeaderNotAvailableError, RequestTimedOutError, StaleBrokerEpochError,
                            TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 
@@ -347,6 +348,44 @@ class Controller:
         if leader < 0:
             return None, EligibleLeadersNotAvailableError(f"No live replica of {topic.name}-{p} can lead.")
         return ChangePartition(topic.name, topic.topic_id, p, reg.partition_epoch, leader, isr), None
+
+    # ---- ISR changes from partition leaders (Kafka's AlterPartition) --------------------
+
+    def alter_partition(self, broker_id: int, broker_epoch: int, topic_name: str, topic_id: str, partition: int,
+                        leader_epoch: int, partition_epoch: int, new_isr: tuple[int, ...]):
+        """Commit a leader's new ISR; the PartitionRegistration after it, or raise the Kafka error."""
+        with self._write_lock:
+            if not self.is_active():
+                raise NotControllerError(f"Broker {self.broker_id} is not the active controller.")
+            image = self.image
+            reg = image.brokers.get(broker_id)
+            if reg is None or reg.broker_epoch != broker_epoch:
+                raise StaleBrokerEpochError(f"Broker {broker_id} epoch {broker_epoch} is not registered.")
+            topic = image.topics.get(topic_name)
+            if topic is None or topic.topic_id != topic_id or not 0 <= partition < len(topic.partitions):
+                raise UnknownTopicOrPartitionError(f"Topic-partition {topic_name}-{partition} does not exist.")
+            part = topic.partitions[partition]
+            if leader_epoch < part.leader_epoch:
+                raise FencedLeaderEpochError(f"Leader epoch {leader_epoch} is older than {part.leader_epoch}.")
+            if leader_epoch > part.leader_epoch:
+                raise NotControllerError(f"Leader epoch {leader_epoch} is newer than this controller's "
+                                         f"{part.leader_epoch}: it is behind.")
+            if part.leader != broker_id:
+                raise InvalidRequestError(f"Broker {broker_id} is not the leader of {topic_name}-{partition}.")
+            if partition_epoch != part.partition_epoch:
+                raise InvalidUpdateVersionError(f"Partition epoch {partition_epoch} is not the current "
+                                                f"{part.partition_epoch}.")
+            if broker_id not in new_isr or not set(new_isr) <= set(part.replicas):
+                raise InvalidRequestError(f"ISR {list(new_isr)} must hold the leader and only replicas.")
+            added = [r for r in new_isr if r not in part.isr]
+            if any(not image.is_live(r) for r in added):
+                raise IneligibleReplicaError(f"Replicas {added} cannot join the ISR: fenced or unknown.")
+            change = ChangePartition(topic_name, topic_id, partition, partition_epoch, broker_id, tuple(new_isr))
+            outcome = self._commit([change])
+            if not outcome.applied:
+                raise InvalidUpdateVersionError(f"The partition changed meanwhile ({outcome.reason}).")
+            self._log_changes(image, [change])
+        return self.image.partition(topic_name, partition)
 
     # ---- producer ids (the idempotent producer's InitProducerId) ----------------------
 

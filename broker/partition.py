@@ -22,6 +22,11 @@ class FollowerState:
     # The follower's log end offset, learned from its fetch offset; -1 until it fetched.
     log_end_offset: int = -1
     last_caught_up_ms: int = 0
+    # The leader's LEO and the time at the follower's previous fetch (Kafka's Replica
+    # state): a fetch that reaches what the leader had then proves the follower was
+    # caught up then, even if the leader has appended since.
+    last_fetch_leader_log_end_offset: int = -1
+    last_fetch_ms: int = 0
 
 
 @dataclass
@@ -40,24 +45,50 @@ class PartitionState:
     log_end_offset: int = 0
     high_watermark: int = 0
     followers: dict[int, FollowerState] = field(default_factory=dict)
+    # The topic's min.insync.replicas: below it acks=all is refused and the HW stands still.
+    min_insync_replicas: int = 1
+    # An ISR change sent to the controller and not yet seen in metadata (one at a time).
+    pending_isr: tuple[int, ...] | None = None
 
     @property
     def is_leader(self) -> bool:
         return self.leader_id == self.local_broker_id
 
-    def become_leader(self, reg: PartitionRegistration, now_ms: int) -> None:
+    def become_leader(self, reg: PartitionRegistration, now_ms: int) -> bool:
+        """Take ``reg``; True if this starts a new leadership (False: same epoch, only the ISR moved)."""
+        same_term = self.is_leader and reg.leader == self.local_broker_id and reg.leader_epoch == self.leader_epoch
         self._take(reg)
-        self.followers = {r: FollowerState(r, last_caught_up_ms=now_ms)
-                          for r in reg.replicas if r != self.local_broker_id}
+        self.pending_isr = None
+        if not same_term:
+            self.followers = {}
+        for r in reg.replicas:
+            if r != self.local_broker_id and r not in self.followers:
+                self.followers[r] = FollowerState(r, last_caught_up_ms=now_ms)
         self.maybe_advance_high_watermark()
+        return not same_term
 
-    def become_follower(self, reg: PartitionRegistration) -> None:
+    def become_follower(self, reg: PartitionRegistration) -> bool:
+        """Take ``reg``; True if the leader or its epoch changed (the fetcher must move)."""
+        changed = (reg.leader, reg.leader_epoch) != (self.leader_id, self.leader_epoch) or self.is_leader
         self._take(reg)
         self.followers = {}
+        self.pending_isr = None
+        return changed
 
     def _take(self, reg: PartitionRegistration) -> None:
         self.leader_id, self.leader_epoch = reg.leader, reg.leader_epoch
         self.partition_epoch, self.replicas, self.isr = reg.partition_epoch, reg.replicas, reg.isr
+
+    @property
+    def maximal_isr(self) -> tuple[int, ...]:
+        """The ISR plus members a pending expansion adds: what the HW must wait for (the safe side)."""
+        if self.pending_isr is None:
+            return self.isr
+        return self.isr + tuple(r for r in self.pending_isr if r not in self.isr)
+
+    @property
+    def effective_min_isr(self) -> int:
+        return min(self.min_insync_replicas, len(self.replicas)) if self.replicas else 1
 
     def check_leader_epoch(self, request_epoch: int) -> KafkaError | None:
         """Whether a leader-only request (produce, consumer fetch) may be served here.
@@ -92,14 +123,20 @@ class PartitionState:
         follower.log_end_offset = fetch_offset
         if fetch_offset >= self.log_end_offset:
             follower.last_caught_up_ms = now_ms
+        elif fetch_offset >= follower.last_fetch_leader_log_end_offset >= 0:
+            follower.last_caught_up_ms = max(follower.last_caught_up_ms, follower.last_fetch_ms)
+        follower.last_fetch_leader_log_end_offset = self.log_end_offset
+        follower.last_fetch_ms = now_ms
         return self.maybe_advance_high_watermark()
 
     def maybe_advance_high_watermark(self) -> bool:
-        """HW = the smallest log end offset over the ISR (this leader included); only forward."""
-        if not self.is_leader:
+        """HW = the smallest log end offset over the maximal ISR (this leader included); only forward,
+        and only while the ISR is at least min.insync.replicas (Kafka 3.7+, KIP-966): with fewer
+        replicas in sync, acks=1 writes are stored but not yet visible."""
+        if not self.is_leader or len(self.isr) < self.effective_min_isr:
             return False
         ends = [self.log_end_offset]
-        for r in self.isr:
+        for r in self.maximal_isr:
             if r != self.local_broker_id:
                 f = self.followers.get(r)
                 ends.append(f.log_end_offset if f else -1)
@@ -108,3 +145,56 @@ class PartitionState:
             self.high_watermark = candidate
             return True
         return False
+
+    # ---- ISR changes: the leader proposes, the controller decides (AlterPartition) ------
+
+    def isr_to_expand(self, replica_id: int, leader_epoch_start_offset: int) -> tuple[int, ...] | None:
+        """The ISR with ``replica_id`` added, if it has caught up: its LEO reached the HW and the
+        start of this leader's epoch (so it holds everything this leader may have acknowledged)."""
+        follower = self.followers.get(replica_id)
+        if (not self.is_leader or self.pending_isr is not None or follower is None
+                or replica_id in self.isr):
+            return None
+        if follower.log_end_offset >= max(self.high_watermark, leader_epoch_start_offset):
+            return self.isr + (replica_id,)
+        return None
+
+    def isr_to_shrink(self, now_ms: int, lag_time_max_ms: int) -> tuple[int, ...] | None:
+        """The ISR without followers that have not caught up for ``lag_time_max_ms``, if any."""
+        if not self.is_leader or self.pending_isr is not None:
+            return None
+        out = [r for r in self.isr if r != self.local_broker_id and self._lagging(r, now_ms, lag_time_max_ms)]
+        if not out:
+            return None
+        return tuple(r for r in self.isr if r not in out)
+
+    def _lagging(self, replica_id: int, now_ms: int, lag_time_max_ms: int) -> bool:
+        f = self.followers.get(replica_id)
+        if f is None:
+            return True
+        return f.log_end_offset != self.log_end_offset and now_ms - f.last_caught_up_ms > lag_time_max_ms
+
+    # ---- follower side ----------------------------------------------------------------
+
+    def on_follower_append(self, log_end_offset: int, leader_high_watermark: int) -> None:
+        """This follower's log grew (or not) and the leader told its HW: ours is min(leader's, our LEO)."""
+        self.log_end_offset = log_end_offset
+        self.high_watermark = max(min(leader_high_watermark, log_end_offset), 0)
+
+
+def truncation_offset(diverging_epoch: int, diverging_end_offset: int,
+                      own_end_for_epoch: tuple[int, int], own_high_watermark: int) -> tuple[int, bool]:
+    """Where a follower truncates after the leader answered DivergingEpoch (Kafka's AbstractFetcherThread).
+
+    ``own_end_for_epoch`` is this follower's (epoch, end offset) for ``diverging_epoch``.
+    Returns (offset, complete): complete=False means fetch again, the next answer may
+    point further back (the follower did not know the leader's epoch).
+    """
+    if diverging_epoch < 0 or diverging_end_offset < 0:
+        return own_high_watermark, True  # the leader knows no such epoch: fall back to our HW
+    own_epoch, own_end = own_end_for_epoch
+    if own_epoch == diverging_epoch:
+        return min(diverging_end_offset, own_end), True
+    if own_epoch < 0:
+        return own_high_watermark, True
+    return min(diverging_end_offset, own_end), False

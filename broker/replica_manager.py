@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import structlog
 
@@ -19,11 +19,12 @@ from broker.append_notifier import AppendNotifier
 from broker.config import BrokerSettings
 from broker.log import LogConfig, LogManager, PartitionLog
 from broker.metadata.image import MetadataImage, PartitionRegistration, local_changes
-from broker.partition import PartitionState
+from broker.partition import PartitionState, truncation_offset
 from client import record_batch
 from client.errors import (CorruptMessageError, InvalidRequiredAcksError, KafkaError, KafkaStorageError,
-                           LeaderHintInfo, NotLeaderOrFollowerError, RecordTooLargeError,
-                           RequestTimedOutError, InvalidRequestError, UnknownTopicOrPartitionError)
+                           LeaderHintInfo, NotEnoughReplicasError, NotLeaderOrFollowerError, RecordTooLargeError,
+                           RequestTimedOutError, InvalidRequestError, OffsetOutOfRangeError,
+                           UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +42,7 @@ class HostedPartition:
     state: PartitionState
     log: PartitionLog
     max_message_bytes: int
+    topic_id: str = ""
     # Serialises appends and state changes; reads of the log need no lock.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -61,6 +63,7 @@ class FetchRequestPartition:
     fetch_offset: int
     current_leader_epoch: int
     max_bytes: int
+    last_fetched_epoch: int = -1   # followers: the epoch of the last batch they hold
 
 
 @dataclass
@@ -72,6 +75,7 @@ class FetchResult:
     log_start_offset: int = -1
     log_end_offset: int = -1
     records: bytes = b""
+    diverging_epoch: tuple[int, int] | None = None   # (epoch, end offset): the follower must truncate
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,32 @@ class ListOffsetsResult:
     leader_epoch: int = -1
 
 
+class FetcherControl(Protocol):
+    """What the replica manager tells the follower fetchers (replica_fetcher.ReplicaFetcherManager)."""
+
+    def follow(self, tp: tuple[str, int], leader_id: int, leader_epoch: int) -> None: ...
+    def stop_following(self, tp: tuple[str, int]) -> None: ...
+
+
+class NoFetchers:
+    def follow(self, tp: tuple[str, int], leader_id: int, leader_epoch: int) -> None:
+        pass
+
+    def stop_following(self, tp: tuple[str, int]) -> None:
+        pass
+
+
+AlterPartitionSubmit = Callable[[dict, Callable[[], None]], None]
+
+
 class ReplicaManager:
     def __init__(self, broker_id: int, logs: LogManager, metadata, settings: BrokerSettings,
-                 notifier: AppendNotifier, clock_ms: Callable[[], int] = wall_clock_ms):
+                 notifier: AppendNotifier, clock_ms: Callable[[], int] = wall_clock_ms,
+                 fetchers: "FetcherControl | None" = None, alter_partition: "AlterPartitionSubmit | None" = None):
         self.broker_id = broker_id
+        self._fetchers = fetchers or NoFetchers()
+        # Sends an ISR change to the controller: (request, on_error) with the request as a dict.
+        self._alter_partition = alter_partition or (lambda request, on_error: on_error())
         self._logs = logs
         self._metadata = metadata  # anything with .image: the committed MetadataImage
         self._settings = settings
@@ -126,26 +152,35 @@ class ReplicaManager:
             config = LogConfig.from_topic_config(dict(topic.configs), self._settings.log)
             plog = self._logs.get_or_create(tp[0], tp[1], config, now_ms)
             state = PartitionState(tp[0], tp[1], self.broker_id, log_start_offset=plog.log_start_offset,
-                                   log_end_offset=plog.log_end_offset, high_watermark=plog.read_high_watermark())
-            hosted = HostedPartition(state, plog, self._max_message_bytes(topic.configs))
+                                   log_end_offset=plog.log_end_offset, high_watermark=plog.read_high_watermark(),
+                                   min_insync_replicas=int(topic.configs.get(
+                                       "min.insync.replicas", self._settings.min_insync_replicas)))
+            hosted = HostedPartition(state, plog, self._max_message_bytes(topic.configs), topic.topic_id)
             with self._lock:
                 self._partitions[tp] = hosted
         with hosted.lock:
             if leader:
-                # KIP-279: the new epoch starts at our log end, so followers can find where the old one ended.
-                hosted.log.assign_leader_epoch(reg.leader_epoch)
-                hosted.state.become_leader(reg, now_ms)
+                new_term = hosted.state.become_leader(reg, now_ms)
+                if new_term:
+                    # KIP-279: the new epoch starts at our log end, so followers can find where the old one ended.
+                    hosted.log.assign_leader_epoch(reg.leader_epoch)
             else:
-                hosted.state.become_follower(reg)
+                new_term = hosted.state.become_follower(reg)
             hosted.log.write_high_watermark(hosted.state.high_watermark)
-        log.info("became_leader" if leader else "became_follower", topic=tp[0], partition=tp[1],
-                 leader=reg.leader, leader_epoch=reg.leader_epoch, isr=list(reg.isr),
+        if leader:
+            self._fetchers.stop_following(tp)
+        elif new_term:
+            self._fetchers.follow(tp, reg.leader, reg.leader_epoch)
+        event = ("became_leader" if leader else "became_follower") if new_term else "isr_updated"
+        log.info(event, topic=tp[0], partition=tp[1], leader=reg.leader, leader_epoch=reg.leader_epoch,
+                 partition_epoch=reg.partition_epoch, isr=list(reg.isr),
                  log_end_offset=hosted.state.log_end_offset, high_watermark=hosted.state.high_watermark)
 
     def _max_message_bytes(self, configs) -> int:
         return int(configs.get("max.message.bytes", self._settings.message_max_bytes))
 
     def _stop_partition(self, tp: tuple[str, int]) -> None:
+        self._fetchers.stop_following(tp)
         with self._lock:
             hosted = self._partitions.pop(tp, None)
         if hosted is not None:
@@ -206,6 +241,12 @@ class ReplicaManager:
             error = hosted.state.check_leader_epoch(leader_epoch)
             if error is not None:
                 return ProduceResult(topic, partition, error)
+            state = hosted.state
+            if acks == -1 and len(state.isr) < state.effective_min_isr:
+                # Refused before writing: nothing of this batch is stored (Kafka's NotEnoughReplicas).
+                return ProduceResult(topic, partition, NotEnoughReplicasError(
+                    f"The size of the current ISR {list(state.isr)} is insufficient to satisfy the min.isr "
+                    f"requirement of {state.effective_min_isr} for partition {topic}-{partition}."))
             try:
                 info = hosted.log.append_as_leader(batch, hosted.state.leader_epoch, self._clock_ms())
             except KafkaStorageError as e:
@@ -225,8 +266,16 @@ class ReplicaManager:
             return ProduceResult(result.topic, result.partition,
                                  NotLeaderOrFollowerError("The partition moved away while waiting for replication."))
         target = result.base_offset + 1
-        if self._notifier.wait_until(lambda: hosted.state.high_watermark >= target, deadline):
-            return result
+        state = hosted.state
+        epoch = state.leader_epoch
+        if self._notifier.wait_until(lambda: state.high_watermark >= target or not state.is_leader
+                                     or state.leader_epoch != epoch, deadline):
+            if state.is_leader and state.leader_epoch == epoch:
+                return result
+            # Deposed while waiting: the batch may be truncated away; never acknowledge it.
+            return ProduceResult(result.topic, result.partition, NotLeaderOrFollowerError(
+                f"Broker {self.broker_id} lost the leadership of {result.topic}-{result.partition} "
+                "before the batch was replicated."))
         return ProduceResult(result.topic, result.partition, RequestTimedOutError(
             "The batch was not replicated to every in-sync replica within the request timeout."))
 
@@ -270,12 +319,13 @@ class ReplicaManager:
             error = NotLeaderOrFollowerError(f"Broker {replica_id} is not a replica of {p.topic}-{p.partition}.")
         if error is not None:
             return FetchResult(p.topic, p.partition, error)
-        if is_follower_fetch:
-            with hosted.lock:
-                moved = state.on_follower_fetch(replica_id, p.fetch_offset, self._clock_ms())
-            if moved:
-                self._notifier.notify()
         plog = hosted.log
+        if is_follower_fetch:
+            diverging = self._diverging_epoch(plog, p)
+            if diverging is not None:
+                return FetchResult(p.topic, p.partition, None, state.high_watermark, plog.log_start_offset,
+                                   plog.log_end_offset, diverging_epoch=diverging)
+            self._on_follower_fetch(hosted, replica_id, p.fetch_offset)
         # Consumers read below the HW only; followers read up to the log end.
         upper = plog.log_end_offset if is_follower_fetch else state.high_watermark
         try:
@@ -287,6 +337,129 @@ class ReplicaManager:
                                plog.log_end_offset)
         return FetchResult(p.topic, p.partition, None, state.high_watermark, plog.log_start_offset,
                            plog.log_end_offset, records)
+
+    @staticmethod
+    def _diverging_epoch(plog: PartitionLog, p: FetchRequestPartition) -> tuple[int, int] | None:
+        """KIP-595's check: does the follower's last epoch end, in our log, before its fetch offset?"""
+        if p.last_fetched_epoch < 0:
+            return None
+        epoch, end_offset = plog.end_offset_for_epoch(p.last_fetched_epoch)
+        if epoch < p.last_fetched_epoch or end_offset < p.fetch_offset:
+            return epoch, end_offset
+        return None
+
+    def _on_follower_fetch(self, hosted: HostedPartition, replica_id: int, fetch_offset: int) -> None:
+        """Record the follower's progress; the HW may move; a follower that caught up rejoins the ISR."""
+        state = hosted.state
+        with hosted.lock:
+            moved = state.on_follower_fetch(replica_id, fetch_offset, self._clock_ms())
+            new_isr = None
+            if replica_id not in state.isr and self._metadata.image.is_live(replica_id):
+                new_isr = state.isr_to_expand(replica_id, self._epoch_start_offset(hosted))
+                if new_isr is not None:
+                    state.pending_isr = new_isr
+                    request = self._alter_request(hosted, new_isr)
+        if moved:
+            self._notifier.notify()
+        if new_isr is not None:
+            log.info("isr_expand_requested", topic=state.topic, partition=state.partition, replica=replica_id,
+                     isr=list(new_isr), partition_epoch=state.partition_epoch)
+            self._alter_partition(request, lambda: self._alter_failed(hosted, request))
+
+    @staticmethod
+    def _epoch_start_offset(hosted: HostedPartition) -> int:
+        entries = hosted.log.epoch_entries
+        if entries and entries[-1].epoch == hosted.state.leader_epoch:
+            return entries[-1].start_offset
+        return hosted.state.log_end_offset
+
+    def _alter_request(self, hosted: HostedPartition, new_isr: tuple[int, ...]) -> dict:
+        s = hosted.state
+        return {"topic": s.topic, "topic_id": hosted.topic_id, "partition": s.partition,
+                "leader_epoch": s.leader_epoch, "partition_epoch": s.partition_epoch, "new_isr": list(new_isr)}
+
+    def _alter_failed(self, hosted: HostedPartition, request: dict) -> None:
+        """The controller refused or did not answer: forget the pending change, the next check retries."""
+        with hosted.lock:
+            if hosted.state.partition_epoch == request["partition_epoch"]:
+                hosted.state.pending_isr = None
+
+    def maybe_shrink_isr(self) -> None:
+        """Leaders drop followers that have not caught up for replica.lag.time.max.ms (via the controller)."""
+        now = self._clock_ms()
+        for hosted in list(self._partitions.values()):
+            with hosted.lock:
+                new_isr = hosted.state.isr_to_shrink(now, self._settings.replica_lag_time_max_ms)
+                if new_isr is None:
+                    continue
+                hosted.state.pending_isr = new_isr
+                request = self._alter_request(hosted, new_isr)
+            log.info("isr_shrink_requested", topic=hosted.state.topic, partition=hosted.state.partition,
+                     isr=list(new_isr), previous_isr=list(hosted.state.isr))
+            self._alter_partition(request, lambda h=hosted, r=request: self._alter_failed(h, r))
+
+    # ---- the follower side (called by the replica fetchers) -------------------------
+
+    def fetch_position(self, tp: tuple[str, int], leader_id: int,
+                       leader_epoch: int) -> tuple[int, int] | None:
+        """(fetch offset, last fetched epoch) while this broker follows ``leader_id`` at ``leader_epoch``."""
+        hosted = self._partitions.get(tp)
+        if hosted is None or not self._follows(hosted, leader_id, leader_epoch):
+            return None
+        return hosted.log.log_end_offset, hosted.log.latest_epoch
+
+    @staticmethod
+    def _follows(hosted: HostedPartition, leader_id: int, leader_epoch: int) -> bool:
+        s = hosted.state
+        return not s.is_leader and s.leader_id == leader_id and s.leader_epoch == leader_epoch
+
+    def on_fetched(self, tp: tuple[str, int], leader_id: int, leader_epoch: int, fetched: FetchResult) -> bool:
+        """Apply one partition of a leader's answer: append, truncate, or restart; False to back off."""
+        hosted = self._partitions.get(tp)
+        if hosted is None:
+            return True
+        with hosted.lock:
+            if not self._follows(hosted, leader_id, leader_epoch):
+                return True  # the metadata moved on while the fetch was in flight: drop the answer
+            plog, state = hosted.log, hosted.state
+            if fetched.diverging_epoch is not None:
+                self._truncate_diverged(hosted, *fetched.diverging_epoch)
+                return True
+            if isinstance(fetched.error, OffsetOutOfRangeError):
+                self._reset_out_of_range(hosted, fetched)
+                return True
+            if fetched.error is not None:
+                return False
+            if fetched.records:
+                plog.append_as_follower(fetched.records, self._clock_ms())
+            state.on_follower_append(plog.log_end_offset, fetched.high_watermark)
+            state.log_start_offset = plog.log_start_offset
+        if fetched.records:
+            self._notifier.notify()  # consumers reading this replica (KIP-392)
+        return True
+
+    def _truncate_diverged(self, hosted: HostedPartition, epoch: int, end_offset: int) -> None:
+        plog, state = hosted.log, hosted.state
+        offset, _complete = truncation_offset(epoch, end_offset, plog.end_offset_for_epoch(epoch),
+                                              state.high_watermark)
+        log.info("follower_diverged", topic=state.topic, partition=state.partition, leader=state.leader_id,
+                 diverging_epoch=epoch, diverging_end_offset=end_offset, truncate_to=offset,
+                 log_end_offset=plog.log_end_offset)
+        plog.truncate_to(offset)
+        state.log_end_offset = plog.log_end_offset
+        state.high_watermark = min(state.high_watermark, state.log_end_offset)
+
+    def _reset_out_of_range(self, hosted: HostedPartition, fetched: FetchResult) -> None:
+        """Our fetch offset is outside the leader's log: past its end, cut back; before its start, start there."""
+        plog, state = hosted.log, hosted.state
+        if plog.log_end_offset > fetched.log_end_offset >= 0:
+            plog.truncate_to(fetched.log_end_offset)
+        elif fetched.log_start_offset > plog.log_end_offset:
+            plog.truncate_fully_and_start_at(fetched.log_start_offset)
+        state.log_end_offset, state.log_start_offset = plog.log_end_offset, plog.log_start_offset
+        state.high_watermark = min(state.high_watermark, state.log_end_offset)
+        log.info("follower_offset_reset", topic=state.topic, partition=state.partition,
+                 log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset)
 
     # ---- list offsets -------------------------------------------------------------
 

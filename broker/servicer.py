@@ -221,7 +221,8 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
         if request.max_bytes < 0 or request.min_bytes < 0 or any(p.partition_max_bytes < 0 for p in request.partitions):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_bytes, min_bytes and partition_max_bytes must be >= 0")
         parts = [FetchRequestPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
-                                       p.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES)
+                                       p.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES,
+                                       p.last_fetched_epoch if request.replica_id >= 0 else -1)
                  for p in request.partitions]
         wait_ms = request.max_wait_ms
         remaining = context.time_remaining()
@@ -239,6 +240,8 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                                                 records=r.records, **_error_fields(r.error))
         if _wants_hint(r.error):
             resp.leader_hint.CopyFrom(_hint(self._replicas.leader_hint(r.topic, r.partition)))
+        if r.diverging_epoch is not None:
+            resp.diverging_epoch.epoch, resp.diverging_epoch.end_offset = r.diverging_epoch
         return resp
 
     def ListOffsets(self, request, context):
@@ -295,3 +298,13 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                                        request.want_shut_down)
         return controller_pb2.BrokerHeartbeatResponse(is_caught_up=r.is_caught_up, is_fenced=r.is_fenced,
                                                       should_shut_down=r.should_shut_down, **_error_fields(r.error))
+
+    def AlterPartition(self, request, context):
+        try:
+            reg = self._controller.alter_partition(request.broker_id, request.broker_epoch, request.topic,
+                                                   request.topic_id, request.partition, request.leader_epoch,
+                                                   request.partition_epoch, tuple(request.new_isr))
+        except KafkaError as e:
+            return controller_pb2.AlterPartitionResponse(**_error_fields(e))
+        return controller_pb2.AlterPartitionResponse(leader_id=reg.leader, leader_epoch=reg.leader_epoch,
+                                                     partition_epoch=reg.partition_epoch, isr=reg.isr)

@@ -251,6 +251,11 @@ class InconsistentClusterIdError(KafkaError):
     description = "The clusterId in the request does not match that found on the server."
 
 
+class IneligibleReplicaError(KafkaError):
+    code, name = 107, "INELIGIBLE_REPLICA"
+    description = "The new ISR contains at least one ineligible replica."
+
+
 # ---- client-side errors (no Kafka code) ------------------------------------------
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from client.protocol.v1 import common_pb2 as client_dot_protocol_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#client/protocol/v1/controller.proto\x12\traftka.v1\x1a\x1f\x63lient/protocol/v1/common.proto\"v\n\x19\x42rokerRegistrationRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x16\n\x0eincarnation_id\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\x05\"s\n\x1a\x42rokerRegistrationResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x14\n\x0c\x62roker_epoch\x18\x03 \x01(\x03\"r\n\x16\x42rokerHeartbeatRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x17\n\x0fmetadata_offset\x18\x03 \x01(\x03\x12\x16\n\x0ewant_shut_down\x18\x04 \x01(\x08\"\x9d\x01\n\x17\x42rokerHeartbeatResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x14\n\x0cis_caught_up\x18\x03 \x01(\x08\x12\x11\n\tis_fenced\x18\x04 \x01(\x08\x12\x18\n\x10should_shut_down\x18\x05 \x01(\x08\x32\xc9\x01\n\nController\x12\x61\n\x12\x42rokerRegistration\x12$.raftka.v1.BrokerRegistrationRequest\x1a%.raftka.v1.BrokerRegistrationResponse\x12X\n\x0f\x42rokerHeartbeat\x12!.raftka.v1.BrokerHeartbeatRequest\x1a\".raftka.v1.BrokerHeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#client/protocol/v1/controller.proto\x12\traftka.v1\x1a\x1f\x63lient/protocol/v1/common.proto\"v\n\x19\x42rokerRegistrationRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x16\n\x0eincarnation_id\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\x05\"s\n\x1a\x42rokerRegistrationResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x14\n\x0c\x62roker_epoch\x18\x03 \x01(\x03\"r\n\x16\x42rokerHeartbeatRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x17\n\x0fmetadata_offset\x18\x03 \x01(\x03\x12\x16\n\x0ewant_shut_down\x18\x04 \x01(\x08\"\x9d\x01\n\x17\x42rokerHeartbeatResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x14\n\x0cis_caught_up\x18\x03 \x01(\x08\x12\x11\n\tis_fenced\x18\x04 \x01(\x08\x12\x18\n\x10should_shut_down\x18\x05 \x01(\x08\"\xb4\x01\n\x15\x41lterPartitionRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x10\n\x08topic_id\x18\x04 \x01(\t\x12\x11\n\tpartition\x18\x05 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\x12\x0f\n\x07new_isr\x18\x08 \x03(\x05\"\xa8\x01\n\x16\x41lterPartitionResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x05 \x01(\x05\x12\x0b\n\x03isr\x18\x06 \x03(\x05\x32\xa0\x02\n\nController\x12\x61\n\x12\x42rokerRegistration\x12$.raftka.v1.BrokerRegistrationRequest\x1a%.raftka.v1.BrokerRegistrationResponse\x12X\n\x0f\x42rokerHeartbeat\x12!.raftka.v1.BrokerHeartbeatRequest\x1a\".raftka.v1.BrokerHeartbeatResponse\x12U\n\x0e\x41lterPartition\x12 .raftka.v1.AlterPartitionRequest\x1a!.raftka.v1.AlterPartitionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BROKERHEARTBEATREQUEST']._serialized_end=434
   _globals['_BROKERHEARTBEATRESPONSE']._serialized_start=437
   _globals['_BROKERHEARTBEATRESPONSE']._serialized_end=594
-  _globals['_CONTROLLER']._serialized_start=597
-  _globals['_CONTROLLER']._serialized_end=798
+  _globals['_ALTERPARTITIONREQUEST']._serialized_start=597
+  _globals['_ALTERPARTITIONREQUEST']._serialized_end=777
+  _globals['_ALTERPARTITIONRESPONSE']._serialized_start=780
+  _globals['_ALTERPARTITIONRESPONSE']._serialized_end=948
+  _globals['_CONTROLLER']._serialized_start=951
+  _globals['_CONTROLLER']._serialized_end=1239
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class ControllerStub:
                 request_serializer=client_dot_protocol_dot_v1_dot_controller__pb2.BrokerHeartbeatRequest.SerializeToString,
                 response_deserializer=client_dot_protocol_dot_v1_dot_controller__pb2.BrokerHeartbeatResponse.FromString,
                 _registered_method=True)
+        self.AlterPartition = channel.unary_unary(
+                '/raftka.v1.Controller/AlterPartition',
+                request_serializer=client_dot_protocol_dot_v1_dot_controller__pb2.AlterPartitionRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_controller__pb2.AlterPartitionResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServicer:
@@ -63,6 +68,14 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterPartition(self, request, context):
+        """A partition leader asks to shrink or expand its ISR (Kafka's AlterPartition),
+        compare-and-set on the partition epoch it last saw.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.BrokerHeartbeat,
                     request_deserializer=client_dot_protocol_dot_v1_dot_controller__pb2.BrokerHeartbeatRequest.FromString,
                     response_serializer=client_dot_protocol_dot_v1_dot_controller__pb2.BrokerHeartbeatResponse.SerializeToString,
+            ),
+            'AlterPartition': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterPartition,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_controller__pb2.AlterPartitionRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_controller__pb2.AlterPartitionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +149,33 @@ class Controller:
             '/raftka.v1.Controller/BrokerHeartbeat',
             client_dot_protocol_dot_v1_dot_controller__pb2.BrokerHeartbeatRequest.SerializeToString,
             client_dot_protocol_dot_v1_dot_controller__pb2.BrokerHeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterPartition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Controller/AlterPartition',
+            client_dot_protocol_dot_v1_dot_controller__pb2.AlterPartitionRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_controller__pb2.AlterPartitionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,186 @@
+"""Followers pull the leader's log: one fetcher thread per (this follower, leader) pair.
+
+Kafka's ReplicaFetcherManager / ReplicaFetcherThread. Every partition this
+broker follows is assigned to the thread of its leader; the thread sends one
+long-polling ReplicaFetch for all of them (replica id, fetch offset = our log
+end, last fetched epoch, current leader epoch) and hands each partition's answer
+to the replica manager, which appends, truncates on a diverging epoch, or resets
+an out-of-range offset under the partition's lock. The decisions are in
+partition.py; this module is only threads and gRPC.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import grpc
+import structlog
+
+from broker.config import BrokerSettings
+from broker.replica_manager import FetchResult, ReplicaManager
+from client.connection import Address, Connections
+from client.errors import error_for_code
+from client.protocol.v1 import kafka_pb2
+
+log = structlog.get_logger(__name__)
+
+TopicPartition = tuple[str, int]
+
+
+class ReplicaFetcherThread:
+    def __init__(self, broker_id: int, leader_id: int, address: Address, replicas: ReplicaManager,
+                 settings: BrokerSettings, connections: Connections):
+        self.broker_id = broker_id
+        self.leader_id = leader_id
+        self._address = address
+        self._replicas = replicas
+        self._settings = settings
+        self._connections = connections
+        self._partitions: dict[TopicPartition, int] = {}   # -> the leader epoch we follow it at
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"replica-fetcher-{leader_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def set(self, tp: TopicPartition, leader_epoch: int) -> None:
+        with self._lock:
+            self._partitions[tp] = leader_epoch
+        self._wake.set()
+
+    def remove(self, tp: TopicPartition) -> bool:
+        """Drop ``tp``; True if the thread follows nothing any more."""
+        with self._lock:
+            self._partitions.pop(tp, None)
+            return not self._partitions
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff_s = self._settings.replica_fetch_backoff_ms / 1000
+        while not self._stop.is_set():
+            with self._lock:
+                partitions = dict(self._partitions)
+            request = self._build_request(partitions)
+            if request is None:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                ok = self._fetch_once(request, partitions)
+            except Exception:  # a storage error on one partition must not end replication for all
+                log.exception("replica_fetch_failed", leader=self.leader_id)
+                ok = False
+            if not ok:
+                self._stop.wait(backoff_s)
+
+    def _build_request(self, partitions: dict[TopicPartition, int]) -> kafka_pb2.FetchRequest | None:
+        wanted = []
+        for tp, epoch in partitions.items():
+            position = self._replicas.fetch_position(tp, self.leader_id, epoch)
+            if position is None:
+                continue  # the metadata moved on; the manager will reassign it
+            fetch_offset, last_epoch = position
+            wanted.append(kafka_pb2.FetchPartition(
+                topic=tp[0], partition=tp[1], fetch_offset=fetch_offset, current_leader_epoch=epoch,
+                last_fetched_epoch=last_epoch, partition_max_bytes=self._settings.replica_fetch_max_bytes))
+        if not wanted:
+            return None
+        s = self._settings
+        return kafka_pb2.FetchRequest(replica_id=self.broker_id, max_wait_ms=s.replica_fetch_wait_max_ms,
+                                      min_bytes=1, max_bytes=s.replica_fetch_response_max_bytes, partitions=wanted)
+
+    def _fetch_once(self, request: kafka_pb2.FetchRequest, partitions: dict[TopicPartition, int]) -> bool:
+        """One round trip; False when the leader could not be asked or refused some partition."""
+        stub = self._connections.replication(self._address)
+        timeout = self._settings.replica_fetch_wait_max_ms / 1000 + 5.0
+        try:
+            response = stub.ReplicaFetch(request, timeout=timeout)
+        except grpc.RpcError as e:
+            log.debug("leader_unreachable", leader=self.leader_id, code=str(e.code()))
+            return False
+        ok = True
+        for p in response.partitions:
+            tp = (p.topic, p.partition)
+            epoch = partitions.get(tp)
+            if epoch is None:
+                continue
+            fetched = _fetch_result(p)
+            if fetched.error is not None:
+                log.info("replica_fetch_error", topic=p.topic, partition=p.partition, leader=self.leader_id,
+                         error=fetched.error.name)
+            ok = self._replicas.on_fetched(tp, self.leader_id, epoch, fetched) and ok
+        return ok
+
+
+def _fetch_result(p: kafka_pb2.FetchPartitionResponse) -> FetchResult:
+    diverging = (p.diverging_epoch.epoch, p.diverging_epoch.end_offset) if p.HasField("diverging_epoch") else None
+    error = error_for_code(p.error_code, p.error_message) if p.error_code else None
+    return FetchResult(p.topic, p.partition, error, p.high_watermark, p.log_start_offset, p.log_end_offset,
+                       p.records, diverging)
+
+
+class ReplicaFetcherManager:
+    """Which fetcher thread follows which partition; one thread per leader broker."""
+
+    def __init__(self, broker_id: int, address_of: Callable[[int], Address], settings: BrokerSettings):
+        self.broker_id = broker_id
+        self._address_of = address_of
+        self._settings = settings
+        self._replicas: ReplicaManager | None = None
+        self._connections = Connections()
+        self._threads: dict[int, ReplicaFetcherThread] = {}
+        self._leader_of: dict[TopicPartition, int] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, replicas: ReplicaManager) -> None:
+        self._replicas = replicas
+
+    def follow(self, tp: TopicPartition, leader_id: int, leader_epoch: int) -> None:
+        if leader_id < 0 or leader_id == self.broker_id:
+            self.stop_following(tp)
+            return
+        with self._lock:
+            old = self._leader_of.get(tp)
+            if old is not None and old != leader_id:
+                self._remove_locked(tp, old)
+            thread = self._threads.get(leader_id)
+            if thread is None:
+                thread = ReplicaFetcherThread(self.broker_id, leader_id, self._address_of(leader_id),
+                                              self._replicas, self._settings, self._connections)
+                self._threads[leader_id] = thread
+                thread.start()
+            thread.set(tp, leader_epoch)
+            self._leader_of[tp] = leader_id
+
+    def stop_following(self, tp: TopicPartition) -> None:
+        with self._lock:
+            leader_id = self._leader_of.get(tp)
+            if leader_id is not None:
+                self._remove_locked(tp, leader_id)
+
+    def _remove_locked(self, tp: TopicPartition, leader_id: int) -> None:
+        self._leader_of.pop(tp, None)
+        thread = self._threads.get(leader_id)
+        if thread is not None and thread.remove(tp):
+            thread.stop()
+            del self._threads[leader_id]
+
+    def shutdown(self) -> None:
+        with self._lock:
+            threads = list(self._threads.values())
+            self._threads.clear()
+            self._leader_of.clear()
+        for t in threads:
+            t.stop()
+        for t in threads:
+            t.join(timeout=10)
+        self._connections.close()
