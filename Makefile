@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run kill test bench-failover proto clean-data clean
+.PHONY: venv run kill test bench-failover bench-replication proto clean-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raftka needs Python >= 3.11"'
@@ -36,6 +36,10 @@ test: $(STAMP)
 # Metadata-quorum figures (median of 5): time to a ready cluster, kill -9 of a leader to its successor.
 bench-failover: $(STAMP)
 	$(BIN)/python -m bench.failover --rounds 5
+
+# Replication figures: acks=all latency with 1 in flight (p50/p99), a restarted follower's catch-up rate.
+bench-replication: $(STAMP)
+	$(BIN)/python -m bench.replication
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
