@@ -372,8 +372,11 @@ class Controller:
                                          f"{part.leader_epoch}: it is behind.")
             if part.leader != broker_id:
                 raise InvalidRequestError(f"Broker {broker_id} is not the leader of {topic_name}-{partition}.")
-            if partition_epoch != part.partition_epoch:
-                raise InvalidUpdateVersionError(f"Partition epoch {partition_epoch} is not the current "
+            if partition_epoch > part.partition_epoch:
+                raise NotControllerError(f"Partition epoch {partition_epoch} is newer than this controller's "
+                                         f"{part.partition_epoch}: it is behind.")
+            if partition_epoch < part.partition_epoch:
+                raise InvalidUpdateVersionError(f"Partition epoch {partition_epoch} is older than the current "
                                                 f"{part.partition_epoch}.")
             if broker_id not in new_isr or not set(new_isr) <= set(part.replicas):
                 raise InvalidRequestError(f"ISR {list(new_isr)} must hold the leader and only replicas.")

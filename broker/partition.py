@@ -182,19 +182,21 @@ class PartitionState:
         self.high_watermark = max(min(leader_high_watermark, log_end_offset), 0)
 
 
-def truncation_offset(diverging_epoch: int, diverging_end_offset: int,
-                      own_end_for_epoch: tuple[int, int], own_high_watermark: int) -> tuple[int, bool]:
+def truncation_offset(diverging_epoch: int, diverging_end_offset: int, own_end_for_epoch: tuple[int, int],
+                      own_high_watermark: int, own_log_end_offset: int) -> tuple[int, bool]:
     """Where a follower truncates after the leader answered DivergingEpoch (Kafka's AbstractFetcherThread).
 
-    ``own_end_for_epoch`` is this follower's (epoch, end offset) for ``diverging_epoch``.
-    Returns (offset, complete): complete=False means fetch again, the next answer may
-    point further back (the follower did not know the leader's epoch).
+    ``own_end_for_epoch`` is this follower's (epoch, end offset) for ``diverging_epoch``:
+    its largest epoch <= that one, and where it ended here. Returns (offset, complete);
+    complete=False means fetch again: the follower did not know the leader's epoch, so
+    it cut back to the end of its own older epoch and the next answer may point further back.
     """
-    if diverging_epoch < 0 or diverging_end_offset < 0:
-        return own_high_watermark, True  # the leader knows no such epoch: fall back to our HW
+    if diverging_end_offset < 0:
+        return min(own_high_watermark, own_log_end_offset), True  # the leader knows no such epoch
     own_epoch, own_end = own_end_for_epoch
+    if own_epoch < 0 or diverging_epoch < 0:
+        # We tracked no epoch there: the leader's end is the safe cut (Kafka's post-KIP-101 rule).
+        return min(diverging_end_offset, own_log_end_offset), True
     if own_epoch == diverging_epoch:
-        return min(diverging_end_offset, own_end), True
-    if own_epoch < 0:
-        return own_high_watermark, True
-    return min(diverging_end_offset, own_end), False
+        return min(diverging_end_offset, own_end, own_log_end_offset), True
+    return min(own_end, own_log_end_offset), False

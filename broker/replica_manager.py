@@ -325,7 +325,6 @@ class ReplicaManager:
             if diverging is not None:
                 return FetchResult(p.topic, p.partition, None, state.high_watermark, plog.log_start_offset,
                                    plog.log_end_offset, diverging_epoch=diverging)
-            self._on_follower_fetch(hosted, replica_id, p.fetch_offset)
         # Consumers read below the HW only; followers read up to the log end.
         upper = plog.log_end_offset if is_follower_fetch else state.high_watermark
         try:
@@ -335,6 +334,10 @@ class ReplicaManager:
         except KafkaError as e:
             return FetchResult(p.topic, p.partition, e, state.high_watermark, plog.log_start_offset,
                                plog.log_end_offset)
+        if is_follower_fetch:
+            # Only a fetch offset inside our log proves what the follower holds (Kafka updates the
+            # follower's state after a successful read); the HW it moves goes into this answer.
+            self._on_follower_fetch(hosted, replica_id, p.fetch_offset)
         return FetchResult(p.topic, p.partition, None, state.high_watermark, plog.log_start_offset,
                            plog.log_end_offset, records)
 
@@ -441,7 +444,7 @@ class ReplicaManager:
     def _truncate_diverged(self, hosted: HostedPartition, epoch: int, end_offset: int) -> None:
         plog, state = hosted.log, hosted.state
         offset, _complete = truncation_offset(epoch, end_offset, plog.end_offset_for_epoch(epoch),
-                                              state.high_watermark)
+                                              state.high_watermark, plog.log_end_offset)
         log.info("follower_diverged", topic=state.topic, partition=state.partition, leader=state.leader_id,
                  diverging_epoch=epoch, diverging_end_offset=end_offset, truncate_to=offset,
                  log_end_offset=plog.log_end_offset)

@@ -22,9 +22,10 @@ from broker.metadata.image import NO_LEADER
 from broker.metadata.quorum import CommitError, MetadataQuorum, QuorumStartError
 from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreateTopic, RegisterBroker,
                                      UnfenceBroker)
-from client.errors import (ElectionNotNeededError, InconsistentClusterIdError, InvalidConfigError,
-                           InvalidPartitionsError, InvalidReplicationFactorError, InvalidRequestError,
-                           InvalidTopicError, NotControllerError, PreferredLeaderNotAvailableError,
+from client.errors import (ElectionNotNeededError, FencedLeaderEpochError, InconsistentClusterIdError,
+                           IneligibleReplicaError, InvalidConfigError, InvalidPartitionsError,
+                           InvalidReplicationFactorError, InvalidRequestError, InvalidTopicError,
+                           InvalidUpdateVersionError, NotControllerError, PreferredLeaderNotAvailableError,
                            StaleBrokerEpochError, TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 
 CLUSTER_ID = "unit-cluster"
@@ -396,6 +397,79 @@ def test_unclean_election_revives_an_offline_partition_with_a_live_replica(node)
     assert (node.image.partition("t", 0).leader, node.image.partition("t", 0).isr) == (second, (second,))
     [again] = node.controller.elect_leaders(UNCLEAN, [("t", 0)])
     assert isinstance(again.error, ElectionNotNeededError)
+
+
+# ---- ISR changes from partition leaders (AlterPartition) -------------------------------
+
+
+def _alter(node: Node, broker_id: int | None = None, broker_epoch: int | None = None, leader_epoch: int | None = None,
+           partition_epoch: int | None = None, new_isr=None):
+    """t-0's leader asks for ``new_isr``; every field defaults to what the committed image says."""
+    topic = node.image.topics["t"]
+    reg = topic.partitions[0]
+    broker_id = reg.leader if broker_id is None else broker_id
+    return node.controller.alter_partition(
+        broker_id, node.image.brokers[broker_id].broker_epoch if broker_epoch is None else broker_epoch,
+        "t", topic.topic_id, 0, reg.leader_epoch if leader_epoch is None else leader_epoch,
+        reg.partition_epoch if partition_epoch is None else partition_epoch,
+        tuple(reg.isr if new_isr is None else new_isr))
+
+
+def test_alter_partition_commits_the_new_isr_at_the_next_partition_epoch(node):
+    node.unfenced(1, 2, 3)
+    assert node.create("t", 1, 3) is None
+    before = node.image.partition("t", 0)
+    leader, dropped = before.leader, before.isr[-1]
+    shrunk = tuple(r for r in before.isr if r != dropped)
+    after = _alter(node, new_isr=shrunk)
+    assert after == node.image.partition("t", 0)
+    assert (after.leader, after.leader_epoch, after.isr, after.partition_epoch) == (leader, 0, shrunk, 1)
+    grown = _alter(node, new_isr=shrunk + (dropped,))
+    assert (grown.isr, grown.partition_epoch, grown.leader_epoch) == (shrunk + (dropped,), 2, 0)
+    with pytest.raises(InvalidUpdateVersionError):       # the first request again: decided on an old epoch
+        _alter(node, partition_epoch=0, new_isr=shrunk)
+    assert node.image.partition("t", 0) == grown
+
+
+@pytest.fixture(scope="module")
+def isr_read_only(tmp_path_factory):
+    """One node shared by the AlterPartition refusals: t-0 on brokers 1-3, whose first leader shut down;
+    so t-0 is at leader epoch 1 and partition epoch 1, and that broker is fenced and out of the ISR."""
+    with running_node(tmp_path_factory.mktemp("isr-read-only")) as n:
+        epochs = n.unfenced(1, 2, 3)
+        assert n.create("t", 1, 3) is None
+        first = n.image.partition("t", 0).leader
+        assert n.heartbeat(first, epochs[first], want_shut_down=True).should_shut_down
+        reg = n.image.partition("t", 0)
+        assert (reg.leader_epoch, reg.partition_epoch, len(reg.isr)) == (1, 1, 2) and first not in reg.isr
+        yield n
+
+
+def _follower(reg) -> int:
+    return next(r for r in reg.isr if r != reg.leader)
+
+
+def _fenced(reg) -> int:
+    return next(r for r in reg.replicas if r not in reg.isr)
+
+
+@pytest.mark.parametrize("request_from,error", [
+    (lambda reg: {"partition_epoch": reg.partition_epoch - 1}, InvalidUpdateVersionError),
+    (lambda reg: {"leader_epoch": reg.leader_epoch - 1}, FencedLeaderEpochError),
+    (lambda reg: {"leader_epoch": reg.leader_epoch + 1}, NotControllerError),
+    (lambda reg: {"partition_epoch": reg.partition_epoch + 1}, NotControllerError),
+    (lambda reg: {"broker_id": _follower(reg)}, InvalidRequestError),
+    (lambda reg: {"new_isr": reg.isr + (_fenced(reg),)}, IneligibleReplicaError),
+    (lambda reg: {"broker_epoch": 12345}, StaleBrokerEpochError),
+    (lambda reg: {"new_isr": (_follower(reg),)}, InvalidRequestError),          # without the leader
+    (lambda reg: {"new_isr": reg.isr + (9,)}, InvalidRequestError),             # not a replica
+], ids=["stale_partition_epoch", "stale_leader_epoch", "newer_leader_epoch", "newer_partition_epoch",
+        "not_the_leader", "fenced_replica_added", "wrong_broker_epoch", "leader_missing", "not_a_replica"])
+def test_alter_partition_refusals_change_nothing(isr_read_only, request_from, error):
+    before = isr_read_only.image
+    with pytest.raises(error):
+        _alter(isr_read_only, **request_from(before.partition("t", 0)))
+    assert isr_read_only.image == before
 
 
 # ---- producer ids -------------------------------------------------------------------

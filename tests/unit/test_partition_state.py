@@ -1,11 +1,12 @@
 """PartitionState: leader epochs, and the high watermark as min LEO over the ISR."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from broker.metadata.image import PartitionRegistration
-from broker.partition import PartitionState
+from broker.partition import PartitionState, truncation_offset
 from client.errors import FencedLeaderEpochError, NotLeaderOrFollowerError, UnknownLeaderEpochError
 
 REG = PartitionRegistration(replicas=(1, 2, 3), isr=(1, 2, 3), leader=1, leader_epoch=5)
@@ -143,3 +144,256 @@ def test_property_hw_is_max_of_previous_hw_and_min_isr_leo(events):
         min_leo = min(p.log_end_offset, p.followers[2].log_end_offset, p.followers[3].log_end_offset)
         assert p.high_watermark == max(before, min_leo)
         assert p.high_watermark <= p.log_end_offset
+
+
+# ---- caught-up rule (Kafka's Replica.updateFetchState) -------------------------------
+
+
+def test_a_fetch_at_the_leader_leo_is_caught_up_now():
+    p = _leader(leo=10, now_ms=1000)
+    p.on_follower_fetch(2, 10, 4000)
+    assert p.followers[2].last_caught_up_ms == 4000
+
+
+def test_a_fetch_reaching_the_leo_of_the_previous_fetch_is_caught_up_as_of_that_fetch():
+    p = _leader(leo=10, now_ms=1000)
+    p.on_follower_fetch(2, 6, 2000)           # the leader had 10 then
+    p.on_leader_append(15)
+    p.on_follower_fetch(2, 10, 3000)          # behind the LEO now, but holds what the leader had at 2000
+    assert p.followers[2].last_caught_up_ms == 2000
+    assert (p.followers[2].last_fetch_leader_log_end_offset, p.followers[2].last_fetch_ms) == (15, 3000)
+
+
+def test_a_fetch_short_of_the_previous_leo_leaves_the_caught_up_time_alone():
+    p = _leader(leo=10, now_ms=1000)
+    p.on_follower_fetch(2, 6, 2000)
+    p.on_leader_append(15)
+    p.on_follower_fetch(2, 9, 3000)
+    assert p.followers[2].last_caught_up_ms == 1000
+    assert p.followers[2].log_end_offset == 9
+
+
+# ---- HW: maximal ISR, min.insync.replicas ---------------------------------------------
+
+
+def _reg(isr=(1, 2, 3), epoch=5, partition_epoch=0, leader=1, replicas=(1, 2, 3)) -> PartitionRegistration:
+    return PartitionRegistration(replicas, isr, leader, epoch, partition_epoch)
+
+
+def test_hw_waits_for_a_member_of_a_pending_expansion():
+    p = _leader(_reg(isr=(1, 2)), leo=10)
+    p.on_follower_fetch(3, 4, 1)
+    p.pending_isr = (1, 2, 3)
+    assert p.maximal_isr == (1, 2, 3)
+    assert p.on_follower_fetch(2, 10, 1) is True
+    assert p.high_watermark == 4                # held back by broker 3, not yet in the committed ISR
+    p.pending_isr = None
+    assert p.maybe_advance_high_watermark() is True
+    assert p.high_watermark == 10
+
+
+@pytest.mark.parametrize("min_isr,replicas,isr,effective,moves", [
+    (2, (1, 2, 3), (1,), 2, False),             # one in sync, two needed: stored but not visible
+    (2, (1, 2, 3), (1, 2), 2, True),
+    (3, (1, 2), (1, 2), 2, True),               # min ISR above RF: RF counts
+    (2, (1,), (1,), 1, True),
+    (1, (1, 2, 3), (1,), 1, True),
+])
+def test_hw_moves_only_while_the_isr_reaches_the_effective_min_isr(min_isr, replicas, isr, effective, moves):
+    p = PartitionState("t", 0, local_broker_id=1, min_insync_replicas=min_isr)
+    p.become_leader(_reg(isr=isr, replicas=replicas), 1000)
+    assert p.effective_min_isr == effective
+    p.on_leader_append(5)
+    for r in isr[1:]:
+        p.on_follower_fetch(r, 5, 1000)
+    assert p.high_watermark == (5 if moves else 0)
+
+
+def test_hw_catches_up_once_the_isr_grows_back_to_min_isr():
+    p = PartitionState("t", 0, local_broker_id=1, min_insync_replicas=2)
+    p.become_leader(_reg(isr=(1,)), 1000)
+    p.on_leader_append(5)
+    p.on_follower_fetch(2, 5, 1000)
+    assert p.high_watermark == 0
+    assert p.become_leader(_reg(isr=(1, 2), partition_epoch=1), 2000) is False
+    assert p.high_watermark == 5
+
+
+# ---- ISR expansion and shrink ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("follower_leo,hw,epoch_start,expected", [
+    (10, 10, 10, (1, 2, 3)),
+    (12, 10, 11, (1, 2, 3)),
+    (9, 10, 5, None),                           # below the HW
+    (10, 10, 11, None),                         # below the start of this leader's epoch
+])
+def test_isr_to_expand_needs_the_hw_and_the_epoch_start(follower_leo, hw, epoch_start, expected):
+    p = _leader(_reg(isr=(1, 2)), leo=12)
+    p.high_watermark = hw
+    p.on_follower_fetch(3, follower_leo, 1)
+    assert p.isr_to_expand(3, epoch_start) == expected
+
+
+def test_isr_to_expand_proposes_nothing_while_a_change_is_pending_or_for_a_member():
+    p = _leader(_reg(isr=(1, 2)), leo=10)
+    p.on_follower_fetch(2, 10, 1)
+    p.on_follower_fetch(3, 10, 1)
+    assert p.isr_to_expand(2, 0) is None        # already in the ISR
+    assert p.isr_to_expand(9, 0) is None        # not a replica
+    p.pending_isr = (1,)
+    assert p.isr_to_expand(3, 0) is None
+    p.pending_isr = None
+    assert p.isr_to_expand(3, 0) == (1, 2, 3)
+
+
+LAG_MS = 5000
+
+
+def test_isr_to_shrink_drops_a_follower_behind_for_longer_than_the_lag_time():
+    p = _leader(leo=10, now_ms=1000)
+    p.on_follower_fetch(2, 10, 1000)
+    p.on_follower_fetch(3, 8, 1000)
+    assert p.isr_to_shrink(1000 + LAG_MS, LAG_MS) is None        # not more than the lag time yet
+    assert p.isr_to_shrink(1001 + LAG_MS, LAG_MS) == (1, 2)
+
+
+def test_a_follower_at_the_leader_leo_never_lags_however_old_its_caught_up_time():
+    p = _leader(leo=10, now_ms=1000)
+    p.on_follower_fetch(2, 10, 1000)
+    p.on_follower_fetch(3, 10, 1000)
+    assert p.isr_to_shrink(1000 + 100 * LAG_MS, LAG_MS) is None
+
+
+def test_isr_to_shrink_keeps_the_leader_and_waits_for_a_pending_change():
+    p = _leader(leo=10, now_ms=1000)
+    p.pending_isr = (1, 2)
+    assert p.isr_to_shrink(10 * LAG_MS, LAG_MS) is None
+    p.pending_isr = None
+    assert p.isr_to_shrink(10 * LAG_MS, LAG_MS) == (1,)          # neither follower ever fetched
+
+
+# ---- role changes -----------------------------------------------------------------
+
+
+def test_become_leader_at_the_same_epoch_keeps_follower_state_and_takes_the_new_isr():
+    p = _leader(leo=10, now_ms=1000)
+    p.on_follower_fetch(2, 7, 3000)
+    p.pending_isr = (1, 2)
+    before = (p.followers[2].log_end_offset, p.followers[2].last_caught_up_ms, p.followers[2].last_fetch_ms)
+    assert p.become_leader(_reg(isr=(1, 2), partition_epoch=1), 9000) is False
+    assert (p.isr, p.partition_epoch, p.leader_epoch, p.pending_isr) == ((1, 2), 1, 5, None)
+    f = p.followers[2]
+    assert (f.log_end_offset, f.last_caught_up_ms, f.last_fetch_ms) == before == (7, 1000, 3000)
+
+
+def test_become_leader_at_a_new_epoch_resets_follower_state():
+    p = _leader(leo=10, now_ms=1000)
+    p.on_follower_fetch(2, 7, 3000)
+    assert p.become_leader(_reg(epoch=6, partition_epoch=1), 9000) is True
+    f = p.followers[2]
+    assert (f.log_end_offset, f.last_caught_up_ms, f.last_fetch_leader_log_end_offset) == (-1, 9000, -1)
+
+
+@pytest.mark.parametrize("reg,changed", [
+    (_reg(leader=2), False),                                      # same leader and epoch
+    (_reg(leader=2, isr=(2, 3), partition_epoch=1), False),       # only the ISR moved
+    (_reg(leader=2, epoch=6), True),
+    (_reg(leader=3, epoch=6), True),
+])
+def test_become_follower_says_whether_the_fetcher_must_move(reg, changed):
+    p = PartitionState("t", 0, local_broker_id=1)
+    assert p.become_follower(_reg(leader=2)) is True              # a first registration
+    assert p.become_follower(reg) is changed
+
+
+@pytest.mark.parametrize("leader_hw,leo,hw", [(10, 7, 7), (5, 7, 5), (7, 7, 7), (0, 0, 0)])
+def test_a_follower_hw_is_the_leader_hw_bounded_by_its_own_leo(leader_hw, leo, hw):
+    p = PartitionState("t", 0, local_broker_id=2)
+    p.become_follower(REG)
+    p.on_follower_append(leo, leader_hw)
+    assert (p.log_end_offset, p.high_watermark) == (leo, hw)
+
+
+# ---- truncation after a diverging epoch (AbstractFetcherThread) ----------------------
+
+
+@pytest.mark.parametrize("diverging,own_end_for_epoch,own_hw,own_leo,expected", [
+    ((3, 10), (3, 12), 8, 20, (10, True)),      # same epoch: the smaller end
+    ((3, 12), (3, 10), 8, 20, (10, True)),
+    ((3, 10), (3, 12), 8, 9, (9, True)),        # never past our own log end
+    ((-1, -1), (-1, -1), 8, 20, (8, True)),     # the leader does not know our epoch: our HW
+    ((3, 10), (-1, -1), 8, 20, (10, True)),     # we tracked no epoch there: the leader's end
+    ((4, 10), (3, 12), 8, 20, (12, False)),     # another known epoch: cut to its end, ask again
+    ((4, 15), (3, 12), 8, 11, (11, False)),
+])
+def test_truncation_offset(diverging, own_end_for_epoch, own_hw, own_leo, expected):
+    assert truncation_offset(*diverging, own_end_for_epoch, own_hw, own_leo) == expected
+
+
+# ---- property: the HW under a leader's whole term -----------------------------------
+
+
+class LeaderTerm(RuleBasedStateMachine):
+    """One leadership at one epoch: appends, follower fetches, ISR changes proposed and committed.
+
+    Each follower's real log end (``held``) only grows by fetching; a fetch tells the
+    leader what the follower held when it asked. The HW must never go back and never
+    pass what an ISR member really holds.
+    """
+
+    @initialize(start=st.integers(0, 5), min_isr=st.integers(1, 3), isr=st.sampled_from([(1,), (1, 2), (1, 2, 3)]))
+    def start(self, start, min_isr, isr):
+        self.p = PartitionState("t", 0, local_broker_id=1, min_insync_replicas=min_isr,
+                                log_end_offset=start, high_watermark=start)
+        self.now = 0
+        self.epoch_start = start
+        self.held = {r: start if r in isr else 0 for r in (2, 3)}
+        assert self.p.become_leader(_reg(isr=isr), self.now) is True
+        self.hw = self.p.high_watermark
+
+    @rule(n=st.integers(1, 5))
+    def append(self, n):
+        self.p.on_leader_append(self.p.log_end_offset + n)
+
+    @rule(r=st.sampled_from([2, 3]), n=st.integers(0, 5), elapsed=st.integers(0, 3 * LAG_MS))
+    def fetch(self, r, n, elapsed):
+        self.now += elapsed
+        self.p.on_follower_fetch(r, self.held[r], self.now)
+        self.held[r] = min(self.held[r] + n, self.p.log_end_offset)
+
+    @rule(r=st.sampled_from([2, 3]))
+    def expand(self, r):
+        new = self.p.isr_to_expand(r, self.epoch_start)
+        if new is not None:
+            self.p.pending_isr = new
+
+    @rule()
+    def shrink(self):
+        new = self.p.isr_to_shrink(self.now, LAG_MS)
+        if new is not None:
+            self.p.pending_isr = new
+
+    @rule(accepted=st.booleans())
+    def controller_answers(self, accepted):
+        if self.p.pending_isr is None:
+            return
+        if not accepted:
+            self.p.pending_isr = None
+            return
+        reg = _reg(isr=self.p.pending_isr, partition_epoch=self.p.partition_epoch + 1)
+        assert self.p.become_leader(reg, self.now) is False
+
+    @invariant()
+    def hw_is_safe(self):
+        p = self.p
+        if len(p.isr) < p.effective_min_isr:
+            assert p.high_watermark == self.hw
+        assert p.high_watermark >= self.hw
+        assert p.high_watermark <= p.log_end_offset
+        assert all(p.high_watermark <= self.held[r] for r in p.isr if r != 1)
+        self.hw = p.high_watermark
+
+
+LeaderTerm.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+test_property_hw_never_moves_back_nor_past_an_isr_member = LeaderTerm.TestCase
