@@ -245,3 +245,105 @@ def kclient(*args: str, input: bytes | None = None, timeout: float = 60) -> subp
     """Run the real CLI (`python -m client.cli`) and capture its output."""
     return subprocess.run([sys.executable, "-m", "client.cli", *args], input=input, capture_output=True,
                           timeout=timeout, cwd=REPO)
+
+
+# ---- replicas: a broker's own copy of a partition (replication tests) ------------------------------
+
+
+@dataclass(frozen=True)
+class ReplicaOffsets:
+    """What one broker says about its own copy of a partition (a read-from-replica Fetch at offset 0)."""
+    broker_id: int
+    high_watermark: int
+    log_end_offset: int
+    log_start_offset: int
+
+
+def replica_offsets(broker: BrokerProcess, topic: str, partition: int = 0,
+                    timeout: float = 2.0) -> ReplicaOffsets | None:
+    """HW, LEO and log start of ``broker``'s local replica, or None if it does not answer or has no copy.
+
+    A consumer Fetch with read_from_replica (KIP-392): any replica answers from its own log, the
+    follower with its own HW; max_bytes 1 and no wait so nothing much is read.
+    """
+    request = kafka_pb2.FetchRequest(replica_id=-1, max_wait_ms=0, min_bytes=0, max_bytes=1,
+                                     read_from_replica=True, partitions=[kafka_pb2.FetchPartition(
+                                         topic=topic, partition=partition, fetch_offset=0,
+                                         current_leader_epoch=-1, partition_max_bytes=1)])
+    with grpc.insecure_channel(broker.bootstrap) as ch:
+        try:
+            r = kafka_pb2_grpc.KafkaStub(ch).Fetch(request, timeout=timeout).partitions[0]
+        except grpc.RpcError:
+            return None
+    if r.error_code not in (0, 1):  # 1: OFFSET_OUT_OF_RANGE (a log starting above 0) still carries offsets
+        return None
+    return ReplicaOffsets(broker.broker_id, r.high_watermark, r.log_end_offset, r.log_start_offset)
+
+
+def partition_dir(broker: BrokerProcess, topic: str, partition: int = 0) -> Path:
+    """The broker's log folder for a partition: data_dir/<topic>-<partition>."""
+    return broker.data_dir / f"{topic}-{partition}"
+
+
+def segment_files(broker: BrokerProcess, topic: str, partition: int = 0) -> list[Path]:
+    """The partition's segment files (<20-digit base offset>.log), oldest first."""
+    return sorted(partition_dir(broker, topic, partition).glob("[0-9]" * 20 + ".log"))
+
+
+def log_bytes(broker: BrokerProcess, topic: str, partition: int = 0, upto_offset: int | None = None) -> bytes:
+    """The concatenated bytes of every segment of the broker's copy, cut before the first batch at or
+    above ``upto_offset`` (e.g. the HW; None: everything). AssertionError if the cut falls inside a batch."""
+    from client.record_batch import iter_batches
+
+    data = b"".join(p.read_bytes() for p in segment_files(broker, topic, partition))
+    if upto_offset is None:
+        return data
+    end = 0
+    for pos, h in iter_batches(data):
+        if h.base_offset >= upto_offset:
+            break
+        assert h.next_offset <= upto_offset, (
+            f"broker {broker.broker_id}: offset {upto_offset} falls inside the batch "
+            f"{h.base_offset}..{h.last_offset}")
+        end = pos + h.size
+    return data[:end]
+
+
+def log_records(broker: BrokerProcess, topic: str, partition: int = 0,
+                upto_offset: int | None = None) -> list[tuple[int, bytes | None]]:
+    """(offset, value) of every record in the broker's segment files below ``upto_offset``."""
+    from client.record_batch import decode_all
+
+    return [(r.offset, r.value) for r in decode_all(log_bytes(broker, topic, partition, upto_offset))]
+
+
+def read_replica(broker: BrokerProcess, topic: str, partition: int = 0, upto_offset: int | None = None,
+                 timeout: float = 20.0) -> list[tuple[int, bytes | None]]:
+    """(offset, value) of every record ``broker``'s own copy serves below its HW (or below ``upto_offset``,
+    which must not exceed that HW), read with Consumer(replica=broker_id) from the beginning."""
+    from client.consumer import Consumer
+
+    if upto_offset is None:
+        offsets = wait_for(lambda: replica_offsets(broker, topic, partition), timeout,
+                           f"broker {broker.broker_id} to answer for {topic}-{partition}")
+        upto_offset = offsets.high_watermark
+    out: list[tuple[int, bytes | None]] = []
+    with Consumer(broker.bootstrap, topic, partition=partition, replica=broker.broker_id,
+                  auto_offset_reset="earliest", fetch_max_wait_ms=100) as consumer:
+        deadline = time.monotonic() + timeout
+        while consumer.positions.get(partition, -1) < upto_offset:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"broker {broker.broker_id}: read only up to offset "
+                                     f"{consumer.positions.get(partition)} of {upto_offset} in {timeout} s")
+            out += [(r.offset, r.value) for r in consumer.poll(0.5) if r.offset < upto_offset]
+    return out
+
+
+def leader_epoch_entries(broker: BrokerProcess, topic: str, partition: int = 0) -> list[tuple[int, int]]:
+    """(epoch, start offset) pairs of the replica's leader-epoch-checkpoint ([] if there is none yet)."""
+    path = partition_dir(broker, topic, partition) / "leader-epoch-checkpoint"
+    if not path.exists():
+        return []
+    lines = path.read_text().split("\n")
+    count = int(lines[1])
+    return [tuple(int(x) for x in line.split()) for line in lines[2:2 + count]]
