@@ -9,12 +9,11 @@ reads only the error's ``retriable`` / ``invalid_metadata`` flags.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-
-import structlog
 
 from client import record_batch
 from client.accumulator import ProducerBatch, RecordAccumulator
@@ -23,7 +22,9 @@ from client.connection import Address
 from client.errors import KafkaError, KafkaTimeoutError, error_for_code
 from client.protocol.v1 import kafka_pb2
 
-log = structlog.get_logger(__name__)
+# The library's own diagnostics go to stdlib logging (silent unless the application configures it);
+# what a user should see is the trace hook (client/trace.py).
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ class Sender(threading.Thread):
             if address is not None:
                 self._client.trace("retry", "Produce", address, answered_by, f"{error} for {where}: retrying")
         batch.attempts += 1
-        log.debug("produce_retry", topic=batch.topic, partition=batch.partition, error=error.name,
-                  attempt=batch.attempts)
+        log.debug("produce_retry topic=%s partition=%d error=%s attempt=%d", batch.topic, batch.partition,
+                  error.name, batch.attempts)
         self._acc.requeue(batch)
 
     def _finish(self, batch: ProducerBatch, error: KafkaError | None, base_offset: int = -1) -> None:
