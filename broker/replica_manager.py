@@ -20,6 +20,7 @@ from broker.config import BrokerSettings
 from broker.log import LogConfig, LogManager, PartitionLog
 from broker.metadata.image import MetadataImage, PartitionRegistration, local_changes
 from broker.partition import PartitionState, truncation_offset
+from broker.producer_state import Duplicate, ProducerStateManager
 from client import record_batch
 from client.errors import (CorruptMessageError, InvalidRequiredAcksError, KafkaError, KafkaStorageError,
                            LeaderHintInfo, NotEnoughReplicasError, NotLeaderOrFollowerError, RecordTooLargeError,
@@ -43,6 +44,8 @@ class HostedPartition:
     log: PartitionLog
     max_message_bytes: int
     topic_id: str = ""
+    # Idempotent producers' last batches, rebuilt from the log on load and after truncation.
+    producers: ProducerStateManager = field(default_factory=ProducerStateManager)
     # Serialises appends and state changes; reads of the log need no lock.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,6 +89,31 @@ class ListOffsetsResult:
     offset: int = -1
     timestamp: int = -1
     leader_epoch: int = -1
+
+
+def observe_batches(producers: ProducerStateManager, batches: bytes | memoryview) -> None:
+    """Feed the producer state the headers of whole batches (per batch, never per record)."""
+    for _, h in record_batch.iter_batches(batches):
+        producers.observe(h.producer_id, h.producer_epoch, h.base_sequence, h.base_sequence + h.last_offset_delta,
+                          h.base_offset, h.last_offset)
+
+
+def rebuild_producer_state(plog: PartitionLog, chunk_bytes: int = 4 * 1024 * 1024) -> ProducerStateManager:
+    """Scan the log's batch headers from its start (Kafka would start from a snapshot)."""
+    producers = ProducerStateManager()
+    offset, end = plog.log_start_offset, plog.log_end_offset
+    while offset < end:
+        data = plog.read(offset, chunk_bytes, end)
+        last = None
+        for _, h in record_batch.iter_batches(data):
+            if h.last_offset >= offset:
+                producers.observe(h.producer_id, h.producer_epoch, h.base_sequence,
+                                  h.base_sequence + h.last_offset_delta, h.base_offset, h.last_offset)
+            last = h
+        if last is None:
+            break
+        offset = last.next_offset
+    return producers
 
 
 class FetcherControl(Protocol):
@@ -155,7 +183,8 @@ class ReplicaManager:
                                    log_end_offset=plog.log_end_offset, high_watermark=plog.read_high_watermark(),
                                    min_insync_replicas=int(topic.configs.get(
                                        "min.insync.replicas", self._settings.min_insync_replicas)))
-            hosted = HostedPartition(state, plog, self._max_message_bytes(topic.configs), topic.topic_id)
+            hosted = HostedPartition(state, plog, self._max_message_bytes(topic.configs), topic.topic_id,
+                                     rebuild_producer_state(plog))
             with self._lock:
                 self._partitions[tp] = hosted
         with hosted.lock:
@@ -234,9 +263,10 @@ class ReplicaManager:
                 f"The record batch is {len(batch)} bytes, larger than max.message.bytes "
                 f"({hosted.max_message_bytes})."))
         try:
-            record_batch.check_batch(batch)
+            header = record_batch.check_batch(batch)
         except CorruptMessageError as e:
             return ProduceResult(topic, partition, e)
+        last_seq = header.base_sequence + header.last_offset_delta
         with hosted.lock:
             error = hosted.state.check_leader_epoch(leader_epoch)
             if error is not None:
@@ -247,11 +277,20 @@ class ReplicaManager:
                 return ProduceResult(topic, partition, NotEnoughReplicasError(
                     f"The size of the current ISR {list(state.isr)} is insufficient to satisfy the min.isr "
                     f"requirement of {state.effective_min_isr} for partition {topic}-{partition}."))
+            verdict = hosted.producers.check(header.producer_id, header.producer_epoch, header.base_sequence,
+                                             last_seq)
+            if isinstance(verdict, Duplicate):
+                # A retry of a batch we hold: its original offset, nothing appended (KIP-98).
+                return ProduceResult(topic, partition, None, verdict.first_offset, hosted.log.log_start_offset)
+            if verdict is not None:
+                return ProduceResult(topic, partition, verdict)
             try:
                 info = hosted.log.append_as_leader(batch, hosted.state.leader_epoch, self._clock_ms())
             except KafkaStorageError as e:
                 log.error("append_failed", topic=topic, partition=partition, error=str(e))
                 return ProduceResult(topic, partition, e)
+            hosted.producers.observe(header.producer_id, header.producer_epoch, header.base_sequence, last_seq,
+                                     info.base_offset, info.last_offset)
             hosted.state.on_leader_append(info.last_offset + 1)
             log_start = hosted.log.log_start_offset
         self._notifier.notify()
@@ -435,6 +474,7 @@ class ReplicaManager:
                 return False
             if fetched.records:
                 plog.append_as_follower(fetched.records, self._clock_ms())
+                observe_batches(hosted.producers, fetched.records)
             state.on_follower_append(plog.log_end_offset, fetched.high_watermark)
             state.log_start_offset = plog.log_start_offset
         if fetched.records:
@@ -451,6 +491,7 @@ class ReplicaManager:
         plog.truncate_to(offset)
         state.log_end_offset = plog.log_end_offset
         state.high_watermark = min(state.high_watermark, state.log_end_offset)
+        hosted.producers = rebuild_producer_state(plog)
 
     def _reset_out_of_range(self, hosted: HostedPartition, fetched: FetchResult) -> None:
         """Our fetch offset is outside the leader's log: past its end, cut back; before its start, start there."""
@@ -461,6 +502,7 @@ class ReplicaManager:
             plog.truncate_fully_and_start_at(fetched.log_start_offset)
         state.log_end_offset, state.log_start_offset = plog.log_end_offset, plog.log_start_offset
         state.high_watermark = min(state.high_watermark, state.log_end_offset)
+        hosted.producers = rebuild_producer_state(plog)
         log.info("follower_offset_reset", topic=state.topic, partition=state.partition,
                  log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset)
 

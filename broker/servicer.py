@@ -6,6 +6,8 @@ response; gRPC status codes are kept for malformed requests (INVALID_ARGUMENT).
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import Callable
 
@@ -29,6 +31,33 @@ DEFAULT_ADMIN_TIMEOUT_MS = 15000
 FORWARDED_HEADER = "raftka-forwarded-by"
 DEFAULT_PARTITION_FETCH_BYTES = 1048576  # max.partition.fetch.bytes
 MAX_PARTITIONS_PER_REQUEST = 10000
+
+
+DROP_PRODUCE_ANSWERS_ENV = "RAFTKA_TEST_DROP_PRODUCE_ANSWERS"
+
+
+class FaultBudget:
+    """A test-only fault injected a fixed number of times (0 unless the environment asks for it)."""
+
+    def __init__(self, count: int):
+        self._left = count
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, name: str) -> "FaultBudget":
+        try:
+            return cls(max(int(os.environ.get(name, "0")), 0))
+        except ValueError:
+            return cls(0)
+
+    def take(self) -> bool:
+        if self._left <= 0:
+            return False
+        with self._lock:
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
 
 
 def _error_fields(error: KafkaError | None) -> dict:
@@ -60,6 +89,7 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
         self._replicas = replicas
         self._broker_address = broker_address
         self._connections = Connections()
+        self._drop_produce_answers = FaultBudget.from_env(DROP_PRODUCE_ANSWERS_ENV)
 
     def close(self) -> None:
         self._connections.close()
@@ -183,6 +213,20 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
 
         return self._via_controller(request, context, "ElectLeaders", handle, refuse, lambda image: True)
 
+    def InitProducerId(self, request, context):
+        def handle():
+            try:
+                producer_id = self._controller.allocate_producer_ids(self._broker_id, 1)
+            except KafkaError as e:
+                return refuse(e)
+            log.info("producer_id_allocated", producer_id=producer_id)
+            return kafka_pb2.InitProducerIdResponse(producer_id=producer_id, producer_epoch=0)
+
+        def refuse(error):
+            return kafka_pb2.InitProducerIdResponse(producer_id=-1, producer_epoch=-1, **_error_fields(error))
+
+        return self._via_controller(request, context, "InitProducerId", handle, refuse, lambda image: True)
+
     def _election_targets(self, request) -> list[tuple[str, int]] | None:
         if not request.topic_partitions:
             return None
@@ -208,6 +252,10 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
             if _wants_hint(r.error):
                 resp.leader_hint.CopyFrom(_hint(self._replicas.leader_hint(r.topic, r.partition)))
             out.append(resp)
+        if self._drop_produce_answers.take() and any(r.error is None for r in results):
+            # Test-only fault: the batch is stored (and replicated) but the answer is lost on the way.
+            log.warning("produce_answer_dropped_for_test")
+            context.abort(grpc.StatusCode.UNAVAILABLE, "test fault: produce answer dropped after the append")
         return kafka_pb2.ProduceResponse(partitions=out, answered_by=self._broker_id)
 
     def Fetch(self, request, context):

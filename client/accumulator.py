@@ -38,6 +38,10 @@ class ProducerBatch:
     attempts: int = 0
     retry_at: float = 0.0
     full: bool = False
+    # Idempotence: the bytes are built once, with the producer id and sequence, and every
+    # retry resends them unchanged so the leader can recognise a duplicate.
+    built: bytes | None = None
+    producer_id: int = -1
 
     def add(self, key: bytes | None, value: bytes | None, timestamp_ms: int, future: Future) -> None:
         self.records.append((key, value, timestamp_ms))

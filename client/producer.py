@@ -9,7 +9,10 @@ is retried on the hinted leader at once. Keys pick partitions with Kafka's
 murmur2; records without a key stick to one partition until its batch is full
 (Kafka's sticky partitioner).
 
-NB: not yet idempotent: a retry after a lost answer can store a record twice.
+Idempotent by default with acks=all (Kafka's enable.idempotence): the producer
+gets a producer id from the cluster, numbers each partition's batches, and a
+retry whose first answer was lost is answered with the original offset instead
+of being stored twice. One batch per partition is in flight, so order is kept.
 """
 
 from __future__ import annotations
@@ -44,8 +47,12 @@ class Producer:
                  batch_size: int = 16384, buffer_memory: int = 32 * 1024 * 1024,
                  request_timeout_ms: int = 30000, delivery_timeout_ms: int = 120000,
                  retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1000, max_block_ms: int = 60000,
-                 tracer: Tracer | None = None):
+                 enable_idempotence: bool | None = None, tracer: Tracer | None = None):
         self.acks = parse_acks(acks)
+        if enable_idempotence and self.acks != -1:
+            raise ValueError("enable_idempotence needs acks='all' (Kafka's rule)")
+        # Kafka 3.x: on by default, unless a setting that conflicts with it (acks 0 or 1) was chosen.
+        self.idempotent = self.acks == -1 if enable_idempotence is None else enable_idempotence
         self._client = KafkaClient(bootstrap, request_timeout_ms, tracer)
         self._acc = RecordAccumulator(batch_size, linger_ms, buffer_memory, max_block_ms)
         self._max_block_s = max_block_ms / 1000
@@ -54,7 +61,8 @@ class Producer:
         self._lock = threading.Lock()
         self._closed = False
         self._sender = Sender(self._client, self._acc, SenderConfig(
-            self.acks, request_timeout_ms, delivery_timeout_ms, retry_backoff_ms, retry_backoff_max_ms))
+            self.acks, request_timeout_ms, delivery_timeout_ms, retry_backoff_ms, retry_backoff_max_ms,
+            self.idempotent))
         self._sender.start()
 
     # ---- public API ---------------------------------------------------------------

@@ -19,7 +19,7 @@ from client import record_batch
 from client.accumulator import ProducerBatch, RecordAccumulator
 from client.client import KafkaClient, backoff_s, hint_from_proto
 from client.connection import Address
-from client.errors import KafkaError, KafkaTimeoutError, error_for_code
+from client.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, error_for_code
 from client.protocol.v1 import kafka_pb2
 
 # The library's own diagnostics go to stdlib logging (silent unless the application configures it);
@@ -34,6 +34,7 @@ class SenderConfig:
     delivery_timeout_ms: int
     retry_backoff_ms: int
     retry_backoff_max_ms: int
+    idempotent: bool = False
 
 
 class Sender(threading.Thread):
@@ -44,6 +45,11 @@ class Sender(threading.Thread):
         self._config = config
         self._stopping = False
         self._metadata_stale = False
+        # Idempotence (KIP-98): the producer id and each partition's next sequence number.
+        self._producer_id = -1
+        self._producer_epoch = -1
+        self._next_sequence: dict[tuple[str, int], int] = {}
+        self._init_attempts = 0
 
     def stop(self) -> None:
         self._stopping = True
@@ -57,8 +63,44 @@ class Sender(threading.Thread):
                 continue
             if self._metadata_stale:
                 self._refresh_metadata()
+            if self._config.idempotent and self._producer_id < 0 and not self._init_producer_id():
+                for b in batches:
+                    self._retry_or_fail(b, KafkaConnectionError("no producer id yet (InitProducerId failed)"))
+                continue
             for address, group in self._by_leader(batches).items():
                 self._send(address, group)
+
+    def _init_producer_id(self) -> bool:
+        """Ask any broker for a producer id (the controller hands it out); False to retry later."""
+        self._init_attempts += 1
+        for address in self._client.candidate_addresses():
+            try:
+                r = self._client.call(address, "InitProducerId", kafka_pb2.InitProducerIdRequest(),
+                                      detail="a producer id for idempotence")
+            except KafkaError:
+                continue
+            if r.error_code == 0:
+                self._producer_id, self._producer_epoch = r.producer_id, r.producer_epoch
+                self._next_sequence.clear()
+                self._init_attempts = 0
+                self._client.trace("response", "InitProducerId", address, None,
+                                   f"producer id {r.producer_id}, epoch {r.producer_epoch}")
+                return True
+        time.sleep(backoff_s(self._init_attempts, self._config.retry_backoff_ms, self._config.retry_backoff_max_ms))
+        return False
+
+    def _records(self, batch: ProducerBatch) -> bytes:
+        """The batch's bytes: built once when idempotent (with the next sequence of its partition)."""
+        if not self._config.idempotent:
+            return record_batch.build_batch(batch.records)
+        if batch.built is None:
+            tp = (batch.topic, batch.partition)
+            sequence = self._next_sequence.get(tp, 0)
+            batch.built = record_batch.build_batch(batch.records, producer_id=self._producer_id,
+                                                   producer_epoch=self._producer_epoch, base_sequence=sequence)
+            batch.producer_id = self._producer_id
+            self._next_sequence[tp] = sequence + len(batch.records)
+        return batch.built
 
     def _refresh_metadata(self) -> None:
         try:
@@ -92,8 +134,7 @@ class Sender(threading.Thread):
     def _send(self, address: Address, batches: list[ProducerBatch]) -> None:
         cfg = self._config
         request = kafka_pb2.ProduceRequest(acks=cfg.acks, timeout_ms=cfg.request_timeout_ms, partitions=[
-            kafka_pb2.PartitionProduceData(topic=b.topic, partition=b.partition,
-                                           records=record_batch.build_batch(b.records),
+            kafka_pb2.PartitionProduceData(topic=b.topic, partition=b.partition, records=self._records(b),
                                            current_leader_epoch=self._leader_epoch(b))
             for b in batches])
         detail = ", ".join(f"{b.topic}-{b.partition} ({len(b.records)} record(s))" for b in batches)
@@ -171,6 +212,10 @@ class Sender(threading.Thread):
         self._acc.requeue(batch)
 
     def _finish(self, batch: ProducerBatch, error: KafkaError | None, base_offset: int = -1) -> None:
+        if error is not None and batch.built is not None and batch.producer_id == self._producer_id:
+            # A numbered batch failed for good: whether it was stored is unknown, so the partition's
+            # sequence cannot continue. Start over with a new producer id (Kafka bumps the epoch, KIP-360).
+            self._producer_id = -1
         self._acc.done(batch)
         if error is None:
             batch.complete(base_offset)

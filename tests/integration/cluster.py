@@ -50,6 +50,7 @@ class BrokerProcess:
     config_path: Path
     log_path: Path
     proc: subprocess.Popen | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)   # e.g. a test-only fault hook
 
     @property
     def bootstrap(self) -> str:
@@ -61,7 +62,7 @@ class BrokerProcess:
 
     def start(self, wait: bool = True) -> "BrokerProcess":
         log = open(self.log_path, "ab")
-        env = dict(os.environ, LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, LOG_FORMAT="json", PYTHONUNBUFFERED="1", **self.extra_env)
         self.proc = subprocess.Popen([sys.executable, "-m", "broker", "--config", str(self.config_path),
                                       "--id", str(self.broker_id)], stdout=log, stderr=subprocess.STDOUT,
                                      cwd=REPO, env=env, start_new_session=True)

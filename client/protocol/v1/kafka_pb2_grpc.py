@@ -69,6 +69,11 @@ class KafkaStub:
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersRequest.SerializeToString,
                 response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersResponse.FromString,
                 _registered_method=True)
+        self.InitProducerId = channel.unary_unary(
+                '/raftka.v1.Kafka/InitProducerId',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdResponse.FromString,
+                _registered_method=True)
 
 
 class KafkaServicer:
@@ -118,6 +123,14 @@ class KafkaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InitProducerId(self, request, context):
+        """KIP-98: a producer id for an idempotent producer, unique in the cluster
+        (handed out by the controller through the metadata log; any broker forwards).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KafkaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +168,11 @@ def add_KafkaServicer_to_server(servicer, server):
                     servicer.ElectLeaders,
                     request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersRequest.FromString,
                     response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersResponse.SerializeToString,
+            ),
+            'InitProducerId': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitProducerId,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +364,33 @@ class Kafka:
             '/raftka.v1.Kafka/ElectLeaders',
             client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersRequest.SerializeToString,
             client_dot_protocol_dot_v1_dot_kafka__pb2.ElectLeadersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitProducerId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/InitProducerId',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdResponse.FromString,
             options,
             channel_credentials,
             insecure,
