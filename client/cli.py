@@ -15,7 +15,7 @@ from client.admin import Admin, TopicDescription
 from client.consumer import Consumer
 from client.errors import InvalidRequestError, KafkaError
 from client.producer import Producer
-from client.trace import stderr_tracer
+from client.trace import MermaidTracer, stderr_tracer
 
 EXIT_ERROR = 1
 
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet exit under `| head`
         return 0
+    finally:
+        if getattr(args, "mermaid", None) is not None:  # the hops so far, even after an error
+            print(args.mermaid.render(), file=sys.stderr)
     return 0
 
 
@@ -51,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--bootstrap", "--bootstrap-server", default=":9092", metavar="B",
                        help="broker(s) to start from, host:port[,host:port]; ':19092' is localhost (default :9092)")
-        p.add_argument("--trace", action="store_true", help="print every request and answer on stderr")
+        p.add_argument("--trace", nargs="?", const="text", choices=("text", "mermaid"),
+                       help="print every hop on stderr: as lines (text, the default) or, at the end, as a "
+                            "mermaid sequenceDiagram (mermaid)")
 
     t = sub.add_parser("topics", help="create, list, describe, delete topics (kafka-topics.sh)")
     common(t)
@@ -76,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to wait for the topic's metadata (default 10000)")
     p.add_argument("--request-timeout-ms", type=int, default=30000)
     p.add_argument("--linger-ms", type=int, default=5)
+    p.add_argument("--first-to-bootstrap", action="store_true",
+                   help="send the first produce to the bootstrap broker, leader or not, to see its "
+                        "NOT_LEADER_OR_FOLLOWER answer and leader hint (the lesson's redirect, hop by hop)")
     p.set_defaults(run=run_produce, error_prefix="Error: ")
 
     c = sub.add_parser("consume", help="print records (kafka-console-consumer.sh)")
@@ -114,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tracer(args):
+    if args.trace == "mermaid":
+        args.mermaid = getattr(args, "mermaid", None) or MermaidTracer("kclient")
+        return args.mermaid
     return stderr_tracer if args.trace else None
 
 
@@ -191,7 +202,8 @@ def run_produce(args) -> int:
                   f"with error: {error}", file=sys.stderr, flush=True)
 
     with Producer(args.bootstrap, acks=args.acks, linger_ms=args.linger_ms, max_block_ms=args.max_block_ms,
-                  request_timeout_ms=args.request_timeout_ms, tracer=_tracer(args)) as producer:
+                  request_timeout_ms=args.request_timeout_ms, first_to_bootstrap=args.first_to_bootstrap,
+                  tracer=_tracer(args)) as producer:
         for number, line in enumerate(_lines(interactive), start=1):
             key, value = split_key(line, args.key_separator, number)
             fut = producer.send(args.topic, value, key=key, partition=args.partition)

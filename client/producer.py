@@ -47,7 +47,10 @@ class Producer:
                  batch_size: int = 16384, buffer_memory: int = 32 * 1024 * 1024,
                  request_timeout_ms: int = 30000, delivery_timeout_ms: int = 120000,
                  retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1000, max_block_ms: int = 60000,
-                 enable_idempotence: bool | None = None, tracer: Tracer | None = None):
+                 enable_idempotence: bool | None = None, first_to_bootstrap: bool = False,
+                 tracer: Tracer | None = None):
+        """first_to_bootstrap: send the first batch to the first bootstrap broker whoever leads (a
+        teaching aid: a follower answers NOT_LEADER_OR_FOLLOWER with a hint and the batch follows it)."""
         self.acks = parse_acks(acks)
         if enable_idempotence and self.acks != -1:
             raise ValueError("enable_idempotence needs acks='all' (Kafka's rule)")
@@ -62,7 +65,7 @@ class Producer:
         self._closed = False
         self._sender = Sender(self._client, self._acc, SenderConfig(
             self.acks, request_timeout_ms, delivery_timeout_ms, retry_backoff_ms, retry_backoff_max_ms,
-            self.idempotent))
+            self.idempotent, first_to_bootstrap))
         self._sender.start()
 
     # ---- public API ---------------------------------------------------------------

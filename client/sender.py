@@ -35,6 +35,7 @@ class SenderConfig:
     retry_backoff_ms: int
     retry_backoff_max_ms: int
     idempotent: bool = False
+    first_to_bootstrap: bool = False   # teaching aid: the first batch goes to the bootstrap broker
 
 
 class Sender(threading.Thread):
@@ -50,6 +51,7 @@ class Sender(threading.Thread):
         self._producer_epoch = -1
         self._next_sequence: dict[tuple[str, int], int] = {}
         self._init_attempts = 0
+        self._probe_bootstrap = config.first_to_bootstrap
 
     def stop(self) -> None:
         self._stopping = True
@@ -83,7 +85,7 @@ class Sender(threading.Thread):
                 self._producer_id, self._producer_epoch = r.producer_id, r.producer_epoch
                 self._next_sequence.clear()
                 self._init_attempts = 0
-                self._client.trace("response", "InitProducerId", address, None,
+                self._client.trace("response", "InitProducerId", address, self._client.broker_id_of(address),
                                    f"producer id {r.producer_id}, epoch {r.producer_epoch}")
                 return True
         time.sleep(backoff_s(self._init_attempts, self._config.retry_backoff_ms, self._config.retry_backoff_max_ms))
@@ -119,6 +121,9 @@ class Sender(threading.Thread):
             except KafkaError as e:
                 self._retry_or_fail(batch, e)
                 continue
+            if self._probe_bootstrap:
+                self._probe_bootstrap = False
+                address = self._client.bootstrap[0]
             groups[address].append(batch)
         return groups
 
