@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import grpc
 
@@ -31,13 +32,17 @@ def hint_from_proto(hint) -> LeaderHintInfo | None:
 
 
 class KafkaClient:
-    def __init__(self, bootstrap: str, request_timeout_ms: int = 30000, tracer: Tracer | None = None):
+    def __init__(self, bootstrap: str, request_timeout_ms: int = 30000, tracer: Tracer | None = None,
+                 metadata_max_age_ms: int = 300000):
         self.bootstrap: list[Address] = parse_bootstrap(bootstrap)
         self.request_timeout_s = request_timeout_ms / 1000
         self.connections = Connections()
         self.metadata = ClusterMetadata()
         self.tracer = tracer
         self._refresh_lock = threading.Lock()
+        # metadata.max.age.ms: refresh even without an error, so new brokers and moved leaders show up.
+        self.metadata_max_age_s = metadata_max_age_ms / 1000
+        self._refreshed_at = float("-inf")
 
     # ---- tracing ------------------------------------------------------------------
 
@@ -98,6 +103,7 @@ class KafkaClient:
                 except KafkaError:
                     continue
                 self.metadata.update(response)
+                self._refreshed_at = time.monotonic()
                 self.trace("response", "Metadata", address, response.answered_by, _describe_metadata(response))
                 return response
             raise NoBrokersAvailable(f"could not reach any broker (tried {', '.join(tried)})")
@@ -113,6 +119,11 @@ class KafkaClient:
         return info
 
     def leader_for(self, topic: str, partition: int) -> tuple[int, Address]:
+        if time.monotonic() - self._refreshed_at > self.metadata_max_age_s and self.metadata.topics:
+            try:
+                self.refresh_metadata(sorted(self.metadata.topics))
+            except KafkaError:
+                self._refreshed_at = time.monotonic()  # unreachable now: errors will trigger the next refresh
         info = self.metadata.partition(topic, partition)
         if info is None:
             raise UnknownTopicOrPartitionError(f"{topic}-{partition} is not in the metadata")

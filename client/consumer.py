@@ -42,7 +42,7 @@ class Consumer:
                  auto_offset_reset: str | None = None, fetch_max_wait_ms: int = 500, fetch_min_bytes: int = 1,
                  fetch_max_bytes: int = 52428800, max_partition_fetch_bytes: int = 1048576,
                  request_timeout_ms: int = 30000, retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1000,
-                 tracer: Tracer | None = None):
+                 metadata_max_age_ms: int = 300000, tracer: Tracer | None = None):
         if not topic:
             raise ValueError("Consumer needs a topic")
         self.topic = topic
@@ -55,7 +55,7 @@ class Consumer:
             raise ValueError("auto_offset_reset must be earliest, latest or none")
         self._fetch = (fetch_max_wait_ms, fetch_min_bytes, fetch_max_bytes, max_partition_fetch_bytes)
         self._backoff = (retry_backoff_ms, retry_backoff_max_ms)
-        self._client = KafkaClient(bootstrap, request_timeout_ms, tracer)
+        self._client = KafkaClient(bootstrap, request_timeout_ms, tracer, metadata_max_age_ms)
         self.positions: dict[int, int] = {}
         self._failures = 0
 

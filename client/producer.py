@@ -48,7 +48,7 @@ class Producer:
                  request_timeout_ms: int = 30000, delivery_timeout_ms: int = 120000,
                  retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1000, max_block_ms: int = 60000,
                  enable_idempotence: bool | None = None, first_to_bootstrap: bool = False,
-                 tracer: Tracer | None = None):
+                 metadata_max_age_ms: int = 300000, tracer: Tracer | None = None):
         """first_to_bootstrap: send the first batch to the first bootstrap broker whoever leads (a
         teaching aid: a follower answers NOT_LEADER_OR_FOLLOWER with a hint and the batch follows it)."""
         self.acks = parse_acks(acks)
@@ -56,7 +56,7 @@ class Producer:
             raise ValueError("enable_idempotence needs acks='all' (Kafka's rule)")
         # Kafka 3.x: on by default, unless a setting that conflicts with it (acks 0 or 1) was chosen.
         self.idempotent = self.acks == -1 if enable_idempotence is None else enable_idempotence
-        self._client = KafkaClient(bootstrap, request_timeout_ms, tracer)
+        self._client = KafkaClient(bootstrap, request_timeout_ms, tracer, metadata_max_age_ms)
         self._acc = RecordAccumulator(batch_size, linger_ms, buffer_memory, max_block_ms)
         self._max_block_s = max_block_ms / 1000
         self._retry_backoff = (retry_backoff_ms, retry_backoff_max_ms)

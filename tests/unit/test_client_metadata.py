@@ -96,3 +96,26 @@ def test_topic_error_removes_the_topic_and_marks_it_unknown():
     assert "t" not in m.topics and "t" in m.unknown_topics
     m.update(_response(leader=1, epoch=5))
     assert "t" in m.topics and "t" not in m.unknown_topics
+
+
+def test_metadata_older_than_max_age_is_refreshed_before_use():
+    """metadata.max.age.ms: leader_for refreshes a cache that is too old, even without an error."""
+    import time
+
+    from client.client import KafkaClient
+
+    class Counting(KafkaClient):  # counts refreshes instead of calling a broker
+        refreshes = 0
+
+        def refresh_metadata(self, topics=None):
+            self.refreshes += 1
+            self._refreshed_at = time.monotonic()
+
+    client = Counting(":1", metadata_max_age_ms=60_000)
+    client.metadata.update(_response(leader=1, epoch=5))
+    client._refreshed_at = time.monotonic()
+    client.leader_for("t", 0)
+    assert client.refreshes == 0                      # fresh: used as it is
+    client._refreshed_at -= 61
+    client.leader_for("t", 0)
+    assert client.refreshes == 1                      # older than the max age: refreshed first
