@@ -58,6 +58,7 @@ class Consumer:
         self._client = KafkaClient(bootstrap, request_timeout_ms, tracer, metadata_max_age_ms)
         self.positions: dict[int, int] = {}
         self._failures = 0
+        self._next_partial_refresh = 0.0
 
     # ---- public API ---------------------------------------------------------------
 
@@ -139,8 +140,16 @@ class Consumer:
                     self._client.trace("error", "Fetch", address, response.answered_by,
                                        f"{self.topic}-{r.partition}: {e}")
                     error = e
-        if error is not None and not records:
-            raise error
+        if error is not None:
+            if not records:
+                raise error  # poll() refreshes and backs off
+            # Other partitions answered: keep their records, but still follow the failed ones to
+            # their new leader (a refresh at most once per backoff), or they would stall while the
+            # rest stays busy.
+            now = time.monotonic()
+            if error.retriable and now >= self._next_partial_refresh:
+                self._next_partial_refresh = now + backoff_s(1, *self._backoff)
+                self._refresh_quietly()
         return records
 
     def _take(self, r) -> list[ConsumerRecord]:
