@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from client.errors import KafkaTimeoutError
@@ -27,13 +26,12 @@ class RecordMetadata:
     timestamp: int
 
 
-@dataclass
+@dataclass(eq=False)
 class ProducerBatch:
     topic: str
     partition: int
     created: float                       # monotonic seconds
     records: list[tuple[bytes | None, bytes | None, int]] = field(default_factory=list)
-    futures: list[Future] = field(default_factory=list)
     size: int = 0
     attempts: int = 0
     retry_at: float = 0.0
@@ -42,19 +40,73 @@ class ProducerBatch:
     # retry resends them unchanged so the leader can recognise a duplicate.
     built: bytes | None = None
     producer_id: int = -1
+    # The outcome, shared by every record's future (one Event per batch, not one per record).
+    done_event: threading.Event = field(default_factory=threading.Event)
+    base_offset: int = -1
+    error: BaseException | None = None
+    callbacks: list = field(default_factory=list)
 
-    def add(self, key: bytes | None, value: bytes | None, timestamp_ms: int, future: Future) -> None:
+    def add(self, key: bytes | None, value: bytes | None, timestamp_ms: int) -> "RecordFuture":
         self.records.append((key, value, timestamp_ms))
-        self.futures.append(future)
         self.size += RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+        return RecordFuture(self, len(self.records) - 1)
 
     def complete(self, base_offset: int) -> None:
-        for i, (fut, rec) in enumerate(zip(self.futures, self.records)):
-            fut.set_result(RecordMetadata(self.topic, self.partition, base_offset + i if base_offset >= 0 else -1, rec[2]))
+        self.base_offset = base_offset
+        self._resolve()
 
     def fail(self, error: BaseException) -> None:
-        for fut in self.futures:
-            fut.set_exception(error)
+        self.error = error
+        self._resolve()
+
+    def _resolve(self) -> None:
+        with _CALLBACKS_LOCK:
+            self.done_event.set()
+            callbacks, self.callbacks = self.callbacks, []
+        for fn in callbacks:
+            fn()
+
+
+_CALLBACKS_LOCK = threading.Lock()  # orders add_done_callback against completion
+
+
+class RecordFuture:
+    """One record's outcome: concurrent.futures.Future's reading API (result, exception, done,
+    add_done_callback), backed by its batch. Kafka hands out a future per record too; this one
+    costs a small object instead of a lock and a condition per record."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: ProducerBatch, index: int):
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        return self._batch.done_event.is_set()
+
+    def _wait(self, timeout: float | None) -> None:
+        if not self._batch.done_event.wait(timeout):
+            raise TimeoutError(f"record not acknowledged within {timeout} s")
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        self._wait(timeout)
+        b = self._batch
+        if b.error is not None:
+            raise b.error
+        return RecordMetadata(b.topic, b.partition, b.base_offset + self._index if b.base_offset >= 0 else -1,
+                              b.records[self._index][2])
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._batch.error
+
+    def add_done_callback(self, fn) -> None:
+        """``fn(self)`` once the record is acknowledged or failed (at once if it already is)."""
+        with _CALLBACKS_LOCK:
+            if not self._batch.done_event.is_set():
+                self._batch.callbacks.append(lambda: fn(self))
+                return
+        fn(self)
 
 
 class RecordAccumulator:
@@ -72,10 +124,9 @@ class RecordAccumulator:
         self._version = 0        # bumped on every change the sender may care about
 
     def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
-               timestamp_ms: int) -> tuple[Future, bool]:
+               timestamp_ms: int) -> tuple[RecordFuture, bool]:
         """Queue one record; (its future, whether a batch just filled up)."""
         size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
-        future: Future = Future()
         with self.cond:
             deadline = time.monotonic() + self.max_block_s
             while self._buffered + size > self.buffer_memory and self._buffered > 0:
@@ -93,7 +144,7 @@ class RecordAccumulator:
                 batch = ProducerBatch(topic, partition, time.monotonic())
                 queue.append(batch)
                 self._incomplete += 1
-            batch.add(key, value, timestamp_ms, future)
+            future = batch.add(key, value, timestamp_ms)
             self._buffered += size
             filled = batch.size >= self.batch_size
             if filled:

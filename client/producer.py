@@ -22,7 +22,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from client.accumulator import RecordAccumulator, RecordMetadata
+from client.accumulator import RecordAccumulator, RecordFuture, RecordMetadata
 from client.client import KafkaClient, backoff_s
 from client.errors import KafkaError, KafkaTimeoutError, ProducerClosedError, UnknownTopicOrPartitionError
 from client.partitioner import partition_for_key
@@ -71,7 +71,7 @@ class Producer:
     # ---- public API ---------------------------------------------------------------
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
-             timestamp_ms: int | None = None) -> Future:
+             timestamp_ms: int | None = None) -> "RecordFuture | Future":
         """Queue one record; the future resolves to RecordMetadata or fails with a KafkaError."""
         if self._closed:
             raise ProducerClosedError("Cannot send after the producer is closed.")

@@ -255,3 +255,29 @@ def test_batch_size_accounting_matches_the_encoded_batch_body():
     acc.begin_flush()
     (batch,), _, _ = acc.drain(time.monotonic())
     assert batch.size == len(build_batch(batch.records)) - HEADER_SIZE
+
+
+def test_record_futures_share_their_batch_outcome_and_callbacks_fire_once():
+    acc = _acc()
+    f1, _ = acc.append("t", 0, None, b"a", 5)
+    seen = []
+    f1.add_done_callback(lambda f: seen.append(("before", f.result(0).offset)))
+    assert not f1.done()
+    with pytest.raises(TimeoutError):
+        f1.result(timeout=0.01)
+    acc.begin_flush()
+    (batch,), _, _ = acc.drain(time.monotonic())
+    batch.complete(7)
+    f1.add_done_callback(lambda f: seen.append(("after", f.result(0).offset)))
+    assert f1.done() and f1.exception(0) is None
+    assert seen == [("before", 7), ("after", 7)]
+
+
+def test_a_failed_batch_raises_from_result():
+    acc = _acc()
+    f1, _ = acc.append("t", 0, None, b"a", 5)
+    acc.begin_flush()
+    (batch,), _, _ = acc.drain(time.monotonic())
+    batch.fail(KafkaTimeoutError("expired"))
+    with pytest.raises(KafkaTimeoutError):
+        f1.result(0)
