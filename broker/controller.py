@@ -79,6 +79,8 @@ class Controller:
         self._liveness_lock = threading.Lock()   # heartbeats arrive on gRPC threads, the tick reads
         self._write_lock = threading.Lock()      # one decide-and-commit at a time
         self._active_term: int | None = None
+        self._reconciled_offset = -1
+        self._next_reconcile = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -121,7 +123,10 @@ class Controller:
             log.info("controller_activated", controller=self.broker_id, term=term,
                      metadata_offset=self.image.offset)
         self._fence_dead_brokers(now)
-        self._reconcile()
+        # The scan is O(partitions): run it when the image changed, else once a second.
+        if self.image.offset != self._reconciled_offset or now >= self._next_reconcile:
+            self._next_reconcile = now + 1.0
+            self._reconcile()
 
     def _fence_dead_brokers(self, now: float) -> None:
         for b in list(self.image.brokers.values()):
@@ -151,6 +156,7 @@ class Controller:
         """Level-triggered safety net: offline partitions that can now get a leader (unclean topics too)."""
         with self._write_lock:
             before = self.image
+            self._reconciled_offset = before.offset
             changes = reconcile_partitions(before)
             if changes and self._try_commit(changes) is not None:
                 self._log_changes(before, changes)
