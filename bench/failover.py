@@ -25,31 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
-
-from client.protocol.v1 import kafka_pb2, kafka_pb2_grpc
-from tests.integration.cluster import BrokerProcess, write_cluster
+from tests.integration.cluster import BrokerProcess, metadata, wait_for, write_cluster
 
 POLL_S = 0.005
 
 
-def metadata(broker: BrokerProcess, topic: str | None = None):
-    with grpc.insecure_channel(broker.bootstrap) as ch:
-        try:
-            return kafka_pb2_grpc.KafkaStub(ch).Metadata(
-                kafka_pb2.MetadataRequest(topics=[topic] if topic else []), timeout=1)
-        except grpc.RpcError:
-            return None
-
-
 def wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(POLL_S)
-    raise SystemExit(f"timed out waiting for {what}")
+    return wait_for(condition, timeout, what, interval=POLL_S)
 
 
 def cluster_ready(broker: BrokerProcess, n: int) -> bool:
@@ -80,7 +62,7 @@ def kill_a_leader(cluster, want_controller: bool) -> float:
     brokers = cluster.brokers
     alive = [b for b in brokers.values() if b.alive()]
     wait(lambda: cluster_ready(alive[0], 3), 30, "all three alive before the kill")
-    r = metadata(alive[0], "f")
+    r = metadata(alive[0], ["f"])
     leaders = {p.leader_id: (p.partition, p.leader_epoch) for p in r.topics[0].partitions}
     victim_id = next(b for b in leaders if (b == r.controller_id) == want_controller)
     partition, epoch = leaders[victim_id]
@@ -89,7 +71,7 @@ def kill_a_leader(cluster, want_controller: bool) -> float:
     brokers[victim_id].kill()
 
     def moved():
-        m = metadata(survivor, "f")
+        m = metadata(survivor, ["f"])
         if m is None or not m.topics or not m.topics[0].partitions:
             return False
         p = m.topics[0].partitions[partition]

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from client import Admin, Producer
-from tests.integration.cluster import BrokerProcess, metadata, write_cluster
+from tests.integration.cluster import BrokerProcess, metadata, wait_for, write_cluster
 
 TOPIC = "repl"
 
@@ -36,16 +36,6 @@ def isr(broker: BrokerProcess) -> tuple[int, list[int]]:
     r = metadata(broker, [TOPIC])
     p = r.topics[0].partitions[0]
     return p.leader_id, list(p.isr)
-
-
-def wait(condition, timeout: float, what: str, interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def sync_latency(bootstrap: str, records: int) -> list[float]:
@@ -66,7 +56,7 @@ def catch_up(cluster, megabytes: int) -> dict[str, float]:
     follower = next(b for b in brokers.values() if b.broker_id != leader)
     other = next(b for b in brokers.values() if b.broker_id not in (leader, follower.broker_id))
     follower.kill()
-    wait(lambda: follower.broker_id not in isr(other)[1], 30, "the killed follower out of the ISR")
+    wait_for(lambda: follower.broker_id not in isr(other)[1], 30, "the killed follower out of the ISR")
     value = b"y" * 1024
     count = megabytes * 1024
     with Producer(other.bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024) as p:
@@ -75,7 +65,7 @@ def catch_up(cluster, megabytes: int) -> dict[str, float]:
     assert all(f.result().offset >= 0 for f in futures)
     started = time.monotonic()
     follower.start(wait=False)
-    wait(lambda: follower.broker_id in isr(other)[1], 120, "the follower back in the ISR")
+    wait_for(lambda: follower.broker_id in isr(other)[1], 120, "the follower back in the ISR")
     done = time.monotonic()
     size_mb = count * (len(value) + 16) / 1e6
     return {"behind_mb": size_mb, "from_restart_s": done - started}

@@ -120,7 +120,7 @@ def apply(image: MetadataImage, record: MetadataRecord, offset: int | None = Non
             if old.fenced == fence:
                 raise StaleRecordError(f"broker {broker_id} is already {'fenced' if fence else 'unfenced'}")
             return replace(image, brokers=_with(image.brokers, broker_id, replace(old, fenced=fence)))
-        case CreateTopic(name, topic_id, assignments, configs):
+        case CreateTopic(name=name):
             if name in image.topics:
                 raise StaleRecordError(f"topic {name} already exists")
             return replace(image, topics=_with(image.topics, name, _new_topic(image, record)))

@@ -164,9 +164,6 @@ class MetadataQuorum:
         node = self._peer_nodes.get(broker_id)
         return node is not None and self._raft is not None and self._raft.isNodeConnected(node)
 
-    def status(self) -> dict:
-        return self._raft.getStatus() if self._raft is not None else {}
-
     # ---- writes (never from the tick thread) --------------------------------------
 
     def submit(self, records: Sequence[MetadataRecord], timeout_s: float) -> BatchOutcome:

@@ -191,6 +191,24 @@ def metadata(broker: BrokerProcess, topics: list[str] | None = None, timeout: fl
             return None
 
 
+def produce_raw(broker: BrokerProcess, topic: str, records: bytes, partition: int = 0, epoch: int = -1,
+                acks: int = -1, timeout_ms: int = 5000) -> kafka_pb2.PartitionProduceResponse:
+    """One record batch sent straight to ``broker`` (no client routing, no retry)."""
+    request = kafka_pb2.ProduceRequest(acks=acks, timeout_ms=timeout_ms, partitions=[kafka_pb2.PartitionProduceData(
+        topic=topic, partition=partition, records=records, current_leader_epoch=epoch)])
+    with grpc.insecure_channel(broker.bootstrap) as ch:
+        return kafka_pb2_grpc.KafkaStub(ch).Produce(request, timeout=timeout_ms / 1000 + 10).partitions[0]
+
+
+def fetch_raw(broker: BrokerProcess, topic: str, offset: int, max_wait_ms: int = 0, partition: int = 0,
+              timeout: float = 10.0) -> kafka_pb2.FetchPartitionResponse:
+    """One consumer Fetch sent straight to ``broker`` (below its HW; no client routing)."""
+    request = kafka_pb2.FetchRequest(replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=1, partitions=[
+        kafka_pb2.FetchPartition(topic=topic, partition=partition, fetch_offset=offset, current_leader_epoch=-1)])
+    with grpc.insecure_channel(broker.bootstrap) as ch:
+        return kafka_pb2_grpc.KafkaStub(ch).Fetch(request, timeout=max_wait_ms / 1000 + timeout).partitions[0]
+
+
 def cluster_view(broker: BrokerProcess) -> ClusterView | None:
     """Controller id and alive / fenced sets as ``broker`` sees them, or None if it does not answer."""
     r = metadata(broker)

@@ -15,7 +15,7 @@ from client.errors import (InvalidPartitionsError, InvalidReplicationFactorError
                            UnknownTopicOrPartitionError)
 from client.partitioner import partition_for_key
 from client.protocol.v1 import common_pb2, kafka_pb2, kafka_pb2_grpc, replication_pb2_grpc
-from tests.integration.cluster import free_port
+from tests.integration.cluster import fetch_raw, free_port, produce_raw
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0, **kw) -> list:
@@ -30,18 +30,6 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0
 
 def stub(broker) -> kafka_pb2_grpc.KafkaStub:
     return kafka_pb2_grpc.KafkaStub(grpc.insecure_channel(broker.bootstrap))
-
-
-def produce_raw(broker, topic: str, records: bytes, partition: int = 0, epoch: int = -1, acks: int = -1):
-    request = kafka_pb2.ProduceRequest(acks=acks, timeout_ms=5000, partitions=[
-        kafka_pb2.PartitionProduceData(topic=topic, partition=partition, records=records, current_leader_epoch=epoch)])
-    return stub(broker).Produce(request, timeout=10).partitions[0]
-
-
-def fetch_raw(broker, topic: str, offset: int, max_wait_ms: int = 0, partition: int = 0):
-    request = kafka_pb2.FetchRequest(replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=1, partitions=[
-        kafka_pb2.FetchPartition(topic=topic, partition=partition, fetch_offset=offset, current_leader_epoch=-1)])
-    return stub(broker).Fetch(request, timeout=max_wait_ms / 1000 + 10).partitions[0]
 
 
 def test_keyed_records_round_trip_with_kafka_partitioning(single_broker):

@@ -172,15 +172,22 @@ def failover_events(events: list[TraceEvent], topic: str, victim: BrokerProcess,
 KEEP_GOING_S = 3.0
 
 
-def test_consumer_reads_every_acked_record_once_across_a_leader_kill(running_cluster):
+def three_partitions_and_a_victim(running_cluster, topic: str):
+    """Three brokers, an RF 3 topic of 3 partitions, the controller, the leader to kill (not the
+    controller), the partitions it leads, and a surviving broker to watch the metadata from."""
     cluster = running_cluster(3, CONFIG)
     controller = cluster.wait_controller(timeout=15, alive={1, 2, 3})
-    topic = "failover"
     create_ready(cluster, topic, 3)
     victim, before = pick_victim(cluster, controller, topic)
     moved = {n for n, p in before.items() if p.leader_id == victim.broker_id}
     watcher = cluster.brokers[controller] if controller != victim.broker_id else \
         next(b for b in cluster.brokers.values() if b is not victim)
+    return cluster, controller, victim, before, moved, watcher
+
+
+def test_consumer_reads_every_acked_record_once_across_a_leader_kill(running_cluster):
+    topic = "failover"
+    cluster, controller, victim, before, moved, watcher = three_partitions_and_a_victim(running_cluster, topic)
 
     events: list[TraceEvent] = []
     consumed: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(3)}
@@ -268,14 +275,8 @@ RESUME_BOUND_S = 5.0   # far more than a metadata refresh needs (the new leader 
 
 
 def test_consumer_moves_to_the_new_leader_while_other_partitions_still_have_data(running_cluster):
-    cluster = running_cluster(3, CONFIG)
-    controller = cluster.wait_controller(timeout=15, alive={1, 2, 3})
     topic = "resume"
-    create_ready(cluster, topic, 3)
-    victim, before = pick_victim(cluster, controller, topic)
-    moved = {n for n, p in before.items() if p.leader_id == victim.broker_id}
-    watcher = cluster.brokers[controller] if controller != victim.broker_id else \
-        next(b for b in cluster.brokers.values() if b is not victim)
+    cluster, controller, victim, before, moved, watcher = three_partitions_and_a_victim(running_cluster, topic)
     events: list[TraceEvent] = []
     consumed = Counter()   # partition -> records consumed
 
@@ -380,14 +381,8 @@ KEYS = [f"key-{k}".encode() for k in range(12)]
 
 
 def test_order_is_kept_per_partition_across_a_leader_kill_with_many_batches_queued(running_cluster):
-    cluster = running_cluster(3, CONFIG)
-    controller = cluster.wait_controller(timeout=15, alive={1, 2, 3})
     topic = "ordered"
-    create_ready(cluster, topic, 3)
-    victim, before = pick_victim(cluster, controller, topic)
-    moved = {n for n, p in before.items() if p.leader_id == victim.broker_id}
-    watcher = cluster.brokers[controller] if controller != victim.broker_id else \
-        next(b for b in cluster.brokers.values() if b is not victim)
+    cluster, controller, victim, before, moved, watcher = three_partitions_and_a_victim(running_cluster, topic)
     part_of = [partition_for_key(KEYS[i % len(KEYS)], 3) for i in range(RECORDS)]
     assert set(part_of) == {0, 1, 2}, "the keys must spread over all 3 partitions"
     sent = {p: [i for i in range(RECORDS) if part_of[i] == p] for p in range(3)}

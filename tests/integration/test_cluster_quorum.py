@@ -24,7 +24,7 @@ import pytest
 
 from client import record_batch
 from client.protocol.v1 import common_pb2, kafka_pb2, kafka_pb2_grpc
-from tests.integration.cluster import (BrokerProcess, Cluster, log_events, metadata, wait_for,
+from tests.integration.cluster import (BrokerProcess, Cluster, fetch_raw, log_events, metadata, produce_raw, wait_for,
                                        wait_metadata)
 
 pytestmark = pytest.mark.integration
@@ -71,11 +71,8 @@ def create_topic_via(broker: BrokerProcess, name: str, partitions: int, replicat
 def produce_to(broker: BrokerProcess, topic: str, partition: int, value: bytes, acks: int = 1,
                epoch: int = -1) -> kafka_pb2.PartitionProduceResponse:
     """One batch sent straight to ``broker`` (no client routing), with current_leader_epoch ``epoch``."""
-    request = kafka_pb2.ProduceRequest(acks=acks, timeout_ms=5000, partitions=[kafka_pb2.PartitionProduceData(
-        topic=topic, partition=partition, records=record_batch.build_batch([(None, value, int(time.time() * 1000))]),
-        current_leader_epoch=epoch)])
-    with grpc.insecure_channel(broker.bootstrap) as ch:
-        return kafka_pb2_grpc.KafkaStub(ch).Produce(request, timeout=10).partitions[0]
+    return produce_raw(broker, topic, record_batch.build_batch([(None, value, int(time.time() * 1000))]),
+                       partition, epoch, acks)
 
 
 def start_three(running_cluster, config=None) -> tuple[Cluster, int]:
@@ -353,13 +350,10 @@ def test_all_three_killed_and_restarted_keep_the_metadata(running_cluster):
 
 
 def fetch_from(broker: BrokerProcess, topic: str, partition: int) -> kafka_pb2.FetchPartitionResponse | None:
-    request = kafka_pb2.FetchRequest(replica_id=-1, max_wait_ms=0, min_bytes=1, partitions=[kafka_pb2.FetchPartition(
-        topic=topic, partition=partition, fetch_offset=0, current_leader_epoch=-1)])
-    with grpc.insecure_channel(broker.bootstrap) as ch:
-        try:
-            return kafka_pb2_grpc.KafkaStub(ch).Fetch(request, timeout=5).partitions[0]
-        except grpc.RpcError:
-            return None
+    try:
+        return fetch_raw(broker, topic, 0, partition=partition, timeout=5)
+    except grpc.RpcError:
+        return None
 
 
 FULL_RESTART_CYCLES = 3

@@ -8,9 +8,8 @@ import time
 import pytest
 
 from client import Admin, Consumer, Producer
-from client.protocol.v1 import kafka_pb2
 from client import record_batch
-from tests.integration.cluster import metadata, wait_for, wait_metadata
+from tests.integration.cluster import metadata, produce_raw, wait_for, wait_metadata
 
 pytestmark = pytest.mark.integration
 
@@ -57,16 +56,6 @@ def test_without_idempotence_the_same_fault_duplicates(fresh_cluster):
     assert values == [b"once", b"once"]
 
 
-def _raw_produce(broker, topic: str, batch: bytes):
-    from client.protocol.v1 import kafka_pb2_grpc
-    import grpc
-    with grpc.insecure_channel(broker.bootstrap) as ch:
-        r = kafka_pb2_grpc.KafkaStub(ch).Produce(kafka_pb2.ProduceRequest(acks=-1, timeout_ms=5000, partitions=[
-            kafka_pb2.PartitionProduceData(topic=topic, partition=0, records=batch, current_leader_epoch=-1)]),
-            timeout=10)
-    return r.partitions[0]
-
-
 def test_sequence_rules_on_the_leader(fresh_cluster):
     """Duplicate -> the original offset; a gap -> OUT_OF_ORDER_SEQUENCE_NUMBER; nothing stored twice."""
     broker = fresh_cluster(1).brokers[1].start()
@@ -77,10 +66,10 @@ def test_sequence_rules_on_the_leader(fresh_cluster):
         return record_batch.build_batch([(None, f"s{seq + i}".encode(), 1) for i in range(n)], producer_id=pid,
                                         producer_epoch=0, base_sequence=seq)
 
-    first = _raw_produce(broker, "seq", batch(0))
-    again = _raw_produce(broker, "seq", batch(0))
-    gap = _raw_produce(broker, "seq", batch(5))
-    nxt = _raw_produce(broker, "seq", batch(2))
+    first = produce_raw(broker, "seq", batch(0))
+    again = produce_raw(broker, "seq", batch(0))
+    gap = produce_raw(broker, "seq", batch(5))
+    nxt = produce_raw(broker, "seq", batch(2))
     assert (first.error_code, first.base_offset) == (0, 0)
     assert (again.error_code, again.base_offset) == (0, 0)           # the duplicate: original offset
     assert gap.error_code == 45                                        # OUT_OF_ORDER_SEQUENCE_NUMBER
@@ -90,7 +79,7 @@ def test_sequence_rules_on_the_leader(fresh_cluster):
     broker.kill()
     broker.start()
     # Its new registration briefly takes the partition offline, then gives it back (a raw call does not retry).
-    after = wait_for(lambda: (lambda r: r if r.error_code != 6 else None)(_raw_produce(broker, "seq", batch(2))),
+    after = wait_for(lambda: (lambda r: r if r.error_code != 6 else None)(produce_raw(broker, "seq", batch(2))),
                      15, "the restarted broker to lead seq-0 again")
     assert (after.error_code, after.base_offset) == (0, 2)
     assert [r.value for r in read_all(broker.bootstrap, "seq", 4)] == [b"s0", b"s1", b"s2", b"s3"]

@@ -30,7 +30,8 @@ from client import record_batch
 from client.admin import Admin
 from client.consumer import Consumer
 from client.producer import Producer
-from client.protocol.v1 import common_pb2, kafka_pb2, kafka_pb2_grpc
+from client.protocol.v1 import common_pb2, kafka_pb2
+from tests.integration.cluster import fetch_raw as fetch_one_batch, produce_raw as produce_batch
 from tests.integration.cluster import (BrokerProcess, Cluster, kclient, leader_epoch_entries, log_bytes, log_events,
                                        log_records, metadata, read_replica, replica_offsets, wait_for, write_cluster)
 
@@ -89,11 +90,8 @@ def produce_raw(broker: BrokerProcess, topic: str, partition: int, values: list[
                 timeout_ms: int = 5000, epoch: int = -1) -> kafka_pb2.PartitionProduceResponse:
     """One batch of ``values`` sent straight to ``broker`` (no client routing, no retry)."""
     now = int(time.time() * 1000)
-    request = kafka_pb2.ProduceRequest(acks=acks, timeout_ms=timeout_ms, partitions=[kafka_pb2.PartitionProduceData(
-        topic=topic, partition=partition, records=record_batch.build_batch([(None, v, now) for v in values]),
-        current_leader_epoch=epoch)])
-    with grpc.insecure_channel(broker.bootstrap) as ch:
-        return kafka_pb2_grpc.KafkaStub(ch).Produce(request, timeout=timeout_ms / 1000 + 10).partitions[0]
+    return produce_batch(broker, topic, record_batch.build_batch([(None, v, now) for v in values]),
+                         partition, epoch, acks, timeout_ms)
 
 
 def last_isr_logged(broker: BrokerProcess, topic: str, partition: int = 0) -> set[int] | None:
@@ -181,10 +179,7 @@ def read_from_leader(bootstrap: str, topic: str, upto_offset: int, partition: in
 
 def consumer_fetch_offsets(broker: BrokerProcess, topic: str, partition: int = 0) -> list[int]:
     """Offsets a plain consumer Fetch from offset 0 gets from ``broker`` (the leader): below its HW only."""
-    request = kafka_pb2.FetchRequest(replica_id=-1, max_wait_ms=0, min_bytes=0, partitions=[
-        kafka_pb2.FetchPartition(topic=topic, partition=partition, fetch_offset=0, current_leader_epoch=-1)])
-    with grpc.insecure_channel(broker.bootstrap) as ch:
-        r = kafka_pb2_grpc.KafkaStub(ch).Fetch(request, timeout=5).partitions[0]
+    r = fetch_one_batch(broker, topic, 0, partition=partition, timeout=5)
     assert r.error_code == NONE, (name(r.error_code), r.error_message)
     return [rec.offset for rec in record_batch.decode_all(r.records)]
 
@@ -370,16 +365,22 @@ def test_acks_all_loses_nothing_when_the_leader_is_killed(running_cluster, victi
     assert not failed, f"sends failed although a new leader took over: {failed[:5]}"
 
 
+def three_and_a_follower(running_cluster, topic: str, min_isr: str):
+    """Three brokers, an RF 3 topic, its leader, a follower that is not the controller (to be
+    killed), and the ids of the others."""
+    cluster, controller = start_three(running_cluster, FAST)
+    create_topic(cluster, topic, 1, 3, {"min.insync.replicas": min_isr})
+    leader = cluster.brokers[partition_meta(cluster.brokers[controller], topic).leader_id]
+    victim = next(b for b in cluster.brokers.values() if b.broker_id not in (leader.broker_id, controller))
+    return cluster, controller, leader, victim, set(cluster.brokers) - {victim.broker_id}
+
+
 # ---- 3. NOT_ENOUGH_REPLICAS -------------------------------------------------------------------------
 
 
 def test_not_enough_replicas_refuses_acks_all_and_writes_nothing(running_cluster):
-    cluster, controller = start_three(running_cluster, FAST)
     topic = "minisr3"
-    create_topic(cluster, topic, 1, 3, {"min.insync.replicas": "3"})
-    leader = cluster.brokers[partition_meta(cluster.brokers[controller], topic).leader_id]
-    victim = next(b for b in cluster.brokers.values() if b.broker_id not in (leader.broker_id, controller))
-    rest = set(cluster.brokers) - {victim.broker_id}
+    cluster, controller, leader, victim, rest = three_and_a_follower(running_cluster, topic, "3")
 
     baseline = [f"base-{i}".encode() for i in range(3)]
     for v in baseline:
@@ -625,12 +626,8 @@ def test_a_deposed_leader_truncates_its_unreplicated_records(running_cluster):
 
 
 def test_a_killed_follower_restarts_and_catches_up(running_cluster):
-    cluster, controller = start_three(running_cluster, FAST)
     topic = "comeback"
-    create_topic(cluster, topic, 1, 3, {"min.insync.replicas": "2"})
-    leader = cluster.brokers[partition_meta(cluster.brokers[controller], topic).leader_id]
-    victim = next(b for b in cluster.brokers.values() if b.broker_id not in (leader.broker_id, controller))
-    rest = set(cluster.brokers) - {victim.broker_id}
+    cluster, controller, leader, victim, rest = three_and_a_follower(running_cluster, topic, "2")
 
     producer = ProducerThread(cluster.bootstrap, topic, "comeback")
     producer.start()

@@ -11,11 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.integration.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +48,7 @@ sys.exit(supervise(sys.argv[3:], 1, float(sys.argv[1]), stop_grace_s=float(sys.a
 
 def eventually(condition, timeout: float, what: str):
     """The first truthy value of ``condition()``, polled until ``timeout`` s; else AssertionError."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
-    return value
+    return wait_for(condition, timeout, what, interval=0.02)
 
 
 def alive(pid: int) -> bool:

@@ -8,8 +8,6 @@ so that every test gets a fresh quorum quickly.
 """
 
 import random
-import socket
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from client.errors import (ElectionNotNeededError, FencedLeaderEpochError, Incon
                            InvalidReplicationFactorError, InvalidRequestError, InvalidTopicError,
                            InvalidUpdateVersionError, NotControllerError, PreferredLeaderNotAvailableError,
                            StaleBrokerEpochError, TopicAlreadyExistsError, UnknownTopicOrPartitionError)
+from tests.integration.cluster import free_port, wait_for
 
 CLUSTER_ID = "unit-cluster"
 HEARTBEAT_S = 1.0      # broker.heartbeat.interval.ms
@@ -35,25 +34,14 @@ WAIT_S = 10.0          # a deadline for what should take well under a second
 
 
 def wait_until(predicate, what: str, timeout_s: float = WAIT_S):
-    deadline = time.monotonic() + timeout_s
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
-    return result
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return wait_for(predicate, timeout_s, what, interval=0.01)
 
 
 def _config(tmp_path: Path, **config: int) -> ClusterConfig:
     raw = {
         "cluster_id": CLUSTER_ID,
         "cluster_secret": "unit-test-secret",
-        "broker": [{"id": b, "port": 100 + b, "raft_port": _free_port() if b == 1 else 200 + b,
+        "broker": [{"id": b, "port": 100 + b, "raft_port": free_port() if b == 1 else 200 + b,
                     "data_dir": f"broker-{b}"} for b in (1, 2, 3)],
         "config": {"broker.heartbeat.interval.ms": int(HEARTBEAT_S * 1000),
                    "broker.session.timeout.ms": int(SESSION_S * 1000),
