@@ -57,6 +57,7 @@ class ProduceResult:
     error: KafkaError | None = None
     base_offset: int = -1
     log_start_offset: int = -1
+    last_offset: int = -1   # acks=all waits until the HW passes this
 
 
 @dataclass(frozen=True)
@@ -244,12 +245,24 @@ class ReplicaManager:
 
     def append_records(self, acks: int, timeout_ms: int,
                        entries: list[tuple[str, int, bytes, int]]) -> list[ProduceResult]:
-        """Append one batch per (topic, partition, batch, current_leader_epoch) entry."""
+        """Append one batch per (topic, partition, batch, current_leader_epoch) entry; with acks=all,
+        answer once replicated (or when ``timeout_ms`` runs out)."""
         deadline = time.monotonic() + max(timeout_ms, 0) / 1000
-        results = [self._append_one(acks, *entry) for entry in entries]
-        if acks == -1:
-            results = [self._await_replication(r, deadline) for r in results]
-        return results
+        return self.await_replication(acks, self.append_to_leader(acks, entries), deadline)
+
+    def append_to_leader(self, acks: int, entries: list[tuple[str, int, bytes, int]]) -> list[ProduceResult]:
+        """The first half of a produce: check and append each batch to the leader's log, now.
+
+        A produce stream calls this for its requests in the order they arrive, so a
+        producer's pipelined batches land in its order (Kafka: one connection's
+        requests are handled one at a time)."""
+        return [self._append_one(acks, *entry) for entry in entries]
+
+    def await_replication(self, acks: int, results: list[ProduceResult], deadline: float) -> list[ProduceResult]:
+        """The second half: with acks=all, wait until the HW passed each appended batch."""
+        if acks != -1:
+            return results
+        return [self._await_one(r, deadline) for r in results]
 
     def _append_one(self, acks: int, topic: str, partition: int, batch: bytes,
                     leader_epoch: int) -> ProduceResult:
@@ -281,7 +294,8 @@ class ReplicaManager:
                                              last_seq)
             if isinstance(verdict, Duplicate):
                 # A retry of a batch we hold: its original offset, nothing appended (KIP-98).
-                return ProduceResult(topic, partition, None, verdict.first_offset, hosted.log.log_start_offset)
+                return ProduceResult(topic, partition, None, verdict.first_offset, hosted.log.log_start_offset,
+                                     verdict.last_offset)
             if verdict is not None:
                 return ProduceResult(topic, partition, verdict)
             try:
@@ -294,9 +308,9 @@ class ReplicaManager:
             hosted.state.on_leader_append(info.last_offset + 1)
             log_start = hosted.log.log_start_offset
         self._notifier.notify()
-        return ProduceResult(topic, partition, None, info.base_offset, log_start)
+        return ProduceResult(topic, partition, None, info.base_offset, log_start, info.last_offset)
 
-    def _await_replication(self, result: ProduceResult, deadline: float) -> ProduceResult:
+    def _await_one(self, result: ProduceResult, deadline: float) -> ProduceResult:
         """acks=all: answer once the HW passed the batch (every ISR member has it)."""
         if result.error is not None:
             return result
@@ -304,7 +318,7 @@ class ReplicaManager:
         if hosted is None:
             return ProduceResult(result.topic, result.partition,
                                  NotLeaderOrFollowerError("The partition moved away while waiting for replication."))
-        target = result.base_offset + 1
+        target = max(result.base_offset, result.last_offset) + 1
         state = hosted.state
         epoch = state.leader_epoch
         if self._notifier.wait_until(lambda: state.high_watermark >= target or not state.is_leader

@@ -7,6 +7,7 @@ response; gRPC status codes are kept for malformed requests (INVALID_ARGUMENT).
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from typing import Callable
@@ -31,6 +32,10 @@ DEFAULT_ADMIN_TIMEOUT_MS = 15000
 FORWARDED_HEADER = "raftka-forwarded-by"
 DEFAULT_PARTITION_FETCH_BYTES = 1048576  # max.partition.fetch.bytes
 MAX_PARTITIONS_PER_REQUEST = 10000
+DEFAULT_PRODUCE_TIMEOUT_MS = 30000
+# Produce requests of one stream appended but not yet answered; beyond this the reader waits and
+# gRPC's flow control pushes back on the client.
+MAX_PENDING_PRODUCES = 64
 
 
 DROP_PRODUCE_ANSWERS_ENV = "RAFTKA_TEST_DROP_PRODUCE_ANSWERS"
@@ -58,6 +63,10 @@ class FaultBudget:
                 return False
             self._left -= 1
             return True
+
+
+def _produce_entries(request) -> list[tuple[str, int, bytes, int]]:
+    return [(p.topic, p.partition, p.records, p.current_leader_epoch) for p in request.partitions]
 
 
 def _error_fields(error: KafkaError | None) -> dict:
@@ -117,7 +126,8 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                 parts.append(kafka_pb2.PartitionMetadata(
                     error_code=common_pb2.NONE if reg.leader >= 0 else common_pb2.LEADER_NOT_AVAILABLE,
                     partition=p, leader_id=reg.leader, leader_epoch=reg.leader_epoch,
-                    replicas=reg.replicas, isr=reg.isr, offline_replicas=offline))
+                    replicas=reg.replicas, isr=reg.isr, offline_replicas=offline,
+                    partition_epoch=reg.partition_epoch))
             topics.append(kafka_pb2.TopicMetadata(name=name, partitions=parts, configs=dict(topic.configs)))
         brokers = [kafka_pb2.BrokerMetadata(broker_id=b.broker_id, host=b.host, port=b.port, alive=not b.fenced)
                    for b in sorted(image.brokers.values(), key=lambda b: b.broker_id)]
@@ -242,8 +252,56 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
 
     def Produce(self, request, context):
         self._check_size(len(request.partitions), context)
-        entries = [(p.topic, p.partition, p.records, p.current_leader_epoch) for p in request.partitions]
-        results = self._replicas.append_records(request.acks, request.timeout_ms or 30000, entries)
+        results = self._replicas.append_records(request.acks, request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS,
+                                                _produce_entries(request))
+        return self._produce_response(request, results, context)
+
+    def ProduceStream(self, request_iterator, context):
+        """Pipelined produce: a reader thread appends each request as it arrives, in stream order;
+        this generator answers them in the same order, each once its acks are satisfied."""
+        appended: queue.Queue = queue.Queue(maxsize=MAX_PENDING_PRODUCES)
+
+        def put(item) -> bool:
+            while context.is_active():
+                try:
+                    appended.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read() -> None:
+            try:
+                for request in request_iterator:
+                    if len(request.partitions) > MAX_PARTITIONS_PER_REQUEST:
+                        put(request)  # the answering side aborts the stream with the reason
+                        return
+                    deadline = time.monotonic() + (request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS) / 1000
+                    if not put((request, self._replicas.append_to_leader(request.acks, _produce_entries(request)),
+                                deadline)):
+                        return
+            except Exception:  # noqa: BLE001 - the client cancelled or the stream broke: nothing more to read
+                pass
+            finally:
+                put(None)
+
+        threading.Thread(target=read, name="produce-stream", daemon=True).start()
+        while True:
+            try:
+                item = appended.get(timeout=0.5)
+            except queue.Empty:
+                if not context.is_active():
+                    return
+                continue
+            if item is None:
+                return
+            if not isinstance(item, tuple):
+                self._check_size(len(item.partitions), context)
+            request, results, deadline = item
+            yield self._produce_response(request, self._replicas.await_replication(request.acks, results, deadline),
+                                         context)
+
+    def _produce_response(self, request, results, context) -> kafka_pb2.ProduceResponse:
         out = []
         for r in results:
             resp = kafka_pb2.PartitionProduceResponse(topic=r.topic, partition=r.partition, base_offset=r.base_offset,
@@ -253,10 +311,12 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                 resp.leader_hint.CopyFrom(_hint(self._replicas.leader_hint(r.topic, r.partition)))
             out.append(resp)
         if self._drop_produce_answers.take() and any(r.error is None for r in results):
-            # Test-only fault: the batch is stored (and replicated) but the answer is lost on the way.
+            # Test-only fault: the batch is stored (and replicated) but the answer is lost on the way
+            # (on a stream, the whole stream breaks, like a dropped connection).
             log.warning("produce_answer_dropped_for_test")
             context.abort(grpc.StatusCode.UNAVAILABLE, "test fault: produce answer dropped after the append")
-        return kafka_pb2.ProduceResponse(partitions=out, answered_by=self._broker_id)
+        return kafka_pb2.ProduceResponse(partitions=out, answered_by=self._broker_id,
+                                         correlation_id=request.correlation_id)
 
     def Fetch(self, request, context):
         if request.replica_id != CONSUMER_REPLICA_ID:

@@ -1,9 +1,13 @@
 """The producer's record accumulator: per-partition batches waiting to be sent.
 
 ``send()`` appends here; the sender thread drains batches that are full, whose
-linger time passed, or that a flush asks for. At most one batch per partition
-is in flight, so retries keep the partition's order. The buffer is bounded:
-appends block (back-pressure) until the sender frees space or max_block_ms passes.
+linger time passed, or that a flush asks for. Up to ``max_in_flight`` batches
+of a partition are in flight at once (max.in.flight.requests.per.connection);
+they travel on one ordered stream, so they land in order. A batch that must be
+retried goes back to its place by drain order, ahead of newer batches, and is
+sent alone once the partition has nothing in flight: that keeps the order
+across retries too. The buffer is bounded: appends block (back-pressure) until
+the sender frees space or max_block_ms passes.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class ProducerBatch:
     attempts: int = 0
     retry_at: float = 0.0
     full: bool = False
+    drain_order: int = -1                # when it was first drained (-1: never): its place in the partition
     # Idempotence: the bytes are built once, with the producer id and sequence, and every
     # retry resends them unchanged so the leader can recognise a duplicate.
     built: bytes | None = None
@@ -110,14 +115,17 @@ class RecordFuture:
 
 
 class RecordAccumulator:
-    def __init__(self, batch_size: int, linger_ms: int, buffer_memory: int, max_block_ms: int):
+    def __init__(self, batch_size: int, linger_ms: int, buffer_memory: int, max_block_ms: int,
+                 max_in_flight: int = 5):
         self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
         self.linger_s = linger_ms / 1000
         self.buffer_memory = buffer_memory
         self.max_block_s = max_block_ms / 1000
         self.cond = threading.Condition()
         self._queues: dict[tuple[str, int], deque[ProducerBatch]] = {}
-        self._in_flight: set[tuple[str, int]] = set()
+        self._in_flight: dict[tuple[str, int], int] = {}   # batches sent and not answered, per partition
+        self._drained = 0
         self._buffered = 0       # bytes of records not yet completed
         self._incomplete = 0     # batches not yet completed or failed
         self.flushing = 0
@@ -154,36 +162,56 @@ class RecordAccumulator:
         return future, filled
 
     def drain(self, now: float) -> tuple[list[ProducerBatch], float, int]:
-        """Batches ready to send (oldest per idle partition), when the next one is due, and a version."""
+        """Batches ready to send (in partition order), when the next one is due, and a version."""
         ready, next_ready = [], now + 1.0
         with self.cond:
             version = self._version
             for tp, queue in self._queues.items():
-                if not queue or tp in self._in_flight:
-                    continue
-                batch = queue[0]
-                due = batch.retry_at if batch.attempts else batch.created + self.linger_s
-                if batch.attempts == 0 and (batch.full or len(queue) > 1 or self.flushing):
-                    due = now
-                if due <= now:
+                in_flight = self._in_flight.get(tp, 0)
+                while queue and in_flight < self.max_in_flight:
+                    batch = queue[0]
+                    if batch.attempts and in_flight:
+                        break  # a retry waits until everything before it has answered, then goes alone
+                    due = batch.retry_at if batch.attempts else batch.created + self.linger_s
+                    if batch.attempts == 0 and (batch.full or len(queue) > 1 or self.flushing):
+                        due = now
+                    if due > now:
+                        next_ready = min(next_ready, due)
+                        break
                     queue.popleft()
-                    self._in_flight.add(tp)
+                    in_flight += 1
+                    if batch.drain_order < 0:
+                        self._drained += 1
+                        batch.drain_order = self._drained
                     ready.append(batch)
-                else:
-                    next_ready = min(next_ready, due)
+                    if batch.attempts:
+                        break
+                self._in_flight[tp] = in_flight
         return ready, next_ready, version
 
     def requeue(self, batch: ProducerBatch) -> None:
-        """Put a batch that must be retried back at the head of its partition's queue."""
+        """Put a batch that must be retried back in its place: after the retries drained before it,
+        ahead of every batch drained after it or never drained."""
+        tp = (batch.topic, batch.partition)
         with self.cond:
-            self._queues.setdefault((batch.topic, batch.partition), deque()).appendleft(batch)
-            self._in_flight.discard((batch.topic, batch.partition))
+            queue = self._queues.setdefault(tp, deque())
+            at = next((i for i, b in enumerate(queue) if b.drain_order < 0 or b.drain_order > batch.drain_order),
+                      len(queue))
+            queue.insert(at, batch)
+            self._in_flight[tp] -= 1
             self._wake()
 
-    def done(self, batch: ProducerBatch) -> None:
-        """The batch completed or failed: free its partition and its buffer space."""
+    def has_earlier_retry(self, batch: ProducerBatch) -> bool:
+        """Is a batch drained before this one of its partition waiting to be retried? Then this
+        one's OUT_OF_ORDER_SEQUENCE_NUMBER only says it overtook that batch: retry it too."""
         with self.cond:
-            self._in_flight.discard((batch.topic, batch.partition))
+            queue = self._queues.get((batch.topic, batch.partition), ())
+            return any(0 <= b.drain_order < batch.drain_order for b in queue)
+
+    def done(self, batch: ProducerBatch) -> None:
+        """The batch completed or failed: free its place in flight and its buffer space."""
+        with self.cond:
+            self._in_flight[(batch.topic, batch.partition)] -= 1
             self._buffered -= batch.size
             self._incomplete -= 1
             self._wake()

@@ -12,7 +12,9 @@ murmur2; records without a key stick to one partition until its batch is full
 Idempotent by default with acks=all (Kafka's enable.idempotence): the producer
 gets a producer id from the cluster, numbers each partition's batches, and a
 retry whose first answer was lost is answered with the original offset instead
-of being stored twice. One batch per partition is in flight, so order is kept.
+of being stored twice. Up to max_in_flight_requests_per_connection (5) batches of
+a partition are in flight on one ordered stream per broker; retries go back in
+their place, so a partition's order is kept.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class Producer:
                  request_timeout_ms: int = 30000, delivery_timeout_ms: int = 120000,
                  retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1000, max_block_ms: int = 60000,
                  enable_idempotence: bool | None = None, first_to_bootstrap: bool = False,
-                 metadata_max_age_ms: int = 300000, tracer: Tracer | None = None):
+                 metadata_max_age_ms: int = 300000, max_in_flight_requests_per_connection: int = 5,
+                 tracer: Tracer | None = None):
         """first_to_bootstrap: send the first batch to the first bootstrap broker whoever leads (a
         teaching aid: a follower answers NOT_LEADER_OR_FOLLOWER with a hint and the batch follows it)."""
         self.acks = parse_acks(acks)
@@ -57,7 +60,11 @@ class Producer:
         # Kafka 3.x: on by default, unless a setting that conflicts with it (acks 0 or 1) was chosen.
         self.idempotent = self.acks == -1 if enable_idempotence is None else enable_idempotence
         self._client = KafkaClient(bootstrap, request_timeout_ms, tracer, metadata_max_age_ms)
-        self._acc = RecordAccumulator(batch_size, linger_ms, buffer_memory, max_block_ms)
+        if not 1 <= max_in_flight_requests_per_connection <= 5 and self.idempotent:
+            # The broker remembers 5 batches per producer: more in flight could not be deduplicated.
+            raise ValueError("max_in_flight_requests_per_connection must be 1..5 with idempotence")
+        self._acc = RecordAccumulator(batch_size, linger_ms, buffer_memory, max_block_ms,
+                                      max_in_flight_requests_per_connection)
         self._max_block_s = max_block_ms / 1000
         self._retry_backoff = (retry_backoff_ms, retry_backoff_max_ms)
         self._sticky: dict[str, int] = {}

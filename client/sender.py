@@ -1,5 +1,12 @@
 """The producer's sender thread: drains ready batches, sends them to their leaders, retries.
 
+Requests go on one ProduceStream per broker (client/produce_stream.py), which
+the broker handles in order, so up to max.in.flight batches of a partition may
+be outstanding without reordering. Answers come back in request order; a
+stream that breaks or whose oldest request outlives request.timeout.ms is
+closed, and everything in flight on it is retried (the idempotent producer
+makes a retry of a batch that was stored harmless).
+
 Per partition outcome: success resolves the record futures with their offsets;
 a retriable error puts the batch back (after following the leader hint, or
 refreshing metadata when the error says it is stale) with exponential backoff,
@@ -9,17 +16,20 @@ reads only the error's ``retriable`` / ``invalid_metadata`` flags.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 
 from client import record_batch
 from client.accumulator import ProducerBatch, RecordAccumulator
 from client.client import KafkaClient, backoff_s, hint_from_proto
 from client.connection import Address
-from client.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, error_for_code
+from client.errors import (KafkaConnectionError, KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumberError,
+                           RequestTimedOutError, error_for_code)
+from client.produce_stream import ProduceStream
 from client.protocol.v1 import kafka_pb2
 
 # The library's own diagnostics go to stdlib logging (silent unless the application configures it);
@@ -38,6 +48,20 @@ class SenderConfig:
     first_to_bootstrap: bool = False   # teaching aid: the first batch goes to the bootstrap broker
 
 
+@dataclass
+class InFlightRequest:
+    correlation_id: int
+    batches: list[ProducerBatch]
+    deadline: float          # monotonic: no answer by then and the stream is given up
+    address: Address
+
+
+@dataclass
+class StreamState:
+    stream: ProduceStream
+    in_flight: deque[InFlightRequest] = field(default_factory=deque)
+
+
 class Sender(threading.Thread):
     def __init__(self, client: KafkaClient, accumulator: RecordAccumulator, config: SenderConfig):
         super().__init__(name="raftka-producer-sender", daemon=True)
@@ -52,25 +76,94 @@ class Sender(threading.Thread):
         self._next_sequence: dict[tuple[str, int], int] = {}
         self._init_attempts = 0
         self._probe_bootstrap = config.first_to_bootstrap
+        self._streams: dict[Address, StreamState] = {}
+        self._answers: deque = deque()       # (stream, response, error) from the streams' reader threads
+        self._correlation = itertools.count(1)
 
     def stop(self) -> None:
         self._stopping = True
         self._acc.wake()
 
     def run(self) -> None:
-        while not (self._stopping and not self._acc.has_incomplete()):
-            batches, next_ready, version = self._acc.drain(time.monotonic())
-            if not batches:
-                self._acc.wait_for_work(min(next_ready, time.monotonic() + 0.5), version)
+        try:
+            # Stop once nothing is left to send and no request is unanswered (an acks=0 request too:
+            # cancelling its stream early could drop it before it left).
+            while not (self._stopping and not self._acc.has_incomplete()
+                       and not any(s.in_flight for s in self._streams.values())):
+                self._handle_answers()
+                self._expire_requests(time.monotonic())
+                batches, next_ready, version = self._acc.drain(time.monotonic())
+                if not batches:
+                    self._acc.wait_for_work(min(next_ready, self._next_deadline(), time.monotonic() + 0.5),
+                                            version)
+                    continue
+                if self._metadata_stale:
+                    self._refresh_metadata()
+                if self._config.idempotent and self._producer_id < 0 and not self._init_producer_id():
+                    for b in batches:
+                        self._retry_or_fail(b, KafkaConnectionError("no producer id yet (InitProducerId failed)"))
+                    continue
+                for address, group in self._by_leader(batches).items():
+                    for request_batches in _one_per_partition(group):
+                        self._send(address, request_batches)
+        finally:
+            for state in list(self._streams.values()):
+                state.stream.close()
+            self._streams.clear()
+
+    # ---- streams ------------------------------------------------------------------
+
+    def _on_answer(self, stream: ProduceStream, response, error: KafkaError | None) -> None:
+        """Called on a stream's reader thread: hand over to the sender thread."""
+        self._answers.append((stream, response, error))
+        self._acc.wake()
+
+    def _handle_answers(self) -> None:
+        while self._answers:
+            stream, response, error = self._answers.popleft()
+            state = self._streams.get(stream.address)
+            if state is None or state.stream is not stream:
+                continue  # a stream already given up: its requests were retried
+            if response is None:
+                self._drop_stream(stream.address, error)
                 continue
-            if self._metadata_stale:
-                self._refresh_metadata()
-            if self._config.idempotent and self._producer_id < 0 and not self._init_producer_id():
-                for b in batches:
-                    self._retry_or_fail(b, KafkaConnectionError("no producer id yet (InitProducerId failed)"))
+            request = state.in_flight.popleft()
+            if request.correlation_id != response.correlation_id:  # the broker broke the ordering contract
+                state.in_flight.appendleft(request)
+                self._drop_stream(stream.address, KafkaConnectionError(
+                    f"answer {response.correlation_id} came while {request.correlation_id} was the oldest"))
                 continue
-            for address, group in self._by_leader(batches).items():
-                self._send(address, group)
+            self._complete(request, response)
+
+    def _drop_stream(self, address: Address, error: KafkaError) -> None:
+        """Close the stream; every request in flight on it has an unknown outcome and is retried."""
+        state = self._streams.pop(address)
+        state.stream.close()
+        if state.in_flight:
+            # Something was lost on the way: the leader may have moved. (An idle stream that closed
+            # says nothing about leadership; the next send opens a new one.)
+            self._metadata_stale = True
+        for request in state.in_flight:
+            self._client.trace("error", "Produce", address, self._client.broker_id_of(address), str(error))
+            for b in request.batches:
+                self._retry_or_fail(b, error)
+
+    def _expire_requests(self, now: float) -> None:
+        for address, state in list(self._streams.items()):
+            if state.in_flight and state.in_flight[0].deadline <= now:
+                self._drop_stream(address, RequestTimedOutError(
+                    f"no answer from {address[0]}:{address[1]} before the request timeout"))
+
+    def _next_deadline(self) -> float:
+        return min((s.in_flight[0].deadline for s in self._streams.values() if s.in_flight), default=float("inf"))
+
+    def _stream(self, address: Address) -> StreamState:
+        state = self._streams.get(address)
+        if state is None:
+            stream = ProduceStream(self._client.connections.kafka(address), address, self._on_answer,
+                                   self._client.map_rpc_error)
+            state = self._streams[address] = StreamState(stream)
+        return state
 
     def _init_producer_id(self) -> bool:
         """Ask any broker for a producer id (the controller hands it out); False to retry later."""
@@ -138,23 +231,29 @@ class Sender(threading.Thread):
 
     def _send(self, address: Address, batches: list[ProducerBatch]) -> None:
         cfg = self._config
-        request = kafka_pb2.ProduceRequest(acks=cfg.acks, timeout_ms=cfg.request_timeout_ms, partitions=[
+        correlation_id = next(self._correlation)
+        request = kafka_pb2.ProduceRequest(acks=cfg.acks, timeout_ms=cfg.request_timeout_ms,
+                                           correlation_id=correlation_id, partitions=[
             kafka_pb2.PartitionProduceData(topic=b.topic, partition=b.partition, records=self._records(b),
                                            current_leader_epoch=self._leader_epoch(b))
             for b in batches])
         detail = ", ".join(f"{b.topic}-{b.partition} ({len(b.records)} record(s))" for b in batches)
+        state = self._stream(address)
+        self._client.trace("request", "Produce", address, self._client.broker_id_of(address),
+                           detail + (", acks=0: no answer awaited" if cfg.acks == 0 else ""))
         if cfg.acks == 0:
-            self._send_without_ack(address, request, batches, detail)
-            return
-        try:
-            response = self._client.call(address, "Produce", request,
-                                         timeout_s=cfg.request_timeout_ms / 1000 + 1, detail=detail)
-        except KafkaError as e:
-            self._metadata_stale = True
+            # The records count as sent once handed over: no offset, no retry. The broker still
+            # answers on the stream, so the request is tracked (answers pair with requests in order).
             for b in batches:
-                self._retry_or_fail(b, e)
-            return
-        by_tp = {(b.topic, b.partition): b for b in batches}
+                self._finish(b, None, -1)
+            batches = []
+        state.in_flight.append(InFlightRequest(correlation_id, batches,
+                                               time.monotonic() + cfg.request_timeout_ms / 1000 + 1, address))
+        state.stream.send(request)
+
+    def _complete(self, request: InFlightRequest, response: kafka_pb2.ProduceResponse) -> None:
+        address = request.address
+        by_tp = {(b.topic, b.partition): b for b in request.batches}
         for r in response.partitions:
             batch = by_tp.pop((r.topic, r.partition), None)
             if batch is None:
@@ -163,36 +262,24 @@ class Sender(threading.Thread):
                 self._client.trace("response", "Produce", address, response.answered_by,
                                    f"{r.topic}-{r.partition} stored at offset {r.base_offset}")
                 self._finish(batch, None, r.base_offset)
-            else:
-                hint = hint_from_proto(r.leader_hint) if r.HasField("leader_hint") else None
-                self._retry_or_fail(batch, error_for_code(r.error_code, r.error_message, hint),
-                                    address, response.answered_by)
+                continue
+            hint = hint_from_proto(r.leader_hint) if r.HasField("leader_hint") else None
+            error = error_for_code(r.error_code, r.error_message, hint)
+            # Overtaking a batch that is being retried is not this batch's fault: retry it after that one.
+            overtook = isinstance(error, OutOfOrderSequenceNumberError) and self._acc.has_earlier_retry(batch)
+            self._retry_or_fail(batch, error, address, response.answered_by, force_retry=overtook)
         for batch in by_tp.values():  # a broker that forgot a partition: treat as a lost answer
             self._retry_or_fail(batch, KafkaError("no answer for this partition in the produce response"))
-
-    def _send_without_ack(self, address: Address, request, batches: list[ProducerBatch], detail: str) -> None:
-        """acks=0: the records count as sent once handed over; no offset, no retry.
-
-        The call itself still runs to completion on this thread, so requests keep
-        their order (several in flight could be served out of order).
-        """
-        for b in batches:
-            self._finish(b, None, -1)
-        try:
-            self._client.call(address, "Produce", request, timeout_s=self._config.request_timeout_ms / 1000,
-                              detail=detail + ", acks=0: no answer awaited")
-        except KafkaError:
-            self._metadata_stale = True
 
     def _leader_epoch(self, batch: ProducerBatch) -> int:
         info = self._client.metadata.partition(batch.topic, batch.partition)
         return info.leader_epoch if info else -1
 
     def _retry_or_fail(self, batch: ProducerBatch, error: KafkaError, address: Address | None = None,
-                       answered_by: int | None = None) -> None:
+                       answered_by: int | None = None, force_retry: bool = False) -> None:
         cfg = self._config
         age_ms = (time.monotonic() - batch.created) * 1000
-        if not error.retriable or age_ms >= cfg.delivery_timeout_ms:
+        if not (error.retriable or force_retry) or age_ms >= cfg.delivery_timeout_ms:
             self._finish(batch, error)
             return
         where = f"{batch.topic}-{batch.partition}"
@@ -226,3 +313,18 @@ class Sender(threading.Thread):
             batch.complete(base_offset)
         else:
             batch.fail(error)
+
+
+def _one_per_partition(batches: list[ProducerBatch]) -> list[list[ProducerBatch]]:
+    """Split one leader's batches into requests holding at most one batch per partition (a produce
+    request carries one batch per partition, like Kafka's): the k-th request takes each partition's
+    k-th batch, so sending the requests in order keeps every partition's order."""
+    requests: list[list[ProducerBatch]] = []
+    seen: dict[tuple[str, int], int] = defaultdict(int)
+    for b in batches:
+        k = seen[(b.topic, b.partition)]
+        seen[(b.topic, b.partition)] = k + 1
+        if k == len(requests):
+            requests.append([])
+        requests[k].append(b)
+    return requests

@@ -437,6 +437,11 @@ class PartitionLog:
                 raise ValueError(f"cannot truncate to negative offset {offset}")
             previous_end = self.log_end_offset
             if offset >= previous_end:
+                # Nothing to cut, but an epoch may start at the log end with no batch of it: this
+                # broker led that epoch and appended nothing before it lost the leadership. Drop
+                # the entry (Kafka's UnifiedLog.truncateTo does the same), or the new leader's
+                # diverging-epoch answer would send the follower here again and again.
+                self._epoch_cache.truncate_from_end(previous_end)
                 return
             if offset < self.log_start_offset:
                 self.truncate_fully_and_start_at(offset)

@@ -24,9 +24,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: every probe socket stays open until all are chosen
+    (closed one by one, the kernel may hand the same port out twice)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            sockets.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
@@ -248,8 +261,10 @@ def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None) 
     cluster = Cluster(root)
     lines = ['cluster_id = "raftka-test"', 'cluster_secret = "raftka-test-secret"']
     config_path = root / "cluster.toml"
+    ports = free_ports(2 * n)
     for i in range(1, n + 1):
-        b = BrokerProcess(i, free_port(), free_port(), root / f"broker-{i}", config_path, root / f"broker-{i}.log")
+        b = BrokerProcess(i, ports[2 * i - 2], ports[2 * i - 1], root / f"broker-{i}", config_path,
+                          root / f"broker-{i}.log")
         cluster.brokers[i] = b
         lines += ["[[broker]]", f"id = {i}", 'host = "127.0.0.1"', f"port = {b.port}",
                   f"raft_port = {b.raft_port}", f'data_dir = "{b.data_dir}"']

@@ -15,7 +15,7 @@ from client.errors import (InvalidPartitionsError, InvalidReplicationFactorError
                            UnknownTopicOrPartitionError)
 from client.partitioner import partition_for_key
 from client.protocol.v1 import common_pb2, kafka_pb2, kafka_pb2_grpc, replication_pb2_grpc
-from tests.integration.cluster import fetch_raw, free_port, produce_raw
+from tests.integration.cluster import fetch_raw, free_ports, produce_raw
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0, **kw) -> list:
@@ -214,6 +214,6 @@ def test_replica_fetch_is_for_replicas_only(single_broker):
 
 
 def test_unreachable_bootstrap_names_the_addresses_tried():
-    a, b = free_port(), free_port()
+    a, b = free_ports(2)
     with pytest.raises(NoBrokersAvailable, match=f"127.0.0.1:{a}, 127.0.0.1:{b}"):
         Admin(f":{a},:{b}").list_topics()

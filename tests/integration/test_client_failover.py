@@ -373,14 +373,29 @@ def test_a_stale_producer_follows_the_leader_hint_without_asking_for_metadata(ru
     assert got[0] == [(0, b"before"), (1, b"after")], f"stored {got[0]}: the record must be stored exactly once"
 
 
-# ---- 3. per-partition order across a leader kill with many batches queued --------------------------------
+# ---- 3. per-partition order across a leader kill with 5 batches in flight per partition ------------------
+
+
+def max_in_flight_per_partition(hops: list[TraceEvent]) -> int:
+    """The most Produce batches of one partition sent and not yet answered at once, read from the
+    trace up to the first failure (request details name "topic-p (n record(s))", answers "topic-p stored")."""
+    outstanding: Counter = Counter()
+    most = 0
+    for e in hops:
+        if e.kind in FAILOVER_KINDS:
+            break
+        parts = [d.split(" ")[0] for d in e.detail.split(", ") if "record(s)" in d or "stored" in d]
+        for tp in parts:
+            outstanding[tp] += 1 if e.kind == "request" else -1
+            most = max(most, outstanding[tp])
+    return most
 
 
 RECORDS = 5000
 KEYS = [f"key-{k}".encode() for k in range(12)]
 
 
-def test_order_is_kept_per_partition_across_a_leader_kill_with_many_batches_queued(running_cluster):
+def test_order_is_kept_with_5_in_flight_per_partition_across_a_leader_kill(running_cluster):
     topic = "ordered"
     cluster, controller, victim, before, moved, watcher = three_partitions_and_a_victim(running_cluster, topic)
     part_of = [partition_for_key(KEYS[i % len(KEYS)], 3) for i in range(RECORDS)]
@@ -389,7 +404,7 @@ def test_order_is_kept_per_partition_across_a_leader_kill_with_many_batches_queu
 
     hops: list[TraceEvent] = []
     started = time.monotonic()
-    # Small batches: many of them queued per partition, one in flight at a time.
+    # Small batches: many of them queued per partition, up to 5 of each in flight on one stream.
     with Producer(cluster.bootstrap, acks="all", linger_ms=5, batch_size=1024, request_timeout_ms=10000,
                   retry_backoff_ms=20, retry_backoff_max_ms=500,
                   tracer=lambda e: hops.append(e) if e.api == "Produce" else None) as producer:
@@ -415,12 +430,14 @@ def test_order_is_kept_per_partition_across_a_leader_kill_with_many_batches_queu
              for p in range(3)}
     got = read_all(cluster.bootstrap, topic, {p: (max(acked[p].values()) + 1 if acked[p] else 0) for p in range(3)})
     retries = Counter(e.kind for e in hops if e.kind in FAILOVER_KINDS)
-    print(f"\n[order] {RECORDS} keyed records queued in {queued_s * 1000:.0f} ms; broker {victim.broker_id} "
+    pipelined = max_in_flight_per_partition(hops)
+    print(f"\n[order] at most {pipelined} batches of one partition in flight; {RECORDS} keyed records queued in {queued_s * 1000:.0f} ms; broker {victim.broker_id} "
           f"(leader of {sorted(moved)}) killed after {done_at_kill} answered, {moved_pending_at_kill} of its "
           f"partitions' records still pending; new leaders { {n: after[n].leader_id for n in sorted(moved)} } after "
           f"{elected_s * 1000:.0f} ms; all answered after {produced_s:.2f} s; failed {len(failed)}; per partition "
           f"sent {[len(sent[p]) for p in range(3)]}, acked {[len(acked[p]) for p in range(3)]}, consumed "
           f"{[len(got[p]) for p in range(3)]}; producer error/retry/redirect events {dict(retries)}")
+    assert 2 <= pipelined <= 5, f"{pipelined} batches of one partition in flight at most: want 2..5 (pipelining)"
     assert moved_pending_at_kill > 0, "the killed leader's partitions had nothing in flight: the test proved nothing"
     assert retries, "the producer never retried: the kill hit nothing in flight"
     assert not failed, f"sends failed although new leaders took over: {failed[:5]}"

@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from tests.integration.cluster import free_port, kclient
+from tests.integration.cluster import free_ports, kclient
 
 
 def ok(result) -> str:
@@ -98,7 +98,7 @@ def test_produce_errors_are_one_line(single_broker):
 
 
 def test_unreachable_bootstrap_is_one_line_naming_addresses():
-    a, b = free_port(), free_port()
+    a, b = free_ports(2)
     for args in (["topics", "--list"], ["cluster"], ["consume", "--topic", "t", "--timeout-ms", "100"],
                  ["produce", "--topic", "t"]):
         line = one_line_error(kclient(*args, "--bootstrap", f":{a},:{b}", input=b"x\n"))

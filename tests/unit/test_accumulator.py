@@ -1,4 +1,4 @@
-"""The producer's record accumulator: batching, linger, one batch in flight per partition, memory bound.
+"""The producer's record accumulator: batching, linger, in-flight bound and retry order per partition, memory bound.
 
 Time is passed explicitly to drain(now); batches are stamped with time.monotonic(),
 so "now" values are taken from the same clock around the appends.
@@ -14,8 +14,15 @@ from client.errors import KafkaTimeoutError
 LINGER_MS = 60_000  # long enough that a test never reaches it by accident
 
 
-def _acc(batch_size=1000, linger_ms=LINGER_MS, buffer_memory=1_000_000, max_block_ms=0):
-    return RecordAccumulator(batch_size, linger_ms, buffer_memory, max_block_ms)
+def _acc(batch_size=1000, linger_ms=LINGER_MS, buffer_memory=1_000_000, max_block_ms=0, max_in_flight=5):
+    return RecordAccumulator(batch_size, linger_ms, buffer_memory, max_block_ms, max_in_flight)
+
+
+def _retry(acc, batch, at=None):
+    """What the sender does with a batch that must be retried."""
+    batch.attempts += 1
+    batch.retry_at = time.monotonic() if at is None else at
+    acc.requeue(batch)
 
 
 def _value(total_size: int) -> bytes:
@@ -64,10 +71,8 @@ def test_a_record_larger_than_batch_size_gets_its_own_batch():
     _, filled = acc.append("t", 0, None, _value(500), 0)
     assert filled
     ready, _, _ = acc.drain(time.monotonic())
-    assert [len(b.records) for b in ready] == [1]  # the small one, due because another is queued
-    acc.done(ready[0])
-    ready, _, _ = acc.drain(time.monotonic())
-    assert [b.size for b in ready] == [500]
+    # The small one (due because another is queued), then the big one on its own, in that order.
+    assert [b.size for b in ready] == [20, 500]
 
 
 def test_drain_waits_for_linger_then_returns_the_batch():
@@ -111,35 +116,60 @@ def test_flushing_makes_batches_due_before_linger_and_end_flush_stops_that():
     assert acc.drain(time.monotonic())[0] == []
 
 
-def test_one_batch_in_flight_per_partition_until_done():
-    acc = _acc(batch_size=100)
-    for _ in range(3):  # three full batches of one partition
-        acc.append("t", 0, None, _value(100), 0)
+def test_up_to_max_in_flight_batches_per_partition_until_done():
+    acc = _acc(batch_size=100, max_in_flight=2)
+    for i in range(4):  # four full batches of one partition
+        acc.append("t", 0, None, _value(100), i)
     acc.append("t", 1, None, _value(100), 0)
     now = time.monotonic()
     first, _, _ = acc.drain(now)
-    assert sorted(b.partition for b in first) == [0, 1]
-    assert acc.drain(now)[0] == []  # partition 0 has batches queued, but one is in flight
-    acc.done(next(b for b in first if b.partition == 0))
+    assert [(b.partition, b.records[0][2]) for b in first] == [(0, 0), (0, 1), (1, 0)]  # in partition order
+    assert acc.drain(now)[0] == []  # partition 0 has batches queued, but two are in flight
+    acc.done(first[0])
     second, _, _ = acc.drain(now)
-    assert [b.partition for b in second] == [0]
-    assert second[0] is not first[0]
+    assert [(b.partition, b.records[0][2]) for b in second] == [(0, 2)]
 
 
 def test_requeue_puts_the_batch_back_first_and_frees_the_partition():
-    acc = _acc(batch_size=100)
+    acc = _acc(batch_size=100, max_in_flight=1)
     acc.append("t", 0, None, _value(100), 0)
     acc.append("t", 0, None, _value(100), 1)
     (sent,), _, _ = acc.drain(time.monotonic())
     assert sent.records[0][2] == 0
-    sent.attempts += 1            # what the sender does when it retries
-    sent.retry_at = time.monotonic()
-    acc.requeue(sent)
+    _retry(acc, sent)
     (again,), _, _ = acc.drain(time.monotonic())
     assert again is sent          # the retried batch goes before the younger one
     acc.done(again)
     (younger,), _, _ = acc.drain(time.monotonic())
     assert younger.records[0][2] == 1
+
+
+def test_retries_go_back_in_drain_order_and_alone_once_nothing_is_in_flight():
+    acc = _acc(batch_size=100)
+    for i in range(4):
+        acc.append("t", 0, None, _value(100), i)
+    b0, b1, b2, b3 = acc.drain(time.monotonic())[0]
+    acc.append("t", 0, None, _value(100), 4)   # a batch never sent yet
+    acc.append("t", 0, None, _value(100), 5)
+    # A stream broke: the answers come back in order, each batch is requeued as it is handled.
+    _retry(acc, b0)
+    assert acc.drain(time.monotonic())[0] == []   # b1..b3 still in flight: the retry waits
+    assert acc.has_earlier_retry(b1) and not acc.has_earlier_retry(b0)
+    _retry(acc, b2)     # handled out of order on purpose: requeue still sorts by drain order
+    _retry(acc, b1)
+    acc.done(b3)        # b3's answer was a success (say, a duplicate of a stored batch)
+    order = []
+    for _ in range(2):
+        (batch,), _, _ = acc.drain(time.monotonic())   # one retry at a time
+        assert acc.drain(time.monotonic())[0] == []
+        order.append(batch.records[0][2])
+        acc.done(batch)
+    (last_retry,), _, _ = acc.drain(time.monotonic())
+    assert order + [last_retry.records[0][2]] == [0, 1, 2]
+    # Behind the last retry, new batches are pipelined again (if it fails they overtook it, and
+    # the sender retries them after it: OUT_OF_ORDER_SEQUENCE_NUMBER with an earlier retry queued).
+    rest, _, _ = acc.drain(time.monotonic())
+    assert [b.records[0][2] for b in rest] == [4, 5]
 
 
 def test_a_requeued_batch_waits_for_its_retry_time_even_while_flushing():

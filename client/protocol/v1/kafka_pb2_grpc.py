@@ -54,6 +54,11 @@ class KafkaStub:
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceRequest.SerializeToString,
                 response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceResponse.FromString,
                 _registered_method=True)
+        self.ProduceStream = channel.stream_stream(
+                '/raftka.v1.Kafka/ProduceStream',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceResponse.FromString,
+                _registered_method=True)
         self.Fetch = channel.unary_unary(
                 '/raftka.v1.Kafka/Fetch',
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FetchRequest.SerializeToString,
@@ -99,6 +104,16 @@ class KafkaServicer:
 
     def Produce(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProduceStream(self, request_iterator, context):
+        """Kafka's pipelining on one connection: the broker appends the requests of
+        one stream in the order they were sent and answers them in that order, so
+        a producer may keep several batches of a partition in flight (up to 5)
+        without reordering them. Answers carry the request's correlation_id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -151,6 +166,11 @@ def add_KafkaServicer_to_server(servicer, server):
             ),
             'Produce': grpc.unary_unary_rpc_method_handler(
                     servicer.Produce,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceResponse.SerializeToString,
+            ),
+            'ProduceStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProduceStream,
                     request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceRequest.FromString,
                     response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceResponse.SerializeToString,
             ),
@@ -281,6 +301,33 @@ class Kafka:
             request,
             target,
             '/raftka.v1.Kafka/Produce',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProduceStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/raftka.v1.Kafka/ProduceStream',
             client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceRequest.SerializeToString,
             client_dot_protocol_dot_v1_dot_kafka__pb2.ProduceResponse.FromString,
             options,

@@ -252,12 +252,26 @@ def test_truncate_inside_a_batch_cuts_the_whole_batch(open_log, make_batch):
     assert batches_in(plog.read(0, 1 << 20)) == [(0, 3)]
 
 
-def test_truncate_at_or_past_the_end_is_a_noop(open_log, make_batch):
+def test_truncate_at_or_past_the_end_keeps_the_data(open_log, make_batch):
     plog = open_log()
-    fill(plog, make_batch, 3)
+    fill(plog, make_batch, 3, epoch=1)
+    plog.truncate_to(7)
+    plog.truncate_to(3)
+    assert plog.log_end_offset == 3
+    assert batches_in(plog.read(0, 1 << 20)) == [(0, 0), (1, 1), (2, 2)]
+    assert [(e.epoch, e.start_offset) for e in plog.epoch_entries] == [(1, 0)]
+
+
+def test_truncate_at_the_end_drops_an_epoch_that_holds_no_batch(open_log, make_batch):
+    # A leader that appended nothing in its epoch and lost the leadership (a paused "zombie"):
+    # as a follower it must forget that epoch, or the new leader's diverging-epoch answer
+    # (epoch 1 ends at 3) would send it to truncate at 3 again and again, never rejoining the ISR.
+    plog = open_log()
+    fill(plog, make_batch, 3, epoch=1)
     plog.assign_leader_epoch(9)             # an epoch that starts at the log end, no data yet
     plog.truncate_to(3)
-    assert plog.log_end_offset == 3 and plog.latest_epoch == 9
+    assert plog.log_end_offset == 3 and plog.latest_epoch == 1
+    assert plog.end_offset_for_epoch(1) == (1, 3)
 
 
 def test_truncate_fully_and_start_at(open_log, make_batch):
