@@ -110,7 +110,7 @@ class Controller:
                 log.exception("controller_tick_failed")
 
     def _tick(self, now: float) -> None:
-        if not self._quorum.is_leader():
+        if not self._quorum.leader_caught_up():
             if self._active_term is not None:
                 log.info("controller_resigned", term=self._active_term)
                 self._active_term = None

@@ -148,6 +148,19 @@ class MetadataQuorum:
     def is_leader(self) -> bool:
         return self._raft is not None and self._raft._isLeader()
 
+    def leader_caught_up(self) -> bool:
+        """Raft leader, and its image holds every committed record: it applied the no-op entry
+        pysyncobj appends on election (Raft: a new leader knows what is committed only once an entry
+        of its own term is). Until then its image may be older than the last controller's, so it must
+        neither decide (KRaft's new controller also replays the log before it acts) nor call itself
+        the controller in Metadata answers."""
+        raft = self._raft
+        if raft is None or not raft._isLeader():
+            return False
+        # Private to pysyncobj 0.3.17 (pinned): the index of the election's no-op entry.
+        noop_index = getattr(raft, "_SyncObj__noopIDx", None)
+        return noop_index is not None and raft.raftLastApplied >= noop_index
+
     def term(self) -> int:
         return self._raft._getTerm() if self._raft is not None else -1
 
@@ -156,7 +169,7 @@ class MetadataQuorum:
         if self._raft is None:
             return -1
         if self._raft._isLeader():
-            return self.local_broker_id
+            return self.local_broker_id if self.leader_caught_up() else -1
         leader = self._raft._getLeader()
         return self._broker_of.get(str(leader), -1) if leader is not None else -1
 

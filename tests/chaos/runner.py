@@ -1,0 +1,282 @@
+"""Chaos rounds and the soak: workload + one seeded fault + heal + read back + check, then a report.
+
+One round, on a running ChaosCluster (tests/chaos/harness.py):
+
+1. a fresh topic (3 partitions, RF 3, min ISR 2); producers and consumers start (workload.py),
+   a sampler writes the committed metadata every 200 ms;
+2. after a warm-up the round's nemesis (nemesis.py) strikes, is held for a seeded time, healed;
+3. the partitions must be led with a full ISR again within HEAL_BOUND_S (recorded as "healed");
+4. the workload runs on a little, producers stop (every send gets its outcome), consumers read
+   up to the high watermarks, every replica's files are dumped;
+5. the history (JSON lines) is checked (checker.py) and the unavailability windows measured
+   (windows.py).
+
+The schedule (which nemesis, which targets, how long) comes from one seed: a failing
+round prints the seed and the commit, and ``--seeds S --rounds N`` replays it.
+
+    python -m tests.chaos.runner --rounds 50 --seeds 7 --out chaos-report      (make chaos)
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.chaos.checker import CheckResult, check
+from tests.chaos.harness import ChaosCluster
+from tests.chaos.history import read_history
+from tests.chaos.nemesis import NEMESES, make
+from tests.chaos.windows import FaultWindow, unavailability_windows
+from tests.chaos.workload import HistoryWriter, Workload, WorkloadConfig
+from tests.integration.cluster import REPO, wait_for
+
+PARTITIONS = 3
+HEAL_BOUND_S = 30.0
+# Shorter than the defaults so that a round's failover fits in seconds; the same rules apply.
+CLUSTER_CONFIG = {"broker.session.timeout.ms": 2000, "replica.lag.time.max.ms": 2000}
+DEFAULT_HOLD_S = (1.0, 3.0)    # a nemesis with no hold bounds of its own is held this long
+
+
+@dataclass
+class RoundResult:
+    index: int
+    seed: int
+    nemesis: str
+    targets: list[int]
+    detail: str
+    started: float                 # seconds since the run started
+    history_path: Path
+    check: CheckResult
+    windows: list[FaultWindow]
+    recovery_s: float | None       # heal -> every partition led with a full ISR
+    workload_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.check.ok and not self.workload_errors
+
+
+def commit() -> str:
+    """The commit under test, "-dirty" if the tree has changes (printed with every seed)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def schedule(seed: int, rounds: int, every_kind_first: bool = True) -> list[str]:
+    """The nemeses of ``rounds`` rounds: each kind once in a seeded order, then seeded random picks."""
+    rng = random.Random(seed)
+    kinds = list(NEMESES)
+    first = rng.sample(kinds, len(kinds)) if every_kind_first else []
+    return (first + [rng.choice(kinds) for _ in range(max(rounds - len(first), 0))])[:rounds]
+
+
+class MetadataSampler(threading.Thread):
+    """Writes the committed metadata to the history every ``interval`` s: the active controller's own
+    answer only (a broker that is not the controller may serve an older image, which is allowed and
+    says nothing about what the quorum committed)."""
+
+    def __init__(self, cluster: ChaosCluster, topic: str, history: HistoryWriter, interval: float = 0.2):
+        super().__init__(name="chaos-sampler", daemon=True)
+        self._cluster, self._topic, self._history, self._interval = cluster, topic, history, interval
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self._interval):
+            try:
+                sample = self._cluster.sample(self._topic, self._history.now())
+                if sample["controller"] is not None:
+                    self._history.write(sample)
+            except Exception:  # noqa: BLE001 - no broker answered this time (e.g. all killed): skip the sample
+                continue
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(10)
+
+
+def run_round(cluster: ChaosCluster, index: int, seed: int, nemesis_name: str, out_dir: Path, run_started: float,
+              workload: WorkloadConfig = WorkloadConfig(), warmup_s: float = 1.5, settle_s: float = 1.5) -> RoundResult:
+    rng = random.Random(f"{seed}-{index}")
+    topic = f"chaos-{index}"
+    path = out_dir / f"round-{index:03d}-{nemesis_name}.jsonl"
+    cluster.create_topic(topic, PARTITIONS)
+    started = time.monotonic() - run_started
+    with path.open("w") as fh:
+        history = HistoryWriter(fh, run_started)
+        load = Workload(cluster.bootstrap, topic, history, rng, workload, prefix=f"r{index}")
+        sampler = MetadataSampler(cluster, topic, history)
+        load.start()
+        sampler.start()
+        try:
+            wait_for(lambda: load.acked >= 20 or load.errors, 30, "the workload's first acks")
+            time.sleep(warmup_s)   # the schedule: let acks flow before the fault (not an assertion)
+            nemesis = make(nemesis_name, cluster)
+            event = nemesis.start(cluster, topic, rng)
+            history.write(event.to_record("start", history.now()))
+            hi = nemesis.max_hold_s if nemesis.max_hold_s is not None else max(nemesis.min_hold_s, 0) + \
+                DEFAULT_HOLD_S[1]
+            lo = max(nemesis.min_hold_s, DEFAULT_HOLD_S[0] if nemesis.max_hold_s is None else 0.2)
+            time.sleep(rng.uniform(lo, max(lo, hi)))
+            nemesis.heal(cluster)
+            healed_at = history.now()
+            history.write(event.to_record("heal", healed_at))
+            recovery = cluster.wait_healed(topic, HEAL_BOUND_S)
+            history.write({"f": "healed", "time": history.now(), "recovery_s": recovery, "bound_s": HEAL_BOUND_S})
+            time.sleep(settle_s)   # acks must flow again after the heal (the window's end)
+        finally:
+            load.stop_producers()
+        finals = cluster.final_read(topic)
+        for f in finals:
+            history.write(f)
+        hws = {f["partition"]: f["high_watermark"] for f in finals}
+        try:
+            wait_for(lambda: load.read_up_to(hws), 30, "the consumers to read up to the high watermarks", 0.1)
+        except AssertionError as e:
+            load.errors.append(str(e))
+        load.stop_consumers()
+        sampler.stop()
+        _wait_replicas_caught_up(cluster, topic, hws)
+        for dump in cluster.replica_dumps(topic):
+            history.write(dump)
+    result = check(read_history(path))
+    return RoundResult(index, seed, nemesis_name, list(event.targets), event.detail, started, path, result,
+                       unavailability_windows(read_history(path)), recovery, load.errors)
+
+
+def _wait_replicas_caught_up(cluster: ChaosCluster, topic: str, hws: dict[int, int]) -> None:
+    """Producers stopped: let every follower fetch up to the final HW before its files are read."""
+    def caught_up() -> bool:
+        dumps = {(d["broker"], d["partition"]): d for d in cluster.replica_dumps(topic)}
+        return all(d["log_end_offset"] >= hws.get(d["partition"], 0) and d["high_watermark"] >= hws.get(
+            d["partition"], 0) for d in dumps.values())
+    try:
+        wait_for(caught_up, 15, f"every replica of {topic} to reach the final HW", 0.2)
+    except AssertionError:
+        pass  # the checker reports the divergence with the exact offsets
+
+
+def failure_message(result: RoundResult, seed: int, commit_id: str) -> str:
+    return (f"chaos round {result.index} ({result.nemesis} on {result.targets}: {result.detail}) FAILED\n"
+            f"seed {seed}, commit {commit_id}; replay: python -m tests.chaos.runner --seeds {seed} "
+            f"--rounds {result.index + 1}\nhistory: {result.history_path}\n{result.check.format()}\n"
+            + "".join(f"workload error: {e}\n" for e in result.workload_errors))
+
+
+def run(seeds: list[int], rounds: int, out_dir: Path, log=print) -> list[RoundResult]:
+    commit_id = commit()
+    results: list[RoundResult] = []
+    for seed in seeds:
+        log(f"chaos: seed {seed}, commit {commit_id}, {rounds} rounds, histories in {out_dir}")
+        seed_dir = out_dir / f"seed-{seed}"
+        shutil.rmtree(seed_dir / "cluster", ignore_errors=True)   # a replay starts from empty logs
+        seed_dir.mkdir(parents=True, exist_ok=True)
+        run_started = time.monotonic()
+        with ChaosCluster(seed_dir / "cluster", CLUSTER_CONFIG) as cluster:
+            cluster.start()
+            for index, name in enumerate(schedule(seed, rounds)):
+                result = run_round(cluster, index, seed, name, seed_dir, run_started)
+                results.append(result)
+                w = result.windows[0].window_s if result.windows else None
+                log(f"  round {index:3d} {name:<22} targets {result.targets} acked {result.check.acked:5d} "
+                    f"unknown {result.check.unknown:3d} window {_s(w)} recovery {_s(result.recovery_s)} "
+                    f"{'ok' if result.ok else 'FAILED'}")
+                if not result.ok:
+                    log(failure_message(result, seed, commit_id))
+    return results
+
+
+# ---- the soak report --------------------------------------------------------------
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+
+
+def report(results: list[RoundResult], seeds: list[int], commit_id: str, duration_s: float) -> str:
+    lines = ["# raftka chaos soak", "",
+             f"Seeds {', '.join(map(str, seeds))}; commit {commit_id}; {len(results)} rounds in "
+             f"{duration_s / 60:.1f} min; cluster config {CLUSTER_CONFIG}; topic per round: {PARTITIONS} "
+             "partitions, RF 3, min ISR 2; idempotent acks=all producers.", "",
+             f"**Verdict: {'every invariant held' if all(r.ok for r in results) else 'ANOMALIES FOUND'}** "
+             f"({sum(not r.ok for r in results)} failing round(s)).", "",
+             "## Summary per fault kind", "",
+             "Window = the longest gap between two acks on one partition overlapping the fault (min / median / "
+             "max); recovery = heal to every partition led with a full ISR.", "",
+             "| fault | rounds | acked | unknown | lost | duplicates | other anomalies | window s | recovery s |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for kind in NEMESES:
+        rs = [r for r in results if r.nemesis == kind]
+        if not rs:
+            continue
+        other = sum(sum(r.check.anomalies.values()) - r.check.lost - r.check.duplicate for r in rs)
+        windows = [w.window_s for r in rs for w in r.windows if w.window_s is not None]
+        lines.append(f"| {kind} | {len(rs)} | {sum(r.check.acked for r in rs)} | {sum(r.check.unknown for r in rs)} "
+                     f"| {sum(r.check.lost for r in rs)} | {sum(r.check.duplicate for r in rs)} | {other} "
+                     f"| {_spread(windows)} | {_spread([r.recovery_s for r in rs if r.recovery_s is not None])} |")
+    total = [sum(getattr(r.check, k) for r in results) for k in ("acked", "unknown", "lost", "duplicate")]
+    lines += [f"| **all** | {len(results)} | {total[0]} | {total[1]} | {total[2]} | {total[3]} | "
+              f"{sum(sum(r.check.anomalies.values()) for r in results) - total[2] - total[3]} | "
+              f"{_spread([w.window_s for r in results for w in r.windows if w.window_s is not None])} | "
+              f"{_spread([r.recovery_s for r in results if r.recovery_s is not None])} |", ""]
+    failing = [r for r in results if not r.ok]
+    if failing:
+        lines += ["## Failing rounds", ""]
+        for r in failing:
+            lines += ["```", failure_message(r, r.seed, commit_id).rstrip(), "```", ""]
+    lines += ["## Timeline", "", "Times are seconds since the seed's run started.", "",
+              "| seed | round | at s | fault | targets | leader changes (partition: old -> new @ epoch) | "
+              "window s | recovery s | result |", "|---:|---:|---:|---|---|---|---|---|---|"]
+    for r in results:
+        changes = "; ".join(f"{c.partition}: {c.old} -> {c.new} @ {c.epoch} (+{c.time - r.windows[0].start:.2f})"
+                            for w in r.windows for c in w.leader_changes) if r.windows else ""
+        w = r.windows[0].window_s if r.windows else None
+        lines.append(f"| {r.seed} | {r.index} | {r.started:.1f} | {r.nemesis} | {r.targets} | {changes or '-'} "
+                     f"| {_s(w)} | {_s(r.recovery_s)} | {'ok' if r.ok else 'FAILED: ' + str(r.check.anomalies)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos.runner", description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="", help="comma-separated seeds (default: one random seed)")
+    parser.add_argument("--rounds", type=int, default=50, help="rounds per seed (default 50)")
+    parser.add_argument("--out", default="", help="report folder (default: a new temporary folder)")
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [random.randrange(1 << 31)]
+    except ValueError:
+        parser.error(f"--seeds must be integers, not {args.seeds!r}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="raftka-chaos-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    results = run(seeds, args.rounds, out_dir)
+    text = report(results, seeds, commit(), time.monotonic() - started)
+    (out_dir / "report.md").write_text(text)
+    print(text)
+    print(f"report: {out_dir / 'report.md'}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
