@@ -98,7 +98,7 @@ class Sender(threading.Thread):
                                             version)
                     continue
                 if self._metadata_stale:
-                    self._refresh_metadata()
+                    self._refresh_metadata({b.topic for b in batches})
                 if self._config.idempotent and self._producer_id < 0 and not self._init_producer_id():
                     for b in batches:
                         self._retry_or_fail(b, KafkaConnectionError("no producer id yet (InitProducerId failed)"))
@@ -197,9 +197,12 @@ class Sender(threading.Thread):
             self._next_sequence[tp] = sequence + len(batch.records)
         return batch.built
 
-    def _refresh_metadata(self) -> None:
+    def _refresh_metadata(self, sending: set[str]) -> None:
+        """Ask for the topics being sent to as well as the cached ones: a lagging broker (one that just
+        restarted and replays its journal) may answer UNKNOWN_TOPIC_OR_PARTITION, which drops the topic
+        from the cache, and a refresh of the cached topics alone would never ask for it again."""
         try:
-            self._client.refresh_metadata(sorted({t for t in self._client.metadata.topics}) or None)
+            self._client.refresh_metadata(sorted(set(self._client.metadata.topics) | sending) or None)
             self._metadata_stale = False
         except KafkaError:
             pass  # the batches retry with backoff; the next round tries again

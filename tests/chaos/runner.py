@@ -76,11 +76,11 @@ def commit() -> str:
     return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def schedule(seed: int, rounds: int, every_kind_first: bool = True) -> list[str]:
+def schedule(seed: int, rounds: int, kinds: list[str] | None = None) -> list[str]:
     """The nemeses of ``rounds`` rounds: each kind once in a seeded order, then seeded random picks."""
     rng = random.Random(seed)
-    kinds = list(NEMESES)
-    first = rng.sample(kinds, len(kinds)) if every_kind_first else []
+    kinds = kinds or list(NEMESES)
+    first = rng.sample(kinds, len(kinds))
     return (first + [rng.choice(kinds) for _ in range(max(rounds - len(first), 0))])[:rounds]
 
 
@@ -125,8 +125,9 @@ def run_round(cluster: ChaosCluster, index: int, seed: int, nemesis_name: str, o
             wait_for(lambda: load.acked >= 20 or load.errors, 30, "the workload's first acks")
             time.sleep(warmup_s)   # the schedule: let acks flow before the fault (not an assertion)
             nemesis = make(nemesis_name, cluster)
+            struck = history.now()   # before start(): a rolling restart does its whole roll inside it
             event = nemesis.start(cluster, topic, rng)
-            history.write(event.to_record("start", history.now()))
+            history.write(event.to_record("start", struck))
             hi = nemesis.max_hold_s if nemesis.max_hold_s is not None else max(nemesis.min_hold_s, 0) + \
                 DEFAULT_HOLD_S[1]
             lo = max(nemesis.min_hold_s, DEFAULT_HOLD_S[0] if nemesis.max_hold_s is None else 0.2)
@@ -176,7 +177,8 @@ def failure_message(result: RoundResult, seed: int, commit_id: str) -> str:
             + "".join(f"workload error: {e}\n" for e in result.workload_errors))
 
 
-def run(seeds: list[int], rounds: int, out_dir: Path, log=print) -> list[RoundResult]:
+def run(seeds: list[int], rounds: int, out_dir: Path, kinds: list[str] | None = None,
+        log=lambda line: print(line, flush=True)) -> list[RoundResult]:
     commit_id = commit()
     results: list[RoundResult] = []
     for seed in seeds:
@@ -187,7 +189,7 @@ def run(seeds: list[int], rounds: int, out_dir: Path, log=print) -> list[RoundRe
         run_started = time.monotonic()
         with ChaosCluster(seed_dir / "cluster", CLUSTER_CONFIG) as cluster:
             cluster.start()
-            for index, name in enumerate(schedule(seed, rounds)):
+            for index, name in enumerate(schedule(seed, rounds, kinds)):
                 result = run_round(cluster, index, seed, name, seed_dir, run_started)
                 results.append(result)
                 w = result.windows[0].window_s if result.windows else None
@@ -260,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="", help="comma-separated seeds (default: one random seed)")
     parser.add_argument("--rounds", type=int, default=50, help="rounds per seed (default 50)")
     parser.add_argument("--out", default="", help="report folder (default: a new temporary folder)")
+    parser.add_argument("--nemeses", default="", help=f"comma-separated fault kinds (default: all of {', '.join(NEMESES)})")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [random.randrange(1 << 31)]
@@ -267,10 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seeds must be integers, not {args.seeds!r}")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    kinds = [k.strip() for k in args.nemeses.split(",") if k.strip()] or None
+    unknown = [k for k in kinds or [] if k not in NEMESES]
+    if unknown:
+        parser.error(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(NEMESES)}")
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="raftka-chaos-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results = run(seeds, args.rounds, out_dir)
+    results = run(seeds, args.rounds, out_dir, kinds)
     text = report(results, seeds, commit(), time.monotonic() - started)
     (out_dir / "report.md").write_text(text)
     print(text)

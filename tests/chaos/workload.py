@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
+import traceback
+from collections import deque
 from dataclasses import dataclass
 from typing import IO
 
@@ -76,6 +79,9 @@ class Workload:
         self.acked = 0
         self._count_lock = threading.Lock()
         self.positions: list[dict[int, int]] = [{} for _ in range(config.consumers)]
+        self._producers: dict[str, Producer] = {}
+        self._last_ack: dict[str, float] = {}
+        self._hops: dict[str, deque] = {}
         self.errors: list[str] = []      # workload-side exceptions (a bug in the harness or the client)
 
     def start(self) -> None:
@@ -85,6 +91,7 @@ class Workload:
             self._threads.append(self._spawn(self._produce, f"{self._prefix}p{i}", self._seeds[i]))
         for i in range(self.config.consumers):
             self._consumer_threads.append(self._spawn(self._consume, f"{self._prefix}c{i}", i))
+        self._spawn(self._watch_stalls, "watchdog", 10.0)
 
     def stop_producers(self, timeout: float = 90.0) -> None:
         self._producing.clear()
@@ -116,9 +123,12 @@ class Workload:
         cfg = self.config
         rng = random.Random(seed)
         unanswered = threading.Semaphore(cfg.max_unanswered)
+        hops: deque = deque(maxlen=40)   # the last hops, for a stall record
         producer = Producer(self.bootstrap, acks="all", linger_ms=cfg.linger_ms,
                             request_timeout_ms=cfg.request_timeout_ms, delivery_timeout_ms=cfg.delivery_timeout_ms,
-                            retry_backoff_ms=50, retry_backoff_max_ms=500)
+                            retry_backoff_ms=50, retry_backoff_max_ms=500, tracer=hops.append)
+        self._producers[name] = producer
+        self._hops[name] = hops
         try:
             index = 0
             next_at = time.monotonic()
@@ -164,9 +174,29 @@ class Workload:
         if outcome == "ok":
             with self._count_lock:
                 self.acked += 1
+            self._last_ack[op["producer"]] = time.monotonic()
         self.history.write({**op, "partition": partition, "outcome": outcome, "offset": offset,
                             "completed": self.history.now(),
                             "error": None if error is None else f"{type(error).__name__}: {error}"})
+
+    def _watch_stalls(self, name: str, stall_s: float) -> None:
+        """Liveness diagnostics: a producer with no ack for ``stall_s`` while another one gets acks is
+        stuck on its own side. Its sender's state and stack go into the history ("stall") once."""
+        reported: set[str] = set()
+        # Until every producer has finished: a stall often shows only while they flush at the end.
+        while self._producing.is_set() or any(t.is_alive() for t in self._threads):
+            time.sleep(1.0)
+            now = time.monotonic()
+            if not any(now - t < stall_s / 2 for t in self._last_ack.values()):
+                continue   # nobody gets acks: the cluster is down, not a producer
+            for pname, t in list(self._last_ack.items()):
+                if now - t > stall_s and pname not in reported:
+                    reported.add(pname)
+                    self.history.write({"f": "stall", "producer": pname, "time": self.history.now(),
+                                        "silent_s": round(now - t, 2),
+                                        "sender": _sender_state(self._producers[pname]),
+                                        "last_hops": [f"{e.kind} {e.api} {e.address} ({e.broker_id}): {e.detail}"
+                                                      for e in list(self._hops[pname])]})
 
     # ---- consumers ------------------------------------------------------------------
 
@@ -211,3 +241,16 @@ class Workload:
         finally:
             consumer.close()
 
+
+def _sender_state(producer: Producer) -> dict:
+    """What a stuck producer's sender holds, and where its thread is (for the stall record)."""
+    sender, acc = producer._sender, producer._acc
+    frame = sys._current_frames().get(sender.ident)
+    now = time.monotonic()
+    return {"producer_id": sender._producer_id, "metadata_stale": sender._metadata_stale,
+            "streams": {f"{a[0]}:{a[1]}": len(s.in_flight) for a, s in list(sender._streams.items())},
+            "accumulator_in_flight": {f"{t}-{p}": n for (t, p), n in list(acc._in_flight.items())},
+            "queued": {f"{t}-{p}": [(b.drain_order, b.attempts, round(b.retry_at - now, 2)) for b in list(q)[:3]]
+                       for (t, p), q in list(acc._queues.items())},
+            "answers_waiting": len(sender._answers),
+            "stack": traceback.format_stack(frame) if frame is not None else None}

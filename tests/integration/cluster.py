@@ -100,7 +100,10 @@ class BrokerProcess:
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass  # it died, and another thread's poll() reaped it, between the check and the kill
 
     def kill(self) -> None:
         """kill -9 and reap."""

@@ -456,3 +456,30 @@ def test_order_is_kept_with_5_in_flight_per_partition_across_a_leader_kill(runni
         at = dict(got[p])
         wrong = [(i, o) for i, o in acked[p].items() if at.get(o) != str(i).encode()]
         assert not wrong, f"partition {p}: an acknowledged offset holds another record: {wrong[:5]}"
+
+
+# ---- 4. a topic the cache lost while its batches wait is asked for again ----------------------------------
+
+
+def test_queued_batches_find_their_topic_again_after_the_cache_dropped_it(single_broker):
+    """Found by the chaos soak: after kill -9 of all three brokers, a restarted broker still replaying
+    its journal answered UNKNOWN_TOPIC_OR_PARTITION for a producer's topic; the cache dropped it and
+    the sender refreshed only the topics still cached, so that producer's batches waited until they
+    expired. Here the same sequence with a deleted and re-created topic: the batch must be delivered."""
+    topic, other = "dropped-from-cache", "still-cached"
+    admin = Admin(single_broker.bootstrap)
+    for name in (topic, other):
+        admin.create_topic(name, partitions=1, replication_factor=1)
+    with Producer(single_broker.bootstrap, acks="all", linger_ms=2000, delivery_timeout_ms=20000,
+                  retry_backoff_ms=20, retry_backoff_max_ms=200) as producer:
+        for name in (topic, other):   # both cached (with only one, a refresh would ask for all topics)
+            assert producer.send(name, b"first").result(timeout=10).offset == 0
+        pending = producer.send(topic, b"second")                             # waits out its linger
+        admin.delete_topic(topic)
+        producer._client.refresh_metadata([topic])   # the UNKNOWN_TOPIC_OR_PARTITION answer: dropped
+        assert topic not in producer._client.metadata.topics and other in producer._client.metadata.topics
+        admin.create_topic(topic, partitions=1, replication_factor=1)
+        stored = pending.result(timeout=15)
+    assert (stored.topic, stored.partition, stored.offset) == (topic, 0, 0)
+    got = read_all(single_broker.bootstrap, topic, {0: 1})
+    assert got[0] == [(0, b"second")]
