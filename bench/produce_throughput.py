@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=262144)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--max-in-flight", type=int, default=5, help="batches of a partition in flight (1..5)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cluster = write_cluster(Path(tmp), 3, {"min.insync.replicas": 2})
@@ -35,7 +36,8 @@ def main() -> None:
             for run in range(1, args.runs + 1):
                 topic = f"tp{run}"
                 Admin(bootstrap).create_topic(topic, partitions=args.partitions, replication_factor=3)
-                with Producer(bootstrap, acks="all", linger_ms=5, batch_size=args.batch_size) as p:
+                with Producer(bootstrap, acks="all", linger_ms=5, batch_size=args.batch_size,
+                              max_in_flight_requests_per_connection=args.max_in_flight) as p:
                     p.send(topic, value).result(timeout=30)  # warm up: metadata, producer id, channels
                     started = time.perf_counter()
                     futures = [p.send(topic, value) for _ in range(args.records)]

@@ -1,6 +1,7 @@
-"""kclient: Kafka's console tools for raftka (topics, produce, consume, cluster).
+"""kclient: Kafka's console tools for raftka (topics, produce, consume, cluster, perf).
 
-Output follows kafka-topics.sh / kafka-console-producer.sh / kafka-console-consumer.sh.
+Output follows kafka-topics.sh / kafka-console-producer.sh / kafka-console-consumer.sh, and
+kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh for perf (client/perf.py).
 Errors are one line on stderr and a non-zero exit status, never a traceback.
 """
 
@@ -14,6 +15,7 @@ from concurrent.futures import Future
 from client.admin import Admin, TopicDescription
 from client.consumer import Consumer
 from client.errors import InvalidRequestError, KafkaError
+from client.perf import SettingError, producer_prop, run_consumer, run_producer
 from client.producer import Producer
 from client.trace import MermaidTracer, stderr_tracer
 
@@ -49,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kclient", description="Talk to a raftka cluster.")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{topics,produce,consume,cluster,leader-election}")
+                                metavar="{topics,produce,consume,cluster,leader-election,perf}")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, trace: bool = True) -> None:
         p.add_argument("--bootstrap", "--bootstrap-server", default=":9092", metavar="B",
                        help="broker(s) to start from, host:port[,host:port]; ':19092' is localhost (default :9092)")
+        if not trace:  # perf: a line per hop of every record would be the measurement
+            return
         p.add_argument("--trace", nargs="?", const="text", choices=("text", "mermaid"),
                        help="print every hop on stderr: as lines (text, the default) or, at the end, as a "
                             "mermaid sequenceDiagram (mermaid)")
@@ -118,7 +122,48 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--partition", type=int)
     e.add_argument("--all-topic-partitions", action="store_true", help="every partition of every topic (default)")
     e.set_defaults(run=run_leader_election, error_prefix="Error: ")
+
+    perf = sub.add_parser("perf", help="measure throughput and latency (kafka-*-perf-test.sh)")
+    tools = perf.add_subparsers(dest="perf_command", required=True, metavar="{produce,consume}")
+    pp = tools.add_parser("produce", help="send records as fast as asked (kafka-producer-perf-test.sh)")
+    common(pp, trace=False)
+    pp.add_argument("--topic", required=True)
+    pp.add_argument("--num-records", type=positive_int, required=True, metavar="N")
+    pp.add_argument("--record-size", type=positive_int, required=True, metavar="S",
+                    help="bytes of each record's value (random uppercase letters, no key)")
+    pp.add_argument("--acks", default="all", choices=("all", "-1", "1", "0"))
+    pp.add_argument("--throughput", type=throughput, default=-1.0, metavar="MSG_PER_S",
+                    help="records/s at most; -1: as fast as possible (default)")
+    pp.add_argument("--producer-props", nargs="+", type=producer_prop, default=[], metavar="K=V",
+                    help="Kafka producer configs (linger.ms, batch.size, acks, enable.idempotence, "
+                         "max.in.flight.requests.per.connection, request.timeout.ms, max.block.ms, ...); "
+                         "they win over --acks")
+    pp.add_argument("--reporting-interval", type=positive_int, default=5000, metavar="MS",
+                    help="a progress line this often (default 5000)")
+    pp.set_defaults(run=run_perf_produce, error_prefix="Error: ")
+    pc = tools.add_parser("consume", help="read records from the beginning (kafka-consumer-perf-test.sh)")
+    common(pc, trace=False)
+    pc.add_argument("--topic", required=True)
+    pc.add_argument("--messages", type=positive_int, required=True, metavar="N")
+    pc.add_argument("--timeout", type=positive_int, default=10000, metavar="MS",
+                    help="give up (exit 1) after this long without a record (default 10000)")
+    pc.set_defaults(run=lambda args: run_consumer(args, sys.stdout), error_prefix="Error: ")
     return parser
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def throughput(text: str) -> float:
+    """Kafka's --throughput: records/s, or negative for no limit; 0 would never send."""
+    value = float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive, or -1 for no limit, not 0")
+    return value
 
 
 def _tracer(args):
@@ -291,6 +336,16 @@ def format_record(r, args) -> str:
         fields.append(r.key.decode(errors="replace") if r.key is not None else "null")
     fields.append(r.value.decode(errors="replace") if r.value is not None else "null")
     return "\t".join(fields)
+
+
+# ---- perf -------------------------------------------------------------------------
+
+
+def run_perf_produce(args) -> int:
+    try:
+        return run_producer(args, sys.stdout)
+    except SettingError as e:  # e.g. enable.idempotence=true with acks=1: a usage error, exit 2
+        raise UsageError(str(e)) from None
 
 
 # ---- cluster ------------------------------------------------------------------------
