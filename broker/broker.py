@@ -174,6 +174,8 @@ class Broker:
             log.info("controlled_shutdown", leaderships_moved=moved)
             self._lifecycle.stop()
         if self._server is not None:
+            if self._kafka is not None:
+                self._kafka.end_streams()
             self._server.stop(grace=2.0).wait()
         for part in (self.controller, self._publisher):
             if part is not None:

@@ -99,6 +99,12 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
         self._broker_address = broker_address
         self._connections = Connections()
         self._drop_produce_answers = FaultBudget.from_env(DROP_PRODUCE_ANSWERS_ENV)
+        self._ending_streams = threading.Event()
+
+    def end_streams(self) -> None:
+        """Stopping: each produce stream answers what it appended and ends (its producer reconnects,
+        to the new leaders), instead of holding the server's graceful stop for its whole grace."""
+        self._ending_streams.set()
 
     def close(self) -> None:
         self._connections.close()
@@ -273,6 +279,8 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
         def read() -> None:
             try:
                 for request in request_iterator:
+                    if self._ending_streams.is_set():
+                        return   # not appended: the producer retries it elsewhere
                     if len(request.partitions) > MAX_PARTITIONS_PER_REQUEST:
                         put(request)  # the answering side aborts the stream with the reason
                         return
@@ -290,7 +298,7 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
             try:
                 item = appended.get(timeout=0.5)
             except queue.Empty:
-                if not context.is_active():
+                if not context.is_active() or self._ending_streams.is_set():
                     return
                 continue
             if item is None:
