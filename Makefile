@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run kill test chaos bench-failover bench-replication proto clean-data clean
+.PHONY: venv run kill test chaos bench bench-failover bench-replication proto clean-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raftka needs Python >= 3.11"'
@@ -40,6 +40,11 @@ SEEDS  ?=
 ROUNDS ?= 50
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.runner --rounds $(ROUNDS) --out chaos-report $(if $(SEEDS),--seeds $(SEEDS))
+
+# Performance figures (issue 7): a fresh 3-broker cluster, W1 sync produce, W2 pipelined produce, W3 consume,
+# W4 failover, broker RSS and ready time; a table on stdout and bench/results.json.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 # Metadata-quorum figures (median of 5): time to a ready cluster, kill -9 of a leader to its successor.
 bench-failover: $(STAMP)

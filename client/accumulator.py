@@ -132,8 +132,11 @@ class RecordAccumulator:
         self._version = 0        # bumped on every change the sender may care about
 
     def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
-               timestamp_ms: int) -> tuple[RecordFuture, bool]:
-        """Queue one record; (its future, whether a batch just filled up)."""
+               timestamp_ms: int, abort_on_new_batch: bool = False) -> tuple[RecordFuture | None, bool]:
+        """Queue one record; (its future, whether a batch just filled up).
+
+        ``abort_on_new_batch`` (records without a key, KIP-480): when the record needs a new batch,
+        queue nothing and answer (None, True), so that the sticky partitioner moves on first."""
         size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
         with self.cond:
             deadline = time.monotonic() + self.max_block_s
@@ -146,6 +149,8 @@ class RecordAccumulator:
             queue = self._queues.setdefault((topic, partition), deque())
             batch = queue[-1] if queue and not queue[-1].full and queue[-1].attempts == 0 else None
             created = batch is None or (batch.size + size > self.batch_size and batch.records)
+            if created and abort_on_new_batch:
+                return None, True
             if created:
                 if batch is not None:
                     batch.full = True

@@ -11,6 +11,7 @@ local copy (Kafka's KIP-392 follower fetching), up to that replica's own HW.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -59,6 +60,11 @@ class Consumer:
         self.positions: dict[int, int] = {}
         self._failures = 0
         self._next_partial_refresh = 0.0
+        # Kafka's Fetcher: at most one fetch in flight per broker, kept across polls. A poll returns
+        # what the first answers carry instead of waiting for every broker (an idle partition's
+        # leader holds its fetch for fetch_max_wait_ms).
+        self._in_flight: dict[Address, tuple[Future, dict[int, int]]] = {}
+        self._fetch_done = threading.Event()
 
     # ---- public API ---------------------------------------------------------------
 
@@ -96,6 +102,9 @@ class Consumer:
         return list(range(len(info.partitions)))
 
     def close(self) -> None:
+        for fetch, _ in self._in_flight.values():
+            fetch.cancel()
+        self._in_flight.clear()
         self._client.close()
 
     def __enter__(self) -> "Consumer":
@@ -111,29 +120,29 @@ class Consumer:
         missing = [p for p in partitions if p not in self.positions]
         if missing:
             self._init_positions(missing)
-        wait_ms = max(0, min(self._fetch[0], int((deadline - time.monotonic()) * 1000)))
-        pending: list[tuple[Address, Future]] = []
-        for address, parts in self._by_target(partitions).items():
-            request = kafka_pb2.FetchRequest(
-                replica_id=-1, max_wait_ms=wait_ms, min_bytes=self._fetch[1], max_bytes=self._fetch[2],
-                read_from_replica=self.replica is not None,
-                partitions=[kafka_pb2.FetchPartition(topic=self.topic, partition=p, fetch_offset=self.positions[p],
-                                                     current_leader_epoch=self._epoch(p),
-                                                     partition_max_bytes=self._fetch[3]) for p in parts])
-            detail = ", ".join(f"{self.topic}-{p} from offset {self.positions[p]}" for p in parts)
-            self._client.trace("request", "Fetch", address, self._client.broker_id_of(address), detail)
-            stub = self._client.connections.kafka(address)
-            pending.append((address, stub.Fetch.future(request, timeout=wait_ms / 1000 + self._client.request_timeout_s)))
+        self._send_fetches(partitions, deadline)
+        self._fetch_done.clear()   # cleared before looking, so an answer arriving now still wakes us
+        while not any(fetch.done() for fetch, _ in self._in_flight.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            self._fetch_done.wait(left)
+            self._fetch_done.clear()
         records: list[ConsumerRecord] = []
         error: KafkaError | None = None
-        for address, fut in pending:
+        for address, (fetch, asked) in list(self._in_flight.items()):
+            if not fetch.done():
+                continue
+            del self._in_flight[address]
             try:
-                response = fut.result()
+                response = fetch.result()
             except Exception as e:  # grpc.RpcError: the broker went away
                 error = self._client.map_rpc_error(e, address)
                 self._client.trace("error", "Fetch", address, self._client.broker_id_of(address), str(error))
                 continue
             for r in response.partitions:
+                if self.positions.get(r.partition) != asked.get(r.partition):
+                    continue  # the position moved (seek) while the fetch was out: its data is stale
                 try:
                     records.extend(self._take(r))
                 except KafkaError as e:
@@ -151,6 +160,26 @@ class Consumer:
                 self._next_partial_refresh = now + backoff_s(1, *self._backoff)
                 self._refresh_quietly()
         return records
+
+    def _send_fetches(self, partitions: list[int], deadline: float) -> None:
+        """A fetch to each leader that has none in flight, for its partitions no fetch is out for."""
+        out = {p for _, asked in self._in_flight.values() for p in asked}
+        wait_ms = max(0, min(self._fetch[0], int((deadline - time.monotonic()) * 1000)))
+        for address, parts in self._by_target([p for p in partitions if p not in out]).items():
+            if address in self._in_flight:
+                continue
+            request = kafka_pb2.FetchRequest(
+                replica_id=-1, max_wait_ms=wait_ms, min_bytes=self._fetch[1], max_bytes=self._fetch[2],
+                read_from_replica=self.replica is not None,
+                partitions=[kafka_pb2.FetchPartition(topic=self.topic, partition=p, fetch_offset=self.positions[p],
+                                                     current_leader_epoch=self._epoch(p),
+                                                     partition_max_bytes=self._fetch[3]) for p in parts])
+            detail = ", ".join(f"{self.topic}-{p} from offset {self.positions[p]}" for p in parts)
+            self._client.trace("request", "Fetch", address, self._client.broker_id_of(address), detail)
+            stub = self._client.connections.kafka(address)
+            fetch = stub.Fetch.future(request, timeout=wait_ms / 1000 + self._client.request_timeout_s)
+            self._in_flight[address] = (fetch, {p: self.positions[p] for p in parts})
+            fetch.add_done_callback(lambda _: self._fetch_done.set())
 
     def _take(self, r) -> list[ConsumerRecord]:
         if r.error_code == OffsetOutOfRangeError.code:

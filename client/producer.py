@@ -84,18 +84,24 @@ class Producer:
             raise ProducerClosedError("Cannot send after the producer is closed.")
         try:
             count = self._partition_count(topic)
+            by_sticky = partition is None and key is None
             if partition is None:
                 partition = partition_for_key(key, count) if key is not None else self._sticky_partition(topic, count)
             elif not 0 <= partition < count:
                 raise UnknownTopicOrPartitionError(
                     f"Invalid partition given with record: {partition} is not in the range [0...{count}).")
             ts = timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000
-            future, filled = self._acc.append(topic, partition, key, value, ts)
+            future, filled = self._acc.append(topic, partition, key, value, ts, abort_on_new_batch=by_sticky)
+            if future is None:
+                # The sticky partition's batch is full or gone (sent): stick to another partition now
+                # (Kafka's sticky partitioner, KIP-480), so records spread batch by batch.
+                partition = self._next_sticky_partition(topic, count, partition)
+                future, filled = self._acc.append(topic, partition, key, value, ts)
         except KafkaError as e:
             failed: Future = Future()
             failed.set_exception(e)
             return failed
-        if filled and key is None:
+        if filled and by_sticky:
             self._sticky.pop(topic, None)  # the sticky batch is full: the next record picks a new partition
         return future
 
@@ -150,6 +156,14 @@ class Producer:
                 raise UnknownTopicOrPartitionError(
                     f"Topic {topic} not present in metadata after {int(self._max_block_s * 1000)} ms.")
             time.sleep(pause)
+
+    def _next_sticky_partition(self, topic: str, count: int, previous: int) -> int:
+        with self._lock:
+            p = random.randrange(count - 1) if count > 1 else 0
+            if count > 1 and p >= previous:
+                p += 1   # any partition but the one just left
+            self._sticky[topic] = p
+            return p
 
     def _sticky_partition(self, topic: str, count: int) -> int:
         with self._lock:

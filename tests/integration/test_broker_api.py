@@ -217,3 +217,20 @@ def test_unreachable_bootstrap_names_the_addresses_tried():
     a, b = free_ports(2)
     with pytest.raises(NoBrokersAvailable, match=f"127.0.0.1:{a}, 127.0.0.1:{b}"):
         Admin(f":{a},:{b}").list_topics()
+
+
+def test_records_without_a_key_stick_to_a_partition_batch_by_batch(single_broker):
+    """Kafka's sticky partitioner: a keyless record joins the open batch of its sticky partition;
+    when it would need a new batch, the producer moves to another partition first. Found by the
+    bench: a batch that overflowed (instead of filling exactly) never moved it on, and every
+    keyless record of a long run went to one partition."""
+    topic = "sticky"
+    Admin(single_broker.bootstrap).create_topic(topic, partitions=3, replication_factor=1)
+    with Producer(single_broker.bootstrap, acks="all", batch_size=4096, linger_ms=50) as p:
+        futures = [p.send(topic, b"v" * 100) for _ in range(3000)]
+        partitions = [f.result(timeout=30).partition for f in futures]
+    per_partition = {n: partitions.count(n) for n in range(3)}
+    assert all(per_partition.values()), f"keyless records reached only some partitions: {per_partition}"
+    runs = sum(1 for a, b in zip(partitions, partitions[1:]) if a != b) + 1
+    # ~35 records fill a 4 KiB batch: records stick in runs of a batch, not one by one.
+    assert runs <= 3000 // 20, f"{runs} runs of one partition in 3000 records: not sticky"

@@ -311,3 +311,16 @@ def test_a_failed_batch_raises_from_result():
     batch.fail(KafkaTimeoutError("expired"))
     with pytest.raises(KafkaTimeoutError):
         f1.result(0)
+
+
+def test_abort_on_new_batch_queues_nothing_when_the_record_needs_a_new_batch():
+    acc = _acc(batch_size=100)
+    future, needs_new = acc.append("t", 0, None, _value(60), 0, abort_on_new_batch=True)
+    assert future is None and needs_new and not acc.has_incomplete()   # no batch yet: the partitioner moves on
+    acc.append("t", 0, None, _value(60), 0)
+    future, _ = acc.append("t", 0, None, _value(30), 1, abort_on_new_batch=True)
+    assert future is not None                                          # fits the open batch: stays
+    future, needs_new = acc.append("t", 0, None, _value(30), 2, abort_on_new_batch=True)
+    assert future is None and needs_new                                # 120 > 100: would open a new batch
+    ready, _, _ = acc.drain(time.monotonic() + LINGER_MS)
+    assert [[r[2] for r in b.records] for b in ready] == [[0, 1]]
