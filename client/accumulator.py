@@ -18,8 +18,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from client.errors import KafkaTimeoutError
+from client.record_batch import HEADER_SIZE
 
 RECORD_OVERHEAD = 16  # per-record header in the batch body (client.record_batch.RECORD_HEADER)
+# batch.size counts the whole encoded batch, header included (Kafka's too): a batch of exactly
+# batch.size = max.message.bytes must not come out bigger than the broker takes.
+BATCH_HEADER = HEADER_SIZE
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ class RecordAccumulator:
                 self.cond.wait(left)
             queue = self._queues.setdefault((topic, partition), deque())
             batch = queue[-1] if queue and not queue[-1].full and queue[-1].attempts == 0 else None
-            created = batch is None or (batch.size + size > self.batch_size and batch.records)
+            created = batch is None or (BATCH_HEADER + batch.size + size > self.batch_size and batch.records)
             if created and abort_on_new_batch:
                 return None, True
             if created:
@@ -159,7 +163,7 @@ class RecordAccumulator:
                 self._incomplete += 1
             future = batch.add(key, value, timestamp_ms)
             self._buffered += size
-            filled = batch.size >= self.batch_size
+            filled = BATCH_HEADER + batch.size >= self.batch_size
             if filled:
                 batch.full = True
             if filled or created:  # a new batch has a new linger deadline; a full one is due now

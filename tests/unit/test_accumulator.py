@@ -8,14 +8,15 @@ import time
 
 import pytest
 
-from client.accumulator import RECORD_OVERHEAD, RecordAccumulator
+from client.accumulator import BATCH_HEADER, RECORD_OVERHEAD, RecordAccumulator
 from client.errors import KafkaTimeoutError
 
 LINGER_MS = 60_000  # long enough that a test never reaches it by accident
 
 
 def _acc(batch_size=1000, linger_ms=LINGER_MS, buffer_memory=1_000_000, max_block_ms=0, max_in_flight=5):
-    return RecordAccumulator(batch_size, linger_ms, buffer_memory, max_block_ms, max_in_flight)
+    """``batch_size`` here is the room for records: the batch header comes on top."""
+    return RecordAccumulator(batch_size + BATCH_HEADER, linger_ms, buffer_memory, max_block_ms, max_in_flight)
 
 
 def _retry(acc, batch, at=None):
@@ -324,3 +325,17 @@ def test_abort_on_new_batch_queues_nothing_when_the_record_needs_a_new_batch():
     assert future is None and needs_new                                # 120 > 100: would open a new batch
     ready, _, _ = acc.drain(time.monotonic() + LINGER_MS)
     assert [[r[2] for r in b.records] for b in ready] == [[0, 1]]
+
+
+def test_an_encoded_batch_never_exceeds_batch_size():
+    # Found by the bench: batch.size = max.message.bytes (1 MiB) gave batches 9 bytes too big
+    # (RECORD_TOO_LARGE), because only the records were counted, not the 61-byte header.
+    from client.record_batch import build_batch
+
+    acc = RecordAccumulator(1000, LINGER_MS, 1_000_000, 0)
+    for i in range(40):
+        acc.append("t", 0, None, b"v" * 84, i)       # 100 bytes a record in the body
+    acc.begin_flush()
+    ready, _, _ = acc.drain(time.monotonic())
+    sizes = [len(build_batch(b.records)) for b in ready]
+    assert len(sizes) == 5 and max(sizes) <= 1000 and sizes[0] > 1000 - 100, sizes
