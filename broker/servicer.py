@@ -282,7 +282,7 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                     if self._ending_streams.is_set():
                         return   # not appended: the producer retries it elsewhere
                     if len(request.partitions) > MAX_PARTITIONS_PER_REQUEST:
-                        put(request)  # the answering side aborts the stream with the reason
+                        put((request, None, 0.0))  # the answering side aborts the stream with the reason
                         return
                     deadline = time.monotonic() + (request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS) / 1000
                     if not put((request, self._replicas.append_to_leader(request.acks, _produce_entries(request)),
@@ -303,9 +303,9 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                 continue
             if item is None:
                 return
-            if not isinstance(item, tuple):
-                self._check_size(len(item.partitions), context)
             request, results, deadline = item
+            if results is None:
+                self._check_size(len(request.partitions), context)   # aborts: too many partitions
             yield self._produce_response(request, self._replicas.await_replication(request.acks, results, deadline),
                                          context)
 

@@ -53,7 +53,6 @@ class InFlightRequest:
     correlation_id: int
     batches: list[ProducerBatch]
     deadline: float          # monotonic: no answer by then and the stream is given up
-    address: Address
 
 
 @dataclass
@@ -133,7 +132,7 @@ class Sender(threading.Thread):
                 self._drop_stream(stream.address, KafkaConnectionError(
                     f"answer {response.correlation_id} came while {request.correlation_id} was the oldest"))
                 continue
-            self._complete(request, response)
+            self._complete(stream.address, request, response)
 
     def _drop_stream(self, address: Address, error: KafkaError) -> None:
         """Close the stream; every request in flight on it has an unknown outcome and is retried."""
@@ -251,11 +250,10 @@ class Sender(threading.Thread):
                 self._finish(b, None, -1)
             batches = []
         state.in_flight.append(InFlightRequest(correlation_id, batches,
-                                               time.monotonic() + cfg.request_timeout_ms / 1000 + 1, address))
+                                               time.monotonic() + cfg.request_timeout_ms / 1000 + 1))
         state.stream.send(request)
 
-    def _complete(self, request: InFlightRequest, response: kafka_pb2.ProduceResponse) -> None:
-        address = request.address
+    def _complete(self, address: Address, request: InFlightRequest, response: kafka_pb2.ProduceResponse) -> None:
         by_tp = {(b.topic, b.partition): b for b in request.batches}
         for r in response.partitions:
             batch = by_tp.pop((r.topic, r.partition), None)

@@ -37,7 +37,7 @@ from tests.chaos.history import read_history
 from tests.chaos.nemesis import NEMESES, make
 from tests.chaos.windows import FaultWindow, unavailability_windows
 from tests.chaos.workload import HistoryWriter, Workload, WorkloadConfig
-from tests.integration.cluster import REPO, wait_for
+from tests.integration.cluster import REPO, replica_offsets, wait_for
 
 PARTITIONS = 3
 HEAL_BOUND_S = 30.0
@@ -153,17 +153,20 @@ def run_round(cluster: ChaosCluster, index: int, seed: int, nemesis_name: str, o
         _wait_replicas_caught_up(cluster, topic, hws)
         for dump in cluster.replica_dumps(topic):
             history.write(dump)
-    result = check(read_history(path))
-    return RoundResult(index, seed, nemesis_name, list(event.targets), event.detail, started, path, result,
-                       unavailability_windows(read_history(path)), recovery, load.errors)
+    history_read = read_history(path)
+    return RoundResult(index, seed, nemesis_name, list(event.targets), event.detail, started, path,
+                       check(history_read), unavailability_windows(history_read), recovery, load.errors)
 
 
 def _wait_replicas_caught_up(cluster: ChaosCluster, topic: str, hws: dict[int, int]) -> None:
     """Producers stopped: let every follower fetch up to the final HW before its files are read."""
-    def caught_up() -> bool:
-        dumps = {(d["broker"], d["partition"]): d for d in cluster.replica_dumps(topic)}
-        return all(d["log_end_offset"] >= hws.get(d["partition"], 0) and d["high_watermark"] >= hws.get(
-            d["partition"], 0) for d in dumps.values())
+    def caught_up() -> bool:   # offsets only: the segment files are read once, after this
+        for p in cluster.partitions(topic):
+            for broker_id in p.replicas:
+                offsets = replica_offsets(cluster.broker(broker_id), topic, p.partition)
+                if offsets is None or min(offsets.log_end_offset, offsets.high_watermark) < hws.get(p.partition, 0):
+                    return False
+        return True
     try:
         wait_for(caught_up, 15, f"every replica of {topic} to reach the final HW", 0.2)
     except AssertionError:
