@@ -1,6 +1,7 @@
 """Replication figures: acks=all latency with one request in flight, and a restarted follower's catch-up rate.
 
-    .venv/bin/python -m bench.replication [--sync-records 2000] [--catchup-mb 50]   (`make bench-replication`)
+    .venv/bin/python -m bench.replication [--sync-records 2000] [--catchup-mb 50] [--fetch-stream 0|1]
+    (`make bench-replication`)
 
 Starts its own three brokers (free ports, temp dir; RF 3, min.insync.replicas 2) and:
 
@@ -75,9 +76,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sync-records", type=int, default=2000)
     ap.add_argument("--catchup-mb", type=int, default=100)
+    ap.add_argument("--fetch-stream", type=int, choices=(0, 1), default=1,
+                    help="replica.fetch.stream: 1 a long-lived fetch stream per follower-leader pair, 0 unary calls")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = write_cluster(Path(tmp), 3, {"min.insync.replicas": 2})
+        cluster = write_cluster(Path(tmp), 3, {"min.insync.replicas": 2, "replica.fetch.stream": args.fetch_stream})
         try:
             cluster.start_all()
             brokers = cluster.brokers

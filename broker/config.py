@@ -59,6 +59,8 @@ class BrokerSettings:
     replica_fetch_max_bytes: int = 1048576
     replica_fetch_response_max_bytes: int = 10485760
     replica_fetch_backoff_ms: int = 200
+    # 1: fetch over one long-lived stream per leader; 0: one unary call per fetch (to compare).
+    replica_fetch_stream: int = 1
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -85,6 +87,7 @@ _SETTING_KEYS = {
     "replica.fetch.max.bytes": "replica_fetch_max_bytes",
     "replica.fetch.response.max.bytes": "replica_fetch_response_max_bytes",
     "replica.fetch.backoff.ms": "replica_fetch_backoff_ms",
+    "replica.fetch.stream": "replica_fetch_stream",
     "log.segment.bytes": "log.segment_bytes",
     "log.roll.ms": "log.segment_ms",
     "log.retention.ms": "log.retention_ms",
@@ -209,6 +212,8 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
                 "replica_fetch_response_max_bytes"):
         if top.get(key, 1) < 1:
             raise ConfigError(f"{path}: {_key_of(key)} must be at least 1")
+    if top.get("replica_fetch_stream", 1) not in (0, 1):
+        raise ConfigError(f"{path}: replica.fetch.stream must be 0 or 1")
     defaults = BrokerSettings()
     heartbeat = top.get("broker_heartbeat_interval_ms", defaults.broker_heartbeat_interval_ms)
     if top.get("broker_session_timeout_ms", defaults.broker_session_timeout_ms) <= 2 * heartbeat:

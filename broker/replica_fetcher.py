@@ -2,16 +2,24 @@
 
 Kafka's ReplicaFetcherManager / ReplicaFetcherThread. Every partition this
 broker follows is assigned to the thread of its leader; the thread sends one
-long-polling ReplicaFetch for all of them (replica id, fetch offset = our log
-end, last fetched epoch, current leader epoch) and hands each partition's answer
-to the replica manager, which appends, truncates on a diverging epoch, or resets
-an out-of-range offset under the partition's lock. The decisions are in
+long-polling fetch for all of them (replica id, fetch offset = our log end, last
+fetched epoch, current leader epoch) and hands each partition's answer to the
+replica manager, which appends, truncates on a diverging epoch, or resets an
+out-of-range offset under the partition's lock. The decisions are in
 partition.py; this module is only threads and gRPC.
+
+The fetches go over one long-lived ReplicaFetchStream per leader, in lock step
+(replica.fetch.stream = 1, the default), or as one unary ReplicaFetch call each
+(0). The stream saves a call's setup on both replication hops of an acks=all
+produce. A stream has no deadline of its own, so the manager's watchdog cancels
+one whose answer is overdue (a leader paused by SIGSTOP, a dropped connection).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from typing import Callable
 
 import grpc
@@ -27,6 +35,35 @@ log = structlog.get_logger(__name__)
 
 TopicPartition = tuple[str, int]
 
+WATCHDOG_INTERVAL_S = 0.5
+# An answer later than the long poll's wait plus this is overdue: the call is cancelled.
+ANSWER_GRACE_S = 5.0
+
+_END = None  # ends the request side of a stream
+
+
+class StreamEnded(Exception):
+    """The leader ended the fetch stream (it is stopping)."""
+
+
+class FetchStream:
+    """One lock-step ReplicaFetchStream call: write a request, read its answer, repeat."""
+
+    def __init__(self, stub):
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._call = stub.ReplicaFetchStream(iter(self._requests.get, _END))
+
+    def round_trip(self, request: kafka_pb2.FetchRequest) -> kafka_pb2.FetchResponse:
+        self._requests.put(request)
+        try:
+            return next(self._call)
+        except StopIteration:
+            raise StreamEnded() from None
+
+    def close(self) -> None:
+        self._requests.put(_END)  # lets gRPC's thread that consumes the requests finish
+        self._call.cancel()
+
 
 class ReplicaFetcherThread:
     def __init__(self, broker_id: int, leader_id: int, address: Address, replicas: ReplicaManager,
@@ -41,6 +78,8 @@ class ReplicaFetcherThread:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._stream: FetchStream | None = None
+        self._sent_at: float | None = None   # monotonic time of the request awaiting its answer
         self._thread = threading.Thread(target=self._run, name=f"replica-fetcher-{leader_id}", daemon=True)
 
     def start(self) -> None:
@@ -60,6 +99,19 @@ class ReplicaFetcherThread:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        stream = self._stream
+        if stream is not None:
+            stream.close()   # a fetch blocked on a paused leader returns now
+
+    def cancel_if_overdue(self, now: float) -> bool:
+        """The watchdog's check: cancel the stream whose answer is overdue (the fetch then fails)."""
+        sent_at, stream = self._sent_at, self._stream
+        overdue = self._settings.replica_fetch_wait_max_ms / 1000 + ANSWER_GRACE_S
+        if sent_at is None or stream is None or now - sent_at <= overdue:
+            return False
+        log.info("replica_fetch_overdue", leader=self.leader_id, waited_s=round(now - sent_at, 3))
+        stream.close()
+        return True
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -81,6 +133,8 @@ class ReplicaFetcherThread:
                 ok = False
             if not ok:
                 self._stop.wait(backoff_s)
+        if self._stream is not None:
+            self._stream.close()
 
     def _build_request(self, partitions: dict[TopicPartition, int]) -> kafka_pb2.FetchRequest | None:
         wanted = []
@@ -100,12 +154,11 @@ class ReplicaFetcherThread:
 
     def _fetch_once(self, request: kafka_pb2.FetchRequest, partitions: dict[TopicPartition, int]) -> bool:
         """One round trip; False when the leader could not be asked or refused some partition."""
-        stub = self._connections.replication(self._address)
-        timeout = self._settings.replica_fetch_wait_max_ms / 1000 + 5.0
         try:
-            response = stub.ReplicaFetch(request, timeout=timeout)
-        except grpc.RpcError as e:
-            log.debug("leader_unreachable", leader=self.leader_id, code=str(e.code()))
+            response = self._round_trip(request)
+        except (grpc.RpcError, StreamEnded) as e:
+            code = e.code() if isinstance(e, grpc.RpcError) else "stream ended"
+            log.debug("leader_unreachable", leader=self.leader_id, code=str(code))
             return False
         ok = True
         for p in response.partitions:
@@ -119,6 +172,23 @@ class ReplicaFetcherThread:
                          error=fetched.error.name)
             ok = self._replicas.on_fetched(tp, self.leader_id, epoch, fetched) and ok
         return ok
+
+
+    def _round_trip(self, request: kafka_pb2.FetchRequest) -> kafka_pb2.FetchResponse:
+        stub = self._connections.replication(self._address)
+        if not self._settings.replica_fetch_stream:
+            return stub.ReplicaFetch(request, timeout=self._settings.replica_fetch_wait_max_ms / 1000 + ANSWER_GRACE_S)
+        if self._stream is None:
+            self._stream = FetchStream(stub)
+        self._sent_at = time.monotonic()
+        try:
+            return self._stream.round_trip(request)
+        except (grpc.RpcError, StreamEnded):
+            self._stream.close()
+            self._stream = None
+            raise
+        finally:
+            self._sent_at = None
 
 
 def _fetch_result(p: kafka_pb2.FetchPartitionResponse) -> FetchResult:
@@ -140,6 +210,17 @@ class ReplicaFetcherManager:
         self._threads: dict[int, ReplicaFetcherThread] = {}
         self._leader_of: dict[TopicPartition, int] = {}
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="replica-fetch-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(WATCHDOG_INTERVAL_S):
+            with self._lock:
+                threads = list(self._threads.values())
+            now = time.monotonic()
+            for t in threads:
+                t.cancel_if_overdue(now)
 
     def attach(self, replicas: ReplicaManager) -> None:
         self._replicas = replicas
@@ -175,6 +256,7 @@ class ReplicaFetcherManager:
             del self._threads[leader_id]
 
     def shutdown(self) -> None:
+        self._closed.set()
         with self._lock:
             threads = list(self._threads.values())
             self._threads.clear()

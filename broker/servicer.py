@@ -109,6 +109,10 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
     def close(self) -> None:
         self._connections.close()
 
+    def serving(self, context: grpc.ServicerContext) -> bool:
+        """A long poll or stream goes on while its caller is there and the broker is not stopping."""
+        return context.is_active() and not self._ending_streams.is_set()
+
     def _check_size(self, n: int, context: grpc.ServicerContext) -> None:
         if n > MAX_PARTITIONS_PER_REQUEST:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -346,7 +350,7 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
             wait_ms = min(wait_ms, int(max(0.0, remaining - 0.05) * 1000))
         results = self._replicas.fetch(request.replica_id, wait_ms, request.min_bytes,
                                        request.max_bytes or DEFAULT_FETCH_MAX_BYTES, parts,
-                                       request.read_from_replica, context.is_active)
+                                       request.read_from_replica, lambda: self.serving(context))
         return kafka_pb2.FetchResponse(partitions=[self._fetch_response(r) for r in results],
                                        answered_by=self._broker_id)
 
@@ -382,9 +386,21 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         self._kafka = kafka
 
     def ReplicaFetch(self, request, context):
-        if request.replica_id < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ReplicaFetch needs the follower's broker id as replica_id")
+        _check_replica_id(request, context)
         return self._kafka._fetch(request, context)
+
+    def ReplicaFetchStream(self, request_iterator, context):
+        """Lock step: each request is answered before the follower writes the next one."""
+        for request in request_iterator:
+            _check_replica_id(request, context)
+            yield self._kafka._fetch(request, context)
+            if not self._kafka.serving(context):
+                return   # stopping: the follower reconnects, to the new leader
+
+
+def _check_replica_id(request, context) -> None:
+    if request.replica_id < 0:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ReplicaFetch needs the follower's broker id as replica_id")
 
 
 def _refused_as_not_controller(response) -> bool:

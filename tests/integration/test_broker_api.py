@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
 
@@ -210,6 +211,41 @@ def test_replica_fetch_is_for_replicas_only(single_broker):
     assert replica_fetch(2).partitions[0].error_code == common_pb2.NOT_LEADER_OR_FOLLOWER
     with pytest.raises(grpc.RpcError) as e:
         replica_fetch(-1)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_replica_fetch_stream_answers_each_request_in_lock_step(single_broker):
+    Admin(single_broker.bootstrap).create_topic("replstream", partitions=1, replication_factor=1)
+    values = [b"a", b"b", b"c"]
+    for v in values:
+        produce_raw(single_broker, "replstream", record_batch.build_batch([(None, v, 1)]))
+    repl = replication_pb2_grpc.ReplicationStub(grpc.insecure_channel(single_broker.bootstrap))
+    requests: list = []
+    wake = threading.Event()
+
+    def request_iterator():
+        # Like the follower: write the next request only once the previous one was answered.
+        for offset in range(len(values)):
+            wake.wait(10)
+            wake.clear()
+            yield kafka_pb2.FetchRequest(replica_id=1, max_wait_ms=0, partitions=[
+                kafka_pb2.FetchPartition(topic="replstream", partition=0, fetch_offset=offset, current_leader_epoch=-1,
+                                         partition_max_bytes=1)])  # 1 byte: one whole batch per answer
+            requests.append(offset)
+
+    wake.set()
+    got = []
+    call = repl.ReplicaFetchStream(request_iterator(), timeout=20)
+    for answer in call:
+        p = answer.partitions[0]
+        assert p.error_code == 0
+        got.append(record_batch.decode_all(p.records)[0].value)
+        wake.set()
+    assert got == values and requests == [0, 1, 2]
+
+    bad = repl.ReplicaFetchStream(iter([kafka_pb2.FetchRequest(replica_id=-1)]), timeout=10)
+    with pytest.raises(grpc.RpcError) as e:
+        list(bad)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -271,8 +271,20 @@ BASICS_RECORDS = 1000
 
 
 def test_acks_all_through_a_follower_reaches_every_replica_in_order(quiet_cluster):
-    cluster = quiet_cluster
-    topic = "basics"
+    acks_all_through_a_follower(quiet_cluster, "basics")
+
+
+def test_unary_replica_fetches_replicate_the_same(tmp_path):
+    """replica.fetch.stream = 0 (one unary ReplicaFetch per fetch, kept to compare): the same guarantees."""
+    cluster = write_cluster(tmp_path, 3, {"replica.fetch.stream": 0})
+    try:
+        cluster.start_all(timeout=30)
+        acks_all_through_a_follower(cluster, "basics-unary")
+    finally:
+        cluster.stop_all()
+
+
+def acks_all_through_a_follower(cluster, topic: str) -> None:
     create_topic(cluster, topic, 1, 3, {"min.insync.replicas": "2"})
     leader_id = partition_meta(cluster.brokers[1], topic).leader_id
     follower = next(b for b in cluster.brokers.values() if b.broker_id != leader_id)

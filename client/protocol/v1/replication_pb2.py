@@ -25,13 +25,13 @@ _sym_db = _symbol_database.Default()
 from client.protocol.v1 import kafka_pb2 as client_dot_protocol_dot_v1_dot_kafka__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$client/protocol/v1/replication.proto\x12\traftka.v1\x1a\x1e\x63lient/protocol/v1/kafka.proto2P\n\x0bReplication\x12\x41\n\x0cReplicaFetch\x12\x17.raftka.v1.FetchRequest\x1a\x18.raftka.v1.FetchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$client/protocol/v1/replication.proto\x12\traftka.v1\x1a\x1e\x63lient/protocol/v1/kafka.proto2\x9d\x01\n\x0bReplication\x12\x41\n\x0cReplicaFetch\x12\x17.raftka.v1.FetchRequest\x1a\x18.raftka.v1.FetchResponse\x12K\n\x12ReplicaFetchStream\x12\x17.raftka.v1.FetchRequest\x1a\x18.raftka.v1.FetchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'client.protocol.v1.replication_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLICATION']._serialized_start=83
-  _globals['_REPLICATION']._serialized_end=163
+  _globals['_REPLICATION']._serialized_start=84
+  _globals['_REPLICATION']._serialized_end=241
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,11 @@ class ReplicationStub:
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FetchRequest.SerializeToString,
                 response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FetchResponse.FromString,
                 _registered_method=True)
+        self.ReplicaFetchStream = channel.stream_stream(
+                '/raftka.v1.Replication/ReplicaFetchStream',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FetchRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FetchResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicationServicer:
@@ -54,11 +59,29 @@ class ReplicationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplicaFetchStream(self, request_iterator, context):
+        """The same pull on one long-lived stream per (follower, leader) pair, in
+        lock step: the follower writes a FetchRequest, the leader answers it with
+        one FetchResponse, and only then does the follower write the next. It saves
+        a gRPC call's setup on each of the two replication hops of an acks=all
+        produce (the follower's next fetch is what advances the leader's high
+        watermark). Each request's max_wait_ms is capped by the broker's
+        fetch.max.wait.cap.ms; the stream itself has no deadline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ReplicaFetch': grpc.unary_unary_rpc_method_handler(
                     servicer.ReplicaFetch,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FetchRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FetchResponse.SerializeToString,
+            ),
+            'ReplicaFetchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReplicaFetchStream,
                     request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FetchRequest.FromString,
                     response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FetchResponse.SerializeToString,
             ),
@@ -88,6 +111,33 @@ class Replication:
             request,
             target,
             '/raftka.v1.Replication/ReplicaFetch',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.FetchRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.FetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaFetchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/raftka.v1.Replication/ReplicaFetchStream',
             client_dot_protocol_dot_v1_dot_kafka__pb2.FetchRequest.SerializeToString,
             client_dot_protocol_dot_v1_dot_kafka__pb2.FetchResponse.FromString,
             options,
