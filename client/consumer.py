@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 from client import record_batch
 from client.client import KafkaClient, backoff_s, hint_from_proto
@@ -27,14 +26,8 @@ from client.trace import Tracer
 EARLIEST, LATEST = -2, -1
 
 
-@dataclass(frozen=True)
-class ConsumerRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
+# (topic, partition, offset, timestamp, key, value), read by name: what the decoder builds.
+ConsumerRecord = record_batch.Record
 
 
 class Consumer:
@@ -120,7 +113,7 @@ class Consumer:
         missing = [p for p in partitions if p not in self.positions]
         if missing:
             self._init_positions(missing)
-        self._send_fetches(partitions, deadline)
+        self._send_fetches(partitions, min(self._fetch[0], int((deadline - time.monotonic()) * 1000)))
         self._fetch_done.clear()   # cleared before looking, so an answer arriving now still wakes us
         while not any(fetch.done() for fetch, _ in self._in_flight.values()):
             left = deadline - time.monotonic()
@@ -149,6 +142,10 @@ class Consumer:
                     self._client.trace("error", "Fetch", address, response.answered_by,
                                        f"{self.topic}-{r.partition}: {e}")
                     error = e
+        if records:
+            # As Kafka's consumer does: the next fetches go out before these records are handed back,
+            # so the brokers read and send while the application handles this poll's records.
+            self._send_fetches(partitions, self._fetch[0])
         if error is not None:
             if not records:
                 raise error  # poll() refreshes and backs off
@@ -161,10 +158,10 @@ class Consumer:
                 self._refresh_quietly()
         return records
 
-    def _send_fetches(self, partitions: list[int], deadline: float) -> None:
+    def _send_fetches(self, partitions: list[int], wait_ms: int) -> None:
         """A fetch to each leader that has none in flight, for its partitions no fetch is out for."""
         out = {p for _, asked in self._in_flight.values() for p in asked}
-        wait_ms = max(0, min(self._fetch[0], int((deadline - time.monotonic()) * 1000)))
+        wait_ms = max(0, wait_ms)
         for address, parts in self._by_target([p for p in partitions if p not in out]).items():
             if address in self._in_flight:
                 continue
@@ -191,10 +188,10 @@ class Consumer:
                 self._client.metadata.apply_leader_hint(self.topic, r.partition, hint)
             raise error_for_code(r.error_code, r.error_message, hint)
         position = self.positions[r.partition]
-        decoded = record_batch.decode_all(r.records, min_offset=position)
+        decoded = record_batch.decode_all(r.records, min_offset=position, topic=self.topic, partition=r.partition)
         if decoded:
             self.positions[r.partition] = decoded[-1].offset + 1
-        return [ConsumerRecord(self.topic, r.partition, d.offset, d.key, d.value, d.timestamp) for d in decoded]
+        return decoded
 
     def _reset_offset(self, partition: int, r) -> None:
         if self.auto_offset_reset == "none":

@@ -270,3 +270,27 @@ def test_records_without_a_key_stick_to_a_partition_batch_by_batch(single_broker
     runs = sum(1 for a, b in zip(partitions, partitions[1:]) if a != b) + 1
     # ~35 records fill a 4 KiB batch: records stick in runs of a batch, not one by one.
     assert runs <= 3000 // 20, f"{runs} runs of one partition in 3000 records: not sticky"
+
+
+def test_seek_after_a_poll_reads_from_the_new_position_despite_the_prefetch(single_broker):
+    """poll() sends the next fetch before returning; a seek made meanwhile must win over its answer."""
+    Admin(single_broker.bootstrap).create_topic("seekme", partitions=1, replication_factor=1)
+    with Producer(single_broker.bootstrap, acks="all") as p:
+        for i in range(10):
+            p.send("seekme", f"v{i}".encode(), partition=0)
+    with Consumer(single_broker.bootstrap, "seekme", from_beginning=True, fetch_max_wait_ms=200) as c:
+        first = consume_until(c, 10)
+        assert [r.offset for r in first] == list(range(10))
+        for target in (0, 7, 3):
+            c.seek(0, target)
+            again = consume_until(c, 10 - target)
+            assert [r.offset for r in again] == list(range(target, 10))
+            assert [r.value for r in again] == [f"v{i}".encode() for i in range(target, 10)]
+
+
+def consume_until(consumer, expected: int, timeout: float = 10.0) -> list:
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while len(got) < expected and time.monotonic() < deadline:
+        got.extend(consumer.poll(0.5))
+    return got

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client.errors import CorruptMessageError
-from client.record_batch import (CRC_START, HEADER_SIZE, LOG_OVERHEAD, MAGIC, Record, build_batch,
+from client.record_batch import (CRC_START, HEADER_SIZE, LOG_OVERHEAD, MAGIC, RECORD_HEADER, Record, build_batch,
                                  check_batch, decode_all, iter_batches, parse_header, stamp)
 
 COUNT_AT = 57          # record_count, int32
@@ -35,9 +35,11 @@ def test_header_is_61_bytes_and_batch_length_excludes_offset_and_length_fields()
 def test_round_trip_keys_values_and_timestamps():
     records = [(b"k1", b"v1", 1000), (None, b"v2", 1005), (b"k3", None, 999), (None, None, 2000)]
     batch = build_batch(records, base_offset=40)
-    out = decode_all(batch)
-    assert out == [Record(40, 1000, b"k1", b"v1"), Record(41, 1005, None, b"v2"),
-                   Record(42, 999, b"k3", None), Record(43, 2000, None, None)]
+    out = decode_all(batch, topic="t", partition=3)
+    assert out == [Record("t", 3, 40, 1000, b"k1", b"v1"), Record("t", 3, 41, 1005, None, b"v2"),
+                   Record("t", 3, 42, 999, b"k3", None), Record("t", 3, 43, 2000, None, None)]
+    assert [(r.topic, r.partition, r.offset, r.timestamp) for r in out] == [("t", 3, 40 + i, ts) for i, ts in
+                                                                            enumerate((1000, 1005, 999, 2000))]
 
 
 def test_empty_bytes_and_none_stay_distinct_for_key_and_value():
@@ -281,4 +283,23 @@ def test_property_build_then_decode_round_trips(records, ts_base, base_offset, e
     assert h.base_timestamp == min(r[2] for r in recs)
     assert h.max_timestamp == max(r[2] for r in recs)
     assert h.next_offset == base_offset + len(recs)
-    assert decode_all(batch) == [Record(base_offset + i, t, k, v) for i, (k, v, t) in enumerate(recs)]
+    assert decode_all(batch) == [Record("", -1, base_offset + i, t, k, v) for i, (k, v, t) in enumerate(recs)]
+
+
+def _batch_with_body(body: bytes, count: int) -> bytes:
+    # A valid header and CRC around a hand-made body: only the record lengths are wrong.
+    from client.record_batch import _assemble
+    return _assemble(body, count, 0, 0, 0, -1, -1, -1, -1)
+
+
+@pytest.mark.parametrize("body,count,reason", [
+    (RECORD_HEADER.pack(0, -2, 1) + b"v", 1, "negative record length"),
+    (RECORD_HEADER.pack(0, -1, 50) + b"v" * 10, 1, "do not fill the body"),
+    (RECORD_HEADER.pack(0, -1, 1) + b"v" + b"extra", 1, "do not fill the body"),
+    (RECORD_HEADER.pack(0, -1, 1) + b"v", 2, "overrun the body"),
+])
+def test_record_lengths_that_disagree_with_the_body_are_corrupt_even_with_a_good_crc(body, count, reason):
+    batch = _batch_with_body(body, count)
+    check_batch(batch)  # the broker's header-and-CRC check passes: the records are the decoder's to judge
+    with pytest.raises(CorruptMessageError, match=reason):
+        decode_all(batch)
