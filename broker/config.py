@@ -50,7 +50,7 @@ class BrokerSettings:
     # The metadata quorum's Raft timers (pysyncobj): an election starts after a
     # random timeout in [min, max] without a heartbeat from the leader.
     quorum_election_timeout_ms: int = 400
-    quorum_election_timeout_max_ms: int = 1400
+    quorum_election_timeout_max_ms: int = 800
     quorum_heartbeat_interval_ms: int = 100
     metadata_commit_timeout_ms: int = 5000
     # Replication (Kafka's names): a follower out of sync this long leaves the ISR (Kafka: 30000).

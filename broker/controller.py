@@ -110,6 +110,7 @@ class Controller:
                 log.exception("controller_tick_failed")
 
     def _tick(self, now: float) -> None:
+        self._watch_links(now)
         if not self._quorum.leader_caught_up():
             if self._active_term is not None:
                 log.info("controller_resigned", term=self._active_term)
@@ -128,12 +129,19 @@ class Controller:
             self._next_reconcile = now + 1.0
             self._reconcile()
 
+    def _watch_links(self, now: float) -> None:
+        """Every broker, controller or not, notes when its Raft link to each other broker dropped."""
+        for broker_id in list(self.image.brokers):
+            if broker_id != self.broker_id:
+                up = self._quorum.peer_connected(broker_id)
+                with self._liveness_lock:
+                    self._liveness.set_link(broker_id, up, now)
+
     def _fence_dead_brokers(self, now: float) -> None:
         for b in list(self.image.brokers.values()):
             if b.fenced or b.broker_id == self.broker_id:
                 continue
             with self._liveness_lock:
-                self._liveness.set_link(b.broker_id, self._quorum.peer_connected(b.broker_id))
                 reason = self._liveness.fence_reason(b.broker_id, now)
             if reason is not None:
                 self._fence(b.broker_id, reason)

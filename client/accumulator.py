@@ -43,6 +43,7 @@ class ProducerBatch:
     size: int = 0
     attempts: int = 0
     retry_at: float = 0.0
+    leader_epoch: int = -1               # the leader epoch its last failed attempt was aimed at
     full: bool = False
     drain_order: int = -1                # when it was first drained (-1: never): its place in the partition
     # Idempotence: the bytes are built once, with the producer id and sequence, and every
@@ -209,6 +210,24 @@ class RecordAccumulator:
             queue.insert(at, batch)
             self._in_flight[tp] -= 1
             self._wake()
+
+    def backing_off(self, now: float) -> set[tuple[str, int]]:
+        """Partitions whose next batch is a retry still waiting out its backoff."""
+        with self.cond:
+            return {tp for tp, queue in self._queues.items()
+                    if queue and queue[0].attempts and queue[0].retry_at > now}
+
+    def leader_changed(self, tp: tuple[str, int], leader_epoch: int, now: float) -> bool:
+        """A newer leader is known for ``tp``: its retries aimed at an older one go now, without
+        waiting out their backoff (KIP-951: the backoff is for asking the same leader again)."""
+        with self.cond:
+            due = [b for b in self._queues.get(tp, ()) if b.attempts and b.retry_at > now
+                   and b.leader_epoch < leader_epoch]
+            for b in due:
+                b.retry_at = now
+            if due:
+                self._wake()
+            return bool(due)
 
     def has_earlier_retry(self, batch: ProducerBatch) -> bool:
         """Is a batch drained before this one of its partition waiting to be retried? Then this

@@ -69,6 +69,7 @@ class Sender(threading.Thread):
         self._config = config
         self._stopping = False
         self._metadata_stale = False
+        self._next_leader_poll = 0.0   # 0: no retry is waiting (see _poll_new_leaders)
         # Idempotence (KIP-98): the producer id and each partition's next sequence number.
         self._producer_id = -1
         self._producer_epoch = -1
@@ -91,10 +92,11 @@ class Sender(threading.Thread):
                        and not any(s.in_flight for s in self._streams.values())):
                 self._handle_answers()
                 self._expire_requests(time.monotonic())
+                next_poll = self._poll_new_leaders(time.monotonic())
                 batches, next_ready, version = self._acc.drain(time.monotonic())
                 if not batches:
-                    self._acc.wait_for_work(min(next_ready, self._next_deadline(), time.monotonic() + 0.5),
-                                            version)
+                    self._acc.wait_for_work(min(next_ready, self._next_deadline(), next_poll,
+                                                time.monotonic() + 0.5), version)
                     continue
                 if self._metadata_stale:
                     self._refresh_metadata({b.topic for b in batches})
@@ -196,6 +198,26 @@ class Sender(threading.Thread):
             self._next_sequence[tp] = sequence + len(batch.records)
         return batch.built
 
+    def _poll_new_leaders(self, now: float) -> float:
+        """While retries back off, look for their partitions' new leaders every retry.backoff.ms; a
+        retry whose leader changed goes at once (KIP-951) instead of after a backoff grown to up to
+        retry.backoff.max.ms. Returns when to look next (inf when no retry is waiting)."""
+        waiting = self._acc.backing_off(now)
+        if not waiting:
+            self._next_leader_poll = 0.0
+            return float("inf")
+        if self._next_leader_poll == 0.0:
+            self._next_leader_poll = now + self._config.retry_backoff_ms / 1000  # the failure just refreshed
+        if now < self._next_leader_poll:
+            return self._next_leader_poll
+        self._next_leader_poll = now + self._config.retry_backoff_ms / 1000
+        self._refresh_metadata({topic for topic, _ in waiting})
+        for tp in waiting:
+            info = self._client.metadata.partition(*tp)
+            if info is not None and info.leader >= 0:
+                self._acc.leader_changed(tp, info.leader_epoch, now)
+        return self._next_leader_poll
+
     def _refresh_metadata(self, sending: set[str]) -> None:
         """Ask for the topics being sent to as well as the cached ones: a lagging broker (one that just
         restarted and replays its journal) may answer UNKNOWN_TOPIC_OR_PARTITION, which drops the topic
@@ -295,6 +317,7 @@ class Sender(threading.Thread):
         else:
             if error.invalid_metadata:
                 self._metadata_stale = True
+            batch.leader_epoch = self._leader_epoch(batch)
             batch.retry_at = time.monotonic() + backoff_s(batch.attempts + 1, cfg.retry_backoff_ms,
                                                           cfg.retry_backoff_max_ms)
             if address is not None:

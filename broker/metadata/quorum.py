@@ -86,7 +86,7 @@ class MetadataStateMachine(SyncObjConsumer):
 
 class MetadataQuorum:
     def __init__(self, cluster_id: str, self_address: str, peers: dict[int, str], local_broker_id: int,
-                 data_dir: Path, secret: str, election_timeout_s: tuple[float, float] = (0.4, 1.4),
+                 data_dir: Path, secret: str, election_timeout_s: tuple[float, float] = (0.4, 0.8),
                  heartbeat_period_s: float = 0.1):
         self.local_broker_id = local_broker_id
         self._self_address = self_address

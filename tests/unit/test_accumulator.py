@@ -339,3 +339,25 @@ def test_an_encoded_batch_never_exceeds_batch_size():
     ready, _, _ = acc.drain(time.monotonic())
     sizes = [len(build_batch(b.records)) for b in ready]
     assert len(sizes) == 5 and max(sizes) <= 1000 and sizes[0] > 1000 - 100, sizes
+
+
+def test_a_retry_skips_its_backoff_once_a_newer_leader_is_known():
+    """KIP-951: the backoff is for asking the same leader again; a new leader epoch ends it."""
+    acc = _acc(linger_ms=0)
+    acc.append("t", 0, None, b"a", 1)
+    acc.append("t", 1, None, b"b", 1)
+    now = time.monotonic()
+    (b0, b1), _, _ = acc.drain(now)
+    for batch in (b0, b1):
+        batch.leader_epoch = 4          # the epoch the failed attempt was aimed at
+        _retry(acc, batch, at=now + 10)
+    assert acc.backing_off(now) == {("t", 0), ("t", 1)}
+    assert acc.drain(now)[0] == []
+
+    assert not acc.leader_changed(("t", 0), 4, now)      # same leader: keep backing off
+    assert acc.drain(now)[0] == []
+    assert acc.leader_changed(("t", 0), 5, now)          # a newer one: go now
+    ready, _, _ = acc.drain(now)
+    assert ready == [b0]
+    assert acc.backing_off(now) == {("t", 1)}            # the other partition still waits
+    assert acc.drain(now + 10)[0] == [b1]

@@ -221,7 +221,7 @@ def test_a_session_timeout_of_at_most_two_heartbeat_intervals_is_refused(tmp_pat
 
 
 @pytest.mark.parametrize("config", [
-    {"controller.quorum.election.timeout.ms": 1400},            # min == max (the default max)
+    {"controller.quorum.election.timeout.ms": 800},             # min == max (the default max)
     {"controller.quorum.election.timeout.ms": 500, "controller.quorum.election.timeout.max.ms": 400},
     {"controller.quorum.heartbeat.interval.ms": 200},           # 3 x 200 >= the default min 400
     {"controller.quorum.election.timeout.ms": 300, "controller.quorum.heartbeat.interval.ms": 100},

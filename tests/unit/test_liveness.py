@@ -36,7 +36,7 @@ def test_fence_deadlines(heard_at, link_up, alive_until, reason):
     live = _liveness()
     if heard_at is not None:
         live.heartbeat(1, heard_at)
-    live.set_link(1, link_up)
+    live.set_link(1, link_up, heard_at or START)
     assert live.fence_reason(1, (heard_at or START) + EPS) is None
     assert live.fence_reason(1, alive_until) is None                  # exactly at the deadline: still alive
     assert live.fence_reason(1, alive_until + EPS) == reason
@@ -53,8 +53,8 @@ def test_each_heartbeat_restarts_the_session():
 def test_a_link_that_comes_back_up_stops_the_connection_lost_rule():
     live = _liveness()
     live.heartbeat(1, START)
-    live.set_link(1, False)
-    live.set_link(1, True)
+    live.set_link(1, False, START)
+    live.set_link(1, True, START + INTERVAL)
     assert live.fence_reason(1, START + 3 * INTERVAL) is None
 
 
@@ -71,7 +71,7 @@ def test_activation_forgets_heartbeats_heard_before_it():
 def test_brokers_are_judged_independently():
     live = _liveness()
     live.heartbeat(1, START + 4)
-    live.set_link(2, False)
+    live.set_link(2, False, START + 3)
     live.heartbeat(2, START + 4)
     assert live.fence_reason(1, START + SESSION + EPS) is None
     assert live.fence_reason(2, START + SESSION + EPS) is None
@@ -86,7 +86,43 @@ def test_property_without_new_heartbeats_a_fenced_broker_stays_fenceable(beats, 
     live = _liveness()
     for t in sorted(beats):
         live.heartbeat(1, START + t)
-    live.set_link(1, link_up)
+    live.set_link(1, link_up, START)
     t1 = START + max(beats, default=0) + first
     if live.fence_reason(1, t1) is not None:
         assert live.fence_reason(1, t1 + later) is not None
+
+
+def test_a_new_controller_fences_at_once_a_broker_whose_link_dropped_before_it_took_over():
+    # The old controller and broker 1 were one process: killed together. This broker saw the link
+    # drop at START - 3 while it was a follower; it wins the election and activates at START.
+    live = BrokerLiveness(heartbeat_interval_s=INTERVAL, session_timeout_s=SESSION)
+    live.set_link(1, False, START - 3)
+    live.set_link(2, True, START - 3)
+    live.activate(START)
+    assert live.fence_reason(1, START + EPS) == CONNECTION_LOST
+    assert live.fence_reason(2, START + EPS) is None           # link up: the grace period applies
+
+
+def test_a_link_that_dropped_just_before_activation_still_gets_two_intervals():
+    live = BrokerLiveness(heartbeat_interval_s=INTERVAL, session_timeout_s=SESSION)
+    live.set_link(1, False, START - 0.5)
+    live.activate(START)
+    assert live.fence_reason(1, START - 0.5 + 2 * INTERVAL) is None
+    assert live.fence_reason(1, START - 0.5 + 2 * INTERVAL + EPS) == CONNECTION_LOST
+
+
+def test_a_heartbeat_after_activation_counts_over_the_link_drop():
+    # A live broker whose Raft link is down (reconnecting) but which heartbeats to the new controller.
+    live = BrokerLiveness(heartbeat_interval_s=INTERVAL, session_timeout_s=SESSION)
+    live.set_link(1, False, START - 3)
+    live.activate(START)
+    live.heartbeat(1, START)
+    assert live.fence_reason(1, START + 2 * INTERVAL) is None
+    assert live.fence_reason(1, START + 2 * INTERVAL + EPS) == CONNECTION_LOST
+
+
+def test_set_link_keeps_the_first_moment_the_link_was_seen_down():
+    live = _liveness()
+    live.set_link(1, False, START)
+    live.set_link(1, False, START + 1.5)   # still down at the next tick
+    assert live.fence_reason(1, START + 2 * INTERVAL + EPS) == CONNECTION_LOST
