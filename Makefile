@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run kill test chaos bench bench-failover bench-replication proto clean-data clean
+.PHONY: venv run kill test chaos bench bench-failover bench-replication profile proto clean-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raftka needs Python >= 3.11"'
@@ -45,6 +45,11 @@ chaos: $(STAMP)
 # W4 failover, broker RSS and ready time; a table on stdout and bench/results.json.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Where the time goes in W2 and W3: py-spy samples of the client and the three brokers (needs py-spy on PATH:
+# pip install py-spy; it is a profiler, not a raftka dependency).
+profile: $(STAMP)
+	$(BIN)/python -m bench.profile
 
 # Metadata-quorum figures (median of 5): time to a ready cluster, kill -9 of a leader to its successor.
 bench-failover: $(STAMP)

@@ -56,10 +56,12 @@ class ProducerBatch:
     error: BaseException | None = None
     callbacks: list = field(default_factory=list)
 
-    def add(self, key: bytes | None, value: bytes | None, timestamp_ms: int) -> "RecordFuture":
-        self.records.append((key, value, timestamp_ms))
-        self.size += RECORD_OVERHEAD + len(key or b"") + len(value or b"")
-        return RecordFuture(self, len(self.records) - 1)
+    def add(self, key: bytes | None, value: bytes | None, timestamp_ms: int, size: int = -1) -> "RecordFuture":
+        """Queue one record (``size``: its RECORD_OVERHEAD + key + value bytes, if the caller knows it)."""
+        records = self.records
+        records.append((key, value, timestamp_ms))
+        self.size += size if size >= 0 else RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+        return _new_tuple(RecordFuture, (self, len(records) - 1))
 
     def complete(self, base_offset: int) -> None:
         self.base_offset = base_offset
@@ -78,18 +80,24 @@ class ProducerBatch:
 
 
 _CALLBACKS_LOCK = threading.Lock()  # orders add_done_callback against completion
+_new_tuple = tuple.__new__
 
 
-class RecordFuture:
+class RecordFuture(tuple):
     """One record's outcome: concurrent.futures.Future's reading API (result, exception, done,
     add_done_callback), backed by its batch. Kafka hands out a future per record too; this one
-    costs a small object instead of a lock and a condition per record."""
+    is a (batch, index) tuple, built with one C call (``tuple.__new__``) on the producer's hot
+    path, instead of a lock and a condition per record."""
 
-    __slots__ = ("_batch", "_index")
+    __slots__ = ()
 
-    def __init__(self, batch: ProducerBatch, index: int):
-        self._batch = batch
-        self._index = index
+    @property
+    def _batch(self) -> ProducerBatch:
+        return self[0]
+
+    @property
+    def _index(self) -> int:
+        return self[1]
 
     def done(self) -> bool:
         return self._batch.done_event.is_set()
@@ -127,7 +135,10 @@ class RecordAccumulator:
         self.linger_s = linger_ms / 1000
         self.buffer_memory = buffer_memory
         self.max_block_s = max_block_ms / 1000
-        self.cond = threading.Condition()
+        # append() takes the lock itself (C code) rather than through the Condition's Python
+        # __enter__/__exit__: it runs once per record.
+        self._lock = threading.RLock()
+        self.cond = threading.Condition(self._lock)
         self._queues: dict[tuple[str, int], deque[ProducerBatch]] = {}
         self._in_flight: dict[tuple[str, int], int] = {}   # batches sent and not answered, per partition
         self._drained = 0
@@ -142,16 +153,14 @@ class RecordAccumulator:
 
         ``abort_on_new_batch`` (records without a key, KIP-480): when the record needs a new batch,
         queue nothing and answer (None, True), so that the sticky partitioner moves on first."""
-        size = RECORD_OVERHEAD + len(key or b"") + len(value or b"")
-        with self.cond:
-            deadline = time.monotonic() + self.max_block_s
-            while self._buffered + size > self.buffer_memory and self._buffered > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise KafkaTimeoutError(f"Failed to allocate {size} bytes within the configured max "
-                                            f"blocking time {int(self.max_block_s * 1000)} ms.")
-                self.cond.wait(left)
-            queue = self._queues.setdefault((topic, partition), deque())
+        size = RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+        with self._lock:
+            if self._buffered + size > self.buffer_memory and self._buffered > 0:
+                self._wait_for_room(size)
+            tp = (topic, partition)
+            queue = self._queues.get(tp)
+            if queue is None:
+                queue = self._queues[tp] = deque()
             batch = queue[-1] if queue and not queue[-1].full and queue[-1].attempts == 0 else None
             created = batch is None or (BATCH_HEADER + batch.size + size > self.batch_size and batch.records)
             if created and abort_on_new_batch:
@@ -162,7 +171,7 @@ class RecordAccumulator:
                 batch = ProducerBatch(topic, partition, time.monotonic())
                 queue.append(batch)
                 self._incomplete += 1
-            future = batch.add(key, value, timestamp_ms)
+            future = batch.add(key, value, timestamp_ms, size)
             self._buffered += size
             filled = BATCH_HEADER + batch.size >= self.batch_size
             if filled:
@@ -170,6 +179,16 @@ class RecordAccumulator:
             if filled or created:  # a new batch has a new linger deadline; a full one is due now
                 self._wake()
         return future, filled
+
+    def _wait_for_room(self, size: int) -> None:
+        """buffer.memory is used up: wait (holding the condition) for room, up to max.block.ms."""
+        deadline = time.monotonic() + self.max_block_s
+        while self._buffered + size > self.buffer_memory and self._buffered > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KafkaTimeoutError(f"Failed to allocate {size} bytes within the configured max "
+                                        f"blocking time {int(self.max_block_s * 1000)} ms.")
+            self.cond.wait(left)
 
     def drain(self, now: float) -> tuple[list[ProducerBatch], float, int]:
         """Batches ready to send (in partition order), when the next one is due, and a version."""

@@ -166,6 +166,9 @@ class Producer:
             return p
 
     def _sticky_partition(self, topic: str, count: int) -> int:
+        p = self._sticky.get(topic)   # the per-record fast path: a dict read needs no lock
+        if p is not None and p < count:
+            return p
         with self._lock:
             p = self._sticky.get(topic)
             if p is None or p >= count:
