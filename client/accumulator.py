@@ -45,7 +45,14 @@ class ProducerBatch:
     retry_at: float = 0.0
     leader_epoch: int = -1               # the leader epoch its last failed attempt was aimed at
     full: bool = False
-    drain_order: int = -1                # when it was first drained (-1: never): its place in the partition
+    # When it was first drained (-1: never): its place in the partition. The halves of a split
+    # batch take its place: the first keeps it, the second sits between it and the next batch.
+    drain_order: float = -1
+    # Split because the broker refused it as RECORD_TOO_LARGE: its halves (first record index,
+    # batch); the records' futures follow them. It is done once both are.
+    pieces: list[tuple[int, "ProducerBatch"]] = field(default_factory=list)
+    parent: "ProducerBatch | None" = None
+    split_depth: int = 0
     # Idempotence: the bytes are built once, with the producer id and sequence, and every
     # retry resends them unchanged so the leader can recognise a duplicate.
     built: bytes | None = None
@@ -77,6 +84,18 @@ class ProducerBatch:
             callbacks, self.callbacks = self.callbacks, []
         for fn in callbacks:
             fn()
+        parent = self.parent
+        if parent is not None and all(piece.done_event.is_set() for _, piece in parent.pieces):
+            parent._resolve()
+
+    def holding(self, index: int) -> tuple["ProducerBatch", int]:
+        """The batch (this one, or a piece of it once split) that carries record ``index``, and
+        the record's index there."""
+        batch = self
+        while batch.pieces:
+            first, piece = next((f, p) for f, p in reversed(batch.pieces) if index >= f)
+            batch, index = piece, index - first
+        return batch, index
 
 
 _CALLBACKS_LOCK = threading.Lock()  # orders add_done_callback against completion
@@ -108,15 +127,15 @@ class RecordFuture(tuple):
 
     def result(self, timeout: float | None = None) -> RecordMetadata:
         self._wait(timeout)
-        b = self._batch
+        b, index = self._batch.holding(self._index)
         if b.error is not None:
             raise b.error
-        return RecordMetadata(b.topic, b.partition, b.base_offset + self._index if b.base_offset >= 0 else -1,
-                              b.records[self._index][2])
+        return RecordMetadata(b.topic, b.partition, b.base_offset + index if b.base_offset >= 0 else -1,
+                              b.records[index][2])
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._wait(timeout)
-        return self._batch.error
+        return self._batch.holding(self._index)[0].error
 
     def add_done_callback(self, fn) -> None:
         """``fn(self)`` once the record is acknowledged or failed (at once if it already is)."""
@@ -247,6 +266,30 @@ class RecordAccumulator:
             if due:
                 self._wake()
             return bool(due)
+
+    def split(self, batch: ProducerBatch, at: int) -> tuple[ProducerBatch, ProducerBatch]:
+        """Replace a drained batch by its records [:at] and [at:], queued in its place as retries due
+        now (Kafka splits a batch the broker refused as too large; the split is not an attempt)."""
+        tp = (batch.topic, batch.partition)
+        halves = []
+        for records, order in ((batch.records[:at], batch.drain_order),
+                               (batch.records[at:], batch.drain_order + 0.5 ** (batch.split_depth + 1))):
+            half = ProducerBatch(batch.topic, batch.partition, batch.created, records, full=True,
+                                 attempts=max(batch.attempts, 1), retry_at=0.0, drain_order=order,
+                                 parent=batch, split_depth=batch.split_depth + 1)
+            half.size = sum(RECORD_OVERHEAD + len(k or b"") + len(v or b"") for k, v, _ in records)
+            halves.append(half)
+        batch.pieces = [(0, halves[0]), (at, halves[1])]
+        with self.cond:
+            queue = self._queues.setdefault(tp, deque())
+            where = next((i for i, b in enumerate(queue) if b.drain_order < 0 or b.drain_order > batch.drain_order),
+                         len(queue))
+            queue.insert(where, halves[1])
+            queue.insert(where, halves[0])
+            self._in_flight[tp] -= 1
+            self._incomplete += 1     # two batches to complete instead of one
+            self._wake()
+        return halves[0], halves[1]
 
     def has_earlier_retry(self, batch: ProducerBatch) -> bool:
         """Is a batch drained before this one of its partition waiting to be retried? Then this

@@ -28,7 +28,7 @@ from client.accumulator import ProducerBatch, RecordAccumulator
 from client.client import KafkaClient, backoff_s, hint_from_proto
 from client.connection import Address
 from client.errors import (KafkaConnectionError, KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumberError,
-                           RequestTimedOutError, error_for_code)
+                           RecordTooLargeError, RequestTimedOutError, error_for_code)
 from client.produce_stream import ProduceStream
 from client.protocol.v1 import kafka_pb2
 
@@ -288,11 +288,32 @@ class Sender(threading.Thread):
                 continue
             hint = hint_from_proto(r.leader_hint) if r.HasField("leader_hint") else None
             error = error_for_code(r.error_code, r.error_message, hint)
+            if isinstance(error, RecordTooLargeError) and len(batch.records) > 1:
+                self._split(batch, address, response.answered_by)
+                continue
             # Overtaking a batch that is being retried is not this batch's fault: retry it after that one.
             overtook = isinstance(error, OutOfOrderSequenceNumberError) and self._acc.has_earlier_retry(batch)
             self._retry_or_fail(batch, error, address, response.answered_by, force_retry=overtook)
         for batch in by_tp.values():  # a broker that forgot a partition: treat as a lost answer
             self._retry_or_fail(batch, KafkaError("no answer for this partition in the produce response"))
+
+    def _split(self, batch: ProducerBatch, address: Address, answered_by: int) -> None:
+        """RECORD_TOO_LARGE for a batch of several records (batch.size above the topic's
+        max.message.bytes): send its halves instead, as Kafka's producer does. Idempotent halves
+        keep the batch's sequence range (first half from its base sequence, second after it), so
+        the batches behind it in flight stay numbered right."""
+        half = len(batch.records) // 2
+        first, second = self._acc.split(batch, half)
+        if batch.built is not None and batch.producer_id == self._producer_id:
+            h = record_batch.parse_header(batch.built)
+            for piece, start in ((first, 0), (second, half)):
+                piece.built = record_batch.build_batch(piece.records, producer_id=h.producer_id,
+                                                       producer_epoch=h.producer_epoch,
+                                                       base_sequence=h.base_sequence + start)
+                piece.producer_id = h.producer_id
+        self._client.trace("retry", "Produce", address, answered_by,
+                           f"RECORD_TOO_LARGE for {batch.topic}-{batch.partition}: splitting its "
+                           f"{len(batch.records)} records into {half} + {len(batch.records) - half}")
 
     def _leader_epoch(self, batch: ProducerBatch) -> int:
         info = self._client.metadata.partition(batch.topic, batch.partition)

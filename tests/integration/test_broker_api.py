@@ -294,3 +294,23 @@ def consume_until(consumer, expected: int, timeout: float = 10.0) -> list:
     while len(got) < expected and time.monotonic() < deadline:
         got.extend(consumer.poll(0.5))
     return got
+
+
+@pytest.mark.parametrize("acks", ["all", 1])
+def test_a_batch_refused_as_too_large_is_split_and_every_record_lands_once_in_order(single_broker, acks):
+    """batch.size 1 MiB against a topic's max.message.bytes of 4,000: the producer halves what the
+    broker refuses (RECORD_TOO_LARGE) until it fits, as Kafka's producer does."""
+    topic = f"split-{acks}"
+    Admin(single_broker.bootstrap).create_topic(topic, partitions=1, replication_factor=1,
+                                                config={"max.message.bytes": "4000"})
+    values = [f"v{i:04d}".encode() * 10 for i in range(600)]          # 50 B each: ~33 KB in one batch
+    hops: list = []
+    with Producer(single_broker.bootstrap, acks=acks, batch_size=1024 * 1024, linger_ms=50,
+                  tracer=hops.append) as p:
+        futures = [p.send(topic, v, partition=0) for v in values]
+        offsets = [f.result(timeout=30).offset for f in futures]
+    assert offsets == list(range(len(values)))
+    splits = [h for h in hops if h.kind == "retry" and "RECORD_TOO_LARGE" in h.detail]
+    assert len(splits) >= 7, "33 KB down to under 4,000 bytes takes at least 7 halvings on the way"
+    got = consume_all(single_broker.bootstrap, topic, len(values))
+    assert [(r.offset, r.value) for r in got] == list(enumerate(values))

@@ -361,3 +361,63 @@ def test_a_retry_skips_its_backoff_once_a_newer_leader_is_known():
     assert ready == [b0]
     assert acc.backing_off(now) == {("t", 1)}            # the other partition still waits
     assert acc.drain(now + 10)[0] == [b1]
+
+
+def test_a_split_batch_is_replaced_by_its_halves_in_its_place_and_its_futures_follow_them():
+    acc = _acc(batch_size=10_000, linger_ms=0)
+    futures = [acc.append("t", 0, None, f"r{i}".encode(), 100 + i)[0] for i in range(5)]
+    now = time.monotonic()
+    (big,), _, _ = acc.drain(now)
+    later = acc.append("t", 0, None, b"later", 200)[0]       # a newer batch queued behind it
+    first, second = acc.split(big, 2)
+    assert ([r[1] for r in first.records], [r[1] for r in second.records]) == ([b"r0", b"r1"], [b"r2", b"r3", b"r4"])
+
+    ready, _, _ = acc.drain(now)
+    assert ready == [first]                # a retry goes alone: the halves first, in order
+    acc.done(first)
+    first.complete(40)
+    assert not futures[0].done()           # the record's batch is done only once both halves are
+    ready, _, _ = acc.drain(now)
+    assert ready == [second]
+    acc.done(second)
+    second.complete(90)                    # another producer wrote 42..89 in between
+    assert [f.result(0).offset for f in futures] == [40, 41, 90, 91, 92]
+    assert [f.result(0).timestamp for f in futures] == [100, 101, 102, 103, 104]
+    ready, _, _ = acc.drain(time.monotonic())
+    assert [r[1] for r in ready[0].records] == [b"later"]
+    acc.done(ready[0])
+    ready[0].complete(93)
+    assert later.result(0).offset == 93
+    assert not acc.has_incomplete()
+
+
+def test_a_half_can_be_split_again_and_keeps_its_place():
+    acc = _acc(batch_size=10_000, linger_ms=0)
+    futures = [acc.append("t", 0, None, f"r{i}".encode(), 1)[0] for i in range(4)]
+    now = time.monotonic()
+    (big,), _, _ = acc.drain(now)
+    first, second = acc.split(big, 2)
+    (sent,), _, _ = acc.drain(now)
+    a, b = acc.split(sent, 1)              # the first half was too large as well
+    order = []
+    for _ in range(3):
+        (batch,), _, _ = acc.drain(now)
+        order.append([r[1] for r in batch.records])
+        acc.done(batch)
+        batch.complete(len(order) * 10)
+    assert order == [[b"r0"], [b"r1"], [b"r2", b"r3"]]
+    assert [f.result(0).offset for f in futures] == [10, 20, 30, 31]
+    assert not acc.has_incomplete()
+
+
+def test_a_failed_half_fails_only_its_own_records():
+    acc = _acc(batch_size=10_000, linger_ms=0)
+    futures = [acc.append("t", 0, None, f"r{i}".encode(), 1)[0] for i in range(4)]
+    (big,), _, _ = acc.drain(time.monotonic())
+    first, second = acc.split(big, 2)
+    first.complete(0)
+    second.fail(RuntimeError("too large even alone"))
+    assert [f.exception(0) is None for f in futures] == [True, True, False, False]
+    assert futures[1].result(0).offset == 1
+    with pytest.raises(RuntimeError):
+        futures[3].result(0)
