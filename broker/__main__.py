@@ -14,7 +14,7 @@ import signal
 import sys
 
 # EXIT_BAD_CONFIG (2): configuration, port or data-dir lock error, which the supervisor does not restart.
-from broker.supervisor import EXIT_BAD_CONFIG, supervise
+from broker.supervisor import EXIT_BAD_CONFIG, EXIT_LOG_DIR_FAILURE, supervise
 
 # gRPC core writes C-level lines straight to stderr; keep only its errors.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -30,8 +30,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # One line like every other configuration error (argparse's own adds a usage block); still exit 2.
+        self.exit(EXIT_BAD_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kbroker", description="Run one raftka broker.")
+    parser = _Parser(prog="kbroker", description="Run one raftka broker.")
     parser.add_argument("--config", default="cluster.toml", help="cluster file (default: cluster.toml)")
     parser.add_argument("--id", type=int, required=True, help="this broker's id in the cluster file")
     parser.add_argument("--log-format", choices=("console", "json"),
@@ -42,6 +48,17 @@ def main(argv: list[str] | None = None) -> int:
                              "exit code 2 (bad config, port in use, data dir locked) is not restarted")
     args = parser.parse_args(argv)
 
+    from broker.config import ConfigError, load_cluster_config
+
+    try:
+        # Also before supervising: a bad file is one line from here, not the child's line plus
+        # the supervisor's "not restarting".
+        cluster = load_cluster_config(args.config)
+        cluster.broker(args.id)
+    except ConfigError as e:
+        print(f"kbroker: error: {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
     if args.restart_delay is not None:
         child = [sys.executable, "-m", "broker", "--config", args.config, "--id", str(args.id)]
         if args.log_format:
@@ -49,27 +66,25 @@ def main(argv: list[str] | None = None) -> int:
         return supervise(child, args.id, args.restart_delay)
 
     from broker.broker import Broker, PortInUseError
-    from broker.config import ConfigError, load_cluster_config
-    from broker.log.manager import DataDirLockedError, InconsistentDataDirError
+    from broker.log.manager import DataDirLockedError, DataDirUnusableError, InconsistentDataDirError
     from broker.metadata.quorum import QuorumStartError
     from broker.logging_setup import configure_logging
+    from client.errors import KafkaStorageError
 
-    try:
-        cluster = load_cluster_config(args.config)
-        cluster.broker(args.id)
-    except ConfigError as e:
-        print(f"kbroker: error: {e}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
     configure_logging(args.id, args.log_format)
     broker = Broker(cluster, args.id)
     signal.signal(signal.SIGTERM, lambda *_: broker.request_stop())
     signal.signal(signal.SIGINT, lambda *_: broker.request_stop())
     try:
         broker.start()
-    except (PortInUseError, DataDirLockedError, InconsistentDataDirError, QuorumStartError) as e:
+    except (PortInUseError, DataDirLockedError, DataDirUnusableError, InconsistentDataDirError,
+            QuorumStartError) as e:
         print(f"kbroker: error: {e}", file=sys.stderr)
         broker.stop()
         return EXIT_BAD_CONFIG
+    except KafkaStorageError as e:   # a data dir that cannot be read or written at start-up
+        print(f"kbroker: error: {e}", file=sys.stderr)
+        return EXIT_LOG_DIR_FAILURE
     broker.wait()
     broker.stop()
     return 0

@@ -3,6 +3,20 @@
 Start-up order matters for bad input: the port is bound and the data dir locked
 before anything is written, so a port in use or a second broker on the same
 data dir fails with one line and leaves no trace.
+
+A storage failure halts the broker (exit code EXIT_LOG_DIR_FAILURE). Kafka marks the
+failed log dir offline and halts once its last log dir is offline; raftka has one
+data dir per broker, so its first failure (disk full, read-only, a deleted or
+damaged file: broker/log/log_dir_failure.py) is that case. Halting instead of
+serving on is what moves leadership: the controller already fences a broker whose
+process is gone (its connections drop and its heartbeats stop) and elects the
+first live in-sync replica, so no new controller command is needed; staying up
+without storage would keep the leaderships and lose or refuse every write. The
+request in hand still gets its KAFKA_STORAGE_ERROR: the logs are offline at once,
+then the gRPC server gets a short grace to send the answers in flight. No log is
+closed cleanly, so the next start recovers (CRC-checks) what changed since the
+last flush and cuts any damaged tail; the supervisor restarts the broker (any exit
+code but 2) and it comes back as a follower.
 """
 
 from __future__ import annotations
@@ -10,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 import threading
 import time
 from concurrent import futures
@@ -23,30 +38,38 @@ from broker.config import ClusterConfig
 from broker.controller import Controller
 from broker.lifecycle import BrokerLifecycleManager
 from broker.log import LogManager
+from broker.log.log_dir_failure import LogDirFailure
 from broker.metadata.quorum import MetadataQuorum
 from broker.metadata_publisher import MetadataPublisher
 from broker.replica_fetcher import ReplicaFetcherManager
 from broker.replica_manager import ReplicaManager, wall_clock_ms
 from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer
+# Exit code 3 after a storage failure (not 2: the supervisor does not restart that one, and a
+# restart is what recovers the log).
+from broker.supervisor import EXIT_LOG_DIR_FAILURE
 from client.protocol.v1 import controller_pb2_grpc, kafka_pb2_grpc, replication_pb2_grpc
 
 log = structlog.get_logger(__name__)
+
+# How long in-flight answers (the KAFKA_STORAGE_ERROR of the failed request) get to go out.
+HALT_GRACE_S = 0.5
 
 
 class PortInUseError(Exception):
     pass
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Fail with one clear line before gRPC tries (its own bind error is a C-level log line)."""
+def _check_port_free(host: str, port: int, what: str) -> None:
+    """Fail with one clear line before gRPC tries (its own bind error is a C-level log line);
+    ``what`` names the setting (port, raft_port) so the user knows which one to change."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no conflict
         try:
             probe.bind((host, port))
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise PortInUseError(f"cannot listen on {host}:{port}: the port is in use") from None
-            raise PortInUseError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+                raise PortInUseError(f"cannot listen on {host}:{port} ({what}): the port is in use") from None
+            raise PortInUseError(f"cannot listen on {host}:{port} ({what}): {e.strerror}") from None
 
 
 class Broker:
@@ -67,13 +90,14 @@ class Broker:
         self._alter_partition: AlterPartitionManager | None = None
         self.replicas: ReplicaManager | None = None
         self._pid_file = self.address.data_dir / "broker.pid"
+        self._wrote_pid_file = False  # stop() must not remove the pid file of the broker holding the lock
         self._started = False
 
     def start(self) -> None:
         started = time.monotonic()
         a, s = self.address, self.settings
-        _check_port_free(a.host, a.port)
-        _check_port_free(a.host, a.raft_port)
+        _check_port_free(a.host, a.port, "port")
+        _check_port_free(a.host, a.raft_port, "raft_port")
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.grpc_max_workers, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
@@ -84,17 +108,25 @@ class Broker:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
                 ("grpc.http2.max_pings_without_data", 0),
+                # A connection that never finishes its HTTP/2 preface is closed, not kept forever.
+                ("grpc.server_handshake_timeout_ms", s.grpc_handshake_timeout_ms),
+                ("grpc.max_connection_idle_ms", s.grpc_max_connection_idle_ms),
+                # ... and every connection ends at this age, with the calls it never finished sending.
+                ("grpc.max_connection_age_ms", s.grpc_max_connection_age_ms),
+                ("grpc.max_connection_age_grace_ms", s.grpc_max_connection_age_grace_ms),
             ])
         try:
             self._server.add_insecure_port(f"{a.host}:{a.port}")
         except RuntimeError:
             raise PortInUseError(f"cannot listen on {a.host}:{a.port}: the port is in use") from None
 
-        a.data_dir.mkdir(parents=True, exist_ok=True)
         self._logs = LogManager(a.data_dir, s.log)
-        self._logs.open(wall_clock_ms())  # takes the data dir lock first
-        self._logs.check_meta(self.cluster.cluster_id, a.broker_id)
+        # Creates the data dir, takes its lock, refuses another cluster's or broker's data dir, then
+        # recovers: in that order, so a refused data dir is left as it was.
+        self._logs.open(wall_clock_ms(), identity=(self.cluster.cluster_id, a.broker_id))
+        self._logs.failure_channel.add_listener(self._on_log_dir_offline)
         self._pid_file.write_text(f"{os.getpid()}\n")  # for `make kill BROKER=N`
+        self._wrote_pid_file = True
 
         self.quorum = MetadataQuorum(
             self.cluster.cluster_id, f"{a.host}:{a.raft_port}",
@@ -119,7 +151,9 @@ class Broker:
         self._publisher = MetadataPublisher(self.quorum, self.replicas, self._lifecycle.holds_own_registration)
         self._publisher.start()
         self._kafka = KafkaServicer(a.broker_id, self.controller, self.quorum, self.replicas, self._client_address,
-                                    self._publisher.wait_published)
+                                    self._publisher.wait_published,
+                                    max_concurrent_streams=s.grpc_max_concurrent_streams,
+                                    fetch_max_bytes=s.fetch_max_bytes)
         kafka_pb2_grpc.add_KafkaServicer_to_server(self._kafka, self._server)
         replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationServicer(self._kafka), self._server)
         controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self.controller), self._server)
@@ -160,6 +194,26 @@ class Broker:
             except Exception:  # a storage error must not end checkpoints and retention for good
                 log.exception("housekeeping_failed")
 
+    def _on_log_dir_offline(self, failure: LogDirFailure) -> None:
+        # On its own thread: the reporting thread is answering the request in hand.
+        threading.Thread(target=self._halt, args=(failure,), name="log-dir-failure", daemon=True).start()
+
+    def _halt(self, failure: LogDirFailure) -> None:
+        """Answer what is in flight, then exit without closing anything (Kafka's Exit.halt)."""
+        log.error("broker_halting", reason=failure.reason, log_dir=str(failure.log_dir), error=failure.message,
+                  exit_code=EXIT_LOG_DIR_FAILURE)
+        try:
+            if self._kafka is not None:
+                self._kafka.end_streams()
+            if self._server is not None:
+                self._server.stop(grace=HALT_GRACE_S).wait(HALT_GRACE_S + 1.0)
+        except Exception:  # noqa: BLE001 - halting anyway
+            log.exception("halt_grace_failed")
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_LOG_DIR_FAILURE)
+
     def wait(self) -> None:
         self._stop.wait()
 
@@ -194,6 +248,7 @@ class Broker:
             self.quorum.stop()
         if self._logs is not None:
             self._logs.close(clean=True)
+        if self._wrote_pid_file:
             self._pid_file.unlink(missing_ok=True)
         if self._started:
             log.info("broker_stopped")

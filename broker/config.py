@@ -43,6 +43,23 @@ class BrokerSettings:
     grpc_max_workers: int = 64
     grpc_max_concurrent_rpcs: int = 256
     grpc_max_message_bytes: int = 64 * 1024 * 1024
+    # Calls that hold a worker thread for long (ProduceStream, ReplicaFetchStream, a Fetch or
+    # ReplicaFetch that long-polls) share this many slots; one more is refused with
+    # RESOURCE_EXHAUSTED, so grpc_max_workers - this many threads always serve unary calls.
+    grpc_max_concurrent_streams: int = 32
+    # A connection that has not finished its HTTP/2 handshake by then is closed.
+    grpc_handshake_timeout_ms: int = 10000
+    # A connection with no call in progress for this long gets a GOAWAY (clients reconnect on their
+    # next call): idle connections, a stranger's included, cannot pile up.
+    grpc_max_connection_idle_ms: int = 300000
+    # Every connection is closed (GOAWAY, then cut after the grace) once this old: calls that never
+    # finish sending their request (each holds a worker thread in grpcio) end with it. Clients
+    # reconnect; an idempotent producer resends what was in flight.
+    grpc_max_connection_age_ms: int = 300000
+    grpc_max_connection_age_grace_ms: int = 10000
+    # Broker cap on one Fetch answer (Kafka's fetch.max.bytes, 55 MiB there): a request asking for
+    # more, or for 0 (no limit), gets this; the first batch still comes whole (KIP-74).
+    fetch_max_bytes: int = 52428800
     # Liveness: a broker whose connections dropped is fenced after two missed
     # heartbeats; a hung one after the session timeout (Kafka: 2000 / 9000).
     broker_heartbeat_interval_ms: int = 250
@@ -76,6 +93,12 @@ _SETTING_KEYS = {
     "grpc.max.workers": "grpc_max_workers",
     "grpc.max.concurrent.rpcs": "grpc_max_concurrent_rpcs",
     "grpc.max.message.bytes": "grpc_max_message_bytes",
+    "grpc.max.concurrent.streams": "grpc_max_concurrent_streams",
+    "grpc.handshake.timeout.ms": "grpc_handshake_timeout_ms",
+    "grpc.max.connection.idle.ms": "grpc_max_connection_idle_ms",
+    "grpc.max.connection.age.ms": "grpc_max_connection_age_ms",
+    "grpc.max.connection.age.grace.ms": "grpc_max_connection_age_grace_ms",
+    "fetch.max.bytes": "fetch_max_bytes",
     "broker.heartbeat.interval.ms": "broker_heartbeat_interval_ms",
     "broker.session.timeout.ms": "broker_session_timeout_ms",
     "controller.quorum.election.timeout.ms": "quorum_election_timeout_ms",
@@ -98,6 +121,8 @@ _SETTING_KEYS = {
 
 
 SECRET_ENV = "RAFTKA_CLUSTER_SECRET"
+# Room for the protobuf fields around the record bytes of a request or answer.
+GRPC_ENVELOPE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -125,7 +150,9 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
         raise ConfigError(f"cannot read cluster config {path}: no such file") from None
     except OSError as e:
         raise ConfigError(f"cannot read cluster config {path}: {e.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:  # TOML is UTF-8; say where, not the codec's wording
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}: {e.object[e.start]:#04x})") from None
+    except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     return parse_cluster_config(raw, path)
 
@@ -182,6 +209,8 @@ def _check_unique(brokers: tuple[BrokerAddress, ...], path: Path) -> None:
         if b.broker_id in seen_ids:
             raise ConfigError(f"{path}: broker id {b.broker_id} appears twice")
         seen_ids.add(b.broker_id)
+        if b.port == b.raft_port:  # else the message below would say "broker 1 and broker 1"
+            raise ConfigError(f"{path}: broker {b.broker_id} has port = raft_port = {b.port}; they must differ")
         for port in (b.port, b.raft_port):
             other = seen_ports.get((b.host, port))
             if other is not None:
@@ -209,9 +238,12 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
     for key in ("num_partitions", "default_replication_factor", "min_insync_replicas", "grpc_max_workers",
                 "grpc_max_concurrent_rpcs", "broker_heartbeat_interval_ms", "quorum_heartbeat_interval_ms",
                 "metadata_commit_timeout_ms", "replica_lag_time_max_ms", "replica_fetch_max_bytes",
-                "replica_fetch_response_max_bytes"):
+                "replica_fetch_response_max_bytes", "grpc_max_concurrent_streams", "grpc_handshake_timeout_ms",
+                "grpc_max_connection_idle_ms", "grpc_max_connection_age_ms", "grpc_max_connection_age_grace_ms",
+                "fetch_max_bytes"):
         if top.get(key, 1) < 1:
             raise ConfigError(f"{path}: {_key_of(key)} must be at least 1")
+    _check_limits(top, path)
     if top.get("replica_fetch_stream", 1) not in (0, 1):
         raise ConfigError(f"{path}: replica.fetch.stream must be 0 or 1")
     defaults = BrokerSettings()
@@ -228,6 +260,24 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
         return BrokerSettings(**top, log=LogConfig(**log))
     except ValueError as e:  # the log layer's own range checks
         raise ConfigError(f"{path}: {e}") from None
+
+
+def _check_limits(top: dict[str, int], path: Path) -> None:
+    """The limits must nest: a stream cap below the worker threads, a batch and a fetch answer below
+    the largest gRPC message."""
+    defaults = BrokerSettings()
+    value = {k: top.get(k, getattr(defaults, k)) for k in (
+        "grpc_max_workers", "grpc_max_concurrent_streams", "grpc_max_concurrent_rpcs", "grpc_max_message_bytes",
+        "message_max_bytes", "fetch_max_bytes", "replica_fetch_response_max_bytes")}
+    if value["grpc_max_concurrent_streams"] >= value["grpc_max_workers"]:
+        raise ConfigError(f"{path}: grpc.max.concurrent.streams ({value['grpc_max_concurrent_streams']}) must be "
+                          f"less than grpc.max.workers ({value['grpc_max_workers']}), so unary calls keep threads")
+    if value["grpc_max_concurrent_rpcs"] < value["grpc_max_workers"]:
+        raise ConfigError(f"{path}: grpc.max.concurrent.rpcs must be at least grpc.max.workers")
+    for key in ("message_max_bytes", "fetch_max_bytes", "replica_fetch_response_max_bytes"):
+        if value[key] + GRPC_ENVELOPE_BYTES > value["grpc_max_message_bytes"]:
+            raise ConfigError(f"{path}: {_key_of(key)} ({value[key]}) plus {GRPC_ENVELOPE_BYTES} bytes of envelope "
+                              f"must fit in grpc.max.message.bytes ({value['grpc_max_message_bytes']})")
 
 
 def _key_of(field_name: str) -> str:

@@ -155,7 +155,10 @@ class ReplicaManager:
 
     def delete_stray_logs(self) -> None:
         """Logs on disk for partitions the metadata no longer gives this broker (a topic deleted while
-        it was down) are removed. Only once the metadata has caught up (the publisher calls this)."""
+        it was down) are removed. Only once the metadata has caught up (the publisher calls this).
+        Never while the data dir is offline: a partition that failed to load looks stray too."""
+        if self._logs.offline:
+            return
         for tp in list(self._logs.all()):
             if tp not in self._partitions:
                 log.info("stray_log_deleted", topic=tp[0], partition=tp[1])
@@ -487,7 +490,12 @@ class ReplicaManager:
             if fetched.error is not None:
                 return False
             if fetched.records:
-                plog.append_as_follower(fetched.records, self._clock_ms())
+                try:
+                    plog.append_as_follower(fetched.records, self._clock_ms())
+                except KafkaStorageError as e:
+                    # Our data dir failed (already reported: the broker halts); nothing partial was kept.
+                    log.error("follower_append_failed", topic=tp[0], partition=tp[1], error=str(e))
+                    return False
                 observe_batches(hosted.producers, fetched.records)
             state.on_follower_append(plog.log_end_offset, fetched.high_watermark)
             state.log_start_offset = plog.log_start_offset

@@ -6,11 +6,12 @@ response; gRPC status codes are kept for malformed requests (INVALID_ARGUMENT).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import grpc
 import structlog
@@ -18,15 +19,16 @@ import structlog
 from broker.controller import Controller, TopicRequest
 from broker.metadata.image import MetadataImage
 from broker.metadata.quorum import MetadataQuorum
-from broker.replica_manager import (CONSUMER_REPLICA_ID, FetchRequestPartition, FetchResult, ReplicaManager)
+from broker.replica_manager import (CONSUMER_REPLICA_ID, FetchRequestPartition, FetchResult, ProduceResult,
+                                    ReplicaManager)
+from client import record_batch
 from client.connection import Connections
-from client.errors import KafkaError, LeaderHintInfo, NotControllerError, RequestTimedOutError
+from client.errors import CorruptMessageError, KafkaError, LeaderHintInfo, NotControllerError, RequestTimedOutError
 from client.protocol.v1 import (common_pb2, controller_pb2, controller_pb2_grpc, kafka_pb2, kafka_pb2_grpc,
                                 replication_pb2_grpc)
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_FETCH_MAX_BYTES = 52428800       # fetch.max.bytes
 DEFAULT_ADMIN_TIMEOUT_MS = 15000
 # Set on a request one broker forwards to the controller: the receiver must not forward it again.
 FORWARDED_HEADER = "raftka-forwarded-by"
@@ -65,6 +67,43 @@ class FaultBudget:
             return True
 
 
+class StreamSlots:
+    """A per-broker cap on the calls that hold a gRPC worker thread for long: produce and replica
+    fetch streams, and fetches that long-poll. One more is refused (RESOURCE_EXHAUSTED) at once,
+    so idle streams can never take the threads that Metadata and other unary calls need."""
+
+    def __init__(self, limit: int, broker_id: int):
+        self.limit = limit
+        self._broker_id = broker_id
+        self._lock = threading.Lock()
+        self._holders: set[int] = set()   # id() of the contexts holding a slot
+
+    @contextlib.contextmanager
+    def hold(self, context: grpc.ServicerContext, what: str) -> Iterator[None]:
+        """Hold one slot for ``context`` (nothing more if it holds one already: a fetch stream's
+        fetches), or abort the call."""
+        key = id(context)
+        with self._lock:
+            if key in self._holders:
+                taken = False
+            elif len(self._holders) >= self.limit:
+                taken = None
+            else:
+                self._holders.add(key)
+                taken = True
+        if taken is None:
+            log.warning("stream_refused", call=what, limit=self.limit)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{what} refused: broker {self._broker_id} already serves {self.limit} streams and "
+                          f"long polls (grpc.max.concurrent.streams); retry later")
+        try:
+            yield
+        finally:
+            if taken:
+                with self._lock:
+                    self._holders.discard(key)
+
+
 def _produce_entries(request) -> list[tuple[str, int, bytes, int]]:
     return [(p.topic, p.partition, p.records, p.current_leader_epoch) for p in request.partitions]
 
@@ -90,8 +129,11 @@ def _wants_hint(error: KafkaError | None) -> bool:
 class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
     def __init__(self, broker_id: int, controller: Controller, quorum: MetadataQuorum, replicas: ReplicaManager,
                  broker_address: Callable[[int], tuple[str, int]],
-                 wait_published: Callable[[Callable[[MetadataImage], bool], float], bool]):
+                 wait_published: Callable[[Callable[[MetadataImage], bool], float], bool],
+                 max_concurrent_streams: int, fetch_max_bytes: int):
         self._broker_id = broker_id
+        self.streams = StreamSlots(max_concurrent_streams, broker_id)
+        self._fetch_max_bytes = fetch_max_bytes
         self._wait_published = wait_published
         self._controller = controller
         self._quorum = quorum
@@ -217,6 +259,9 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                                     lambda image: not any(n in image.topics for n in request.topics))
 
     def ElectLeaders(self, request, context):
+        if request.election_type not in (kafka_pb2.PREFERRED, kafka_pb2.UNCLEAN):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"election_type {request.election_type} is neither 0 (PREFERRED) nor 1 (UNCLEAN)")
         self._check_size(sum(max(len(tp.partitions), 1) for tp in request.topic_partitions), context)
 
         def handle():
@@ -262,13 +307,31 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
 
     def Produce(self, request, context):
         self._check_size(len(request.partitions), context)
-        results = self._replicas.append_records(request.acks, request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS,
-                                                _produce_entries(request))
+        deadline = time.monotonic() + max(request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS, 0) / 1000
+        results = self._replicas.await_replication(request.acks, self._append(request), deadline)
         return self._produce_response(request, results, context)
+
+    def _append(self, request) -> list[ProduceResult]:
+        """Append each batch whose records frame its body; the others answer CORRUPT_MESSAGE."""
+        entries = _produce_entries(request)
+        bad = {}
+        for i, (topic, partition, records, _) in enumerate(entries):
+            problem = record_batch.record_framing_error(records)
+            if problem is not None:
+                bad[i] = ProduceResult(topic, partition, CorruptMessageError(problem))
+        if not bad:
+            return self._replicas.append_to_leader(request.acks, entries)
+        appended = iter(self._replicas.append_to_leader(request.acks,
+                                                        [e for i, e in enumerate(entries) if i not in bad]))
+        return [bad[i] if i in bad else next(appended) for i in range(len(entries))]
 
     def ProduceStream(self, request_iterator, context):
         """Pipelined produce: a reader thread appends each request as it arrives, in stream order;
         this generator answers them in the same order, each once its acks are satisfied."""
+        with self.streams.hold(context, "ProduceStream"):
+            yield from self._produce_stream(request_iterator, context)
+
+    def _produce_stream(self, request_iterator, context):
         appended: queue.Queue = queue.Queue(maxsize=MAX_PENDING_PRODUCES)
 
         def put(item) -> bool:
@@ -289,8 +352,7 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                         put((request, None, 0.0))  # the answering side aborts the stream with the reason
                         return
                     deadline = time.monotonic() + (request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS) / 1000
-                    if not put((request, self._replicas.append_to_leader(request.acks, _produce_entries(request)),
-                                deadline)):
+                    if not put((request, self._append(request), deadline)):
                         return
             except Exception:  # noqa: BLE001 - the client cancelled or the stream broke: nothing more to read
                 pass
@@ -340,17 +402,20 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
         self._check_size(len(request.partitions), context)
         if request.max_bytes < 0 or request.min_bytes < 0 or any(p.partition_max_bytes < 0 for p in request.partitions):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_bytes, min_bytes and partition_max_bytes must be >= 0")
+        cap = self._fetch_max_bytes   # 0 asks for no limit: the broker's own limit then
         parts = [FetchRequestPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
-                                       p.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES,
+                                       min(p.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES, cap),
                                        p.last_fetched_epoch if request.replica_id >= 0 else -1)
                  for p in request.partitions]
-        wait_ms = request.max_wait_ms
+        wait_ms = max(request.max_wait_ms, 0)
         remaining = context.time_remaining()
         if remaining is not None:  # answer (empty) before the caller's deadline rather than after it
             wait_ms = min(wait_ms, int(max(0.0, remaining - 0.05) * 1000))
-        results = self._replicas.fetch(request.replica_id, wait_ms, request.min_bytes,
-                                       request.max_bytes or DEFAULT_FETCH_MAX_BYTES, parts,
-                                       request.read_from_replica, lambda: self.serving(context))
+        long_poll = wait_ms > 0 and request.min_bytes > 0   # it may hold its thread for wait_ms
+        with self.streams.hold(context, "a long-polling Fetch") if long_poll else contextlib.nullcontext():
+            results = self._replicas.fetch(request.replica_id, wait_ms, request.min_bytes,
+                                           min(request.max_bytes or cap, cap), parts, request.read_from_replica,
+                                           lambda: self.serving(context))
         return kafka_pb2.FetchResponse(partitions=[self._fetch_response(r) for r in results],
                                        answered_by=self._broker_id)
 
@@ -391,11 +456,12 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
 
     def ReplicaFetchStream(self, request_iterator, context):
         """Lock step: each request is answered before the follower writes the next one."""
-        for request in request_iterator:
-            _check_replica_id(request, context)
-            yield self._kafka._fetch(request, context)
-            if not self._kafka.serving(context):
-                return   # stopping: the follower reconnects, to the new leader
+        with self._kafka.streams.hold(context, "ReplicaFetchStream"):
+            for request in request_iterator:
+                _check_replica_id(request, context)
+                yield self._kafka._fetch(request, context)
+                if not self._kafka.serving(context):
+                    return   # stopping: the follower reconnects, to the new leader
 
 
 def _check_replica_id(request, context) -> None:
@@ -432,6 +498,8 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                                                       should_shut_down=r.should_shut_down, **_error_fields(r.error))
 
     def AlterPartition(self, request, context):
+        if len(set(request.new_isr)) != len(request.new_isr):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"new_isr {list(request.new_isr)} names a broker twice")
         try:
             reg = self._controller.alter_partition(request.broker_id, request.broker_epoch, request.topic,
                                                    request.topic_id, request.partition, request.leader_epoch,

@@ -28,6 +28,9 @@ from types import FrameType
 # kbroker's exit code for a configuration, port or data-dir lock error: the same
 # error would come back on every restart, so the supervisor passes it on instead.
 EXIT_BAD_CONFIG = 2
+# kbroker's exit code after a storage failure of its data dir (a full disk, a read-only or
+# damaged file): restarted, since the restart's recovery cuts the log back to whole batches.
+EXIT_LOG_DIR_FAILURE = 3
 # A child that dies this soon after its start, this many times in a row, is in a
 # crash loop: restarting it forever would only fill the terminal.
 QUICK_DEATH_S = 1.0
@@ -43,6 +46,8 @@ def _say(line: str) -> None:
 
 
 def _describe(returncode: int) -> str:
+    if returncode == EXIT_LOG_DIR_FAILURE:
+        return f"exit code {returncode} (storage failure: its data dir went offline)"
     if returncode >= 0:
         return f"exit code {returncode}"
     try:

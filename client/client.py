@@ -9,7 +9,7 @@ import time
 import grpc
 
 from client.connection import Address, Connections, format_address, parse_bootstrap
-from client.errors import (InvalidRequestError, KafkaConnectionError, KafkaError, LeaderHintInfo,
+from client.errors import (BrokerBusyError, InvalidRequestError, KafkaConnectionError, KafkaError, LeaderHintInfo,
                            LeaderNotAvailableError, NoBrokersAvailable, RequestTimedOutError,
                            UnknownTopicOrPartitionError)
 from client.metadata import ClusterMetadata
@@ -80,6 +80,10 @@ class KafkaClient:
             return InvalidRequestError(f"{where} refused the request: {e.details()}")
         if code == grpc.StatusCode.UNAVAILABLE:
             return KafkaConnectionError(f"broker at {where} is unreachable")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" not in (e.details() or ""):
+            # A broker limit on calls in progress; gRPC's message-size check (grpc.max.message.bytes)
+            # says "larger than max" and stays a connection error: on a stream it is not one batch's fault.
+            return BrokerBusyError(f"{where} is busy: {e.details()}")
         return KafkaConnectionError(f"call to {where} failed: {code.name} {e.details()}")
 
     # ---- metadata -----------------------------------------------------------------

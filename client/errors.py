@@ -269,6 +269,14 @@ class KafkaConnectionError(KafkaError):
     description = "The connection to the broker failed."
 
 
+class BrokerBusyError(KafkaError):
+    """gRPC RESOURCE_EXHAUSTED: a broker limit (grpc.max.concurrent.streams, grpc.max.concurrent.rpcs)
+    refused the call; the same call may go through once others end."""
+
+    name, retriable = "BrokerBusyError", True
+    description = "The broker refused the call: too many calls in progress."
+
+
 class NoBrokersAvailable(KafkaError):
     name, retriable, invalid_metadata = "NoBrokersAvailable", True, True
     description = "No bootstrap broker could be reached."

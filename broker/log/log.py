@@ -11,6 +11,14 @@ when told, and deletes old segments by retention. It never decodes records.
 
 Every method takes the log's RLock: produce, fetch and housekeeping run on several
 gRPC worker threads. Nothing here reads a clock: time-dependent methods take now_ms.
+
+Storage faults: an OSError becomes KafkaStorageError and is reported to the failure
+handler the LogManager installs (the data dir then goes offline, see
+log_dir_failure.py); a failed append leaves no partial batch behind (the segment
+cuts it off, and the log end only moves after a whole write). Reads check every
+batch they return (header, CRC, offsets): a damaged one is never served
+(CorruptMessageError) and the recovery point drops below it, so the next start
+cuts the log there and the replica re-fetches the rest from the leader.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from broker.log.checkpoint import (TMP_SUFFIX, fsync_directory, read_offset_chec
 from broker.log.config import LogConfig, UNLIMITED
 from broker.log.leader_epoch_cache import EpochEntry, LeaderEpochCache
 from broker.log.offset_index import INDEX_SUFFIX
-from broker.log.segment import (MAX_RELATIVE_OFFSET, LogSegment, log_file_name,
+from broker.log.segment import (MAX_RELATIVE_OFFSET, LogSegment, batch_problem, log_file_name,
                                 parse_segment_file_name)
 from client.errors import (CorruptMessageError, FencedLeaderEpochError, KafkaStorageError,
                            OffsetOutOfRangeError, RecordListTooLargeError)
@@ -83,6 +91,11 @@ class PartitionLog:
         self._unflushed_batches = 0
         self._last_written_hw: int | None = None
         self._closed = False
+        # Set once the data dir failed: every later call answers KafkaStorageError. A plain
+        # flag, set without the lock, so a failure in one log can take all offline at once.
+        self._offline = False
+        # Told (what was being done, the error) about every storage failure; see set_failure_handler.
+        self._failure_handler: Callable[[str, BaseException], None] | None = None
         self._lock = threading.RLock()
 
     # ---- opening -------------------------------------------------------------------
@@ -156,6 +169,25 @@ class PartitionLog:
         stored = read_offset_checkpoint(path)
         if stored is not None and stored != self._clamp(stored):
             write_offset_checkpoint(path, self._clamp(stored))
+
+    # ---- storage failures ------------------------------------------------------------
+
+    def set_failure_handler(self, handler: Callable[[str, BaseException], None]) -> None:
+        """``handler(message, error)`` is called on every storage failure of this log (the
+        LogManager takes the data dir offline)."""
+        self._failure_handler = handler
+
+    def mark_offline(self) -> None:
+        """The data dir failed: refuse every later read and write with KafkaStorageError."""
+        self._offline = True
+
+    @property
+    def offline(self) -> bool:
+        return self._offline
+
+    def _report_failure(self, message: str, error: BaseException) -> None:
+        if self._failure_handler is not None:
+            self._failure_handler(message, error)
 
     # ---- state -----------------------------------------------------------------------
 
@@ -369,7 +401,21 @@ class PartitionLog:
             if fetch_offset >= limit:
                 return b""
             with self._storage_errors("read"):
-                return b"".join(self._read_parts(fetch_offset, max_bytes, limit, min_one_batch))
+                try:
+                    return b"".join(self._read_parts(fetch_offset, max_bytes, limit, min_one_batch))
+                except CorruptMessageError as e:
+                    self._on_corrupt_read(fetch_offset, e)
+                    raise
+
+    def _on_corrupt_read(self, fetch_offset: int, error: CorruptMessageError) -> None:
+        """Bytes on disk changed after they were written: never serve them, and make the next
+        start check this part of the log (CRCs included) and cut it at the damaged batch."""
+        log.error("corrupt_batch_found", dir=str(self._directory), fetch_offset=fetch_offset, problem=str(error))
+        try:
+            self._lower_recovery_point(fetch_offset)
+        except OSError as e:  # the disk is failing anyway; the failure below takes the log offline
+            log.error("recovery_point_not_lowered", dir=str(self._directory), error=str(e))
+        self._report_failure(f"corrupt batch read at offset {fetch_offset} in {self._directory}", error)
 
     def _read_parts(self, offset: int, max_bytes: int, limit: int, min_one_batch: bool) -> Iterator[bytes]:
         total = 0
@@ -388,8 +434,11 @@ class PartitionLog:
                 if total > 0 or not min_one_batch:
                     return
                 room = first.size
+            if position + first.size > seg.size:
+                raise CorruptMessageError(f"batch at offset {first.base_offset} in {seg.path.name} declares "
+                                          f"{first.size} bytes, past the end of the segment")
             data = seg.read(position, room)
-            taken, offset = _whole_batches_below(data, limit)
+            taken, offset = _verified_batches_below(data, limit, first.base_offset)
             yield data if taken == len(data) else data[:taken]
             total += taken
             if position + taken < seg.size:  # the next batch did not fit, or is past the limit
@@ -575,6 +624,8 @@ class PartitionLog:
         with self._lock:
             if self._closed:
                 return
+            # An offline log must be recovered at the next start: no clean-shutdown marker.
+            clean = clean and not self._offline
             try:
                 if clean:
                     with self._storage_errors("close"):
@@ -598,6 +649,8 @@ class PartitionLog:
     def _check_open(self) -> None:
         if self._closed:
             raise KafkaStorageError(f"log {self._directory} is closed")
+        if self._offline:
+            raise KafkaStorageError(f"log {self._directory} is offline: its data dir failed")
 
     @contextmanager
     def _storage_errors(self, action: str) -> Iterator[None]:
@@ -605,7 +658,9 @@ class PartitionLog:
             yield
         except OSError as e:
             log.error("log_storage_error", dir=str(self._directory), action=action, error=str(e))
-            raise KafkaStorageError(f"cannot {action} in log {self._directory}: {e}") from e
+            message = f"cannot {action} in log {self._directory}: {e}"
+            self._report_failure(message, e)
+            raise KafkaStorageError(message) from e
 
     def __repr__(self) -> str:
         return (f"PartitionLog({self._directory.name}, offsets [{self._segments[0].base_offset}, "
@@ -705,11 +760,23 @@ def _over_size(excess: int) -> Callable[[LogSegment], bool]:
     return expired
 
 
-def _whole_batches_below(data: bytes, limit: int) -> tuple[int, int]:
-    """(bytes, next offset) of the leading whole batches in ``data`` that end at or below ``limit``."""
+def _verified_batches_below(data: bytes, limit: int, first_offset: int) -> tuple[int, int]:
+    """(bytes, next offset) of the leading whole batches in ``data`` that end at or below ``limit``.
+
+    ``data`` was read from a segment at the batch starting at ``first_offset``. Each
+    batch is checked (offsets continue, counts agree, CRC) before it may be served:
+    CorruptMessageError names the first bad one. A batch cut short by the end of
+    ``data`` is not an error (the read stopped at max_bytes); the caller checks the
+    first batch fits in its segment.
+    """
     taken, next_offset = 0, -1
+    expected = first_offset
     for pos, h in iter_batches(data):
+        problem = batch_problem(data, pos, h, expected)
+        if problem is not None:
+            raise CorruptMessageError(f"batch at offset {expected}: {problem}")
         if h.next_offset > limit:
             break
         taken, next_offset = pos + h.size, h.next_offset
+        expected = h.next_offset
     return taken, next_offset

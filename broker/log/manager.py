@@ -3,6 +3,11 @@
 The data dir holds one folder per partition replica (``<topic>-<partition>``), the
 lock file ``.lock`` (one broker process per data dir) and ``meta.properties``
 (which cluster and broker the data belongs to, as in Kafka).
+
+The data dir is Kafka's log dir, and raftka has one per broker: the first storage
+failure in any of its logs takes every log offline (KAFKA_STORAGE_ERROR from then
+on) and is reported on ``failure_channel`` (log_dir_failure.py), whose listener
+halts the broker.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import structlog
 from broker.log.checkpoint import fsync_directory, write_atomically
 from broker.log.config import LogConfig
 from broker.log.log import PartitionLog
+from broker.log.log_dir_failure import LogDirFailureChannel
 from client.errors import InvalidTopicError, KafkaStorageError
 
 log = structlog.get_logger(__name__)
@@ -38,6 +44,10 @@ class DataDirLockedError(Exception):
 
 class InconsistentDataDirError(Exception):
     """The data dir belongs to another cluster or another broker."""
+
+
+class DataDirUnusableError(Exception):
+    """The data dir cannot be created or locked (a file in its place, no permission)."""
 
 
 def partition_dir_name(topic: str, partition: int) -> str:
@@ -61,14 +71,25 @@ class LogManager:
         self._logs: dict[TopicPartition, PartitionLog] = {}
         self._lock_fd: int | None = None
         self._lock = threading.Lock()
+        self.failure_channel = LogDirFailureChannel()
 
     # ---- opening and closing -----------------------------------------------------------
 
-    def open(self, now_ms: int) -> None:
-        """Lock the data dir, then open (and recover) every partition log in it."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def open(self, now_ms: int, identity: tuple[str, int] | None = None) -> None:
+        """Lock the data dir, check it is ``identity``'s (cluster id, broker id) if given, then
+        open (and recover) every partition log in it."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # exist_ok still raises it when a file has the name
+            raise DataDirUnusableError(f"data dir {self.data_dir} is a file, not a directory") from None
+        except OSError as e:
+            raise DataDirUnusableError(f"cannot create data dir {self.data_dir}: {e.strerror}") from None
         self._acquire_lock()
         try:
+            # Before recovery, which writes (clean-shutdown marker, torn tails, leftovers): a data
+            # dir of another cluster or broker must be refused untouched.
+            if identity is not None:
+                self.check_meta(*identity)
             for path in sorted(self.data_dir.iterdir()):
                 if not path.is_dir():
                     continue
@@ -81,14 +102,17 @@ class LogManager:
                 if tp is None:
                     log.warning("unknown_folder_in_data_dir", dir=str(path))
                     continue
-                self._logs[tp] = PartitionLog.open(path, self.default_config, now_ms)
+                self._logs[tp] = self._watched(PartitionLog.open(path, self.default_config, now_ms))
         except BaseException:
             self.close(clean=False)
             raise
         log.info("logs_loaded", data_dir=str(self.data_dir), partitions=len(self._logs))
 
     def _acquire_lock(self) -> None:
-        fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DataDirUnusableError(f"cannot lock data dir {self.data_dir}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -132,7 +156,11 @@ class LogManager:
             plog = self._logs.get((topic, partition))
             if plog is None:
                 directory = self.data_dir / partition_dir_name(topic, partition)
-                plog = PartitionLog.open(directory, config or self.default_config, now_ms)
+                try:
+                    plog = self._watched(PartitionLog.open(directory, config or self.default_config, now_ms))
+                except KafkaStorageError as e:
+                    self._log_dir_failed(f"cannot create log {directory}", e)
+                    raise
                 self._logs[(topic, partition)] = plog
                 log.info("log_created", topic=topic, partition=partition, dir=str(directory))
             elif config is not None and config != plog.config:
@@ -145,6 +173,10 @@ class LogManager:
         The folder is first renamed to ``<name>.<uuid>.deleted`` (and the rename made
         durable), so a crash half-way through cannot bring the partition back.
         """
+        if self.offline:
+            # The broker is halting: whatever made this log look unwanted (a partition that failed to
+            # load looks like a stray one) must not cost data a recovery could keep.
+            raise KafkaStorageError(f"not deleting log {topic}-{partition}: data dir {self.data_dir} is offline")
         with self._lock:
             plog = self._logs.pop((topic, partition), None)
         directory = self.data_dir / partition_dir_name(topic, partition)
@@ -158,9 +190,34 @@ class LogManager:
             fsync_directory(self.data_dir)
             shutil.rmtree(doomed)
         except OSError as e:
+            self._log_dir_failed(f"cannot delete log {directory}: {e}", e)
             raise KafkaStorageError(f"cannot delete log {directory}: {e}") from e
         log.info("log_deleted", topic=topic, partition=partition, dir=str(directory))
         return True
+
+    # ---- storage failures ------------------------------------------------------------------
+
+    @property
+    def offline(self) -> bool:
+        """True once the data dir failed: every log answers KAFKA_STORAGE_ERROR."""
+        return self.failure_channel.offline
+
+    def _watched(self, plog: PartitionLog) -> PartitionLog:
+        plog.set_failure_handler(self._log_dir_failed)
+        if self.offline:
+            plog.mark_offline()
+        return plog
+
+    def _log_dir_failed(self, message: str, error: BaseException) -> None:
+        """One log failed: the data dir is offline, so every log is (Kafka: all logs of the dir).
+
+        Runs under the failing log's lock, so it must not take the manager's lock
+        (get_or_create holds that while taking a log's): list() copies the dict in
+        one step under the GIL, and mark_offline only sets a flag.
+        """
+        for plog in list(self._logs.values()):
+            plog.mark_offline()
+        self.failure_channel.maybe_add_offline_log_dir(self.data_dir, message, error)
 
     def all(self) -> dict[TopicPartition, PartitionLog]:
         with self._lock:

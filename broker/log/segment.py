@@ -11,6 +11,7 @@ A segment is not thread-safe by itself: its PartitionLog serialises every call.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,9 +182,7 @@ class LogSegment:
         while pos < self._size:
             problem, header, buf, at = reader.batch_at(pos)
             if header is not None:
-                problem = _header_problem(header, expected)
-            if problem is None and verify_crc and not crc_ok(buf, at, header):
-                problem = "CRC mismatch"
+                problem = batch_problem(buf, at, header, expected, verify_crc)
             if problem is not None:
                 result.problem = problem
                 break
@@ -202,6 +201,7 @@ class LogSegment:
     def append(self, data: bytes | bytearray | memoryview, headers: Sequence[BatchHeader],
                index_interval_bytes: int) -> None:
         """Write whole batches (``headers`` describe them, in order) at the end."""
+        self.check_file_linked()
         position = self._size
         first_new_entry = len(self.index)
         since = self._bytes_since_index_entry
@@ -258,7 +258,18 @@ class LogSegment:
         n = min(max_size, self._size - position)
         if n <= 0:
             return b""
+        self.check_file_linked()
         return os.pread(self._fd, n, position)
+
+    def check_file_linked(self) -> None:
+        """FileNotFoundError if the segment file was deleted while open.
+
+        The open descriptor still reads and writes the unlinked inode, so nothing
+        would fail: the broker would go on acknowledging writes that vanish at the
+        next restart. One fstat per append or read (no path lookup) finds it first.
+        """
+        if os.fstat(self._fd).st_nlink == 0:
+            raise FileNotFoundError(errno.ENOENT, "segment file was deleted while open", str(self.path))
 
     def iter_headers(self, start_position: int = 0) -> Iterator[tuple[int, BatchHeader]]:
         """(position, header) of each batch from ``start_position`` (header reads only)."""
@@ -394,11 +405,17 @@ class _ChunkReader:
         self._buf_start = pos
 
 
-def _header_problem(header: BatchHeader, expected_offset: int) -> str | None:
+def batch_problem(buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader, expected_offset: int,
+                  verify_crc: bool = True) -> str | None:
+    """Why the whole batch at ``pos`` in ``buf`` cannot be the one the log holds at
+    ``expected_offset``, or None. base_offset lies outside the CRC: only the
+    continuity check catches a flipped byte there."""
     if header.base_offset != expected_offset:
         return f"base offset {header.base_offset} where {expected_offset} was expected"
     if header.record_count < 1 or header.last_offset_delta != header.record_count - 1:
         return (f"record count {header.record_count} does not match "
                 f"last offset delta {header.last_offset_delta}")
+    if verify_crc and not crc_ok(buf, pos, header):
+        return "CRC mismatch"
     return None
 

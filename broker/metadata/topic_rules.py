@@ -14,6 +14,7 @@ from client.errors import (InvalidConfigError, InvalidPartitionsError, InvalidRe
 MAX_TOPIC_NAME_LENGTH = 249
 MAX_PARTITIONS_PER_TOPIC = 10000
 _LEGAL = re.compile(r"[a-zA-Z0-9._-]+")
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def topic_name_error(name: str) -> KafkaError | None:
@@ -57,10 +58,8 @@ JAVA_LONG_MAX = 2**63 - 1
 def _int_at_least(lo: int, hi: int = JAVA_LONG_MAX):
     """Kafka's INT configs stop at 2^31-1, its LONG configs at 2^63-1."""
     def check(value: str) -> bool:
-        try:
-            return lo <= int(value) <= hi
-        except ValueError:
-            return False
+        # ASCII digits only: Python's int() also takes " 5", "1_000" and "٣" (an Arabic-Indic 3).
+        return _INTEGER.fullmatch(value) is not None and lo <= int(value) <= hi
     return check
 
 

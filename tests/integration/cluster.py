@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,12 @@ class BrokerProcess:
     log_path: Path
     proc: subprocess.Popen | None = None
     extra_env: dict[str, str] = field(default_factory=dict)   # e.g. a test-only fault hook
+    # Runs first and execs the broker command given as its arguments: e.g. a process limit
+    # (storage-fault tests; see tests/integration/test_storage_faults.py).
+    command_prefix: list[str] = field(default_factory=list)
+    # The broker writes its log to a pipe that a thread here copies into log_path, instead of
+    # to the file itself: a file-size limit (RLIMIT_FSIZE) then applies to its data files only.
+    log_via_pipe: bool = False
 
     @property
     def bootstrap(self) -> str:
@@ -76,10 +83,15 @@ class BrokerProcess:
     def start(self, wait: bool = True) -> "BrokerProcess":
         log = open(self.log_path, "ab")
         env = dict(os.environ, LOG_FORMAT="json", PYTHONUNBUFFERED="1", **self.extra_env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "broker", "--config", str(self.config_path),
-                                      "--id", str(self.broker_id)], stdout=log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([*self.command_prefix, sys.executable, "-m", "broker",
+                                      "--config", str(self.config_path), "--id", str(self.broker_id)],
+                                     stdout=subprocess.PIPE if self.log_via_pipe else log, stderr=subprocess.STDOUT,
                                      cwd=REPO, env=env, start_new_session=True)
-        log.close()
+        if self.log_via_pipe:
+            threading.Thread(target=_copy_until_eof, args=(self.proc.stdout, log), daemon=True,
+                             name=f"broker-{self.broker_id}-log").start()
+        else:
+            log.close()
         if wait:
             self.wait_ready()
         return self
@@ -120,6 +132,13 @@ class BrokerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _copy_until_eof(source, target) -> None:
+    with source, target:
+        for line in source:
+            target.write(line)
+            target.flush()
 
 
 @dataclass
