@@ -26,13 +26,13 @@ _STOP = object()
 
 class AlterPartitionManager:
     def __init__(self, broker_id: int, broker_epoch: Callable[[], int], controller_address: Callable[[], Address | None],
-                 timeout_s: float = 5.0):
+                 timeout_s: float = 5.0, connections: Connections | None = None):
         self.broker_id = broker_id
         self._broker_epoch = broker_epoch
         self._controller_address = controller_address
         self._timeout_s = timeout_s
         self._queue: queue.Queue = queue.Queue()
-        self._connections = Connections()
+        self._connections = connections or Connections()
         self._thread = threading.Thread(target=self._run, name="alter-partition", daemon=True)
 
     def start(self) -> None:

@@ -36,6 +36,7 @@ from broker.alter_partition import AlterPartitionManager
 from broker.append_notifier import AppendNotifier
 from broker.config import ClusterConfig
 from broker.controller import Controller
+from broker.inter_broker_auth import BrokerOnly, broker_token, with_token
 from broker.lifecycle import BrokerLifecycleManager
 from broker.log import LogManager
 from broker.log.log_dir_failure import LogDirFailure
@@ -47,6 +48,7 @@ from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServic
 # Exit code 3 after a storage failure (not 2: the supervisor does not restart that one, and a
 # restart is what recovers the log).
 from broker.supervisor import EXIT_LOG_DIR_FAILURE
+from client.connection import Connections
 from client.protocol.v1 import controller_pb2_grpc, kafka_pb2_grpc, replication_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -98,9 +100,11 @@ class Broker:
         a, s = self.address, self.settings
         _check_port_free(a.host, a.port, "port")
         _check_port_free(a.host, a.raft_port, "raft_port")
+        self._broker_token = broker_token(self.cluster.cluster_id, self.cluster.cluster_secret)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.grpc_max_workers, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+            interceptors=[BrokerOnly(self._broker_token)],
             options=[
                 ("grpc.so_reuseport", 0),  # a second broker on the same port must fail, not share it
                 ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
@@ -137,11 +141,13 @@ class Broker:
         self.quorum.start()
 
         notifier = AppendNotifier()
-        self._lifecycle = BrokerLifecycleManager(self.cluster, a.broker_id, self.quorum)
-        self._fetchers = ReplicaFetcherManager(a.broker_id, self._client_address, s)
+        # Calls to other brokers' broker-only services carry the cluster's token (inter_broker_auth).
+        as_broker = with_token(self._broker_token)
+        self._lifecycle = BrokerLifecycleManager(self.cluster, a.broker_id, self.quorum, Connections(as_broker))
+        self._fetchers = ReplicaFetcherManager(a.broker_id, self._client_address, s, Connections(as_broker))
         self._alter_partition = AlterPartitionManager(a.broker_id, lambda: self._lifecycle.broker_epoch,
                                                       self._controller_address,
-                                                      s.metadata_commit_timeout_ms / 1000)
+                                                      s.metadata_commit_timeout_ms / 1000, Connections(as_broker))
         self._alter_partition.start()
         self.replicas = ReplicaManager(a.broker_id, self._logs, self.quorum, s, notifier,
                                        fetchers=self._fetchers, alter_partition=self._alter_partition.submit)

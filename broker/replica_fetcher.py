@@ -201,12 +201,13 @@ def _fetch_result(p: kafka_pb2.FetchPartitionResponse) -> FetchResult:
 class ReplicaFetcherManager:
     """Which fetcher thread follows which partition; one thread per leader broker."""
 
-    def __init__(self, broker_id: int, address_of: Callable[[int], Address], settings: BrokerSettings):
+    def __init__(self, broker_id: int, address_of: Callable[[int], Address], settings: BrokerSettings,
+                 connections: Connections | None = None):
         self.broker_id = broker_id
         self._address_of = address_of
         self._settings = settings
         self._replicas: ReplicaManager | None = None
-        self._connections = Connections()
+        self._connections = connections or Connections()
         self._threads: dict[int, ReplicaFetcherThread] = {}
         self._leader_of: dict[TopicPartition, int] = {}
         self._lock = threading.Lock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 import grpc
 
@@ -58,7 +59,9 @@ def format_address(address: Address) -> str:
 class Connections:
     """Channels and stubs per broker address, created once and reused."""
 
-    def __init__(self) -> None:
+    def __init__(self, wrap: "Callable[[grpc.Channel], grpc.Channel] | None" = None) -> None:
+        # ``wrap``: e.g. interceptors that add call metadata (a broker's token on its calls to peers).
+        self._wrap = wrap
         self._lock = threading.Lock()
         self._channels: dict[Address, grpc.Channel] = {}
         self._stubs: dict[tuple[type, Address], object] = {}
@@ -70,6 +73,8 @@ class Connections:
                 channel = self._channels.get(address)
                 if channel is None:
                     channel = grpc.insecure_channel(format_address(address), options=CHANNEL_OPTIONS)
+                    if self._wrap is not None:
+                        channel = self._wrap(channel)
                     self._channels[address] = channel
         return channel
 

@@ -17,6 +17,7 @@ secret a stranger's frame is dropped before it is ever unpickled.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,6 +25,7 @@ import structlog
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
+from pysyncobj.transport import TCPTransport
 
 from broker.metadata.image import BatchOutcome, MetadataImage, apply_batch, image_from_dict, image_to_dict
 from broker.metadata.records import MetadataRecord, record_from_dict, record_to_dict
@@ -84,6 +86,62 @@ class MetadataStateMachine(SyncObjConsumer):
         self._notify()
 
 
+# An incoming Raft connection must say which node it is (after the password handshake: two small
+# messages, sent at once by a real peer) within this time and this many bytes, or it is dropped.
+UNIDENTIFIED_TIMEOUT_S = 5.0
+UNIDENTIFIED_MAX_BYTES = 64 * 1024
+
+
+class StrangerBoundTransport(TCPTransport):
+    """pysyncobj's transport, with a bound on connections that never identify themselves.
+
+    pysyncobj keeps any connection until ``connectionTimeout`` of silence, which is 3600 s here
+    so that idle links between peers survive (a shorter one loses the first RequestVote after a
+    leader dies). A stranger's connection would get the same: a half-sent frame announcing 2 GiB
+    holds its socket and buffers whatever follows for an hour. Runs on pysyncobj's own thread
+    (its tick), like everything else that touches its connections.
+    """
+
+    def _onNewIncomingConnection(self, conn):
+        self._accepted_at = getattr(self, "_accepted_at", {})
+        self._accepted_at[conn] = time.monotonic()
+        # pysyncobj reads whatever a socket has in one loop before its tick runs again: a stranger
+        # streaming a huge frame would be buffered for as long as it keeps sending. So, until the
+        # connection identifies itself, each read also checks the size (an instance attribute
+        # shadows TcpConnection's private __processRead; removed once the peer is known).
+        read = conn._TcpConnection__processRead
+
+        def bounded_read() -> bool:
+            more = read()
+            if (more and len(conn._TcpConnection__readBuffer) > UNIDENTIFIED_MAX_BYTES
+                    and conn in self._unknownConnections):   # a known peer may send big messages
+                self._drop(conn, "too many bytes before identifying itself")
+                return False
+            return more
+
+        conn._TcpConnection__processRead = bounded_read
+        super()._onNewIncomingConnection(conn)
+
+    def _onTick(self):
+        super()._onTick()
+        accepted_at = getattr(self, "_accepted_at", None)
+        if not accepted_at:
+            return
+        now = time.monotonic()
+        for conn in list(accepted_at):
+            if conn not in self._unknownConnections:
+                del accepted_at[conn]   # identified as a peer, or gone
+                conn.__dict__.pop("_TcpConnection__processRead", None)
+            elif now - accepted_at[conn] > UNIDENTIFIED_TIMEOUT_S:
+                self._drop(conn, "did not identify itself in time")
+
+    def _drop(self, conn, why: str) -> None:
+        accepted_at = self._accepted_at.pop(conn, None)
+        log.info("raft_stranger_dropped", why=why, waited_s=round(time.monotonic() - (accepted_at or 0.0), 2))
+        self._unknownConnections.discard(conn)
+        conn.disconnect()
+
+
 class MetadataQuorum:
     def __init__(self, cluster_id: str, self_address: str, peers: dict[int, str], local_broker_id: int,
                  data_dir: Path, secret: str, election_timeout_s: tuple[float, float] = (0.4, 0.8),
@@ -123,7 +181,7 @@ class MetadataQuorum:
             onReady=self.ready.set,
         )
         self._raft = SyncObj(self._self_address, list(self._peers.values()), conf=conf,
-                             consumers=[self.state_machine])
+                             consumers=[self.state_machine], transportClass=StrangerBoundTransport)
         try:
             self._raft.waitBinded()
         except SyncObjException:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 
+from broker.inter_broker_auth import broker_token, with_token
 from client.protocol.v1 import kafka_pb2, kafka_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -277,11 +278,20 @@ def log_events(broker: BrokerProcess, event: str | None = None) -> list[dict]:
     return out
 
 
+CLUSTER_ID, CLUSTER_SECRET = "raftka-test", "raftka-test-secret"
+
+
+def broker_channel(broker: "BrokerProcess") -> grpc.Channel:
+    """A channel that calls as a broker does: with the cluster's token, which the broker-only
+    services (Replication, Controller) require."""
+    return with_token(broker_token(CLUSTER_ID, CLUSTER_SECRET))(grpc.insecure_channel(broker.bootstrap))
+
+
 def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None) -> Cluster:
     """A cluster.toml with ``n`` brokers on free loopback ports, data under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(root)
-    lines = ['cluster_id = "raftka-test"', 'cluster_secret = "raftka-test-secret"']
+    lines = [f'cluster_id = "{CLUSTER_ID}"', f'cluster_secret = "{CLUSTER_SECRET}"']
     config_path = root / "cluster.toml"
     ports = free_ports(2 * n)
     for i in range(1, n + 1):

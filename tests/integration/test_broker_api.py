@@ -16,7 +16,7 @@ from client.errors import (InvalidPartitionsError, InvalidReplicationFactorError
                            UnknownTopicOrPartitionError)
 from client.partitioner import partition_for_key
 from client.protocol.v1 import common_pb2, kafka_pb2, kafka_pb2_grpc, replication_pb2_grpc
-from tests.integration.cluster import fetch_raw, free_ports, produce_raw
+from tests.integration.cluster import broker_channel, fetch_raw, free_ports, produce_raw
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0, **kw) -> list:
@@ -199,7 +199,7 @@ def test_offset_out_of_range_and_leader_epoch_checks(single_broker):
 def test_replica_fetch_is_for_replicas_only(single_broker):
     Admin(single_broker.bootstrap).create_topic("replfetch", partitions=1, replication_factor=1)
     produce_raw(single_broker, "replfetch", record_batch.build_batch([(None, b"r", 1)]))
-    repl = replication_pb2_grpc.ReplicationStub(grpc.insecure_channel(single_broker.bootstrap))
+    repl = replication_pb2_grpc.ReplicationStub(broker_channel(single_broker))
 
     def replica_fetch(replica_id):
         return repl.ReplicaFetch(kafka_pb2.FetchRequest(replica_id=replica_id, max_wait_ms=0, partitions=[
@@ -219,7 +219,7 @@ def test_replica_fetch_stream_answers_each_request_in_lock_step(single_broker):
     values = [b"a", b"b", b"c"]
     for v in values:
         produce_raw(single_broker, "replstream", record_batch.build_batch([(None, v, 1)]))
-    repl = replication_pb2_grpc.ReplicationStub(grpc.insecure_channel(single_broker.bootstrap))
+    repl = replication_pb2_grpc.ReplicationStub(broker_channel(single_broker))
     requests: list = []
     wake = threading.Event()
 

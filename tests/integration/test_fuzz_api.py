@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from client import Admin, Producer, record_batch
 from client.protocol.v1 import (common_pb2, controller_pb2, controller_pb2_grpc, kafka_pb2, kafka_pb2_grpc,
                                 replication_pb2_grpc)
-from tests.integration.cluster import BrokerProcess, metadata
+from tests.integration.cluster import BrokerProcess, broker_channel, metadata
 
 ACKED_TOPIC = "fuzz-acked"
 ACKED_PARTITIONS = 2
@@ -100,9 +100,13 @@ def target(single_broker):
     t.log_size_at_start = len(single_broker.log())
     t.channel = grpc.insecure_channel(single_broker.bootstrap, options=[
         ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    # The broker-only services answer only calls with the cluster's token (inter_broker_auth): the
+    # fuzzing of their handlers goes through a broker's channel; a stranger's call is refused first.
+    t.broker_channel = broker_channel(single_broker)
     assert read_everything(single_broker) == t.acked
     yield t
     t.channel.close()
+    t.broker_channel.close()
 
 
 # ---- what a clear answer is ------------------------------------------------------------------
@@ -298,7 +302,7 @@ def test_fuzz_fetch(target):
 
 def test_fuzz_replica_fetch_and_stream(target):
     counts: Counter = Counter()
-    repl = replication_pb2_grpc.ReplicationStub(target.channel)
+    repl = replication_pb2_grpc.ReplicationStub(target.broker_channel)
 
     @FUZZ
     @given(fetch_requests(INT32), st.lists(fetch_requests(INT32), min_size=1, max_size=3))
@@ -437,7 +441,7 @@ def test_fuzz_controller_service(target):
     Broker 1's own registration (the right cluster id and id 1) and a heartbeat with its real epoch are
     left out: the client port does not authenticate brokers (see the report of issue 8)."""
     counts: Counter = Counter()
-    ctl = controller_pb2_grpc.ControllerStub(target.channel)
+    ctl = controller_pb2_grpc.ControllerStub(target.broker_channel)
     wild_epochs = st.sampled_from([-1, -2**63, 2**63 - 1, 10**12])
 
     @FUZZ

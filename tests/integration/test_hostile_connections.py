@@ -17,7 +17,9 @@ import grpc
 import pytest
 
 from client import Admin, Producer, record_batch
-from tests.integration.cluster import fetch_raw, metadata, wait_for
+from broker.metadata.quorum import UNIDENTIFIED_TIMEOUT_S
+from client.protocol.v1 import common_pb2
+from tests.integration.cluster import broker_channel, fetch_raw, metadata, wait_for
 from tests.integration.test_limits import one_broker
 
 HANDSHAKE_MS, IDLE_MS, AGE_MS, GRACE_MS = 1000, 2000, 4000, 1000
@@ -246,35 +248,67 @@ def test_a_pysyncobj_peer_without_the_cluster_secret_learns_nothing_and_changes_
     print(f"\n[raft port] strangers' view after 3 s (leader, log length, commit index): {seen}")
 
 
-@pytest.mark.xfail(strict=True, reason="pysyncobj holds any connection, a stranger's too, until its connectionTimeout, "
-                   "which broker/metadata/quorum.py sets to 3600 s (a shorter one loses RequestVotes); an "
-                   "unauthenticated connection needs its own, short timeout")
 def test_a_strangers_partial_frame_on_the_raft_port_is_closed_within_seconds(broker):
+    """pysyncobj keeps a connection for connectionTimeout (3600 s here); one that never says which
+    node it is gets UNIDENTIFIED_TIMEOUT_S (broker/metadata/quorum.py StrangerBoundTransport)."""
+    started = time.monotonic()
     with socket.create_connection(("127.0.0.1", broker.raft_port), timeout=5) as s:
         s.sendall(struct.pack("i", 10**6) + b"x" * 10)   # a frame that announces 1 MB and stops
-        assert closed_by_peer(s, 5.0), "the Raft port kept a stranger's half-sent frame open for 5 s"
+        assert closed_by_peer(s, UNIDENTIFIED_TIMEOUT_S + 5.0), "the Raft port kept a stranger's half-sent frame"
+    assert time.monotonic() - started >= UNIDENTIFIED_TIMEOUT_S - 0.5, "closed before its time: by what?"
+    assert serving(broker)
 
 
-@pytest.mark.xfail(strict=True, reason="the Controller and Replication services on the client port take any caller's "
-                   "word for its broker id: a broker epoch is a small Raft offset, so a stranger's BrokerHeartbeat "
-                   "with want_shut_down fences a broker (the cluster secret should travel on broker-to-broker "
-                   "calls: lifecycle.py, alter_partition.py, replica_fetcher.py send them)")
+def test_a_stranger_streaming_a_huge_frame_to_the_raft_port_is_cut_off_early(broker):
+    """A frame announcing 2 GiB, then data as fast as loopback takes it: dropped once it buffered
+    more than an identification could ever need, long before its time runs out."""
+    sent = 0
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", broker.raft_port), timeout=5) as s:
+        s.sendall(struct.pack("i", 2**31 - 1))
+        chunk = b"y" * 65536
+        try:
+            while sent < 256 * 1024 * 1024 and time.monotonic() - started < UNIDENTIFIED_TIMEOUT_S:
+                s.sendall(chunk)
+                sent += len(chunk)
+        except OSError:   # reset or broken pipe: the broker dropped it
+            pass
+        assert closed_by_peer(s, 2.0)
+    assert time.monotonic() - started < UNIDENTIFIED_TIMEOUT_S, f"sent {sent} bytes before it was dropped"
+    assert sent < 256 * 1024 * 1024
+    assert serving(broker)
+
+
 def test_a_stranger_cannot_fence_a_broker_through_the_controller_service(fresh_cluster):
+    """The Controller service takes the caller's word for its broker id, and a broker epoch is a
+    small Raft offset: without the cluster's token (inter_broker_auth) a stranger's heartbeat with
+    want_shut_down would fence broker 1. Every guess is refused before it reaches the controller."""
     from client.protocol.v1 import controller_pb2, controller_pb2_grpc
 
     broker = fresh_cluster(1).start_all().brokers[1]
+
+    def heartbeat(channel, epoch):
+        return controller_pb2_grpc.ControllerStub(channel).BrokerHeartbeat(controller_pb2.BrokerHeartbeatRequest(
+            broker_id=1, broker_epoch=epoch, metadata_offset=10**6, want_shut_down=True), timeout=10)
+
+    refused = 0
     with grpc.insecure_channel(broker.bootstrap) as ch:
-        ctl = controller_pb2_grpc.ControllerStub(ch)
-        accepted = [epoch for epoch in range(64) if ctl.BrokerHeartbeat(controller_pb2.BrokerHeartbeatRequest(
-            broker_id=1, broker_epoch=epoch, metadata_offset=10**6, want_shut_down=True), timeout=10).error_code == 0]
+        for epoch in range(64):
+            with pytest.raises(grpc.RpcError) as e:
+                heartbeat(ch, epoch)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and "broker token" in e.value.details()
+            refused += 1
+    # The check refuses strangers only: a broker's channel reaches the controller, which judges the epoch.
+    with broker_channel(broker) as ch:
+        assert heartbeat(ch, 10**9).error_code == common_pb2.STALE_BROKER_EPOCH
     alive = [b.alive for b in metadata(broker).brokers]
-    assert not accepted and alive == [True], f"a stranger's heartbeat was accepted for epochs {accepted}; alive {alive}"
+    assert refused == 64 and alive == [True], f"refused {refused} of 64; alive {alive}"
 
 
-@pytest.mark.xfail(strict=True, reason="ReplicaFetch takes any caller's replica_id: a stranger naming a paused follower "
-                   "and the leader's log end moves the HW, so acks=all answers before the follower has the batch "
-                   "(same fix: authenticate broker-to-broker calls with the cluster secret)")
 def test_a_stranger_cannot_acknowledge_a_write_for_a_follower(running_cluster):
+    """A ReplicaFetch naming a paused follower and the leader's log end would move the HW, so
+    acks=all would answer before the follower has the batch. Without the token it is refused, and
+    the produce times out waiting for the real follower."""
     import signal
     import threading
 
@@ -298,11 +332,14 @@ def test_a_stranger_cannot_acknowledge_a_write_for_a_follower(running_cluster):
         end = wait_for(lambda: (o := replica_offsets(leader, "stranger-acks")) and o.log_end_offset == 2 and 2, 5,
                        "the leader to append the second batch")
         with grpc.insecure_channel(leader.bootstrap) as ch:
-            replication_pb2_grpc.ReplicationStub(ch).ReplicaFetch(kafka_pb2.FetchRequest(
-                replica_id=follower.broker_id, max_wait_ms=0, partitions=[kafka_pb2.FetchPartition(
-                    topic="stranger-acks", partition=0, fetch_offset=end, current_leader_epoch=-1,
-                    last_fetched_epoch=-1)]), timeout=5)
+            with pytest.raises(grpc.RpcError) as e:
+                replication_pb2_grpc.ReplicationStub(ch).ReplicaFetch(kafka_pb2.FetchRequest(
+                    replica_id=follower.broker_id, max_wait_ms=0, partitions=[kafka_pb2.FetchPartition(
+                        topic="stranger-acks", partition=0, fetch_offset=end, current_leader_epoch=-1,
+                        last_fetched_epoch=-1)]), timeout=5)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
         sender.join(10)
     finally:
         follower.signal(signal.SIGCONT)
-    assert answer["r"].error_code != 0, "acks=all acknowledged a batch the only follower never fetched"
+    assert answer["r"].error_code == common_pb2.REQUEST_TIMED_OUT, \
+        "acks=all must wait for the real follower (which was paused), not answer for a stranger's fetch"

@@ -21,7 +21,7 @@ from client import Admin, Producer, record_batch
 from client.client import KafkaClient
 from client.errors import BrokerBusyError, RecordTooLargeError
 from client.protocol.v1 import common_pb2, kafka_pb2, kafka_pb2_grpc, replication_pb2_grpc
-from tests.integration.cluster import BrokerProcess, wait_for, write_cluster
+from tests.integration.cluster import BrokerProcess, broker_channel, wait_for, write_cluster
 
 STREAMS = 4
 WORKERS = 8
@@ -98,7 +98,7 @@ def test_streams_past_the_cap_are_refused_and_unary_calls_keep_their_threads(sma
                 timeout=10)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "long-polling Fetch" in e.value.details()
         refusals += 1
-        repl = replication_pb2_grpc.ReplicationStub(channels[STREAMS])
+        repl = replication_pb2_grpc.ReplicationStub(broker_channel(small))   # as a follower would call
         with pytest.raises(grpc.RpcError) as e:
             list(repl.ReplicaFetchStream(iter([kafka_pb2.FetchRequest(replica_id=1)]), timeout=10))
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
