@@ -1,4 +1,4 @@
-"""Where the time goes: W2 (pipelined produce) and W3 (consume), profiled on both sides.
+"""Where the time goes: W1 (sync produce), W2 (pipelined produce) and W3 (consume), on both sides.
 
     .venv/bin/python -m bench.profile [--records 200000] [--top 12]      (`make profile`)
 
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import CLUSTER_CONFIG, Settings, consume_all, create_ready, produce_pipelined
+from bench.run import CLUSTER_CONFIG, Settings, consume_all, create_ready, produce_pipelined, produce_sync
 from tests.integration.cluster import write_cluster
 
 TOPIC = "profile"
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--sync-records", type=int, default=3000, help="W1: records sent one at a time")
     args = ap.parse_args(argv)
     if PY_SPY is None:
         print("bench.profile: py-spy is not on PATH: pip install py-spy (a profiler, not a raftka dependency)")
@@ -118,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             cluster.start_all(timeout=30)
             create_ready(cluster, TOPIC, settings.w2_partitions)
             pids = {"client": os.getpid(), **{f"broker-{b.broker_id}": b.pid for b in cluster.brokers.values()}}
+            create_ready(cluster, "profile-w1", 1)
+            with Sampler(pids, Path(tmp), "w1") as sampler:
+                r = produce_sync(cluster.bootstrap, "profile-w1", args.sync_records)
+            report("W1 produce-sync", f"p50 {r['w1_p50_ms']:.2f} ms", sampler, args.top)
             with Sampler(pids, Path(tmp), "w2") as sampler:
                 r = produce_pipelined(cluster.bootstrap, TOPIC, args.records, settings)
             report("W2 produce-pipelined", f"{r['w2_records_per_s']:,.0f} records/s", sampler, args.top)

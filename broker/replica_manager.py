@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 import structlog
 
-from broker.append_notifier import AppendNotifier
+from broker.append_notifier import HIGH_WATERMARK, LOG_END, AppendNotifier
 from broker.config import BrokerSettings
 from broker.log import LogConfig, LogManager, PartitionLog
 from broker.metadata.image import MetadataImage, PartitionRegistration, local_changes
@@ -308,9 +308,12 @@ class ReplicaManager:
                 return ProduceResult(topic, partition, e)
             hosted.producers.observe(header.producer_id, header.producer_epoch, header.base_sequence, last_seq,
                                      info.base_offset, info.last_offset)
-            hosted.state.on_leader_append(info.last_offset + 1)
+            hw_moved = hosted.state.on_leader_append(info.last_offset + 1)
             log_start = hosted.log.log_start_offset
-        self._notifier.notify()
+        if hw_moved:   # a single-replica ISR: the append alone moves the HW
+            self._notifier.notify(LOG_END, HIGH_WATERMARK)
+        else:
+            self._notifier.notify(LOG_END)
         return ProduceResult(topic, partition, None, info.base_offset, log_start, info.last_offset)
 
     def _await_one(self, result: ProduceResult, deadline: float) -> ProduceResult:
@@ -349,7 +352,8 @@ class ReplicaManager:
             total = sum(len(r.records) for r in results)
             return total >= min_bytes or any(r.error is not None for r in results)
 
-        self._notifier.wait_until(ready, deadline, still_wanted)
+        # A follower reads to the log end; a consumer below the HW: each waits for what can feed it.
+        self._notifier.wait_until(ready, deadline, still_wanted, on=LOG_END if replica_id >= 0 else HIGH_WATERMARK)
         return results
 
     def _read_all(self, replica_id: int, max_bytes: int, partitions: list[FetchRequestPartition],
@@ -419,7 +423,7 @@ class ReplicaManager:
                     state.pending_isr = new_isr
                     request = self._alter_request(hosted, new_isr)
         if moved:
-            self._notifier.notify()
+            self._notifier.notify(HIGH_WATERMARK)
         if new_isr is not None:
             log.info("isr_expand_requested", topic=state.topic, partition=state.partition, replica=replica_id,
                      isr=list(new_isr), partition_epoch=state.partition_epoch)
@@ -500,7 +504,7 @@ class ReplicaManager:
             state.on_follower_append(plog.log_end_offset, fetched.high_watermark)
             state.log_start_offset = plog.log_start_offset
         if fetched.records:
-            self._notifier.notify()  # consumers reading this replica (KIP-392)
+            self._notifier.notify(HIGH_WATERMARK)  # consumers reading this replica (KIP-392)
         return True
 
     def _truncate_diverged(self, hosted: HostedPartition, epoch: int, end_offset: int) -> None:
