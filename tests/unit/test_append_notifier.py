@@ -3,6 +3,8 @@
 import threading
 import time
 
+import pytest
+
 from broker.append_notifier import HIGH_WATERMARK, LOG_END, AppendNotifier
 
 
@@ -26,24 +28,14 @@ def _waiter(notifier: AppendNotifier, on: str):
     return t, done, state
 
 
-def test_a_log_end_waiter_ignores_high_watermark_events():
+@pytest.mark.parametrize("on,other", [(LOG_END, HIGH_WATERMARK), (HIGH_WATERMARK, LOG_END)])
+def test_a_waiter_ignores_the_other_kind_of_event(on, other):
     notifier = AppendNotifier()
-    t, done, state = _waiter(notifier, LOG_END)
+    t, done, state = _waiter(notifier, on)
     for _ in range(5):
-        notifier.notify(HIGH_WATERMARK)
+        notifier.notify(other)     # no re-check: only the first and the last
     done.set()
-    notifier.notify(LOG_END)
-    t.join(5)
-    assert state == {"checks": 2, "result": True}
-
-
-def test_a_high_watermark_waiter_ignores_log_end_events():
-    notifier = AppendNotifier()
-    t, done, state = _waiter(notifier, HIGH_WATERMARK)
-    for _ in range(5):
-        notifier.notify(LOG_END)
-    done.set()
-    notifier.notify(HIGH_WATERMARK)
+    notifier.notify(on)
     t.join(5)
     assert state == {"checks": 2, "result": True}
 
