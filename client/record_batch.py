@@ -253,15 +253,19 @@ def record_framing_error(buf: bytes | bytearray | memoryview) -> str | None:
 
     A batch whose header and CRC are fine can still lie about its records (a
     record count the body does not hold, lengths past its end); stored, it would
-    break every consumer of the partition. This walks the record lengths only
-    (about 0.2 us per record), never building a record. A header that does not
-    parse is left to ``check_batch``, which names the problem.
+    break every consumer of the partition. A batch whose records all have the
+    lengths of its first (the usual case: one producer, one kind of record) is
+    checked in C (``_uniform_framing``); any other walks the record lengths in
+    Python (about 0.2 us per record), never building a record. A header that
+    does not parse is left to ``check_batch``, which names the problem.
     """
     try:
         h = parse_header(buf)
     except CorruptMessageError:
         return None
     if h.size != len(buf) or h.record_count < 1:
+        return None
+    if _uniform_framing(buf, h):
         return None
     unpack, step = _RECORD_LENGTHS.unpack_from, RECORD_HEADER.size
     p, end = HEADER_SIZE, h.size
@@ -276,3 +280,21 @@ def record_framing_error(buf: bytes | bytearray | memoryview) -> str | None:
         return (f"the {h.record_count} records declared take {p - HEADER_SIZE} bytes but the body has "
                 f"{end - HEADER_SIZE}")
     return None
+
+
+def _uniform_framing(buf: bytes | bytearray | memoryview, h: BatchHeader) -> bool:
+    """True if every record has the first record's key and value lengths and together they fill
+    the body exactly: then the framing is right. Byte slices with a step compare the 8 length
+    bytes of all records at once, in C, with no Python work per record."""
+    body = memoryview(buf)[HEADER_SIZE:h.size]
+    if len(body) < RECORD_HEADER.size:
+        return False
+    klen, vlen = _RECORD_LENGTHS.unpack_from(body, 8)
+    if klen < -1 or vlen < -1:
+        return False
+    stride = RECORD_HEADER.size + max(klen, 0) + max(vlen, 0)
+    if stride * h.record_count != len(body):
+        return False
+    raw = bytes(body)
+    lengths = raw[8:16]
+    return all(raw[8 + i::stride] == lengths[i:i + 1] * h.record_count for i in range(8))

@@ -550,7 +550,11 @@ def test_a_deposed_leader_truncates_its_unreplicated_records(running_cluster):
         f.signal(signal.SIGSTOP)
     try:
         # acks=-1 to the leader while nobody can fetch: never acknowledged (stored on the leader only).
-        waited = produce_raw(leader, topic, n, [b"unreplicated-first-acks-all"], acks=-1, timeout_ms=150)
+        # Its append answers the long poll a follower may have had outstanding (into the paused
+        # follower's socket); it waits 1 s so that this answer has gone, carrying this record alone,
+        # before the acks=1 writes below, even on a loaded machine (with 150 ms, a fetch handler
+        # starved of CPU under the full suite once read all five records in one answer).
+        waited = produce_raw(leader, topic, n, [b"unreplicated-first-acks-all"], acks=-1, timeout_ms=1000)
         acks1 = [produce_raw(leader, topic, n, [v], acks=1) for v in unreplicated]
         waiter.start()
         stranded = wait_for(lambda: (o := replica_offsets(leader, topic, n)) is not None

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from client.errors import CorruptMessageError
 from client.record_batch import (CRC_START, HEADER_SIZE, LOG_OVERHEAD, MAGIC, RECORD_HEADER, Record, build_batch,
-                                 check_batch, decode_all, iter_batches, parse_header, stamp)
+                                 check_batch, decode_all, iter_batches, parse_header, record_framing_error, stamp)
 
 COUNT_AT = 57          # record_count, int32
 LAST_DELTA_AT = 23     # last_offset_delta, int32
@@ -303,3 +303,40 @@ def test_record_lengths_that_disagree_with_the_body_are_corrupt_even_with_a_good
     check_batch(batch)  # the broker's header-and-CRC check passes: the records are the decoder's to judge
     with pytest.raises(CorruptMessageError, match=reason):
         decode_all(batch)
+
+
+def _walk_framing_ok(batch: bytes) -> bool:
+    """The reference: walk every record's lengths."""
+    h = parse_header(batch)
+    p = HEADER_SIZE
+    for _ in range(h.record_count):
+        if p + RECORD_HEADER.size > h.size:
+            return False
+        _, klen, vlen = RECORD_HEADER.unpack_from(batch, p)
+        if klen < -1 or vlen < -1:
+            return False
+        p += RECORD_HEADER.size + max(klen, 0) + max(vlen, 0)
+    return p == h.size
+
+
+@settings(max_examples=300)
+@given(sizes=st.lists(st.tuples(st.integers(-1, 6), st.integers(-1, 6)), min_size=1, max_size=8),
+       uniform=st.booleans(), poke=st.integers(0, 10_000), value=st.integers(-3, 40))
+def test_record_framing_error_agrees_with_a_full_walk(sizes, uniform, poke, value):
+    """The C-speed check for batches of same-size records must judge exactly as the walk does,
+    on good batches and on ones whose count or record lengths were tampered with."""
+    if uniform:
+        sizes = [sizes[0]] * len(sizes)
+    records = [(None if k < 0 else b"k" * k, None if v < 0 else b"v" * v, 1) for k, v in sizes]
+    batch = bytearray(build_batch(records))
+    assert record_framing_error(bytes(batch)) is None
+    if poke % 3 == 0:   # lie about the record count
+        struct.pack_into(">i", batch, 57, max(1, len(records) + value % 5 - 2))
+    else:               # change one record's key or value length
+        starts, p = [], HEADER_SIZE
+        for k, v in sizes:
+            starts.append(p)
+            p += RECORD_HEADER.size + max(k, 0) + max(v, 0)
+        at = starts[poke % len(starts)] + (8 if poke % 2 else 12)
+        struct.pack_into(">i", batch, at, value)
+    assert (record_framing_error(bytes(batch)) is None) == _walk_framing_ok(bytes(batch))
