@@ -237,6 +237,8 @@ class Broker:
             if self._kafka is not None:
                 self._kafka.end_streams()
             self._server.stop(grace=2.0).wait()
+        if self.quorum is not None:
+            self.quorum.refuse_commits()   # a commit the controller waits on may never come now
         for part in (self.controller, self._publisher):
             if part is not None:
                 part.stop()

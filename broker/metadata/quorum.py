@@ -158,6 +158,10 @@ class MetadataQuorum:
         self._heartbeat_period_s = heartbeat_period_s
         self.state_machine = MetadataStateMachine(cluster_id)
         self._raft: SyncObj | None = None
+        # Commits waited on, so that refuse_commits() can end those waits at once.
+        self._waiting: set[threading.Event] = set()
+        self._waiting_lock = threading.Lock()
+        self._refusing = False
         self.ready = threading.Event()
 
     def start(self) -> None:
@@ -189,7 +193,17 @@ class MetadataQuorum:
             self._raft = None
             raise QuorumStartError(f"cannot listen on {self._self_address} (raft_port): the port is in use") from None
 
+    def refuse_commits(self) -> None:
+        """The broker is stopping: end every wait for a commit now (CommitError, outcome unknown)
+        and refuse new ones. A controller that lost its quorum (the other brokers stopped first)
+        would otherwise hold its stop for metadata.commit.timeout.ms, past honcho's patience."""
+        with self._waiting_lock:
+            self._refusing = True
+            for done in self._waiting:
+                done.set()
+
     def stop(self) -> None:
+        self.refuse_commits()
         if self._raft is not None:
             self._raft.destroy_synchronous()
             self._raft = None
@@ -239,8 +253,6 @@ class MetadataQuorum:
 
     def submit(self, records: Sequence[MetadataRecord], timeout_s: float) -> BatchOutcome:
         """Commit one all-or-nothing batch; CommitError when the outcome is unknown."""
-        if self._raft is None:
-            raise CommitError("the metadata quorum is stopped")
         done = threading.Event()
         answer: list = []
 
@@ -248,9 +260,19 @@ class MetadataQuorum:
             answer.append((result, error))
             done.set()
 
-        self.state_machine.commit_records([record_to_dict(r) for r in records], callback=on_result)
-        if not done.wait(timeout_s):
-            raise CommitError(f"no commit within {timeout_s:.1f} s")
+        with self._waiting_lock:
+            if self._raft is None or self._refusing:
+                raise CommitError("the metadata quorum is stopping")
+            self._waiting.add(done)
+        try:
+            self.state_machine.commit_records([record_to_dict(r) for r in records], callback=on_result)
+            if not done.wait(timeout_s):
+                raise CommitError(f"no commit within {timeout_s:.1f} s")
+        finally:
+            with self._waiting_lock:
+                self._waiting.discard(done)
+        if not answer:
+            raise CommitError("the metadata quorum is stopping: the outcome is unknown")
         result, error = answer[0]
         if error != FAIL_REASON.SUCCESS:
             raise CommitError(f"not committed: {_FAIL_NAMES.get(error, error)}")

@@ -8,6 +8,7 @@ so that every test gets a fresh quorum quickly.
 """
 
 import random
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -531,6 +532,41 @@ def test_a_stopped_quorum_refuses_to_submit(node):
     node.quorum.stop()
     with pytest.raises(CommitError):
         node.quorum.submit([AllocateProducerIds(1, 1)], 1.0)
+
+
+def test_refuse_commits_ends_a_wait_for_a_commit_that_cannot_come(tmp_path):
+    """A leader whose peers stopped first cannot commit; a stopping broker must not wait for it
+    (metadata.commit.timeout.ms would outlast honcho's 5 s before its SIGKILL)."""
+    addresses = {b: f"127.0.0.1:{free_port()}" for b in (1, 2, 3)}   # broker 3 never runs
+    nodes = {}
+    for b in (1, 2):
+        (tmp_path / f"b{b}").mkdir()
+        nodes[b] = MetadataQuorum(CLUSTER_ID, addresses[b], {p: a for p, a in addresses.items() if p != b}, b,
+                                  tmp_path / f"b{b}", "unit-test-secret", (0.05, 0.1), 0.01)
+        nodes[b].start()
+    try:
+        wait_until(lambda: any(n.is_leader() and n.leader_caught_up() for n in nodes.values()), "a leader of 2 of 3")
+        leader = next(n for n in nodes.values() if n.is_leader())
+        follower = next(n for n in nodes.values() if n is not leader)
+        follower.stop()                                   # 1 of 3 left: nothing can commit now
+        outcome: list = []
+
+        def submit():
+            try:
+                outcome.append(leader.submit([AllocateProducerIds(1, 1)], 60.0))
+            except CommitError as e:
+                outcome.append(e)
+        waiter = threading.Thread(target=submit)
+        waiter.start()
+        wait_until(lambda: leader._waiting, "the submit to wait for its commit")
+        leader.refuse_commits()
+        waiter.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], CommitError) and "stopping" in str(outcome[0]), outcome
+        with pytest.raises(CommitError, match="stopping"):
+            leader.submit([AllocateProducerIds(1, 1)], 60.0)   # and new ones are refused at once
+    finally:
+        for n in nodes.values():
+            n.stop()
 
 
 def test_a_batch_that_decodes_but_cannot_apply_does_not_wedge_the_quorum(node):
