@@ -21,6 +21,11 @@ from client.errors import KafkaTimeoutError
 from client.record_batch import HEADER_SIZE
 
 RECORD_OVERHEAD = 16  # per-record header in the batch body (client.record_batch.RECORD_HEADER)
+
+
+def record_size(key: bytes | None, value: bytes | None) -> int:
+    """Bytes one record takes in a batch body."""
+    return RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
 # batch.size counts the whole encoded batch, header included (Kafka's too): a batch of exactly
 # batch.size = max.message.bytes must not come out bigger than the broker takes.
 BATCH_HEADER = HEADER_SIZE
@@ -63,11 +68,11 @@ class ProducerBatch:
     error: BaseException | None = None
     callbacks: list = field(default_factory=list)
 
-    def add(self, key: bytes | None, value: bytes | None, timestamp_ms: int, size: int = -1) -> "RecordFuture":
-        """Queue one record (``size``: its RECORD_OVERHEAD + key + value bytes, if the caller knows it)."""
+    def add(self, key: bytes | None, value: bytes | None, timestamp_ms: int, size: int) -> "RecordFuture":
+        """Queue one record of ``size`` bytes (record_size, which the caller has computed already)."""
         records = self.records
         records.append((key, value, timestamp_ms))
-        self.size += size if size >= 0 else RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+        self.size += size
         return _new_tuple(RecordFuture, (self, len(records) - 1))
 
     def complete(self, base_offset: int) -> None:
@@ -172,7 +177,7 @@ class RecordAccumulator:
 
         ``abort_on_new_batch`` (records without a key, KIP-480): when the record needs a new batch,
         queue nothing and answer (None, True), so that the sticky partitioner moves on first."""
-        size = RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+        size = record_size(key, value)
         with self._lock:
             if self._buffered + size > self.buffer_memory and self._buffered > 0:
                 self._wait_for_room(size)
@@ -277,7 +282,7 @@ class RecordAccumulator:
             half = ProducerBatch(batch.topic, batch.partition, batch.created, records, full=True,
                                  attempts=max(batch.attempts, 1), retry_at=0.0, drain_order=order,
                                  parent=batch, split_depth=batch.split_depth + 1)
-            half.size = sum(RECORD_OVERHEAD + len(k or b"") + len(v or b"") for k, v, _ in records)
+            half.size = sum(record_size(k, v) for k, v, _ in records)
             halves.append(half)
         batch.pieces = [(0, halves[0]), (at, halves[1])]
         with self.cond:

@@ -286,15 +286,15 @@ def _uniform_framing(buf: bytes | bytearray | memoryview, h: BatchHeader) -> boo
     """True if every record has the first record's key and value lengths and together they fill
     the body exactly: then the framing is right. Byte slices with a step compare the 8 length
     bytes of all records at once, in C, with no Python work per record."""
-    body = memoryview(buf)[HEADER_SIZE:h.size]
-    if len(body) < RECORD_HEADER.size:
+    first = HEADER_SIZE + 8   # the first record's key_length
+    if h.size - HEADER_SIZE < RECORD_HEADER.size:
         return False
-    klen, vlen = _RECORD_LENGTHS.unpack_from(body, 8)
+    klen, vlen = _RECORD_LENGTHS.unpack_from(buf, first)
     if klen < -1 or vlen < -1:
         return False
     stride = RECORD_HEADER.size + max(klen, 0) + max(vlen, 0)
-    if stride * h.record_count != len(body):
+    if stride * h.record_count != h.size - HEADER_SIZE:
         return False
-    raw = bytes(body)
-    lengths = raw[8:16]
-    return all(raw[8 + i::stride] == lengths[i:i + 1] * h.record_count for i in range(8))
+    lengths = bytes(buf[first:first + 8])
+    # Slicing the batch itself (no copy of the body): each slice is one length byte per record.
+    return all(bytes(buf[first + i:h.size:stride]) == lengths[i:i + 1] * h.record_count for i in range(8))

@@ -102,8 +102,11 @@ class StrangerBoundTransport(TCPTransport):
     (its tick), like everything else that touches its connections.
     """
 
+    def __init__(self, *args, **kwargs):
+        self._accepted_at: dict = {}   # connection -> when it was accepted, until it identifies itself
+        super().__init__(*args, **kwargs)
+
     def _onNewIncomingConnection(self, conn):
-        self._accepted_at = getattr(self, "_accepted_at", {})
         self._accepted_at[conn] = time.monotonic()
         # pysyncobj reads whatever a socket has in one loop before its tick runs again: a stranger
         # streaming a huge frame would be buffered for as long as it keeps sending. So, until the
@@ -124,7 +127,7 @@ class StrangerBoundTransport(TCPTransport):
 
     def _onTick(self):
         super()._onTick()
-        accepted_at = getattr(self, "_accepted_at", None)
+        accepted_at = self._accepted_at
         if not accepted_at:
             return
         now = time.monotonic()
