@@ -3,14 +3,32 @@
 The replica manager decides (partition.py: isr_to_expand / isr_to_shrink) and
 marks the change pending; this thread sends it, off the fetch and produce
 paths. The new ISR takes effect only when the committed metadata comes back
-through the publisher. A refusal or a lost answer clears the pending change, so
-the next check decides again from fresh state.
+through the publisher. Until then the HW counts the larger of the two ISRs.
+
+What an answer proves decides what happens to the pending change (Kafka's
+Partition.handleAlterPartitionError), because a change whose outcome is unknown
+may still commit: the RPC deadline equals the controller's commit timeout, so a
+REQUEST_TIMED_OUT or a lost answer can be followed by the commit. Dropping the
+pending change then would let the HW stop counting a joiner that the late commit
+makes an ISR member, and the controller may elect it: acked writes lost. So:
+- not applied, proven (INELIGIBLE_REPLICA): the pending change is dropped, and the
+  next check decides again from fresh state;
+- refused because the partition moved on (FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION,
+  UNKNOWN_TOPIC_OR_PARTITION, INVALID_REQUEST): kept until the newer partition epoch
+  arrives in metadata (which clears it), never resent;
+- unknown (no answer, REQUEST_TIMED_OUT, NOT_CONTROLLER, STALE_BROKER_EPOCH, no
+  controller yet): kept and resent, with backoff, while it is still the pending change.
 """
 
 from __future__ import annotations
 
+import enum
+import heapq
+import itertools
 import queue
 import threading
+import time
+from dataclasses import dataclass
 from typing import Callable
 
 import grpc
@@ -22,6 +40,38 @@ from client.protocol.v1 import common_pb2, controller_pb2
 log = structlog.get_logger(__name__)
 
 _STOP = object()
+RETRY_BACKOFF_S = (0.05, 1.0)   # first and largest wait before resending a change of unknown outcome
+
+
+class AlterOutcome(enum.Enum):
+    COMMITTED = "committed"
+    NOT_APPLIED = "not_applied"          # proven not applied: drop the pending change
+    AWAIT_METADATA = "await_metadata"    # the partition moved on: the newer epoch will clear it
+    UNKNOWN = "unknown"                  # may still commit: keep it and resend
+
+
+_NOT_APPLIED = frozenset({common_pb2.INELIGIBLE_REPLICA})
+_AWAIT_METADATA = frozenset({common_pb2.FENCED_LEADER_EPOCH, common_pb2.INVALID_UPDATE_VERSION,
+                             common_pb2.UNKNOWN_TOPIC_OR_PARTITION, common_pb2.INVALID_REQUEST})
+
+
+def outcome_of(error_code: int | None) -> AlterOutcome:
+    """What an AlterPartition answer proves; None = no answer at all."""
+    if error_code == common_pb2.NONE:
+        return AlterOutcome.COMMITTED
+    if error_code in _NOT_APPLIED:
+        return AlterOutcome.NOT_APPLIED
+    if error_code in _AWAIT_METADATA:
+        return AlterOutcome.AWAIT_METADATA
+    return AlterOutcome.UNKNOWN
+
+
+@dataclass
+class AlterItem:
+    request: dict
+    on_not_applied: Callable[[], None]     # drops the pending change
+    still_pending: Callable[[], bool]      # is this request still the partition's pending change?
+    attempt: int = 0
 
 
 class AlterPartitionManager:
@@ -32,6 +82,8 @@ class AlterPartitionManager:
         self._controller_address = controller_address
         self._timeout_s = timeout_s
         self._queue: queue.Queue = queue.Queue()
+        self._retries: list[tuple[float, int, AlterItem]] = []   # (due, tie-breaker, item): a heap
+        self._order = itertools.count()
         self._connections = connections or Connections()
         self._thread = threading.Thread(target=self._run, name="alter-partition", daemon=True)
 
@@ -43,38 +95,64 @@ class AlterPartitionManager:
         self._thread.join(timeout=10)
         self._connections.close()
 
-    def submit(self, request: dict, on_error: Callable[[], None]) -> None:
-        self._queue.put((request, on_error))
+    @property
+    def resends_scheduled(self) -> int:
+        """Changes of unknown outcome waiting to be resent."""
+        return len(self._retries)
+
+    def submit(self, request: dict, on_not_applied: Callable[[], None], still_pending: Callable[[], bool]) -> None:
+        self._queue.put(AlterItem(request, on_not_applied, still_pending))
+
+    def _next(self) -> object:
+        """The next item to send: a new one, or a retry that is due."""
+        while True:
+            if self._retries and self._retries[0][0] <= time.monotonic():
+                return heapq.heappop(self._retries)[2]
+            wait = self._retries[0][0] - time.monotonic() if self._retries else None
+            try:
+                return self._queue.get(timeout=wait)
+            except queue.Empty:
+                continue
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            item = self._next()
             if item is _STOP:
                 return
-            request, on_error = item
+            if not item.still_pending():
+                continue   # metadata moved on (a newer partition epoch): nothing left to decide
             try:
-                ok = self._send(request)
+                outcome = self._send(item.request)
             except Exception:  # never let one request end ISR changes for good
-                log.exception("alter_partition_failed", topic=request["topic"], partition=request["partition"])
-                ok = False
-            if not ok:
-                on_error()
+                log.exception("alter_partition_failed", topic=item.request["topic"],
+                              partition=item.request["partition"])
+                outcome = AlterOutcome.UNKNOWN
+            self._settle(item, outcome)
 
-    def _send(self, request: dict) -> bool:
+    def _settle(self, item: AlterItem, outcome: AlterOutcome) -> None:
+        if outcome is AlterOutcome.NOT_APPLIED:
+            item.on_not_applied()
+        elif outcome is AlterOutcome.UNKNOWN:
+            item.attempt += 1
+            backoff = min(RETRY_BACKOFF_S[0] * 2 ** (item.attempt - 1), RETRY_BACKOFF_S[1])
+            heapq.heappush(self._retries, (time.monotonic() + backoff, next(self._order), item))
+
+    def _send(self, request: dict) -> AlterOutcome:
         address = self._controller_address()
         if address is None:
-            return False
+            return AlterOutcome.UNKNOWN
         try:
             r = self._connections.controller(address).AlterPartition(controller_pb2.AlterPartitionRequest(
                 broker_id=self.broker_id, broker_epoch=self._broker_epoch(), **request), timeout=self._timeout_s)
         except grpc.RpcError as e:
             log.info("alter_partition_unanswered", topic=request["topic"], partition=request["partition"],
                      code=str(e.code()))
-            return False
-        if r.error_code != common_pb2.NONE:
+            return AlterOutcome.UNKNOWN
+        outcome = outcome_of(r.error_code)
+        if outcome is not AlterOutcome.COMMITTED:
             log.info("alter_partition_refused", topic=request["topic"], partition=request["partition"],
-                     error=common_pb2.ErrorCode.Name(r.error_code), message=r.error_message)
-            return False
+                     error=common_pb2.ErrorCode.Name(r.error_code), message=r.error_message, outcome=outcome.value)
+            return outcome
         log.info("alter_partition_committed", topic=request["topic"], partition=request["partition"],
                  isr=list(r.isr), partition_epoch=r.partition_epoch)
-        return True
+        return outcome

@@ -42,6 +42,7 @@ from broker.log import LogManager
 from broker.log.log_dir_failure import LogDirFailure
 from broker.metadata.quorum import MetadataQuorum
 from broker.metadata_publisher import MetadataPublisher
+from broker.readiness import ServingGate
 from broker.replica_fetcher import ReplicaFetcherManager
 from broker.replica_manager import ReplicaManager, wall_clock_ms
 from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer
@@ -104,7 +105,9 @@ class Broker:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.grpc_max_workers, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
-            interceptors=[BrokerOnly(self._broker_token)],
+            # Client calls wait for the metadata catch-up (readiness.py); broker-only ones need the token.
+            interceptors=[ServingGate(a.broker_id, self._caught_up, self._applied_metadata_offset),
+                          BrokerOnly(self._broker_token)],
             options=[
                 ("grpc.so_reuseport", 0),  # a second broker on the same port must fail, not share it
                 ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
@@ -170,6 +173,12 @@ class Broker:
         self._started = True
         log.info("broker_started", host=a.host, port=a.port, raft_port=a.raft_port, pid=os.getpid(),
                  data_dir=str(a.data_dir), startup_ms=round((time.monotonic() - started) * 1000, 1))
+
+    def _caught_up(self) -> bool:
+        return self._publisher is not None and self._publisher.first_publish.is_set()
+
+    def _applied_metadata_offset(self) -> int:
+        return self.quorum.image.offset if self.quorum is not None else -1
 
     def _client_address(self, broker_id: int) -> tuple[str, int]:
         b = self.cluster.broker(broker_id)

@@ -74,12 +74,13 @@ class BrokerOnly(grpc.ServerInterceptor):
         if hmac.compare_digest(sent.encode() if isinstance(sent, str) else sent, self._token):
             return continuation(handler_call_details)
         handler = continuation(handler_call_details)
-        return _refusing(handler) if handler is not None else None
+        return refusing(handler, grpc.StatusCode.UNAUTHENTICATED, REFUSAL) if handler is not None else None
 
 
-def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s shape that ends every call with ``code`` before reading a request."""
     def refuse(_request, context):
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
+        context.abort(code, details)
 
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(refuse)

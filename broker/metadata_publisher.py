@@ -29,6 +29,8 @@ from broker.replica_manager import ReplicaManager
 
 log = structlog.get_logger(__name__)
 
+RETRY_FAILED_S = 1.0   # a diff in which some partitions failed is retried after this
+
 
 class MetadataPublisher:
     def __init__(self, quorum: MetadataQuorum, replicas: ReplicaManager,
@@ -67,19 +69,41 @@ class MetadataPublisher:
             if self._stop.is_set():
                 return
         last = MetadataImage(cluster_id=self._quorum.image.cluster_id)
+        strays_deleted = False
         while not self._stop.is_set():
             self._changed.clear()
             image = self._quorum.image
             if image is not last:
-                try:
-                    self._replicas.on_metadata_change(last, image)
-                except Exception:  # one failed partition must not stop every later change
-                    log.exception("metadata_publish_failed", metadata_offset=image.offset)
-                with self._published_cond:
-                    last = self.published = image
-                    self._published_cond.notify_all()
+                failed = self._publish(last, image)
+                if not failed:
+                    last = image
+                    if not strays_deleted:
+                        # Only after a diff applied whole: a partition that failed to become hosted
+                        # would look stray, and its log would be deleted.
+                        self._replicas.delete_stray_logs()
+                        strays_deleted = True
                 if not self.first_publish.is_set():
-                    self._replicas.delete_stray_logs()
                     self.first_publish.set()
-                    log.info("metadata_caught_up", metadata_offset=image.offset)
+                    log.info("metadata_caught_up", metadata_offset=image.offset, failed_partitions=len(failed))
+                if failed:
+                    # Diffed again from the last image applied whole: the failed partitions are retried
+                    # (the others are unchanged by then, so applying them again does nothing).
+                    self._stop.wait(RETRY_FAILED_S)
+                    continue
             self._changed.wait(1.0)
+
+    def _publish(self, last: MetadataImage, image: MetadataImage) -> list[tuple[str, int]]:
+        """Act on ``last`` -> ``image``; the partitions that failed. ``published`` moves on either way:
+        the partitions that applied are served."""
+        try:
+            failed = self._replicas.on_metadata_change(last, image)
+        except Exception:  # noqa: BLE001 - the diff itself failed: retry it whole
+            log.exception("metadata_publish_failed", metadata_offset=image.offset)
+            failed = [("*", -1)]
+        if failed:
+            log.warning("metadata_publish_incomplete", metadata_offset=image.offset,
+                        failed=[f"{t}-{p}" for t, p in failed[:10]], count=len(failed))
+        with self._published_cond:
+            self.published = image
+            self._published_cond.notify_all()
+        return failed

@@ -38,6 +38,10 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
 @dataclass
 class HostedPartition:
     state: PartitionState
@@ -58,6 +62,11 @@ class ProduceResult:
     base_offset: int = -1
     log_start_offset: int = -1
     last_offset: int = -1   # acks=all waits until the HW passes this
+    # The leader epoch the batch was appended (or found, for a duplicate) at: acks=all succeeds only
+    # while the partition is still led at this epoch, whenever its wait starts (a stream's waits are
+    # serialized, so it may start after the leadership was lost and regained).
+    leader_epoch: int = -1
+    topic_id: str = ""      # ... of this incarnation of the topic (a re-created one starts at epoch 0 again)
 
 
 @dataclass(frozen=True)
@@ -132,22 +141,26 @@ class NoFetchers:
         pass
 
 
-AlterPartitionSubmit = Callable[[dict, Callable[[], None]], None]
+# Sends an ISR change to the controller: (request as a dict, on_not_applied, still_pending); see alter_partition.py.
+AlterPartitionSubmit = Callable[[dict, Callable[[], None], Callable[[], bool]], None]
 
 
 class ReplicaManager:
     def __init__(self, broker_id: int, logs: LogManager, metadata, settings: BrokerSettings,
                  notifier: AppendNotifier, clock_ms: Callable[[], int] = wall_clock_ms,
-                 fetchers: "FetcherControl | None" = None, alter_partition: "AlterPartitionSubmit | None" = None):
+                 fetchers: "FetcherControl | None" = None, alter_partition: "AlterPartitionSubmit | None" = None,
+                 lag_clock_ms: Callable[[], int] = monotonic_ms):
         self.broker_id = broker_id
         self._fetchers = fetchers or NoFetchers()
-        # Sends an ISR change to the controller: (request, on_error) with the request as a dict.
-        self._alter_partition = alter_partition or (lambda request, on_error: on_error())
+        self._alter_partition = alter_partition or (lambda request, not_applied, still_pending: not_applied())
         self._logs = logs
         self._metadata = metadata  # anything with .image: the committed MetadataImage
         self._settings = settings
         self._notifier = notifier
-        self._clock_ms = clock_ms
+        self._clock_ms = clock_ms            # wall time: record timestamps, retention
+        # The ISR lag clock (replica.lag.time.max.ms) is monotonic: a wall clock stepped forward
+        # would drop every follower at once, one stepped back would keep a dead one in the ISR.
+        self._lag_clock_ms = lag_clock_ms
         self._partitions: dict[tuple[str, int], HostedPartition] = {}
         self._lock = threading.Lock()  # guards the _partitions dict
 
@@ -164,17 +177,30 @@ class ReplicaManager:
                 log.info("stray_log_deleted", topic=tp[0], partition=tp[1])
                 self._logs.delete(*tp)
 
-    def on_metadata_change(self, old: MetadataImage, new: MetadataImage) -> None:
+    def on_metadata_change(self, old: MetadataImage, new: MetadataImage) -> list[tuple[str, int]]:
+        """Act on every local change from ``old`` to ``new``; returns the partitions that failed.
+
+        Each partition is handled on its own: one that fails (its log cannot be opened, say)
+        must not keep the others from being served. The caller diffs again later for the failed
+        ones, and deletes no stray log until a diff applied whole (a partition that never became
+        hosted would look stray)."""
         changes = local_changes(old, new, self.broker_id)
-        now = self._clock_ms()
-        for tp in changes.deleted:
-            self._stop_partition(tp)
-        for tp, reg in changes.leaders.items():
-            self._become(tp, reg, new, now, leader=True)
-        for tp, reg in changes.followers.items():
-            self._become(tp, reg, new, now, leader=False)
+        now = self._lag_clock_ms()
+        failed: list[tuple[str, int]] = []
+        steps = ([(tp, lambda tp=tp: self._stop_partition(tp)) for tp in changes.deleted]
+                 + [(tp, lambda tp=tp, reg=reg: self._become(tp, reg, new, now, leader=True))
+                    for tp, reg in changes.leaders.items()]
+                 + [(tp, lambda tp=tp, reg=reg: self._become(tp, reg, new, now, leader=False))
+                    for tp, reg in changes.followers.items()])
+        for tp, step in steps:
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - reported, retried by the publisher
+                log.exception("partition_change_failed", topic=tp[0], partition=tp[1], error=str(e))
+                failed.append(tp)
         if changes:
             self._notifier.notify()
+        return failed
 
     def _become(self, tp: tuple[str, int], reg: PartitionRegistration, image: MetadataImage,
                 now_ms: int, leader: bool) -> None:
@@ -182,7 +208,9 @@ class ReplicaManager:
         topic = image.topics[tp[0]]
         if hosted is None:
             config = LogConfig.from_topic_config(dict(topic.configs), self._settings.log)
-            plog = self._logs.get_or_create(tp[0], tp[1], config, now_ms)
+            # A log of another topic by this name (deleted and re-created while this broker was away)
+            # is replaced, never adopted (KIP-516; broker/log/partition_metadata.py).
+            plog = self._logs.get_or_create(tp[0], tp[1], config, self._clock_ms(), topic.topic_id)
             state = PartitionState(tp[0], tp[1], self.broker_id, log_start_offset=plog.log_start_offset,
                                    log_end_offset=plog.log_end_offset, high_watermark=plog.read_high_watermark(),
                                    min_insync_replicas=int(topic.configs.get(
@@ -298,7 +326,7 @@ class ReplicaManager:
             if isinstance(verdict, Duplicate):
                 # A retry of a batch we hold: its original offset, nothing appended (KIP-98).
                 return ProduceResult(topic, partition, None, verdict.first_offset, hosted.log.log_start_offset,
-                                     verdict.last_offset)
+                                     verdict.last_offset, hosted.state.leader_epoch, hosted.topic_id)
             if verdict is not None:
                 return ProduceResult(topic, partition, verdict)
             try:
@@ -310,23 +338,25 @@ class ReplicaManager:
                                      info.base_offset, info.last_offset)
             hw_moved = hosted.state.on_leader_append(info.last_offset + 1)
             log_start = hosted.log.log_start_offset
+            epoch = hosted.state.leader_epoch
         if hw_moved:   # a single-replica ISR: the append alone moves the HW
             self._notifier.notify(LOG_END, HIGH_WATERMARK)
         else:
             self._notifier.notify(LOG_END)
-        return ProduceResult(topic, partition, None, info.base_offset, log_start, info.last_offset)
+        return ProduceResult(topic, partition, None, info.base_offset, log_start, info.last_offset, epoch,
+                             hosted.topic_id)
 
     def _await_one(self, result: ProduceResult, deadline: float) -> ProduceResult:
         """acks=all: answer once the HW passed the batch (every ISR member has it)."""
         if result.error is not None:
             return result
         hosted = self._partitions.get((result.topic, result.partition))
-        if hosted is None:
+        if hosted is None or hosted.topic_id != result.topic_id:
             return ProduceResult(result.topic, result.partition,
                                  NotLeaderOrFollowerError("The partition moved away while waiting for replication."))
         target = max(result.base_offset, result.last_offset) + 1
         state = hosted.state
-        epoch = state.leader_epoch
+        epoch = result.leader_epoch
         if self._notifier.wait_until(lambda: state.high_watermark >= target or not state.is_leader
                                      or state.leader_epoch != epoch, deadline):
             if state.is_leader and state.leader_epoch == epoch:
@@ -415,7 +445,7 @@ class ReplicaManager:
         """Record the follower's progress; the HW may move; a follower that caught up rejoins the ISR."""
         state = hosted.state
         with hosted.lock:
-            moved = state.on_follower_fetch(replica_id, fetch_offset, self._clock_ms())
+            moved = state.on_follower_fetch(replica_id, fetch_offset, self._lag_clock_ms())
             new_isr = None
             if replica_id not in state.isr and self._metadata.image.is_live(replica_id):
                 new_isr = state.isr_to_expand(replica_id, self._epoch_start_offset(hosted))
@@ -427,7 +457,7 @@ class ReplicaManager:
         if new_isr is not None:
             log.info("isr_expand_requested", topic=state.topic, partition=state.partition, replica=replica_id,
                      isr=list(new_isr), partition_epoch=state.partition_epoch)
-            self._alter_partition(request, lambda: self._alter_failed(hosted, request))
+            self._submit_alter(hosted, request)
 
     @staticmethod
     def _epoch_start_offset(hosted: HostedPartition) -> int:
@@ -441,15 +471,27 @@ class ReplicaManager:
         return {"topic": s.topic, "topic_id": hosted.topic_id, "partition": s.partition,
                 "leader_epoch": s.leader_epoch, "partition_epoch": s.partition_epoch, "new_isr": list(new_isr)}
 
-    def _alter_failed(self, hosted: HostedPartition, request: dict) -> None:
-        """The controller refused or did not answer: forget the pending change, the next check retries."""
+    def _submit_alter(self, hosted: HostedPartition, request: dict) -> None:
+        self._alter_partition(request, lambda: self._alter_not_applied(hosted, request),
+                              lambda: self._alter_still_pending(hosted, request))
+
+    def _alter_not_applied(self, hosted: HostedPartition, request: dict) -> None:
+        """The controller proved the change was not applied: forget it, the next check decides again.
+        (A change of unknown outcome stays pending: it may still commit; alter_partition.py.)"""
         with hosted.lock:
-            if hosted.state.partition_epoch == request["partition_epoch"]:
+            if self._alter_still_pending(hosted, request):
                 hosted.state.pending_isr = None
+
+    def _alter_still_pending(self, hosted: HostedPartition, request: dict) -> bool:
+        """Whether ``request`` is still this partition's pending ISR change (no newer epoch in metadata)."""
+        s = hosted.state
+        return (self._partitions.get((s.topic, s.partition)) is hosted and s.is_leader
+                and s.leader_epoch == request["leader_epoch"] and s.partition_epoch == request["partition_epoch"]
+                and s.pending_isr == tuple(request["new_isr"]))
 
     def maybe_shrink_isr(self) -> None:
         """Leaders drop followers that have not caught up for replica.lag.time.max.ms (via the controller)."""
-        now = self._clock_ms()
+        now = self._lag_clock_ms()
         for hosted in list(self._partitions.values()):
             with hosted.lock:
                 new_isr = hosted.state.isr_to_shrink(now, self._settings.replica_lag_time_max_ms)
@@ -459,7 +501,7 @@ class ReplicaManager:
                 request = self._alter_request(hosted, new_isr)
             log.info("isr_shrink_requested", topic=hosted.state.topic, partition=hosted.state.partition,
                      isr=list(new_isr), previous_isr=list(hosted.state.isr))
-            self._alter_partition(request, lambda h=hosted, r=request: self._alter_failed(h, r))
+            self._submit_alter(hosted, request)
 
     # ---- the follower side (called by the replica fetchers) -------------------------
 

@@ -9,9 +9,9 @@ import time
 import grpc
 
 from client.connection import Address, Connections, format_address, parse_bootstrap
-from client.errors import (BrokerBusyError, InvalidRequestError, KafkaConnectionError, KafkaError, LeaderHintInfo,
-                           LeaderNotAvailableError, NoBrokersAvailable, RequestTimedOutError,
-                           UnknownTopicOrPartitionError)
+from client.errors import (NOT_SERVING_PREFIX, BrokerBusyError, BrokerNotReadyError, InvalidRequestError,
+                           KafkaConnectionError, KafkaError, LeaderHintInfo, LeaderNotAvailableError,
+                           NoBrokersAvailable, RequestTimedOutError, UnknownTopicOrPartitionError)
 from client.metadata import ClusterMetadata
 from client.protocol.v1 import kafka_pb2
 from client.trace import TraceEvent, Tracer
@@ -79,6 +79,8 @@ class KafkaClient:
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
             return InvalidRequestError(f"{where} refused the request: {e.details()}")
         if code == grpc.StatusCode.UNAVAILABLE:
+            if (e.details() or "").startswith(NOT_SERVING_PREFIX):
+                return BrokerNotReadyError(f"broker at {where} is {e.details()}")
             return KafkaConnectionError(f"broker at {where} is unreachable")
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" not in (e.details() or ""):
             # A broker limit on calls in progress; gRPC's message-size check (grpc.max.message.bytes)

@@ -269,6 +269,18 @@ class KafkaConnectionError(KafkaError):
     description = "The connection to the broker failed."
 
 
+class BrokerNotReadyError(KafkaConnectionError):
+    """gRPC UNAVAILABLE from a broker that is up but has not caught up with the metadata log since it
+    started (broker/readiness.py): its answers would be stale, so it gives none. Ask another broker."""
+
+    name = "BrokerNotReadyError"
+    description = "The broker is starting and has not caught up with the cluster metadata yet."
+
+
+# The first words of the gRPC details a not-yet-caught-up broker sends with UNAVAILABLE.
+NOT_SERVING_PREFIX = "not serving yet"
+
+
 class BrokerBusyError(KafkaError):
     """gRPC RESOURCE_EXHAUSTED: a broker limit (grpc.max.concurrent.streams, grpc.max.concurrent.rpcs)
     refused the call; the same call may go through once others end."""

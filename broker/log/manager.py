@@ -26,6 +26,7 @@ from broker.log.checkpoint import fsync_directory, write_atomically
 from broker.log.config import LogConfig
 from broker.log.log import PartitionLog
 from broker.log.log_dir_failure import LogDirFailureChannel
+from broker.log.partition_metadata import read_topic_id, write_topic_id
 from client.errors import InvalidTopicError, KafkaStorageError
 
 log = structlog.get_logger(__name__)
@@ -69,6 +70,8 @@ class LogManager:
         # Invariant: every open PartitionLog of this data dir, keyed by (topic, partition);
         # it is only filled while the lock file is held.
         self._logs: dict[TopicPartition, PartitionLog] = {}
+        # The topic id in each log's partition.metadata (None: none on disk yet); see partition_metadata.py.
+        self._topic_ids: dict[TopicPartition, str | None] = {}
         self._lock_fd: int | None = None
         self._lock = threading.Lock()
         self.failure_channel = LogDirFailureChannel()
@@ -103,6 +106,7 @@ class LogManager:
                     log.warning("unknown_folder_in_data_dir", dir=str(path))
                     continue
                 self._logs[tp] = self._watched(PartitionLog.open(path, self.default_config, now_ms))
+                self._topic_ids[tp] = read_topic_id(path)
         except BaseException:
             self.close(clean=False)
             raise
@@ -143,29 +147,64 @@ class LogManager:
             return self._logs.get((topic, partition))
 
     def get_or_create(self, topic: str, partition: int, config: LogConfig | None,
-                      now_ms: int) -> PartitionLog:
+                      now_ms: int, topic_id: str | None = None) -> PartitionLog:
         """The log of (topic, partition), created if new (with ``config``, or the
         defaults if None). An existing log takes ``config`` (the topic's current
-        settings) when one is given."""
+        settings) when one is given.
+
+        With ``topic_id``, a log on disk that belongs to another topic id (a deleted
+        topic's, whose name was taken again) is a stray: it is deleted and the log
+        created anew (KIP-516). A log with no id on disk adopts this one."""
         if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
             raise InvalidTopicError(f"invalid topic name {topic!r}: use 1-249 of [a-zA-Z0-9._-]")
         if partition < 0:
             raise ValueError(f"partition {partition} must be >= 0")
         self._check_locked()
+        tp = (topic, partition)
         with self._lock:
-            plog = self._logs.get((topic, partition))
+            on_disk = self._topic_ids.get(tp) if tp in self._logs else None
+        if topic_id is not None and on_disk is not None and on_disk != topic_id:
+            log.warning("stray_log_replaced", topic=topic, partition=partition, stray_topic_id=on_disk,
+                        topic_id=topic_id)
+            self.delete(topic, partition)
+        with self._lock:
+            plog = self._logs.get(tp)
             if plog is None:
-                directory = self.data_dir / partition_dir_name(topic, partition)
-                try:
-                    plog = self._watched(PartitionLog.open(directory, config or self.default_config, now_ms))
-                except KafkaStorageError as e:
-                    self._log_dir_failed(f"cannot create log {directory}", e)
-                    raise
-                self._logs[(topic, partition)] = plog
-                log.info("log_created", topic=topic, partition=partition, dir=str(directory))
+                plog = self._create(tp, config or self.default_config, now_ms, topic_id)
             elif config is not None and config != plog.config:
                 plog.update_config(config)
+            if topic_id is not None and self._topic_ids.get(tp) is None:
+                self._write_topic_id(tp, plog.directory, topic_id)
             return plog
+
+    def _create(self, tp: TopicPartition, config: LogConfig, now_ms: int, topic_id: str | None) -> PartitionLog:
+        """A new log; its topic id is on disk before its first segment, so no log with data lacks one."""
+        directory = self.data_dir / partition_dir_name(*tp)
+        try:
+            if topic_id is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+                write_topic_id(directory, topic_id)
+            plog = self._watched(PartitionLog.open(directory, config, now_ms))
+        except (KafkaStorageError, OSError) as e:
+            self._log_dir_failed(f"cannot create log {directory}", e)
+            raise KafkaStorageError(f"cannot create log {directory}: {e}") from e
+        self._logs[tp] = plog
+        self._topic_ids[tp] = topic_id
+        log.info("log_created", topic=tp[0], partition=tp[1], dir=str(directory), topic_id=topic_id)
+        return plog
+
+    def _write_topic_id(self, tp: TopicPartition, directory: Path, topic_id: str) -> None:
+        try:
+            write_topic_id(directory, topic_id)
+        except OSError as e:
+            self._log_dir_failed(f"cannot write the topic id of {directory}", e)
+            raise KafkaStorageError(f"cannot write the topic id of {directory}: {e}") from e
+        self._topic_ids[tp] = topic_id
+
+    def topic_id(self, topic: str, partition: int) -> str | None:
+        """The topic id on disk for the log of (topic, partition); None if none (or no log)."""
+        with self._lock:
+            return self._topic_ids.get((topic, partition))
 
     def delete(self, topic: str, partition: int) -> bool:
         """Delete the log and its folder; False if there was none.
@@ -179,6 +218,7 @@ class LogManager:
             raise KafkaStorageError(f"not deleting log {topic}-{partition}: data dir {self.data_dir} is offline")
         with self._lock:
             plog = self._logs.pop((topic, partition), None)
+            self._topic_ids.pop((topic, partition), None)
         directory = self.data_dir / partition_dir_name(topic, partition)
         if plog is not None:
             plog.close(clean=False)

@@ -21,7 +21,8 @@ from broker.append_notifier import AppendNotifier
 from broker.config import BrokerSettings
 from broker.log import LogManager, PartitionLog
 from broker.metadata.image import MetadataImage, apply_batch
-from broker.metadata.records import ChangePartition, CreateTopic, FenceBroker, RegisterBroker, UnfenceBroker
+from broker.metadata.records import (ChangePartition, CreateTopic, DeleteTopic, FenceBroker, RegisterBroker,
+                                     UnfenceBroker)
 from broker.replica_manager import FetchRequestPartition, FetchResult, ProduceResult, ReplicaManager
 from client.errors import (FencedLeaderEpochError, NotEnoughReplicasError, NotLeaderOrFollowerError,
                            OffsetOutOfRangeError)
@@ -57,15 +58,17 @@ class Fetchers:
 
 
 class AlterPartitions:
-    """Records the ISR changes sent to the controller, with their on_error callbacks."""
+    """Records the ISR changes sent to the controller, with their on_not_applied / still_pending callbacks."""
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
-        self.on_errors: list = []
+        self.on_not_applied: list = []
+        self.still_pending: list = []
 
-    def __call__(self, request: dict, on_error) -> None:
+    def __call__(self, request: dict, on_not_applied, still_pending) -> None:
         self.requests.append(request)
-        self.on_errors.append(on_error)
+        self.on_not_applied.append(on_not_applied)
+        self.still_pending.append(still_pending)
 
 
 @dataclass
@@ -96,8 +99,9 @@ class Broker:
 class Pair:
     """Brokers 1 and 2 hosting orders-0 (replicas (1, 2)), first led by broker 1 at epoch 0."""
 
-    def __init__(self, tmp_path: Path, min_isr: int):
+    def __init__(self, tmp_path: Path, min_isr: int, lag_clock: Clock | None = None):
         self.clock = Clock()
+        self.lag_clock = lag_clock or self.clock   # the ISR lag clock; the same one unless a test splits them
         self.metadata = Metadata(MetadataImage("unit-cluster"))
         settings = BrokerSettings(replica_lag_time_max_ms=LAG_MS)
         self.brokers = {b: self._broker(tmp_path / f"broker-{b}", b, settings) for b in (1, 2)}
@@ -110,7 +114,7 @@ class Pair:
         logs.open(self.clock())
         fetchers, alters = Fetchers(), AlterPartitions()
         replicas = ReplicaManager(broker_id, logs, self.metadata, settings, AppendNotifier(), clock_ms=self.clock,
-                                  fetchers=fetchers, alter_partition=alters)
+                                  fetchers=fetchers, alter_partition=alters, lag_clock_ms=self.lag_clock)
         return Broker(broker_id, replicas, logs, fetchers, alters)
 
     def close(self) -> None:
@@ -166,8 +170,8 @@ class Pair:
 def make_pair(tmp_path):
     pairs: list[Pair] = []
 
-    def make(min_isr: int = 2) -> Pair:
-        pairs.append(Pair(tmp_path / f"pair-{len(pairs)}", min_isr))
+    def make(min_isr: int = 2, lag_clock: Clock | None = None) -> Pair:
+        pairs.append(Pair(tmp_path / f"pair-{len(pairs)}", min_isr, lag_clock))
         return pairs[-1]
 
     yield make
@@ -279,7 +283,7 @@ def test_a_follower_that_catches_up_is_proposed_for_the_isr_once(make_pair):
     assert alters.requests == [expected]
     pair.replicate()
     assert len(alters.requests) == 1           # one change in flight at a time
-    alters.on_errors[0]()                      # the controller refused: the next fetch proposes again
+    alters.on_not_applied[0]()                 # proven not applied: the next fetch proposes again
     pair.replicate()
     assert alters.requests == [expected, expected]
     pair.move(1, (1, 2))                       # committed
@@ -310,6 +314,20 @@ def test_a_follower_behind_for_longer_than_the_lag_time_is_dropped_from_the_isr(
                                 "partition_epoch": 0, "new_isr": [1]}]
     pair.brokers[1].replicas.maybe_shrink_isr()
     assert len(alters.requests) == 1
+
+
+def test_a_wall_clock_step_does_not_shrink_the_isr(make_pair):
+    """The ISR lag is measured on a monotonic clock: the wall clock jumping an hour ahead (NTP, a VM
+    resumed) is not an hour of follower lag (issue 14, defect 7)."""
+    pair = make_pair(lag_clock=Clock())
+    pair.replicate()
+    pair.produce(1, b"a")
+    pair.clock.now += 3_600_000                # wall time only
+    pair.brokers[1].replicas.maybe_shrink_isr()
+    assert pair.brokers[1].alters.requests == []
+    pair.lag_clock.now += LAG_MS + 1           # real lag
+    pair.brokers[1].replicas.maybe_shrink_isr()
+    assert [r["new_isr"] for r in pair.brokers[1].alters.requests] == [[1]]
 
 
 def test_a_follower_at_the_leader_end_stays_in_the_isr_however_long_it_is_quiet(pair):
@@ -376,3 +394,99 @@ def test_an_out_of_range_fetch_does_not_count_as_caught_up(make_pair):
     result = pair.fetch_at(1, 2, 12, -1)
     assert isinstance(result.error, OffsetOutOfRangeError)
     assert pair.brokers[2].alters.requests == []
+
+
+# ---- acks=all waits are tied to the epoch of the append (issue 14, defect 2) --------------
+
+
+def test_an_acks_all_wait_that_starts_after_the_leadership_was_lost_and_regained_fails(make_pair):
+    """A produce stream serializes its waits, so a wait can start long after its append. The batch was
+    appended at epoch 0; by the time the wait starts broker 1 has lost the leadership, truncated the
+    batch away, and leads again at epoch 2 with another batch at that offset. The new epoch's HW passes
+    the offset, but the batch is gone: the answer must be NOT_LEADER_OR_FOLLOWER, never success."""
+    pair = make_pair(min_isr=1)
+    old_batch = build_batch([(None, b"appended-at-epoch-0", 1000)])
+    [appended] = pair.brokers[1].replicas.append_to_leader(-1, [(TOPIC, 0, old_batch, -1)])
+    assert appended.error is None and appended.base_offset == 0 and appended.leader_epoch == 0
+    pair.move(2, (2,))                                        # epoch 1: broker 2 leads, never got it
+    assert pair.produce(2, b"written-at-epoch-1").base_offset == 0
+    for _ in range(3):                                        # broker 1 truncates and copies broker 2's batch
+        pair.replicate(follower=1, leader=2)
+    assert pair.brokers[1].values() == [b"written-at-epoch-1"]
+    pair.move(1, (1, 2))                                      # epoch 2: broker 1 leads again
+    assert pair.epoch == 2
+    pair.replicate()
+    pair.replicate()
+    assert pair.brokers[1].hw == 1                            # the new epoch's HW passed offset 0
+    [answer] = pair.brokers[1].replicas.await_replication(-1, [appended], time.monotonic() + 5)
+    assert isinstance(answer.error, NotLeaderOrFollowerError), answer
+
+
+def test_an_acks_all_wait_at_the_epoch_of_the_append_succeeds(pair):
+    [appended] = pair.brokers[1].replicas.append_to_leader(-1, [(TOPIC, 0, build_batch([(None, b"a", 1)]), -1)])
+    pair.replicate()
+    pair.replicate()
+    [answer] = pair.brokers[1].replicas.await_replication(-1, [appended], time.monotonic() + 5)
+    assert answer.error is None and answer.base_offset == 0
+
+
+# ---- a re-created topic never adopts a returning replica's old log (issue 14, defect 1) ------
+
+
+def _restart(pair: Pair, broker_id: int, image_before: MetadataImage) -> Broker:
+    """Broker ``broker_id`` comes back: its logs reopened from disk, its first diff against an empty image
+    (as after a kill -9: its image replays to ``pair.metadata.image``)."""
+    old = pair.brokers[broker_id]
+    old.logs.close(clean=False)
+    settings = BrokerSettings(replica_lag_time_max_ms=LAG_MS)
+    fresh = pair._broker(old.logs.data_dir, broker_id, settings)
+    pair.brokers[broker_id] = fresh
+    fresh.replicas.on_metadata_change(MetadataImage(image_before.cluster_id), pair.metadata.image)
+    return fresh
+
+
+@pytest.mark.parametrize("old_epoch_higher", [False, True])
+def test_a_recreated_topic_replaces_a_returning_replicas_log_of_the_old_topic(make_pair, old_epoch_higher):
+    pair = make_pair(min_isr=1)
+    for i in range(3):
+        pair.produce(1, b"old-%d" % i)
+    pair.replicate()
+    pair.replicate()
+    if old_epoch_higher:                       # the old topic's log ends at a higher epoch than the new one's
+        pair.move(2, (1, 2))
+        pair.move(1, (1, 2))
+        pair.produce(1, b"old-at-epoch-2")
+        pair.replicate()
+        pair.replicate()
+    assert pair.brokers[2].values()[:3] == [b"old-0", b"old-1", b"old-2"]
+    # Broker 2 is away (dead, not yet fenced) while the topic is deleted and re-created with the same
+    # name and replicas: it never sees the deletion.
+    before = pair.metadata.image
+    broker2 = pair.brokers.pop(2)
+    pair.change(DeleteTopic(TOPIC, TOPIC_ID), CreateTopic(TOPIC, "id-orders-2", ((1, 2),), {"min.insync.replicas": "1"}))
+    pair.brokers[2] = broker2
+    assert pair.brokers[1].values() == []      # the live leader took the new topic: an empty log
+    pair.produce(1, b"new-0")
+    fresh = _restart(pair, 2, before)
+    assert fresh.values() == [], "the returning replica kept the deleted topic's records"
+    assert fresh.logs.topic_id(*TP) == "id-orders-2"
+    for _ in range(3):
+        pair.replicate()
+    assert fresh.values() == [b"new-0"]
+    assert fresh.log.read(0, MAX_BYTES) == pair.brokers[1].log.read(0, MAX_BYTES)
+
+
+def test_a_log_without_a_topic_id_on_disk_adopts_the_metadatas(tmp_path):
+    logs = LogManager(tmp_path / "d", BrokerSettings().log)
+    logs.open(0)
+    try:
+        legacy = logs.get_or_create("t", 0, None, 0)           # no id: a folder of an older raftka
+        legacy.append_as_leader(build_batch([(None, b"kept", 1)]), 0, 1)
+        assert logs.topic_id("t", 0) is None
+        assert logs.get_or_create("t", 0, None, 0, "id-t") is legacy
+        assert logs.topic_id("t", 0) == "id-t"
+        assert (legacy.directory / "partition.metadata").read_text() == "version: 0\ntopic_id: id-t\n"
+        assert logs.get_or_create("t", 0, None, 0, "id-other") is not legacy
+        assert logs.get("t", 0).log_end_offset == 0 and logs.topic_id("t", 0) == "id-other"
+    finally:
+        logs.close()
