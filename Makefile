@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# A data dir is formatted once before its broker's first start (a broker refuses an unformatted one):
+# on a fresh clone every broker as an initial voter of a brand-new cluster; after a lost disk, only the
+# missing data dir, as rejoining (it votes once it has caught up). Formatted data dirs are left alone.
 run: $(STAMP)
+	$(BIN)/kbroker format --config cluster.toml --all-missing
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 # make kill BROKER=N: kill -9 broker N of `make run` (the PID the broker wrote to its data dir);
@@ -34,12 +38,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # Chaos soak: ROUNDS seeded faults per seed (kill -9 leader/controller/both/follower, pauses, two at once,
-# rolling restart, all three) under idempotent acks=all producers and consumers, each round checked;
-# the report (summary per fault kind, timeline) goes to chaos-report/report.md. SEEDS=1,2 to replay.
-SEEDS  ?=
-ROUNDS ?= 50
+# rolling restart, all at once, topic delete and re-create, preferred elections, faults in sequence, a wiped
+# data dir, idle client streams) under idempotent acks=all producers and consumers, each round checked;
+# the report (summary per fault kind, timeline) goes to chaos-report/report.md. SEEDS=1,2 to replay;
+# BROKERS=4 runs four brokers (topics keep RF 3); NEMESES=kill-leader,wipe-data picks the fault kinds.
+SEEDS   ?=
+ROUNDS  ?= 50
+BROKERS ?= 3
+NEMESES ?=
 chaos: $(STAMP)
-	$(BIN)/python -m tests.chaos.runner --rounds $(ROUNDS) --out chaos-report $(if $(SEEDS),--seeds $(SEEDS))
+	$(BIN)/python -m tests.chaos.runner --rounds $(ROUNDS) --brokers $(BROKERS) --out chaos-report \
+	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(NEMESES),--nemeses $(NEMESES))
 
 # Performance figures (issue 7): a fresh 3-broker cluster, W1 sync produce, W2 pipelined produce, W3 consume,
 # W4 failover, broker RSS and ready time; a table on stdout and bench/results.json.

@@ -3,6 +3,10 @@
 With --restart-delay SECONDS the process is the broker's supervisor instead
 (broker/supervisor.py): it runs the broker as a child and restarts it that many
 seconds after any exit it did not cause.
+
+kbroker format --config cluster.toml --id N [--initial-voter] | --all-missing: format a data
+dir once, before the broker's first start (broker/storage_format.py). A broker refuses to
+start on an unformatted data dir.
 """
 
 from __future__ import annotations
@@ -36,8 +40,50 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def format_main(argv: list[str]) -> int:
+    """kbroker format: write meta.properties into data dirs that have none (see broker/storage_format.py)."""
+    parser = _Parser(prog="kbroker format",
+                     description="Format a broker's data dir once, before its first start (Kafka's kafka-storage "
+                                 "format). A broker refuses to start on an unformatted data dir.")
+    parser.add_argument("--config", default="cluster.toml", help="cluster file (default: cluster.toml)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, help="the broker whose data dir to format")
+    which.add_argument("--all-missing", action="store_true",
+                       help="every broker whose data dir has no meta.properties: as initial voters if none of "
+                            "the data dirs exists yet (a brand-new cluster), else as rejoining (make run does this)")
+    parser.add_argument("--initial-voter", action="store_true",
+                        help="a broker of a brand-new cluster (give it to every broker of it): it votes from its "
+                             "first start. Without it the broker (re)joins an existing cluster, for example after "
+                             "its disk was lost, and votes only once it has caught up")
+    args = parser.parse_args(argv)
+    if args.all_missing and args.initial_voter:
+        parser.error("--initial-voter goes with --id (--all-missing decides by itself)")
+
+    from broker.config import ConfigError, load_cluster_config
+    from broker.storage_format import FormatError, format_data_dir, format_missing
+
+    try:
+        cluster = load_cluster_config(args.config)
+        if args.all_missing:
+            done = [(f.broker_id, f.data_dir, f.meta.quorum_state) for f in format_missing(cluster)]
+        else:
+            cluster.broker(args.id)
+            done = [(args.id, format_data_dir(cluster, args.id, args.initial_voter),
+                     "voter" if args.initial_voter else "rejoining")]
+    except (ConfigError, FormatError) as e:
+        print(f"kbroker format: error: {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    for broker_id, data_dir, state in done:
+        print(f"kbroker format: data dir {data_dir} of broker {broker_id} formatted ({state})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="kbroker", description="Run one raftka broker.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["format"]:
+        return format_main(argv[1:])
+    parser = _Parser(prog="kbroker", description="Run one raftka broker.",
+                     epilog="Format a data dir before its broker's first start: kbroker format --help")
     parser.add_argument("--config", default="cluster.toml", help="cluster file (default: cluster.toml)")
     parser.add_argument("--id", type=int, required=True, help="this broker's id in the cluster file")
     parser.add_argument("--log-format", choices=("console", "json"),
@@ -60,13 +106,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
 
     if args.restart_delay is not None:
+        # Also before supervising: an unformatted data dir is one line, not a child's refusal.
+        refused = _refuse_data_dir(cluster, args.config, args.id)
+        if refused is not None:
+            print(refused, file=sys.stderr)
+            return EXIT_BAD_CONFIG
         child = [sys.executable, "-m", "broker", "--config", args.config, "--id", str(args.id)]
         if args.log_format:
             child += ["--log-format", args.log_format]
         return supervise(child, args.id, args.restart_delay)
 
     from broker.broker import Broker, PortInUseError
-    from broker.log.manager import DataDirLockedError, DataDirUnusableError, InconsistentDataDirError
+    from broker.log.manager import (DataDirLockedError, DataDirUnusableError, InconsistentDataDirError,
+                                    UnformattedDataDirError)
+    from broker.storage_format import rejoin_hint
     from broker.metadata.quorum import QuorumStartError
     from broker.logging_setup import configure_logging
     from client.errors import KafkaStorageError
@@ -82,12 +135,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kbroker: error: {e}", file=sys.stderr)
         broker.stop()
         return EXIT_BAD_CONFIG
+    except UnformattedDataDirError as e:   # checked before anything is written: nothing was
+        print(f"kbroker: error: {e}: {rejoin_hint(args.config, args.id)}", file=sys.stderr)
+        broker.stop()
+        return EXIT_BAD_CONFIG
     except KafkaStorageError as e:   # a data dir that cannot be read or written at start-up
         print(f"kbroker: error: {e}", file=sys.stderr)
         return EXIT_LOG_DIR_FAILURE
     broker.wait()
     broker.stop()
     return 0
+
+
+def _refuse_data_dir(cluster, config_path: str, broker_id: int) -> str | None:
+    """The one line kbroker prints for a data dir it would refuse to start on (unformatted, another
+    cluster's or broker's), or None. Reads only."""
+    from broker.log.manager import (DataDirUnusableError, InconsistentDataDirError, UnformattedDataDirError,
+                                    check_meta)
+    from broker.storage_format import rejoin_hint
+
+    try:
+        check_meta(cluster.broker(broker_id).data_dir, cluster.cluster_id, broker_id)
+    except UnformattedDataDirError as e:
+        return f"kbroker: error: {e}: {rejoin_hint(config_path, broker_id)}"
+    except (InconsistentDataDirError, DataDirUnusableError) as e:
+        return f"kbroker: error: {e}"
+    return None
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ class AlterPartitionManager:
         self._queue: queue.Queue = queue.Queue()
         self._retries: list[tuple[float, int, AlterItem]] = []   # (due, tie-breaker, item): a heap
         self._order = itertools.count()
+        self._stopping = threading.Event()
         self._connections = connections or Connections()
         self._thread = threading.Thread(target=self._run, name="alter-partition", daemon=True)
 
@@ -91,6 +92,7 @@ class AlterPartitionManager:
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopping.set()   # before any resend that is due: a stopping broker sends nothing more
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
         self._connections.close()
@@ -106,6 +108,8 @@ class AlterPartitionManager:
     def _next(self) -> object:
         """The next item to send: a new one, or a retry that is due."""
         while True:
+            if self._stopping.is_set():
+                return _STOP
             if self._retries and self._retries[0][0] <= time.monotonic():
                 return heapq.heappop(self._retries)[2]
             wait = self._retries[0][0] - time.monotonic() if self._retries else None

@@ -1,4 +1,4 @@
-"""One broker process: wires storage, metadata, controller, replica manager and the gRPC server.
+"""One broker process: wires storage, metadata, controller, replica manager and the gRPC servers.
 
 Start-up order matters for bad input: the port is bound and the data dir locked
 before anything is written, so a port in use or a second broker on the same
@@ -34,18 +34,19 @@ import structlog
 
 from broker.alter_partition import AlterPartitionManager
 from broker.append_notifier import AppendNotifier
-from broker.config import ClusterConfig
+from broker.config import BrokerSettings, ClusterConfig
 from broker.controller import Controller
 from broker.inter_broker_auth import BrokerOnly, broker_token, with_token
 from broker.lifecycle import BrokerLifecycleManager
 from broker.log import LogManager
 from broker.log.log_dir_failure import LogDirFailure
+from broker.log.meta_properties import mark_voter
 from broker.metadata.quorum import MetadataQuorum
 from broker.metadata_publisher import MetadataPublisher
 from broker.readiness import ServingGate
 from broker.replica_fetcher import ReplicaFetcherManager
 from broker.replica_manager import ReplicaManager, wall_clock_ms
-from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer
+from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer, StreamSlots
 # Exit code 3 after a storage failure (not 2: the supervisor does not restart that one, and a
 # restart is what recovers the log).
 from broker.supervisor import EXIT_LOG_DIR_FAILURE
@@ -54,6 +55,8 @@ from client.protocol.v1 import controller_pb2_grpc, kafka_pb2_grpc, replication_
 
 log = structlog.get_logger(__name__)
 
+# Kafka's producer.id.expiration.check.interval.ms (10 min): how often idle producer ids are forgotten.
+PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_S = 600.0
 # How long in-flight answers (the KAFKA_STORAGE_ERROR of the failed request) get to go out.
 HALT_GRACE_S = 0.5
 
@@ -62,9 +65,36 @@ class PortInUseError(Exception):
     pass
 
 
+def _grpc_server(host: str, port: int, what: str, s: BrokerSettings, workers: int, max_rpcs: int,
+                 interceptors: list[grpc.ServerInterceptor], options: list[tuple[str, int]]) -> grpc.Server:
+    """A gRPC server bound to host:port (not started yet) with a thread pool of its own: a listener's
+    load queues on its own workers and ``max_rpcs`` only."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"grpc-{what}"),
+        maximum_concurrent_rpcs=max_rpcs,
+        interceptors=interceptors,
+        options=[
+            ("grpc.so_reuseport", 0),  # a second broker on the same port must fail, not share it
+            ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
+            ("grpc.max_send_message_length", s.grpc_max_message_bytes),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ("grpc.http2.max_pings_without_data", 0),
+            # A connection that never finishes its HTTP/2 preface is closed, not kept forever.
+            ("grpc.server_handshake_timeout_ms", s.grpc_handshake_timeout_ms),
+            ("grpc.max_connection_idle_ms", s.grpc_max_connection_idle_ms),
+            *options,
+        ])
+    try:
+        server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        raise PortInUseError(f"cannot listen on {host}:{port} ({what}): the port is in use") from None
+    return server
+
+
 def _check_port_free(host: str, port: int, what: str) -> None:
     """Fail with one clear line before gRPC tries (its own bind error is a C-level log line);
-    ``what`` names the setting (port, raft_port) so the user knows which one to change."""
+    ``what`` names the setting (port, raft_port, inter_broker_port) so the user knows which one to change."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no conflict
         try:
@@ -82,7 +112,8 @@ class Broker:
         self.settings = cluster.settings
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
-        self._server: grpc.Server | None = None
+        self._server: grpc.Server | None = None               # the client API, on `port`
+        self._inter_broker_server: grpc.Server | None = None  # Replication and Controller, on `inter_broker_port`
         self._logs: LogManager | None = None
         self.quorum: MetadataQuorum | None = None
         self.controller: Controller | None = None
@@ -101,36 +132,15 @@ class Broker:
         a, s = self.address, self.settings
         _check_port_free(a.host, a.port, "port")
         _check_port_free(a.host, a.raft_port, "raft_port")
+        _check_port_free(a.host, a.inter_broker_port, "inter_broker_port")
         self._broker_token = broker_token(self.cluster.cluster_id, self.cluster.cluster_secret)
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=s.grpc_max_workers, thread_name_prefix="grpc"),
-            maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
-            # Client calls wait for the metadata catch-up (readiness.py); broker-only ones need the token.
-            interceptors=[ServingGate(a.broker_id, self._caught_up, self._applied_metadata_offset),
-                          BrokerOnly(self._broker_token)],
-            options=[
-                ("grpc.so_reuseport", 0),  # a second broker on the same port must fail, not share it
-                ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
-                ("grpc.max_send_message_length", s.grpc_max_message_bytes),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-                ("grpc.http2.max_pings_without_data", 0),
-                # A connection that never finishes its HTTP/2 preface is closed, not kept forever.
-                ("grpc.server_handshake_timeout_ms", s.grpc_handshake_timeout_ms),
-                ("grpc.max_connection_idle_ms", s.grpc_max_connection_idle_ms),
-                # ... and every connection ends at this age, with the calls it never finished sending.
-                ("grpc.max_connection_age_ms", s.grpc_max_connection_age_ms),
-                ("grpc.max_connection_age_grace_ms", s.grpc_max_connection_age_grace_ms),
-            ])
-        try:
-            self._server.add_insecure_port(f"{a.host}:{a.port}")
-        except RuntimeError:
-            raise PortInUseError(f"cannot listen on {a.host}:{a.port}: the port is in use") from None
+        self._bind_servers()
 
         self._logs = LogManager(a.data_dir, s.log)
-        # Creates the data dir, takes its lock, refuses another cluster's or broker's data dir, then
-        # recovers: in that order, so a refused data dir is left as it was.
-        self._logs.open(wall_clock_ms(), identity=(self.cluster.cluster_id, a.broker_id))
+        # Refuses an unformatted data dir (`kbroker format`: never formatted here, it may be a lost disk)
+        # or another cluster's or broker's, then takes its lock, then recovers: in that order, so a
+        # refused data dir is left as it was.
+        meta = self._logs.open(wall_clock_ms(), identity=(self.cluster.cluster_id, a.broker_id))
         self._logs.failure_channel.add_listener(self._on_log_dir_offline)
         self._pid_file.write_text(f"{os.getpid()}\n")  # for `make kill BROKER=N`
         self._wrote_pid_file = True
@@ -140,14 +150,16 @@ class Broker:
             {b.broker_id: f"{b.host}:{b.raft_port}" for b in self.cluster.brokers if b.broker_id != a.broker_id},
             a.broker_id, a.data_dir, self.cluster.cluster_secret,
             (s.quorum_election_timeout_ms / 1000, s.quorum_election_timeout_max_ms / 1000),
-            s.quorum_heartbeat_interval_ms / 1000)
+            s.quorum_heartbeat_interval_ms / 1000,
+            # Formatted to rejoin (a lost disk): no vote until caught up, then meta.properties says voter.
+            rejoining=meta.rejoining, mark_voter=lambda: mark_voter(a.data_dir))
         self.quorum.start()
 
         notifier = AppendNotifier()
         # Calls to other brokers' broker-only services carry the cluster's token (inter_broker_auth).
         as_broker = with_token(self._broker_token)
         self._lifecycle = BrokerLifecycleManager(self.cluster, a.broker_id, self.quorum, Connections(as_broker))
-        self._fetchers = ReplicaFetcherManager(a.broker_id, self._client_address, s, Connections(as_broker))
+        self._fetchers = ReplicaFetcherManager(a.broker_id, self._inter_broker_address, s, Connections(as_broker))
         self._alter_partition = AlterPartitionManager(a.broker_id, lambda: self._lifecycle.broker_epoch,
                                                       self._controller_address,
                                                       s.metadata_commit_timeout_ms / 1000, Connections(as_broker))
@@ -164,15 +176,39 @@ class Broker:
                                     max_concurrent_streams=s.grpc_max_concurrent_streams,
                                     fetch_max_bytes=s.fetch_max_bytes)
         kafka_pb2_grpc.add_KafkaServicer_to_server(self._kafka, self._server)
-        replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationServicer(self._kafka), self._server)
-        controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self.controller), self._server)
+        # Followers' fetch streams get slots of their own: a client port full of streams refuses no follower.
+        replication = ReplicationServicer(self._kafka, StreamSlots(s.inter_broker_max_concurrent_streams, a.broker_id,
+                                                                   "inter.broker.max.concurrent.streams"))
+        replication_pb2_grpc.add_ReplicationServicer_to_server(replication, self._inter_broker_server)
+        controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self.controller),
+                                                             self._inter_broker_server)
+        self._inter_broker_server.start()
         self._server.start()
         self._lifecycle.start()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self._housekeeper.start()
         self._started = True
-        log.info("broker_started", host=a.host, port=a.port, raft_port=a.raft_port, pid=os.getpid(),
+        log.info("broker_started", host=a.host, port=a.port, raft_port=a.raft_port,
+                 inter_broker_port=a.inter_broker_port, pid=os.getpid(),
                  data_dir=str(a.data_dir), startup_ms=round((time.monotonic() - started) * 1000, 1))
+
+    def _bind_servers(self) -> None:
+        """The client server on ``port`` and the inter-broker server on ``inter_broker_port``, each with
+        its own threads, call budget and stream slots (Kafka's control plane listener): no client load
+        can starve replication, heartbeats or AlterPartition."""
+        a, s = self.address, self.settings
+        # Client calls wait for the metadata catch-up (readiness.py).
+        self._server = _grpc_server(a.host, a.port, "port", s, s.grpc_max_workers, s.grpc_max_concurrent_rpcs,
+                                    [ServingGate(a.broker_id, self._caught_up, self._applied_metadata_offset)], [
+            # Every client connection ends at this age, with the calls it never finished sending.
+            ("grpc.max_connection_age_ms", s.grpc_max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", s.grpc_max_connection_age_grace_ms)])
+        # No connection age here: it would cut followers' fetch streams. Nor is it needed: without the
+        # token a call is refused before its request is read (BrokerOnly), so a stranger's half-sent
+        # call holds no thread of this server.
+        self._inter_broker_server = _grpc_server(
+            a.host, a.inter_broker_port, "inter_broker_port", s, s.inter_broker_max_workers,
+            s.inter_broker_max_concurrent_rpcs, [BrokerOnly(self._broker_token)], [])
 
     def _caught_up(self) -> bool:
         return self._publisher is not None and self._publisher.first_publish.is_set()
@@ -181,16 +217,22 @@ class Broker:
         return self.quorum.image.offset if self.quorum is not None else -1
 
     def _client_address(self, broker_id: int) -> tuple[str, int]:
+        """Where clients reach ``broker_id``; admin requests are forwarded to the controller here too."""
         b = self.cluster.broker(broker_id)
         return b.host, b.port
 
+    def _inter_broker_address(self, broker_id: int) -> tuple[str, int]:
+        """Where this broker's own calls to ``broker_id`` go: fetches, heartbeats, AlterPartition."""
+        b = self.cluster.broker(broker_id)
+        return b.host, b.inter_broker_port
+
     def _controller_address(self) -> tuple[str, int] | None:
         controller_id = self.quorum.controller_id()
-        return self._client_address(controller_id) if controller_id >= 0 else None
+        return self._inter_broker_address(controller_id) if controller_id >= 0 else None
 
     def _housekeeping(self) -> None:
         """HW checkpoints and retention, on their own intervals, off the request path."""
-        next_checkpoint = next_retention = next_isr_check = time.monotonic()
+        next_checkpoint = next_retention = next_isr_check = next_expiry = time.monotonic()
         while not self._stop.wait(0.2):
             now = time.monotonic()
             try:
@@ -201,6 +243,11 @@ class Broker:
                 if now >= next_checkpoint:
                     next_checkpoint = now + self.settings.high_watermark_checkpoint_interval_ms / 1000
                     self.replicas.checkpoint_high_watermarks()
+                if now >= next_expiry:
+                    next_expiry = now + PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_S
+                    expired = self.replicas.remove_expired_producers()
+                    if expired:
+                        log.info("producer_ids_expired", count=expired)
                 if now >= next_retention:
                     next_retention = now + self.settings.log_retention_check_interval_ms / 1000
                     deleted = self.replicas.run_retention()
@@ -218,16 +265,22 @@ class Broker:
         log.error("broker_halting", reason=failure.reason, log_dir=str(failure.log_dir), error=failure.message,
                   exit_code=EXIT_LOG_DIR_FAILURE)
         try:
-            if self._kafka is not None:
-                self._kafka.end_streams()
-            if self._server is not None:
-                self._server.stop(grace=HALT_GRACE_S).wait(HALT_GRACE_S + 1.0)
+            self._stop_servers(HALT_GRACE_S)
         except Exception:  # noqa: BLE001 - halting anyway
             log.exception("halt_grace_failed")
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(EXIT_LOG_DIR_FAILURE)
+
+    def _stop_servers(self, grace_s: float) -> None:
+        """Both servers at once: produce and fetch streams end first (their peers reconnect, to the new
+        leaders), then the calls in flight get ``grace_s`` to be answered."""
+        servers = [server for server in (self._server, self._inter_broker_server) if server is not None]
+        if servers and self._kafka is not None:
+            self._kafka.end_streams()
+        for stopped in [server.stop(grace=grace_s) for server in servers]:
+            stopped.wait(grace_s + 1.0)
 
     def wait(self) -> None:
         self._stop.wait()
@@ -242,10 +295,7 @@ class Broker:
             moved = self._lifecycle.controlled_shutdown(timeout_s=1.5)  # bounded: honcho kills at 5 s
             log.info("controlled_shutdown", leaderships_moved=moved)
             self._lifecycle.stop()
-        if self._server is not None:
-            if self._kafka is not None:
-                self._kafka.end_streams()
-            self._server.stop(grace=2.0).wait()
+        self._stop_servers(grace_s=2.0)
         if self.quorum is not None:
             self.quorum.refuse_commits()   # a commit the controller waits on may never come now
         for part in (self.controller, self._publisher):

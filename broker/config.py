@@ -26,6 +26,9 @@ class BrokerAddress:
     host: str
     port: int        # client gRPC port
     raft_port: int   # metadata quorum (pysyncobj) port
+    # Broker-to-broker gRPC port (Replication, Controller): its own server, threads and stream slots,
+    # so client load on `port` can never starve replication or heartbeats (Kafka's control plane listener).
+    inter_broker_port: int
     data_dir: Path
 
 
@@ -57,6 +60,14 @@ class BrokerSettings:
     # reconnect; an idempotent producer resends what was in flight.
     grpc_max_connection_age_ms: int = 300000
     grpc_max_connection_age_grace_ms: int = 10000
+    # The inter-broker server's own capacity. Per broker it holds one fetch stream (or long-polling
+    # ReplicaFetch) from each follower of its partitions, and short unary calls: heartbeats, registration,
+    # AlterPartition (each broker has at most one of each in flight). 16 streams cover every follower of
+    # a cluster of up to 17 brokers, twice over for 3 (a cancelled stream and its replacement); the 16
+    # other threads keep the unary calls from ever queueing behind the streams.
+    inter_broker_max_workers: int = 32
+    inter_broker_max_concurrent_rpcs: int = 128
+    inter_broker_max_concurrent_streams: int = 16
     # Broker cap on one Fetch answer (Kafka's fetch.max.bytes, 55 MiB there): a request asking for
     # more, or for 0 (no limit), gets this; the first batch still comes whole (KIP-74).
     fetch_max_bytes: int = 52428800
@@ -78,6 +89,8 @@ class BrokerSettings:
     replica_fetch_backoff_ms: int = 200
     # 1: fetch over one long-lived stream per leader; 0: one unary call per fetch (to compare).
     replica_fetch_stream: int = 1
+    # A producer id whose last batch's max timestamp is this old is forgotten (Kafka's default: 1 day).
+    producer_id_expiration_ms: int = 86400000
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -98,6 +111,9 @@ _SETTING_KEYS = {
     "grpc.max.connection.idle.ms": "grpc_max_connection_idle_ms",
     "grpc.max.connection.age.ms": "grpc_max_connection_age_ms",
     "grpc.max.connection.age.grace.ms": "grpc_max_connection_age_grace_ms",
+    "inter.broker.max.workers": "inter_broker_max_workers",
+    "inter.broker.max.concurrent.rpcs": "inter_broker_max_concurrent_rpcs",
+    "inter.broker.max.concurrent.streams": "inter_broker_max_concurrent_streams",
     "fetch.max.bytes": "fetch_max_bytes",
     "broker.heartbeat.interval.ms": "broker_heartbeat_interval_ms",
     "broker.session.timeout.ms": "broker_session_timeout_ms",
@@ -111,6 +127,7 @@ _SETTING_KEYS = {
     "replica.fetch.response.max.bytes": "replica_fetch_response_max_bytes",
     "replica.fetch.backoff.ms": "replica_fetch_backoff_ms",
     "replica.fetch.stream": "replica_fetch_stream",
+    "producer.id.expiration.ms": "producer_id_expiration_ms",
     "log.segment.bytes": "log.segment_bytes",
     "log.roll.ms": "log.segment_ms",
     "log.retention.ms": "log.retention_ms",
@@ -166,8 +183,13 @@ def parse_cluster_config(raw: dict[str, Any], path: Path) -> ClusterConfig:
         raise ConfigError(f"{path}: no [[broker]] entries")
     brokers = tuple(_parse_broker(e, i, path) for i, e in enumerate(entries))
     _check_unique(brokers, path)
-    return ClusterConfig(cluster_id, brokers, _parse_settings(raw.get("config", {}), path), path,
-                         _cluster_secret(raw, path))
+    settings = _parse_settings(raw.get("config", {}), path)
+    streams = settings.inter_broker_max_concurrent_streams
+    if streams < len(brokers) - 1:
+        # A leader serves one fetch stream from every other broker; a refused one would leave the ISR.
+        raise ConfigError(f"{path}: inter.broker.max.concurrent.streams ({streams}) must be at least the number "
+                          f"of brokers minus one ({len(brokers) - 1}), so every follower's fetch stream fits")
+    return ClusterConfig(cluster_id, brokers, settings, path, _cluster_secret(raw, path))
 
 
 def _cluster_secret(raw: dict[str, Any], path: Path) -> str:
@@ -185,7 +207,7 @@ def _parse_broker(entry: Any, index: int, path: Path) -> BrokerAddress:
     where = f"{path}: [[broker]] #{index + 1}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} is not a table")
-    for key in ("id", "port", "raft_port"):
+    for key in ("id", "port", "raft_port", "inter_broker_port"):
         if key not in entry:
             raise ConfigError(f"{where} is missing '{key}'")
     broker_id = _int(entry["id"], f"{where} id", 0, 2**31 - 1)
@@ -198,8 +220,9 @@ def _parse_broker(entry: Any, index: int, path: Path) -> BrokerAddress:
     data_dir = Path(entry.get("data_dir", f"data/broker-{broker_id}"))
     if not data_dir.is_absolute():
         data_dir = path.resolve().parent / data_dir
-    return BrokerAddress(broker_id, host, _int(entry["port"], f"{where} port", 1, 65535),
-                         _int(entry["raft_port"], f"{where} raft_port", 1, 65535), data_dir)
+    port, raft_port, inter_broker_port = (_int(entry[k], f"{where} {k}", 1, 65535)
+                                          for k in ("port", "raft_port", "inter_broker_port"))
+    return BrokerAddress(broker_id, host, port, raft_port, inter_broker_port, data_dir)
 
 
 def _check_unique(brokers: tuple[BrokerAddress, ...], path: Path) -> None:
@@ -209,9 +232,12 @@ def _check_unique(brokers: tuple[BrokerAddress, ...], path: Path) -> None:
         if b.broker_id in seen_ids:
             raise ConfigError(f"{path}: broker id {b.broker_id} appears twice")
         seen_ids.add(b.broker_id)
-        if b.port == b.raft_port:  # else the message below would say "broker 1 and broker 1"
-            raise ConfigError(f"{path}: broker {b.broker_id} has port = raft_port = {b.port}; they must differ")
-        for port in (b.port, b.raft_port):
+        own: dict[int, str] = {}   # port -> its setting, so a clash names both ("broker 1 and broker 1" would not)
+        for name, port in (("port", b.port), ("raft_port", b.raft_port), ("inter_broker_port", b.inter_broker_port)):
+            if port in own:
+                raise ConfigError(f"{path}: broker {b.broker_id} has {own[port]} = {name} = {port}; they must differ")
+            own[port] = name
+        for port in own:
             other = seen_ports.get((b.host, port))
             if other is not None:
                 raise ConfigError(f"{path}: port {b.host}:{port} is used by broker {other} and broker {b.broker_id}")
@@ -240,7 +266,8 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
                 "metadata_commit_timeout_ms", "replica_lag_time_max_ms", "replica_fetch_max_bytes",
                 "replica_fetch_response_max_bytes", "grpc_max_concurrent_streams", "grpc_handshake_timeout_ms",
                 "grpc_max_connection_idle_ms", "grpc_max_connection_age_ms", "grpc_max_connection_age_grace_ms",
-                "fetch_max_bytes"):
+                "fetch_max_bytes", "inter_broker_max_workers", "inter_broker_max_concurrent_rpcs",
+                "inter_broker_max_concurrent_streams", "producer_id_expiration_ms"):
         if top.get(key, 1) < 1:
             raise ConfigError(f"{path}: {_key_of(key)} must be at least 1")
     _check_limits(top, path)
@@ -263,17 +290,20 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
 
 
 def _check_limits(top: dict[str, int], path: Path) -> None:
-    """The limits must nest: a stream cap below the worker threads, a batch and a fetch answer below
-    the largest gRPC message."""
+    """The limits must nest: on each gRPC server a stream cap below the worker threads, a batch and a
+    fetch answer below the largest gRPC message."""
     defaults = BrokerSettings()
     value = {k: top.get(k, getattr(defaults, k)) for k in (
         "grpc_max_workers", "grpc_max_concurrent_streams", "grpc_max_concurrent_rpcs", "grpc_max_message_bytes",
-        "message_max_bytes", "fetch_max_bytes", "replica_fetch_response_max_bytes")}
-    if value["grpc_max_concurrent_streams"] >= value["grpc_max_workers"]:
-        raise ConfigError(f"{path}: grpc.max.concurrent.streams ({value['grpc_max_concurrent_streams']}) must be "
-                          f"less than grpc.max.workers ({value['grpc_max_workers']}), so unary calls keep threads")
-    if value["grpc_max_concurrent_rpcs"] < value["grpc_max_workers"]:
-        raise ConfigError(f"{path}: grpc.max.concurrent.rpcs must be at least grpc.max.workers")
+        "message_max_bytes", "fetch_max_bytes", "replica_fetch_response_max_bytes", "inter_broker_max_workers",
+        "inter_broker_max_concurrent_streams", "inter_broker_max_concurrent_rpcs")}
+    for server in ("grpc", "inter_broker"):   # the client server, then the inter-broker server
+        workers, streams, rpcs = (f"{server}_max_{k}" for k in ("workers", "concurrent_streams", "concurrent_rpcs"))
+        if value[streams] >= value[workers]:
+            raise ConfigError(f"{path}: {_key_of(streams)} ({value[streams]}) must be less than {_key_of(workers)} "
+                              f"({value[workers]}), so unary calls keep threads")
+        if value[rpcs] < value[workers]:
+            raise ConfigError(f"{path}: {_key_of(rpcs)} must be at least {_key_of(workers)}")
     for key in ("message_max_bytes", "fetch_max_bytes", "replica_fetch_response_max_bytes"):
         if value[key] + GRPC_ENVELOPE_BYTES > value["grpc_max_message_bytes"]:
             raise ConfigError(f"{path}: {_key_of(key)} ({value[key]}) plus {GRPC_ENVELOPE_BYTES} bytes of envelope "

@@ -1,10 +1,10 @@
-"""How a broker proves to another broker that it is one: the broker-to-broker services
-(Replication, Controller) answer only calls that carry the cluster's token.
+"""How a broker proves to another broker that it is one: the inter-broker server (Replication and
+Controller, on each broker's inter_broker_port) answers only calls that carry the cluster's token.
 
 Those services take the caller's word for its broker id: a ReplicaFetch naming a
 follower moves the leader's high watermark, a BrokerHeartbeat can ask for a broker
-to be fenced. Anyone who can reach the client port could otherwise fake a follower
-(and make acks=all answer before the real follower has the batch) or fence a broker.
+to be fenced. Anyone who can reach that port could otherwise fake a follower (and
+make acks=all answer before the real follower has the batch) or fence a broker.
 
 The token is HMAC-SHA256(cluster secret, cluster id), sent as call metadata by the
 broker's own channels and checked by a server interceptor in constant time. It is
@@ -22,8 +22,6 @@ from typing import Callable
 import grpc
 
 AUTH_HEADER = "raftka-broker-auth"
-# The services only brokers may call (package raftka.v1).
-BROKER_ONLY_SERVICES = ("/raftka.v1.Replication/", "/raftka.v1.Controller/")
 REFUSAL = "broker-to-broker API: the call lacks this cluster's broker token (only brokers may call it)"
 
 
@@ -62,14 +60,13 @@ def with_token(token: str) -> Callable[[grpc.Channel], grpc.Channel]:
 
 
 class BrokerOnly(grpc.ServerInterceptor):
-    """Refuses (UNAUTHENTICATED) a call to a broker-only service that does not carry the token."""
+    """Refuses (UNAUTHENTICATED) every call without the token on the server it guards: the inter-broker
+    server serves brokers only."""
 
     def __init__(self, token: str):
         self._token = token.encode()
 
     def intercept_service(self, continuation, handler_call_details):
-        if not handler_call_details.method.startswith(BROKER_ONLY_SERVICES):
-            return continuation(handler_call_details)
         sent = next((v for k, v in handler_call_details.invocation_metadata or () if k == AUTH_HEADER), "")
         if hmac.compare_digest(sent.encode() if isinstance(sent, str) else sent, self._token):
             return continuation(handler_call_details)
@@ -78,14 +75,13 @@ class BrokerOnly(grpc.ServerInterceptor):
 
 
 def refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
-    """A handler of ``handler``'s shape that ends every call with ``code`` before reading a request."""
-    def refuse(_request, context):
+    """A handler that ends every call to ``handler``'s method with ``code`` before reading a request.
+
+    A streaming one whatever the method's shape (the caller still gets the status): grpcio reads a
+    unary request on a worker thread before it calls the handler, so a stranger's half-sent request
+    would hold that thread until its connection ends, and the inter-broker server does not age its
+    connections."""
+    def refuse(_requests, context):
         context.abort(code, details)
 
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse)
-    return grpc.unary_unary_rpc_method_handler(refuse)
+    return grpc.stream_stream_rpc_method_handler(refuse)

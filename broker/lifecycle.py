@@ -78,7 +78,8 @@ class BrokerLifecycleManager:
         if controller_id < 0:
             return None
         b = self._cluster.broker(controller_id)
-        return self._connections.controller((b.host, b.port))
+        # Its inter-broker port: heartbeats never queue behind client calls, so client load cannot fence us.
+        return self._connections.controller((b.host, b.inter_broker_port))
 
     def _beat(self) -> float:
         """One registration or heartbeat; returns how long to wait before the next."""

@@ -20,7 +20,8 @@ from broker.config import BrokerSettings
 from broker.log import LogConfig, LogManager, PartitionLog
 from broker.metadata.image import MetadataImage, PartitionRegistration, local_changes
 from broker.partition import PartitionState, truncation_offset
-from broker.producer_state import Duplicate, ProducerStateManager
+from broker.producer_state import (Duplicate, ProducerStateManager, observe_batches, rebuild_producer_state,
+                                   truncate_producer_state)
 from client import record_batch
 from client.errors import (CorruptMessageError, InvalidRequiredAcksError, KafkaError, KafkaStorageError,
                            LeaderHintInfo, NotEnoughReplicasError, NotLeaderOrFollowerError, RecordTooLargeError,
@@ -99,31 +100,6 @@ class ListOffsetsResult:
     offset: int = -1
     timestamp: int = -1
     leader_epoch: int = -1
-
-
-def observe_batches(producers: ProducerStateManager, batches: bytes | memoryview) -> None:
-    """Feed the producer state the headers of whole batches (per batch, never per record)."""
-    for _, h in record_batch.iter_batches(batches):
-        producers.observe(h.producer_id, h.producer_epoch, h.base_sequence, h.base_sequence + h.last_offset_delta,
-                          h.base_offset, h.last_offset)
-
-
-def rebuild_producer_state(plog: PartitionLog, chunk_bytes: int = 4 * 1024 * 1024) -> ProducerStateManager:
-    """Scan the log's batch headers from its start (Kafka would start from a snapshot)."""
-    producers = ProducerStateManager()
-    offset, end = plog.log_start_offset, plog.log_end_offset
-    while offset < end:
-        data = plog.read(offset, chunk_bytes, end)
-        last = None
-        for _, h in record_batch.iter_batches(data):
-            if h.last_offset >= offset:
-                producers.observe(h.producer_id, h.producer_epoch, h.base_sequence,
-                                  h.base_sequence + h.last_offset_delta, h.base_offset, h.last_offset)
-            last = h
-        if last is None:
-            break
-        offset = last.next_offset
-    return producers
 
 
 class FetcherControl(Protocol):
@@ -335,7 +311,8 @@ class ReplicaManager:
                 log.error("append_failed", topic=topic, partition=partition, error=str(e))
                 return ProduceResult(topic, partition, e)
             hosted.producers.observe(header.producer_id, header.producer_epoch, header.base_sequence, last_seq,
-                                     info.base_offset, info.last_offset)
+                                     info.base_offset, info.last_offset, max_timestamp=header.max_timestamp,
+                                     batch_bytes=info.size)
             hw_moved = hosted.state.on_leader_append(info.last_offset + 1)
             log_start = hosted.log.log_start_offset
             epoch = hosted.state.leader_epoch
@@ -559,7 +536,8 @@ class ReplicaManager:
         plog.truncate_to(offset)
         state.log_end_offset = plog.log_end_offset
         state.high_watermark = min(state.high_watermark, state.log_end_offset)
-        hosted.producers = rebuild_producer_state(plog)
+        # From the newest snapshot at or below the cut, not a rescan of the whole log under the lock.
+        hosted.producers = truncate_producer_state(hosted.producers, plog, plog.log_end_offset)
 
     def _reset_out_of_range(self, hosted: HostedPartition, fetched: FetchResult) -> None:
         """Our fetch offset is outside the leader's log: past its end, cut back; before its start, start there."""
@@ -570,7 +548,7 @@ class ReplicaManager:
             plog.truncate_fully_and_start_at(fetched.log_start_offset)
         state.log_end_offset, state.log_start_offset = plog.log_end_offset, plog.log_start_offset
         state.high_watermark = min(state.high_watermark, state.log_end_offset)
-        hosted.producers = rebuild_producer_state(plog)
+        hosted.producers = truncate_producer_state(hosted.producers, plog, plog.log_end_offset)
         log.info("follower_offset_reset", topic=state.topic, partition=state.partition,
                  log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset)
 
@@ -602,6 +580,14 @@ class ReplicaManager:
 
     def checkpoint_high_watermarks(self) -> None:
         self._logs.checkpoint_high_watermarks(self.high_watermarks())
+
+    def remove_expired_producers(self) -> int:
+        """Forget producers idle for producer.id.expiration.ms (by their batches' own timestamps: wall time)."""
+        now, removed = self._clock_ms(), 0
+        for hosted in list(self._partitions.values()):
+            with hosted.lock:
+                removed += hosted.producers.remove_expired(now, self._settings.producer_id_expiration_ms)
+        return removed
 
     def run_retention(self) -> int:
         deleted = 0

@@ -68,13 +68,15 @@ class FaultBudget:
 
 
 class StreamSlots:
-    """A per-broker cap on the calls that hold a gRPC worker thread for long: produce and replica
-    fetch streams, and fetches that long-poll. One more is refused (RESOURCE_EXHAUSTED) at once,
-    so idle streams can never take the threads that Metadata and other unary calls need."""
+    """A per-server cap on the calls that hold a gRPC worker thread for long: produce streams and
+    long-polling fetches on the client server, replica fetch streams and long-polling replica fetches
+    on the inter-broker server. One more is refused (RESOURCE_EXHAUSTED) at once, so idle streams can
+    never take the threads that Metadata, heartbeats and other unary calls need."""
 
-    def __init__(self, limit: int, broker_id: int):
+    def __init__(self, limit: int, broker_id: int, setting: str = "grpc.max.concurrent.streams"):
         self.limit = limit
         self._broker_id = broker_id
+        self._setting = setting   # named in the refusal, so the operator knows which cap was hit
         self._lock = threading.Lock()
         self._holders: set[int] = set()   # id() of the contexts holding a slot
 
@@ -92,10 +94,10 @@ class StreamSlots:
                 self._holders.add(key)
                 taken = True
         if taken is None:
-            log.warning("stream_refused", call=what, limit=self.limit)
+            log.warning("stream_refused", call=what, limit=self.limit, setting=self._setting)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"{what} refused: broker {self._broker_id} already serves {self.limit} streams and "
-                          f"long polls (grpc.max.concurrent.streams); retry later")
+                          f"long polls ({self._setting}); retry later")
         try:
             yield
         finally:
@@ -398,7 +400,8 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                           "Fetch is for consumers (replica_id -1); followers use Replication.ReplicaFetch")
         return self._fetch(request, context)
 
-    def _fetch(self, request, context):
+    def _fetch(self, request, context, streams: StreamSlots | None = None):
+        """``streams``: the slots a long poll holds (the inter-broker server's, for a follower)."""
         self._check_size(len(request.partitions), context)
         if request.max_bytes < 0 or request.min_bytes < 0 or any(p.partition_max_bytes < 0 for p in request.partitions):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_bytes, min_bytes and partition_max_bytes must be >= 0")
@@ -412,7 +415,8 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
         if remaining is not None:  # answer (empty) before the caller's deadline rather than after it
             wait_ms = min(wait_ms, int(max(0.0, remaining - 0.05) * 1000))
         long_poll = wait_ms > 0 and request.min_bytes > 0   # it may hold its thread for wait_ms
-        with self.streams.hold(context, "a long-polling Fetch") if long_poll else contextlib.nullcontext():
+        slots = self.streams if streams is None else streams
+        with slots.hold(context, "a long-polling Fetch") if long_poll else contextlib.nullcontext():
             results = self._replicas.fetch(request.replica_id, wait_ms, request.min_bytes,
                                            min(request.max_bytes or cap, cap), parts, request.read_from_replica,
                                            lambda: self.serving(context))
@@ -451,21 +455,25 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
 
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
-    """The broker-to-broker API: followers pull the leader's log here."""
+    """The broker-to-broker API, on the inter-broker server: followers pull the leader's log here.
 
-    def __init__(self, kafka: KafkaServicer):
+    Its fetch streams and long polls hold ``streams``, the inter-broker server's own slots, never the
+    client API's: producers filling grpc.max.concurrent.streams cannot refuse a follower."""
+
+    def __init__(self, kafka: KafkaServicer, streams: StreamSlots):
         self._kafka = kafka
+        self.streams = streams
 
     def ReplicaFetch(self, request, context):
         _check_replica_id(request, context)
-        return self._kafka._fetch(request, context)
+        return self._kafka._fetch(request, context, self.streams)
 
     def ReplicaFetchStream(self, request_iterator, context):
         """Lock step: each request is answered before the follower writes the next one."""
-        with self._kafka.streams.hold(context, "ReplicaFetchStream"):
+        with self.streams.hold(context, "ReplicaFetchStream"):
             for request in request_iterator:
                 _check_replica_id(request, context)
-                yield self._kafka._fetch(request, context)
+                yield self._kafka._fetch(request, context, self.streams)
                 if not self._kafka.serving(context):
                     return   # stopping: the follower reconnects, to the new leader
 

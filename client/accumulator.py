@@ -12,8 +12,10 @@ the sender frees space or max_block_ms passes.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from typing import Callable
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -62,6 +64,8 @@ class ProducerBatch:
     # retry resends them unchanged so the leader can recognise a duplicate.
     built: bytes | None = None
     producer_id: int = -1
+    base_sequence: int = -1              # its first sequence once built (-1: not numbered yet)
+    sent_to: object = None               # the broker address its last attempt went to
     # The outcome, shared by every record's future (one Event per batch, not one per record).
     done_event: threading.Event = field(default_factory=threading.Event)
     base_offset: int = -1
@@ -164,7 +168,8 @@ class RecordAccumulator:
         self._lock = threading.RLock()
         self.cond = threading.Condition(self._lock)
         self._queues: dict[tuple[str, int], deque[ProducerBatch]] = {}
-        self._in_flight: dict[tuple[str, int], int] = {}   # batches sent and not answered, per partition
+        # Batches sent and not answered, per partition: their outcome is unknown until they are.
+        self._in_flight: dict[tuple[str, int], set[ProducerBatch]] = {}
         self._drained = 0
         self._buffered = 0       # bytes of records not yet completed
         self._incomplete = 0     # batches not yet completed or failed
@@ -214,14 +219,26 @@ class RecordAccumulator:
                                         f"blocking time {int(self.max_block_s * 1000)} ms.")
             self.cond.wait(left)
 
-    def drain(self, now: float) -> tuple[list[ProducerBatch], float, int]:
-        """Batches ready to send (in partition order), when the next one is due, and a version."""
+    def drain(self, now: float, destination: Callable[[tuple[str, int]], object] | None = None
+              ) -> tuple[list[ProducerBatch], float, int]:
+        """Batches ready to send (in partition order), when the next one is due, and a version.
+
+        ``destination(tp)``: where a batch of ``tp`` would go now (its leader's address). While batches
+        of a partition are in flight to another broker (the leader moved), none is drained: their
+        outcome is unknown, and a later batch reaching the new leader first would be stored there
+        as that producer's first (a broker takes any sequence from a producer it does not know),
+        leaving the earlier ones OUT_OF_ORDER_SEQUENCE_NUMBER for good. One partition's requests
+        stay on one connection, in order, as in Kafka."""
         ready, next_ready = [], now + 1.0
         with self.cond:
             version = self._version
             for tp, queue in self._queues.items():
-                in_flight = self._in_flight.get(tp, 0)
-                while queue and in_flight < self.max_in_flight:
+                in_flight = self._in_flight.get(tp)
+                if in_flight is None:
+                    in_flight = self._in_flight[tp] = set()
+                if queue and in_flight and destination is not None and _elsewhere(in_flight, destination(tp)):
+                    continue
+                while queue and len(in_flight) < self.max_in_flight:
                     batch = queue[0]
                     if batch.attempts and in_flight:
                         break  # a retry waits until everything before it has answered, then goes alone
@@ -232,14 +249,13 @@ class RecordAccumulator:
                         next_ready = min(next_ready, due)
                         break
                     queue.popleft()
-                    in_flight += 1
+                    in_flight.add(batch)
                     if batch.drain_order < 0:
                         self._drained += 1
                         batch.drain_order = self._drained
                     ready.append(batch)
                     if batch.attempts:
                         break
-                self._in_flight[tp] = in_flight
         return ready, next_ready, version
 
     def requeue(self, batch: ProducerBatch) -> None:
@@ -251,7 +267,7 @@ class RecordAccumulator:
             at = next((i for i, b in enumerate(queue) if b.drain_order < 0 or b.drain_order > batch.drain_order),
                       len(queue))
             queue.insert(at, batch)
-            self._in_flight[tp] -= 1
+            self._in_flight[tp].discard(batch)
             self._wake()
 
     def backing_off(self, now: float) -> set[tuple[str, int]]:
@@ -291,22 +307,29 @@ class RecordAccumulator:
                          len(queue))
             queue.insert(where, halves[1])
             queue.insert(where, halves[0])
-            self._in_flight[tp] -= 1
+            self._in_flight[tp].discard(batch)
             self._incomplete += 1     # two batches to complete instead of one
             self._wake()
         return halves[0], halves[1]
 
-    def has_earlier_retry(self, batch: ProducerBatch) -> bool:
-        """Is a batch drained before this one of its partition waiting to be retried? Then this
-        one's OUT_OF_ORDER_SEQUENCE_NUMBER only says it overtook that batch: retry it too."""
+    def has_unresolved_earlier(self, batch: ProducerBatch) -> bool:
+        """Is a batch numbered before this one (same partition and producer id, a lower base
+        sequence) still unresolved: in flight, its outcome unknown (to the old leader, say), or
+        waiting to be retried? Then this one's OUT_OF_ORDER_SEQUENCE_NUMBER only says it overtook
+        that batch, and it is retried behind it (Kafka's TransactionManager.canRetry: the batch is
+        not the next after the last acknowledged sequence)."""
+        if batch.base_sequence < 0:
+            return False
+        tp = (batch.topic, batch.partition)
         with self.cond:
-            queue = self._queues.get((batch.topic, batch.partition), ())
-            return any(0 <= b.drain_order < batch.drain_order for b in queue)
+            unresolved = itertools.chain(self._in_flight.get(tp, ()), self._queues.get(tp, ()))
+            return any(b.producer_id == batch.producer_id and 0 <= b.base_sequence < batch.base_sequence
+                       for b in unresolved)
 
     def done(self, batch: ProducerBatch) -> None:
         """The batch completed or failed: free its place in flight and its buffer space."""
         with self.cond:
-            self._in_flight[(batch.topic, batch.partition)] -= 1
+            self._in_flight[(batch.topic, batch.partition)].discard(batch)
             self._buffered -= batch.size
             self._incomplete -= 1
             self._wake()
@@ -341,3 +364,8 @@ class RecordAccumulator:
                 if left <= 0:
                     return
                 self.cond.wait(left)
+
+
+def _elsewhere(in_flight: set[ProducerBatch], address: object) -> bool:
+    """Whether any of ``in_flight`` went to a broker other than ``address``."""
+    return any(b.sent_to != address for b in in_flight)

@@ -59,11 +59,11 @@ class KafkaClient:
     # ---- calls --------------------------------------------------------------------
 
     def call(self, address: Address, api: str, request, timeout_s: float | None = None,
-             detail: str = "", service: str = "kafka"):
+             detail: str = ""):
         """One unary RPC; gRPC failures become KafkaErrors (connection errors are retriable)."""
         broker_id = self.broker_id_of(address)
         self.trace("request", api, address, broker_id, detail or api)
-        stub = self.connections.kafka(address) if service == "kafka" else self.connections.replication(address)
+        stub = self.connections.kafka(address)
         try:
             return getattr(stub, api)(request, timeout=timeout_s or self.request_timeout_s)
         except grpc.RpcError as e:

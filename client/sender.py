@@ -93,7 +93,7 @@ class Sender(threading.Thread):
                 self._handle_answers()
                 self._expire_requests(time.monotonic())
                 next_poll = self._poll_new_leaders(time.monotonic())
-                batches, next_ready, version = self._acc.drain(time.monotonic())
+                batches, next_ready, version = self._acc.drain(time.monotonic(), self._destination)
                 if not batches:
                     self._acc.wait_for_work(min(next_ready, self._next_deadline(), next_poll,
                                                 time.monotonic() + 0.5), version)
@@ -194,7 +194,7 @@ class Sender(threading.Thread):
             sequence = self._next_sequence.get(tp, 0)
             batch.built = record_batch.build_batch(batch.records, producer_id=self._producer_id,
                                                    producer_epoch=self._producer_epoch, base_sequence=sequence)
-            batch.producer_id = self._producer_id
+            batch.producer_id, batch.base_sequence = self._producer_id, sequence
             self._next_sequence[tp] = sequence + len(batch.records)
         return batch.built
 
@@ -244,6 +244,14 @@ class Sender(threading.Thread):
             groups[address].append(batch)
         return groups
 
+    def _destination(self, tp: tuple[str, int]) -> Address | None:
+        """Where a batch of ``tp`` would go now (the accumulator holds it back while others are in flight
+        elsewhere); None when no leader is known."""
+        try:
+            return self._client.leader_for(*tp)[1]
+        except KafkaError:
+            return None
+
     def _expired(self, batch: ProducerBatch) -> bool:
         age_ms = (time.monotonic() - batch.created) * 1000
         if age_ms < self._config.delivery_timeout_ms:
@@ -263,6 +271,8 @@ class Sender(threading.Thread):
             for b in batches])
         detail = ", ".join(f"{b.topic}-{b.partition} ({len(b.records)} record(s))" for b in batches)
         state = self._stream(address)
+        for b in batches:
+            b.sent_to = address
         self._client.trace("request", "Produce", address, self._client.broker_id_of(address),
                            detail + (", acks=0: no answer awaited" if cfg.acks == 0 else ""))
         if cfg.acks == 0:
@@ -291,8 +301,9 @@ class Sender(threading.Thread):
             if isinstance(error, RecordTooLargeError) and len(batch.records) > 1:
                 self._split(batch, address, response.answered_by)
                 continue
-            # Overtaking a batch that is being retried is not this batch's fault: retry it after that one.
-            overtook = isinstance(error, OutOfOrderSequenceNumberError) and self._acc.has_earlier_retry(batch)
+            # Overtaking a batch numbered before it whose fate is still open (in flight, perhaps to the old
+            # leader, or waiting to be retried) is not this batch's fault: retry it behind that one.
+            overtook = isinstance(error, OutOfOrderSequenceNumberError) and self._acc.has_unresolved_earlier(batch)
             self._retry_or_fail(batch, error, address, response.answered_by, force_retry=overtook)
         for batch in by_tp.values():  # a broker that forgot a partition: treat as a lost answer
             self._retry_or_fail(batch, KafkaError("no answer for this partition in the produce response"))
@@ -310,7 +321,7 @@ class Sender(threading.Thread):
                 piece.built = record_batch.build_batch(piece.records, producer_id=h.producer_id,
                                                        producer_epoch=h.producer_epoch,
                                                        base_sequence=h.base_sequence + start)
-                piece.producer_id = h.producer_id
+                piece.producer_id, piece.base_sequence = h.producer_id, h.base_sequence + start
         self._client.trace("retry", "Produce", address, answered_by,
                            f"RECORD_TOO_LARGE for {batch.topic}-{batch.partition}: splitting its "
                            f"{len(batch.records)} records into {half} + {len(batch.records) - half}")

@@ -2,7 +2,8 @@
 
 The data dir holds one folder per partition replica (``<topic>-<partition>``), the
 lock file ``.lock`` (one broker process per data dir) and ``meta.properties``
-(which cluster and broker the data belongs to, as in Kafka).
+(which cluster and broker the data belongs to, as in Kafka: written once by
+``kbroker format``, broker/storage_format.py, and never by a starting broker).
 
 The data dir is Kafka's log dir, and raftka has one per broker: the first storage
 failure in any of its logs takes every log offline (KAFKA_STORAGE_ERROR from then
@@ -22,17 +23,19 @@ from pathlib import Path
 
 import structlog
 
-from broker.log.checkpoint import fsync_directory, write_atomically
+from broker.log.checkpoint import fsync_directory
 from broker.log.config import LogConfig
 from broker.log.log import PartitionLog
 from broker.log.log_dir_failure import LogDirFailureChannel
 from broker.log.partition_metadata import read_topic_id, write_topic_id
+# UnformattedDataDirError: raised by check_meta, and imported from here with the other data-dir errors.
+from broker.log.meta_properties import (META_FILE, InconsistentDataDirError, MetaProperties,  # noqa: F401
+                                        UnformattedDataDirError, read_meta_properties)
 from client.errors import InvalidTopicError, KafkaStorageError
 
 log = structlog.get_logger(__name__)
 
 LOCK_FILE = ".lock"
-META_FILE = "meta.properties"
 DELETED_SUFFIX = ".deleted"
 TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
@@ -41,10 +44,6 @@ TopicPartition = tuple[str, int]
 
 class DataDirLockedError(Exception):
     """Another broker process holds this data dir."""
-
-
-class InconsistentDataDirError(Exception):
-    """The data dir belongs to another cluster or another broker."""
 
 
 class DataDirUnusableError(Exception):
@@ -78,21 +77,21 @@ class LogManager:
 
     # ---- opening and closing -----------------------------------------------------------
 
-    def open(self, now_ms: int, identity: tuple[str, int] | None = None) -> None:
-        """Lock the data dir, check it is ``identity``'s (cluster id, broker id) if given, then
-        open (and recover) every partition log in it."""
+    def open(self, now_ms: int, identity: tuple[str, int] | None = None) -> MetaProperties | None:
+        """Check the data dir is ``identity``'s (cluster id, broker id) if given, lock it, then open
+        (and recover) every partition log in it. Returns its meta.properties (None without identity)."""
+        # Reads only, before anything is created, locked or recovered (recovery writes: clean-shutdown
+        # marker, torn tails, leftovers): an unformatted data dir, or another cluster's or broker's, is
+        # refused exactly as it was. No auto-format: an empty data dir may be a lost disk (storage_format).
+        meta = check_meta(self.data_dir, *identity) if identity is not None else None
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except FileExistsError:  # exist_ok still raises it when a file has the name
             raise DataDirUnusableError(f"data dir {self.data_dir} is a file, not a directory") from None
         except OSError as e:
             raise DataDirUnusableError(f"cannot create data dir {self.data_dir}: {e.strerror}") from None
-        self._acquire_lock()
+        self._lock_fd = lock_data_dir(self.data_dir)
         try:
-            # Before recovery, which writes (clean-shutdown marker, torn tails, leftovers): a data
-            # dir of another cluster or broker must be refused untouched.
-            if identity is not None:
-                self.check_meta(*identity)
             for path in sorted(self.data_dir.iterdir()):
                 if not path.is_dir():
                     continue
@@ -111,18 +110,7 @@ class LogManager:
             self.close(clean=False)
             raise
         log.info("logs_loaded", data_dir=str(self.data_dir), partitions=len(self._logs))
-
-    def _acquire_lock(self) -> None:
-        try:
-            fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise DataDirUnusableError(f"cannot lock data dir {self.data_dir}: {e.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DataDirLockedError(f"data dir {self.data_dir} is used by another broker process") from None
-        self._lock_fd = fd
+        return meta
 
     def close(self, clean: bool = True) -> None:
         """Close every log (cleanly: fsynced, with the clean-shutdown marker) and unlock."""
@@ -292,39 +280,36 @@ class LogManager:
             except KafkaStorageError as e:
                 log.error("high_watermark_checkpoint_failed", topic=tp[0], partition=tp[1], error=str(e))
 
-    # ---- meta.properties -------------------------------------------------------------------
-
-    def check_meta(self, cluster_id: str, broker_id: int) -> None:
-        """Write meta.properties on first use; refuse a data dir of another cluster or broker."""
-        path = self.data_dir / META_FILE
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, f"version=0\ncluster.id={cluster_id}\nbroker.id={broker_id}\n")
-            log.info("meta_properties_written", data_dir=str(self.data_dir), cluster_id=cluster_id,
-                     broker_id=broker_id)
-            return
-        props = _read_properties(path)
-        found_cluster, found_broker = props.get("cluster.id"), props.get("broker.id")
-        if found_cluster != cluster_id or found_broker != str(broker_id):
-            raise InconsistentDataDirError(
-                f"data dir {self.data_dir} belongs to cluster.id={found_cluster} broker.id={found_broker}, "
-                f"not cluster.id={cluster_id} broker.id={broker_id} (see {path})")
-
     def _check_locked(self) -> None:
         if self._lock_fd is None:
             raise KafkaStorageError(f"data dir {self.data_dir} is not open (call LogManager.open first)")
 
 
-def _read_properties(path: Path) -> dict[str, str]:
-    props: dict[str, str] = {}
+def lock_data_dir(data_dir: Path) -> int:
+    """Take the data dir's lock file (flock, held until the returned fd is closed): one process at a time."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise InconsistentDataDirError(f"cannot read {path}: {e}") from e
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", "!")) or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        props[key.strip()] = value.strip()
-    return props
+        raise DataDirUnusableError(f"cannot lock data dir {data_dir}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirLockedError(f"data dir {data_dir} is used by another broker process") from None
+    return fd
+
+
+def check_meta(data_dir: Path, cluster_id: str, broker_id: int) -> MetaProperties:
+    """The data dir's meta.properties, if it is formatted and belongs to this cluster and broker.
+
+    Reads only. UnformattedDataDirError without meta.properties (never formatted, or a lost disk),
+    InconsistentDataDirError for another cluster's or broker's data dir.
+    """
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataDirUnusableError(f"data dir {data_dir} is a file, not a directory")
+    meta = read_meta_properties(data_dir)
+    if meta.cluster_id != cluster_id or meta.broker_id != broker_id:
+        raise InconsistentDataDirError(
+            f"data dir {data_dir} belongs to cluster.id={meta.cluster_id} broker.id={meta.broker_id}, "
+            f"not cluster.id={cluster_id} broker.id={broker_id} (see {data_dir / META_FILE})")
+    return meta

@@ -12,6 +12,9 @@ follower-follower link would otherwise drop the first RequestVote and double
 the election time), 1 s redial, no fork inside a gRPC process, loopback bind,
 and a password: pysyncobj's wire format is pickle, so without the cluster
 secret a stranger's frame is dropped before it is ever unpickled.
+
+A node whose data dir is ``rejoining`` (formatted after a lost disk: broker/storage_format.py)
+takes no part in elections until it has caught up (RejoinGate, _RaftNode).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Callable, Sequence
 
 import structlog
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 from pysyncobj.transport import TCPTransport
@@ -145,10 +149,136 @@ class StrangerBoundTransport(TCPTransport):
         conn.disconnect()
 
 
+class RejoinGate:
+    """Whether the local Raft node may vote yet: not while its data dir is ``rejoining``.
+
+    A rejoining node's log starts empty. Raft grants a vote to any candidate whose log is at
+    least as up to date as the voter's, and every log is, so its vote could elect a lagging
+    peer, whose log then overwrites entries that only the third node holds: committed metadata
+    lost. Kafka keeps such a node an observer until it has caught up (KIP-853); here it neither
+    grants votes nor stands until it has applied what a current leader has committed, then it
+    persists ``voter`` (``persist_voter``: meta.properties) and votes from then on.
+
+    ``voting`` and ``votes_refused`` are read and counted on pysyncobj's tick thread; the move
+    to voter runs on the gate's own thread, so the file write (fsync) never holds up a tick.
+    """
+
+    def __init__(self, rejoining: bool, persist_voter: Callable[[], None] | None = None,
+                 broker_of: dict[str, int] | None = None):
+        self.voting = not rejoining   # one bool, written once (by _become_voter): no lock needed
+        self.votes_refused = 0
+        self._persist_voter = persist_voter
+        self._broker_of = broker_of or {}
+        self._caught_up = threading.Event()
+        self._caught_up_at: tuple[int, int] = (-1, -1)   # (applied Raft index, term)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.voting:
+            self._thread = threading.Thread(target=self._become_voter, name="quorum-rejoin", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._caught_up.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def refused(self, node, message: dict) -> None:
+        """Tick thread: a RequestVote (or a leader's TimeoutNow) was dropped unanswered."""
+        self.votes_refused += 1
+        log.info("quorum_vote_refused", why="rejoining: not caught up yet", message=message.get("type"),
+                 candidate=self._broker_of.get(str(node), str(node)), term=message.get("term"))
+
+    def caught_up(self, applied: int, term: int) -> None:
+        """Tick thread: only wakes the gate's thread."""
+        if not self._caught_up.is_set():
+            self._caught_up_at = (applied, term)
+            self._caught_up.set()
+
+    def _become_voter(self) -> None:
+        self._caught_up.wait()
+        if self._stopping:
+            return
+        try:
+            if self._persist_voter is not None:
+                self._persist_voter()   # first durable, then voting: a crash in between stays rejoining
+        except Exception as e:  # noqa: BLE001 -- a full disk, a wiped or garbled meta.properties: staying a
+            # non-voter is safe (only less available), and the next start tries again.
+            log.error("quorum_voter_write_failed", error=str(e))
+            return
+        self.voting = True
+        applied, term = self._caught_up_at
+        log.info("quorum_voter_again", applied_index=applied, term=term)
+
+
+class _RaftNode(SyncObj):
+    """pysyncobj's node, kept out of elections while its RejoinGate says so.
+
+    pysyncobj has no non-voting member, so this overrides two of its private hooks (0.3.17 is
+    pinned; tests/unit/test_quorum_rejoin.py fails if these names go away):
+    - ``_SyncObj__onMessageReceived``: SyncObj.__init__ hands ``self.__onMessageReceived`` to
+      the transport as its message callback, and that name resolves through this subclass.
+      While not voting, RequestVote is dropped unanswered, so no vote is ever granted (nor its
+      term adopted), and so is TimeoutNow, a leader's request to stand at once.
+    - ``_onTick``: a follower whose ``_SyncObj__raftElectionDeadline`` has passed becomes a
+      candidate at the start of a tick; while not voting, the deadline is pushed a whole election
+      timeout ahead just before, so it never passes.
+    After each tick it asks whether the node has caught up (``_caught_up``) and tells the gate.
+    """
+
+    def __init__(self, *args, gate: RejoinGate, **kwargs):
+        # Before SyncObj.__init__: attributes added after it would be pickled into its dumps, and
+        # its tick thread (started inside it) already reads this one.
+        self._gate = gate
+        super().__init__(*args, **kwargs)
+
+    def _SyncObj__onMessageReceived(self, node, message):
+        if not self._gate.voting and message.get("type") in ("request_vote", "timeout_now"):
+            self._gate.refused(node, message)
+            return
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _onTick(self, timeToWait=0.0):
+        gate = self._gate
+        if not gate.voting:
+            self._SyncObj__raftElectionDeadline = monotonic() + self.conf.raftMaxTimeout
+        super()._onTick(timeToWait)
+        if not gate.voting:
+            caught_up = self._caught_up()
+            if caught_up is not None:
+                gate.caught_up(*caught_up)
+
+    def _caught_up(self) -> tuple[int, int] | None:
+        """(applied index, term) once this node has applied all that a current leader has committed.
+
+        ``_SyncObj__leaderCommitIndex`` is the commit index of the last append_entries from the
+        leader (None before the first). Reaching it is not enough on its own: a leader fresh from
+        its election may not know yet what its predecessor committed (Raft learns that only by
+        committing an entry of its own term, the no-op pysyncobj appends on election). So the last
+        applied entry must also be of the current term, which here is the leader's (a non-voter's
+        term moves only with append_entries, as its RequestVotes are dropped). After a snapshot,
+        pysyncobj keeps the last applied entry in the journal, so it can always be read.
+        """
+        leader_commit = self._SyncObj__leaderCommitIndex
+        applied, term = self.raftLastApplied, self._getTerm()
+        if self._getLeader() is None or leader_commit is None or applied < leader_commit:
+            return None
+        entries = self._SyncObj__getEntries(applied, 1)
+        if not entries or entries[0][2] != term:
+            return None
+        return applied, term
+
+
 class MetadataQuorum:
     def __init__(self, cluster_id: str, self_address: str, peers: dict[int, str], local_broker_id: int,
                  data_dir: Path, secret: str, election_timeout_s: tuple[float, float] = (0.4, 0.8),
-                 heartbeat_period_s: float = 0.1):
+                 heartbeat_period_s: float = 0.1, rejoining: bool = False,
+                 mark_voter: Callable[[], None] | None = None):
+        """``rejoining``: the data dir was formatted to rejoin an existing cluster (a lost disk): this
+        node neither votes nor stands until it has caught up, then calls ``mark_voter`` (which must
+        persist that: meta.properties) and votes from then on."""
         self.local_broker_id = local_broker_id
         self._self_address = self_address
         self._peers = dict(peers)                       # broker id -> "host:raft_port", self excluded
@@ -160,6 +290,7 @@ class MetadataQuorum:
         self._timeouts = election_timeout_s
         self._heartbeat_period_s = heartbeat_period_s
         self.state_machine = MetadataStateMachine(cluster_id)
+        self._gate = RejoinGate(rejoining, mark_voter, self._broker_of)
         self._raft: SyncObj | None = None
         # Commits waited on, so that refuse_commits() can end those waits at once.
         self._waiting: set[threading.Event] = set()
@@ -187,14 +318,18 @@ class MetadataQuorum:
             dynamicMembershipChange=False,
             onReady=self.ready.set,
         )
-        self._raft = SyncObj(self._self_address, list(self._peers.values()), conf=conf,
-                             consumers=[self.state_machine], transportClass=StrangerBoundTransport)
+        self._raft = _RaftNode(self._self_address, list(self._peers.values()), conf=conf,
+                               consumers=[self.state_machine], transportClass=StrangerBoundTransport, gate=self._gate)
         try:
             self._raft.waitBinded()
         except SyncObjException:
             self._raft.destroy_synchronous()
             self._raft = None
             raise QuorumStartError(f"cannot listen on {self._self_address} (raft_port): the port is in use") from None
+        if not self._gate.voting:
+            log.info("quorum_rejoining", why="data dir formatted to rejoin: no vote until caught up",
+                     data_dir=str(self._data_dir))
+        self._gate.start()
 
     def refuse_commits(self) -> None:
         """The broker is stopping: end every wait for a commit now (CommitError, outcome unknown)
@@ -207,6 +342,7 @@ class MetadataQuorum:
 
     def stop(self) -> None:
         self.refuse_commits()
+        self._gate.stop()
         if self._raft is not None:
             self._raft.destroy_synchronous()
             self._raft = None
@@ -219,6 +355,11 @@ class MetadataQuorum:
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         self.state_machine.add_listener(listener)
+
+    @property
+    def voting(self) -> bool:
+        """False while this node is rejoining (it neither votes nor stands for election)."""
+        return self._gate.voting
 
     def is_leader(self) -> bool:
         return self._raft is not None and self._raft._isLeader()

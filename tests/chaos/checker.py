@@ -1,26 +1,50 @@
 """The chaos checker: the invariants of DESIGN.md §8 over one run's history.
 
-The anomalies follow Jepsen's queue checkers (jepsen-io/redpanda): lost, duplicate,
-inconsistent-offsets, nonmonotonic-send, G1a, poll-skip, nonmonotonic-poll; plus a dirty
-read (a consumer saw a record that later vanished), replica divergence after healing,
-metadata sanity and liveness after the final heal. The final read through each partition's
-leader is the reference: it is what every consumer may see from now on.
+The anomalies follow Jepsen's queue checkers (jepsen-io/redpanda); the final read through each
+partition's leader is the reference: it is what every consumer may see from now on.
+
+- lost: an acknowledged (ok) send is not at its offset in the final read.
+- duplicate: one value at two places of the final read.
+- inconsistent_offsets: two values claimed for one offset (acks, polls, final read, replicas below their HW).
+- nonmonotonic_send: one producer's sends to one partition stored out of send order; ok sends at their
+  acked offset, info sends (outcome unknown) at the place the final read has them, if it has them.
+- g1a: a failed send is in the final read.
+- dirty_read: a consumer saw a record the final read does not hold there.
+- poll_skip, nonmonotonic_poll: a consumer jumped forward past offsets it never saw, or went back,
+  within a session or across one, unless the history names a legitimate reason (see _check_session_start);
+  each jump so explained is counted in ``poll_resets``.
+- replica_divergence: after healing, a replica differs from the final read below the final HW.
+- epoch_divergence: two replicas hold different records (or batches) at one offset in the same leader
+  epoch, anywhere in their dumped logs (invariant 4: at most one leader writes in an epoch).
+- metadata_violations: leader outside the ISR, ISR outside the replicas, epochs going back.
+- not_healed: the cluster did not recover within the bound after the final heal.
+
+What the history cannot show is counted, never passed silently: ``unchecked_poll_starts`` (a consumer
+session's start with no final read of its partition to place the log start), ``unchecked_replica_epochs``
+(replica dumps without batch leader epochs).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import combinations, pairwise
 from typing import Iterable
 
-from tests.chaos.history import FinalRead, History, Record, ReplicaDump, Send
+from tests.chaos.history import (BatchEpoch, ConsumerError, ConsumerReset, FinalRead, History, Poll, Record,
+                                 ReplicaDump, Send, SessionStart)
 
 TP = tuple[str, int]               # (topic, partition)
 Key = tuple[str, int, int]         # (topic, partition, offset)
 
 ANOMALIES = ("lost", "duplicate", "inconsistent_offsets", "nonmonotonic_send", "g1a", "dirty_read",
-             "poll_skip", "nonmonotonic_poll", "replica_divergence", "metadata_violations", "not_healed")
+             "poll_skip", "nonmonotonic_poll", "replica_divergence", "epoch_divergence", "metadata_violations",
+             "not_healed")
+# Counted with examples like the anomalies, but not anomalies: the consumer jumps a legitimate reason
+# explains, and what the history could not show (so that "not checked" never reads as "held").
+NOTES = {"poll_resets": "consumer jumps a legitimate reason explains",
+         "unchecked_poll_starts": "consumer session starts not checked (no final read)",
+         "unchecked_replica_epochs": "replica dumps without leader epochs (epoch_divergence not checked)"}
 MAX_EXAMPLES = 5
 
 
@@ -34,6 +58,9 @@ class CheckResult:
     unknown_found: int = 0         # info sends that made it into the final read
     final_records: int = 0
     unseen: int = 0                # ok sends no poll saw: liveness, not safety, while `lost` is 0
+    poll_resets: int = 0           # consumer jumps a legitimate reason explains (not anomalies)
+    unchecked_poll_starts: int = 0     # session starts with no final read to place the log start
+    unchecked_replica_epochs: int = 0  # replica dumps without batch leader epochs
     # the anomalies (ANOMALIES)
     lost: int = 0
     duplicate: int = 0
@@ -44,6 +71,7 @@ class CheckResult:
     poll_skip: int = 0
     nonmonotonic_poll: int = 0
     replica_divergence: int = 0
+    epoch_divergence: int = 0
     metadata_violations: int = 0
     not_healed: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
@@ -58,7 +86,7 @@ class CheckResult:
         return {name: getattr(self, name) for name in ANOMALIES if getattr(self, name)}
 
     def note(self, name: str, example: str) -> None:
-        """Count one occurrence of ``name`` (an anomaly, or "unseen"), keeping the first few examples."""
+        """Count one occurrence of ``name`` (an anomaly, "unseen" or a NOTES), keeping the first few examples."""
         setattr(self, name, getattr(self, name) + 1)
         kept = self.examples.setdefault(name, [])
         if len(kept) < MAX_EXAMPLES:
@@ -71,6 +99,9 @@ class CheckResult:
                  f"(info; {self.unknown_found} of them in the final read)",
                  f"  final read: {self.final_records} records; unseen (acked, never polled): {self.unseen}"]
         lines += [f"    - {e}" for e in self.examples.get("unseen", [])]
+        for name, what in NOTES.items():
+            lines.append(f"  {what}: {getattr(self, name)}")
+            lines += [f"    - {e}" for e in self.examples.get(name, [])]
         for name in ANOMALIES:
             lines.append(f"  {name:<21} {getattr(self, name)}")
             lines += [f"    - {e}" for e in self.examples.get(name, [])]
@@ -81,11 +112,12 @@ def check(history: History) -> CheckResult:
     result = CheckResult()
     final = _FinalIndex(history.finals, result)
     _check_sends(history.sends, final, result)
-    _check_send_order(history.sends, result)
+    _check_send_order(history.sends, final, result)
     polled = _check_polls(history, final, result)
     _count_unseen(history.sends, polled, result)
     _check_inconsistent_offsets(history, result)
     _check_replicas(history.replicas, final, result)
+    _check_epochs(history.replicas, result)
     _check_metadata(history, result)
     _check_healed(history, result)
     return result
@@ -162,44 +194,155 @@ def _check_ack(s: Send, final: _FinalIndex, result: CheckResult) -> None:
         result.note("lost", f"{s.value} acked at {_at(s.topic, s.partition, s.offset)}; {why}")
 
 
-def _check_send_order(sends: list[Send], result: CheckResult) -> None:
-    """Per producer and partition, acked offsets increase with the send index (nonmonotonic-send)."""
+def _check_send_order(sends: list[Send], final: _FinalIndex, result: CheckResult) -> None:
+    """Per producer and partition, offsets increase with the send index (nonmonotonic-send): an
+    idempotent producer keeps its order with up to 5 requests in flight. An info send the final read
+    holds was written, so it is held to the order too, at the place the final read has it."""
     streams: dict[tuple[str, str, int], list[tuple[int, int, str]]] = defaultdict(list)
     for s in sends:
-        if s.outcome == "ok" and s.offset is not None:
-            streams[(s.producer, s.topic, s.partition)].append((s.index, s.offset, s.value))
-    for (producer, topic, partition), acked in streams.items():
-        acked.sort()
-        for (_, off_a, val_a), (_, off_b, val_b) in pairwise(acked):
+        place = _written_at(s, final)
+        if place is not None:
+            topic, partition, offset = place
+            label = s.value if s.outcome == "ok" else f"{s.value} ({s.outcome})"
+            streams[(s.producer, topic, partition)].append((s.index, offset, label))
+    for (producer, topic, partition), written in streams.items():
+        written.sort()
+        for (_, off_a, val_a), (_, off_b, val_b) in pairwise(written):
             if off_b <= off_a:
                 result.note("nonmonotonic_send", f"{producer} on {topic}-{partition}: {val_a} at offset {off_a} "
                                                  f"but the later {val_b} at {off_b}")
 
 
+def _written_at(s: Send, final: _FinalIndex) -> Key | None:
+    """Where a send was written: an ok send where its ack says, an info send where the final read has it
+    (its history line knows no offset, nor even the partition); None if that is unknown."""
+    if s.outcome == "ok":
+        return None if s.offset is None else (s.topic, s.partition, s.offset)
+    if s.outcome == "info":
+        return final.where.get(s.value)
+    return None            # a failed send is never written (g1a if it is)
+
+
 # ---- polls: dirty reads, skips, going back ----------------------------------------------
+
+# A consumer resumes after the last offset it polled, across sessions too: the client keeps its
+# position on every partition until the workload closes it. The reasons a consumer may be elsewhere,
+# each one counted in poll_resets (any other jump is poll_skip or nonmonotonic_poll):
+#  - a new consumer (a session after consumer-error; or a partition it never read) has no position and
+#    starts at the log start (auto.offset.reset=earliest): it may go back, and skip only what retention deleted;
+#  - a consumer-reset without a reason (or "offset_out_of_range") is the one reset the client makes on its
+#    own: auto.offset.reset=earliest on OFFSET_OUT_OF_RANGE, forward to the log start past deleted records
+#    (a position beyond the log end cannot be a committed one: going back is an anomaly);
+#  - a consumer-reset with reason "seek" is a seek the workload made.
+SEEK = "seek"
+AUTO_RESET = (None, "offset_out_of_range")
+
+Stream = tuple[str, str, int]              # (consumer, topic, partition)
+
 
 def _check_polls(history: History, final: _FinalIndex, result: CheckResult) -> set[str]:
     """Checks every poll; returns the values any consumer saw."""
     polled: set[str] = set()
     dirty: set[tuple[Key, str]] = set()
-    last: dict[tuple[str, int, str, int], int] = {}        # (consumer, session, tp) -> last offset
+    starts = _session_starts(history.session_starts)
+    last: dict[Stream, tuple[int, int]] = {}               # -> (session, last offset polled)
     for p in history.polls:
-        stream = (p.consumer, p.session, p.topic, p.partition)
+        if not p.records:
+            continue
+        stream = (p.consumer, p.topic, p.partition)
         prev = last.get(stream)
+        expected = None                                    # the session's start is judged on its own
+        if prev is not None and prev[0] == p.session:
+            expected = prev[1] + 1
+        else:
+            _check_session_start(p, prev, starts, final, result)
         for offset, value in p.records:
             polled.add(value)
-            if prev is not None and offset != prev + 1:
-                kind = "poll_skip" if offset > prev + 1 else "nonmonotonic_poll"
-                result.note(kind, f"{p.consumer} session {p.session} on {p.topic}-{p.partition}: "
-                                  f"offset {prev} then {offset} (t={p.time:.3f})")
-            prev = offset
+            if expected is not None and offset != expected:
+                _note_jump(result, p, expected - 1, offset)
+            expected = offset + 1
             why = final.mismatch(p.topic, p.partition, offset, value)
             if why is not None and ((p.topic, p.partition, offset), value) not in dirty:
                 dirty.add(((p.topic, p.partition, offset), value))
                 result.note("dirty_read", f"{p.consumer} polled {value} at {_at(p.topic, p.partition, offset)}; {why}")
-        if prev is not None:
-            last[stream] = prev
+        last[stream] = (p.session, p.records[-1][0])
     return polled
+
+
+def _session_starts(events: list[SessionStart]) -> dict[tuple[str, int], SessionStart]:
+    """(consumer, session) -> what started that session. The workload starts one session per event, in
+    order, so an event without a session number starts the one after its consumer's previous event."""
+    starts: dict[tuple[str, int], SessionStart] = {}
+    latest: dict[str, int] = defaultdict(int)
+    for e in events:
+        session = latest[e.consumer] + 1 if e.session is None else e.session
+        latest[e.consumer] = session
+        starts[(e.consumer, session)] = e
+    return starts
+
+
+def _check_session_start(p: Poll, prev: tuple[int, int] | None, starts: dict[tuple[str, int], SessionStart],
+                         final: _FinalIndex, result: CheckResult) -> None:
+    """The first record of a session on a partition, against the reasons above."""
+    first = p.records[0][0]
+    read = final.reads.get((p.topic, p.partition))
+    log_start = None if read is None else read.log_start_offset   # retention only moves it forward
+    where = f"{p.consumer} session {p.session} on {p.topic}-{p.partition}"
+    restart = None if prev is None else _new_consumer(starts, p.consumer, prev[0], p.session)
+    if prev is None or restart is not None:
+        # the log start when it started is at most the final one
+        if log_start is None:
+            result.note("unchecked_poll_starts", f"{where}: a new consumer at offset {first}, no final read")
+        elif first > log_start:
+            result.note("poll_skip", f"{where}: a new consumer started at offset {first} but the log starts at "
+                                     f"{log_start} (t={p.time:.3f})")
+        elif prev is not None and first != prev[1] + 1:
+            result.note("poll_resets", f"{where}: offset {prev[1]} then {first}, a new consumer at the log start "
+                                       f"after {restart.error}")
+        return
+    if first == prev[1] + 1:
+        return
+    explained = _explained_reset(starts.get((p.consumer, p.session)), p, prev[1], log_start)
+    if explained is None:
+        _note_jump(result, p, prev[1], first)
+    else:
+        name, why = explained
+        result.note(name, f"{where}: offset {prev[1]} then {first}, {why}")
+
+
+def _explained_reset(reset: SessionStart | None, p: Poll, prev: int,
+                     log_start: int | None) -> tuple[str, str] | None:
+    """("poll_resets" or "unchecked_poll_starts", why) if the consumer-reset that started the poll's
+    session accounts for the jump from ``prev`` to the poll's first offset; None if nothing does."""
+    first = p.records[0][0]
+    if not (isinstance(reset, ConsumerReset) and reset.topic in (None, p.topic) and reset.partition == p.partition
+            and (reset.from_offset, reset.to_offset) == (prev + 1, first)):
+        return None                        # no record of this very jump
+    if reset.reason == SEEK:
+        return "poll_resets", "a seek by the workload"
+    if reset.reason not in AUTO_RESET or first <= prev:
+        return None                        # a committed position is never past the log end: no going back
+    if log_start is None:
+        return "unchecked_poll_starts", "reset forward with no final read to place the log start"
+    if first <= log_start:
+        return "poll_resets", "reset to the log start (offset out of range: retention deleted what it skips)"
+    return None
+
+
+def _new_consumer(starts: dict[tuple[str, int], SessionStart], consumer: str, after: int,
+                  upto: int) -> ConsumerError | None:
+    """The consumer-error that began a session in (after, upto]: the workload made a new consumer then."""
+    for session in range(after + 1, upto + 1):
+        start = starts.get((consumer, session))
+        if isinstance(start, ConsumerError):
+            return start
+    return None
+
+
+def _note_jump(result: CheckResult, p: Poll, prev: int, offset: int) -> None:
+    kind = "poll_skip" if offset > prev + 1 else "nonmonotonic_poll"
+    result.note(kind, f"{p.consumer} session {p.session} on {p.topic}-{p.partition}: "
+                      f"offset {prev} then {offset} (t={p.time:.3f})")
 
 
 def _count_unseen(sends: list[Send], polled: set[str], result: CheckResult) -> None:
@@ -276,6 +419,44 @@ def _first_difference(a: list[Record], b: list[Record], start: int, end: int) ->
     if log_a == log_b:
         return None
     return next(o for o in sorted(log_a.keys() | log_b.keys()) if log_a.get(o) != log_b.get(o))
+
+
+def _check_epochs(dumps: list[ReplicaDump], result: CheckResult) -> None:
+    """Invariant 4, at most one leader writes in a leader epoch: two replicas that hold an offset written
+    in the same epoch hold the same record, in the same batch, there. Over the whole dump, above the HW
+    too: a deposed leader's uncommitted tail may differ from its successor's log, but in an older epoch."""
+    by_tp: dict[TP, list[tuple[int, dict[int, tuple]]]] = defaultdict(list)
+    for d in dumps:
+        if d.batches is None:
+            result.note("unchecked_replica_epochs", f"broker {d.broker}'s {d.topic}-{d.partition}")
+            continue
+        by_tp[(d.topic, d.partition)].append((d.broker, _by_offset(d.records, d.batches)))
+    for (topic, partition), copies in by_tp.items():
+        for (broker_a, a), (broker_b, b) in combinations(copies, 2):
+            clashes = sorted(o for o in a.keys() & b.keys() if a[o][0] == b[o][0] and a[o] != b[o])
+            if clashes:
+                o = clashes[0]
+                result.note("epoch_divergence", f"brokers {broker_a} and {broker_b} differ on "
+                                                f"{_at(topic, partition, o)} in leader epoch {a[o][0]}: {a[o][2]} "
+                                                f"in batch {a[o][1]} vs {b[o][2]} in batch {b[o][1]} "
+                                                f"(offsets that differ: {len(clashes)})")
+
+
+def _by_offset(records: list[Record], batches: list[BatchEpoch]) -> dict[int, tuple[int, tuple[int, int, int], str]]:
+    """offset -> (leader epoch, its batch's (base offset, last offset, CRC), value) of each record a
+    batch covers. The CRC stands for the batch's bytes: a follower stores the leader's batches as they are."""
+    out = {}
+    ordered = sorted(batches)
+    i = 0
+    for offset, value in sorted(records):
+        while i < len(ordered) and ordered[i][1] < offset:
+            i += 1
+        if i == len(ordered):
+            break
+        base, last, epoch, crc = ordered[i]
+        if base <= offset:
+            out[offset] = (epoch, (base, last, crc), value)
+    return out
 
 
 # ---- metadata and liveness ----------------------------------------------------------------

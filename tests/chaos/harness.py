@@ -1,4 +1,4 @@
-"""ChaosCluster: three real brokers the chaos tests start, break, heal and read back.
+"""ChaosCluster: three (or four) real brokers the chaos tests start, break, heal and read back.
 
 The brokers run as this process's own children (never under honcho: honcho stops
 every process when one exits), on free loopback ports and data dirs under ``root``,
@@ -21,10 +21,11 @@ from typing import Iterable
 from broker.config import BrokerSettings
 from client.admin import Admin
 from client.protocol.v1 import kafka_pb2
-from tests.integration.cluster import (BrokerProcess, Cluster, log_records, metadata, partition_dir, read_replica,
+from client.record_batch import decode_all, iter_batches
+from tests.integration.cluster import (BrokerProcess, Cluster, log_bytes, metadata, partition_dir, read_replica,
                                        replica_offsets, wait_for, write_cluster)
 
-N_BROKERS = 3
+N_BROKERS = 3                 # the default; 4 leaves a broker outside each RF-3 partition (topic-recreate)
 METADATA_TIMEOUT_S = 1.0      # one broker's Metadata answer; a silent broker costs at most this
 READY_TIMEOUT_S = 30.0        # start / restart / heal: a 2-core machine restarting three brokers at once
 DEFAULT_SESSION_TIMEOUT_S = BrokerSettings().broker_session_timeout_ms / 1000
@@ -89,11 +90,14 @@ def _controller(response: kafka_pb2.MetadataResponse | None) -> int | None:
 
 
 class ChaosCluster:
-    """Three brokers with kill -9, SIGTERM, SIGSTOP/SIGCONT and restart, plus what the checkers need to read."""
+    """Brokers with kill -9, SIGTERM, SIGSTOP/SIGCONT, restart and a wiped data dir, plus what the checkers
+    need to read."""
 
-    def __init__(self, root: Path, config: dict | None = None):
+    def __init__(self, root: Path, config: dict | None = None, brokers: int = N_BROKERS):
+        if brokers < 3:
+            raise ValueError(f"a chaos cluster needs at least 3 brokers (the topics have RF 3), not {brokers}")
         self.config: dict = dict(config or {})
-        self.cluster: Cluster = write_cluster(Path(root), N_BROKERS, self.config)
+        self.cluster: Cluster = write_cluster(Path(root), brokers, self.config)
         self._paused: set[int] = set()
         self._controller_hint: int | None = None   # ask this broker first: it was the controller last time
         self.started_pids: list[int] = []          # every PID this harness ever started (for leak checks)
@@ -193,6 +197,12 @@ class ChaosCluster:
         if wait:
             self._wait_ready(ids, timeout)
 
+    def wipe(self, broker_id: int) -> None:
+        """Delete a dead broker's data dir (a disk replaced after a crash) and format it again as a rejoining
+        node, not an initial voter: a voter with an empty Raft log could elect a leader that lacks committed
+        metadata (KIP-853). It keeps its id and ports; restart() brings it back."""
+        self.broker(broker_id).lose_disk()
+
     def heal(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Undo every fault: SIGCONT the paused, restart the dead all at once, wait until each is ready."""
         for broker_id in self.paused_ids():
@@ -271,26 +281,34 @@ class ChaosCluster:
         """Registered brokers the controller has fenced (missed heartbeats or lost connections)."""
         return _fenced(self._answer([]))
 
-    def sample(self, topic: str, t: float) -> dict:
-        """A history "metadata" record; controller, partitions and fenced come from one answer, so they agree."""
+    def sample(self, topic: str, t: float, label: str | None = None) -> dict:
+        """A history "metadata" record; controller, partitions and fenced come from one answer, so they agree.
+        ``label``: the name the history gives this incarnation of the topic (default: the topic's)."""
         r = self._answer([topic])
         return {"f": "metadata", "time": t, "controller": _controller(r),
-                "partitions": [asdict(p) for p in _partition_infos(r, topic)], "fenced": _fenced(r)}
+                "partitions": [{**asdict(p), "topic": label or topic} for p in _partition_infos(r, topic)],
+                "fenced": _fenced(r)}
 
     def create_topic(self, topic: str, partitions: int, replication_factor: int = 3, min_insync_replicas: int = 2,
-                     timeout: float = READY_TIMEOUT_S) -> list[PartitionInfo]:
-        """Create through the client's Admin and wait until every partition is led with a full ISR."""
+                     timeout: float = READY_TIMEOUT_S, full_isr: bool = True) -> list[PartitionInfo]:
+        """Create through the client's Admin and wait until every partition is led with a full ISR
+        (``full_isr=False``: only led, for a topic created while one of its replicas is down)."""
         with Admin(self.bootstrap) as admin:
             admin.create_topic(topic, partitions, replication_factor,
                                config={"min.insync.replicas": str(min_insync_replicas)})
-        return wait_for(lambda: self._fully_replicated(topic, partitions), timeout,
-                        f"{topic}: {partitions} partitions led, ISR = replicas")
+        return wait_for(lambda: self._replicated(topic, partitions, full_isr), timeout,
+                        f"{topic}: {partitions} partitions led" + (", ISR = replicas" if full_isr else ""))
 
-    def _fully_replicated(self, topic: str, count: int | None = None) -> list[PartitionInfo] | None:
+    def delete_topic(self, topic: str) -> None:
+        """Delete through the client's Admin (the controller commits it; each live broker drops its logs)."""
+        with Admin(self.bootstrap) as admin:
+            admin.delete_topic(topic)
+
+    def _replicated(self, topic: str, count: int | None = None, full_isr: bool = True) -> list[PartitionInfo] | None:
         parts = self.partitions(topic)
         if not parts or (count is not None and len(parts) != count):
             return None
-        return parts if all(p.fully_replicated for p in parts) else None
+        return parts if all(p.fully_replicated if full_isr else p.leader >= 0 for p in parts) else None
 
     # ---- the end of a run ---------------------------------------------------------
 
@@ -313,11 +331,12 @@ class ChaosCluster:
             return None
         return time.monotonic() - started
 
-    def final_read(self, topic: str, timeout: float = 30.0) -> list[dict]:
+    def final_read(self, topic: str, timeout: float = 30.0, label: str | None = None) -> list[dict]:
         """History "final" records: each partition read through its leader from the log start up to its HW.
 
         The leader's own copy below its HW is exactly what a consumer may see; take
         this after wait_healed, with producers stopped, so the HW holds still.
+        ``label``: the topic's name in the history (an incarnation of a re-created topic).
         """
         out = []
         for p in self.partitions(topic):
@@ -334,24 +353,30 @@ class ChaosCluster:
                 time.sleep(0.05)
                 offsets = replica_offsets(leader, topic, p.partition) or offsets
             records = read_replica(leader, topic, p.partition, offsets.high_watermark, timeout)
-            out.append({"f": "final", "topic": topic, "partition": p.partition,
+            out.append({"f": "final", "topic": label or topic, "partition": p.partition,
                         "records": [[o, _text(v)] for o, v in records],
                         "high_watermark": offsets.high_watermark, "log_start_offset": offsets.log_start_offset})
         return out
 
-    def replica_dumps(self, topic: str) -> list[dict]:
-        """History "replica" records: every broker's copy of every partition, straight from its segment files
-        (everything up to its LEO, also what lies above the HW), with the HW and LEO the broker reports
-        (-1 if it does not answer). Take it after wait_healed and a quiescence, so the files are complete."""
+    def replica_dumps(self, topic: str, label: str | None = None) -> list[dict]:
+        """History "replica" records: every replica's copy of every partition, straight from its segment files
+        (everything up to its LEO, also what lies above the HW), each batch's offsets and leader epoch, with
+        the HW and LEO the broker reports (-1 if it does not answer). Take it after wait_healed and a
+        quiescence, so the files are complete. ``label`` as in final_read."""
         out = []
         for p in self.partitions(topic):
-            for broker_id in self.ids:
+            # The replicas only: with 4 brokers a non-replica may keep a folder of a deleted incarnation,
+            # which it serves to no one.
+            for broker_id in sorted(p.replicas):
                 b = self.broker(broker_id)
                 if not partition_dir(b, topic, p.partition).exists():
-                    continue   # not a replica of this partition
+                    continue
                 offsets = replica_offsets(b, topic, p.partition) if broker_id in self.live_ids() else None
-                out.append({"f": "replica", "broker": broker_id, "topic": topic, "partition": p.partition,
-                            "records": [[o, _text(v)] for o, v in log_records(b, topic, p.partition)],
+                data = log_bytes(b, topic, p.partition)
+                out.append({"f": "replica", "broker": broker_id, "topic": label or topic, "partition": p.partition,
+                            "records": [[r.offset, _text(r.value)] for r in decode_all(data)],
+                            "batches": [[h.base_offset, h.last_offset, h.partition_leader_epoch, h.crc]
+                                        for _, h in iter_batches(data)],
                             "high_watermark": offsets.high_watermark if offsets else -1,
                             "log_end_offset": offsets.log_end_offset if offsets else -1})
         return out

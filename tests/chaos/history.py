@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, ClassVar, Iterable, Literal, Union
 
 Record = tuple[int, str]                   # (offset, value) as the partition holds it
+BatchEpoch = tuple[int, int, int, int]     # (base offset, last offset, partition leader epoch, CRC) of one batch
 Outcome = Literal["ok", "fail", "info"]
 Phase = Literal["start", "heal"]
 
@@ -57,6 +58,35 @@ class Poll:
 
 
 @dataclass(slots=True)
+class ConsumerReset:
+    """A consumer's first record on a partition was not at the offset after its last one: the workload
+    starts a new session there (Kafka's words: the position was reset, e.g. auto.offset.reset)."""
+    KIND: ClassVar[str] = "consumer-reset"
+    consumer: str
+    partition: int
+    time: float
+    from_offset: int = field(metadata={"json": "from"})    # the offset the session expected next
+    to_offset: int = field(metadata={"json": "to"})        # the offset the consumer got instead
+    reason: str | None = None              # "seek": the workload moved it; None: the consumer did on its own
+    session: int | None = None             # the session it starts; None: the consumer's next one
+    topic: str | None = None               # None: the consumer's one topic
+
+
+@dataclass(slots=True)
+class ConsumerError:
+    """A consumer failed for good: the workload closes it and starts a new session with a new consumer
+    that has no position (it starts at the log start: auto.offset.reset=earliest)."""
+    KIND: ClassVar[str] = "consumer-error"
+    consumer: str
+    time: float
+    error: str
+    session: int | None = None             # the session it starts; None: the consumer's next one
+
+
+SessionStart = Union[ConsumerReset, ConsumerError]
+
+
+@dataclass(slots=True)
 class FinalRead:
     """After healing: the whole partition read through its leader, log start up to the HW."""
     KIND: ClassVar[str] = "final"
@@ -77,6 +107,9 @@ class ReplicaDump:
     records: list[Record]
     high_watermark: int                    # -1: the broker did not answer
     log_end_offset: int
+    # Each batch header of the segment files, in file order (None: a harness that does not dump them,
+    # and the checker cannot tell which leader epoch wrote which offset)
+    batches: list[BatchEpoch] | None = None
 
 
 @dataclass(slots=True)
@@ -121,12 +154,15 @@ class Healed:
     bound_s: float
 
 
-Op = Union[Send, Poll, FinalRead, ReplicaDump, MetadataSample, NemesisEvent, Healed]
+Op = Union[Send, Poll, ConsumerReset, ConsumerError, FinalRead, ReplicaDump, MetadataSample, NemesisEvent, Healed]
 
 # "f" -> (operation class, the History list that holds it)
 _KINDS: dict[str, tuple[type, str]] = {
     Send.KIND: (Send, "sends"),
     Poll.KIND: (Poll, "polls"),
+    # one list for both, so that the order of a consumer's session starts survives the reading
+    ConsumerReset.KIND: (ConsumerReset, "session_starts"),
+    ConsumerError.KIND: (ConsumerError, "session_starts"),
     FinalRead.KIND: (FinalRead, "finals"),
     ReplicaDump.KIND: (ReplicaDump, "replicas"),
     MetadataSample.KIND: (MetadataSample, "metadata"),
@@ -140,6 +176,7 @@ class History:
     """Every operation of a run, by kind, each list in the order it was written."""
     sends: list[Send] = field(default_factory=list)
     polls: list[Poll] = field(default_factory=list)
+    session_starts: list[SessionStart] = field(default_factory=list)
     finals: list[FinalRead] = field(default_factory=list)
     replicas: list[ReplicaDump] = field(default_factory=list)
     metadata: list[MetadataSample] = field(default_factory=list)
@@ -172,8 +209,13 @@ def _fields(obj: Any) -> dict[str, Any]:
     for f in fields(obj):
         value = getattr(obj, f.name)
         # the PartitionMetadata of a sample are the one nesting of the format
-        out[f.name] = [_fields(p) for p in value] if f.type == "list[PartitionMetadata]" else value
+        out[_key(f)] = [_fields(p) for p in value] if f.type == "list[PartitionMetadata]" else value
     return out
+
+
+def _key(f: Any) -> str:
+    """The field's name in a line: its own, unless that is a Python keyword ("from")."""
+    return f.metadata.get("json", f.name)
 
 
 def append(fh: IO[str], op: Op | dict[str, Any]) -> None:
@@ -225,16 +267,16 @@ def _build(cls: type, obj: dict[str, Any]) -> Any:
     """An instance of ``cls`` from ``obj``, each field checked against its annotation."""
     label = getattr(cls, "KIND", cls.__name__)
     args = {}
-    for name, parse, default in _specs(cls):
-        if name in obj:
+    for name, key, parse, default in _specs(cls):
+        if key in obj:
             try:
-                args[name] = parse(obj[name])
+                args[name] = parse(obj[key])
             except (ValueError, TypeError) as e:
-                raise ValueError(f"{label}.{name}: {e}") from None
+                raise ValueError(f"{label}.{key}: {e}") from None
         elif default is not MISSING:
             args[name] = default
         else:
-            raise ValueError(f'{label}: missing field "{name}"')
+            raise ValueError(f'{label}: missing field "{key}"')
     return cls(**args)
 
 
@@ -270,6 +312,17 @@ def _records(value: Any) -> list[Record]:
     return out
 
 
+def _batches(value: Any) -> list[BatchEpoch] | None:
+    if value is None:
+        return None
+    out = []
+    for b in _list(value):
+        if not isinstance(b, (list, tuple)) or len(b) != 4:
+            raise ValueError(f"a batch is [base offset, last offset, leader epoch, crc], got {repr(b)[:40]}")
+        out.append((_int(b[0]), _int(b[1]), _int(b[2]), _int(b[3])))
+    return out
+
+
 def _ints(value: Any) -> tuple[int, ...]:
     return tuple(_int(v) for v in _list(value))
 
@@ -291,14 +344,16 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "list[Record]": _records,
     "tuple[int, ...]": _ints,
     "list[PartitionMetadata]": _partitions,
+    "list[BatchEpoch] | None": _batches,
 }
 
-_SPECS: dict[type, list[tuple[str, Callable[[Any], Any], Any]]] = {}
+_SPECS: dict[type, list[tuple[str, str, Callable[[Any], Any], Any]]] = {}
 
 
-def _specs(cls: type) -> list[tuple[str, Callable[[Any], Any], Any]]:
+def _specs(cls: type) -> list[tuple[str, str, Callable[[Any], Any], Any]]:
+    """(attribute, key in the line, parser, default) of each field."""
     # worked out once per class: a run has hundreds of thousands of lines
     spec = _SPECS.get(cls)
     if spec is None:
-        spec = _SPECS[cls] = [(f.name, _PARSERS[f.type], f.default) for f in fields(cls)]
+        spec = _SPECS[cls] = [(f.name, _key(f), _PARSERS[f.type], f.default) for f in fields(cls)]
     return spec

@@ -4,17 +4,22 @@ One round, on a running ChaosCluster (tests/chaos/harness.py):
 
 1. a fresh topic (3 partitions, RF 3, min ISR 2); producers and consumers start (workload.py),
    a sampler writes the committed metadata every 200 ms;
-2. after a warm-up the round's nemesis (nemesis.py) strikes, is held for a seeded time, healed;
-3. the partitions must be led with a full ISR again within HEAL_BOUND_S (recorded as "healed");
+2. after a warm-up the round's nemesis (nemesis.py) strikes, is held for a seeded time, healed
+   (a nemesis that re-creates the topic: the old incarnation is read back first, and a new
+   workload writes the new one under the history name "<topic>#1");
+3. the partitions must be led with a full ISR again within HEAL_BOUND_S (recorded as "healed"),
+   and only then does the nemesis let go of what it held past its heal (release);
 4. the workload runs on a little, producers stop (every send gets its outcome), consumers read
    up to the high watermarks, every replica's files are dumped;
 5. the history (JSON lines) is checked (checker.py) and the unavailability windows measured
    (windows.py).
 
 The schedule (which nemesis, which targets, how long) comes from one seed: a failing
-round prints the seed and the commit, and ``--seeds S --rounds N`` replays it.
+round prints the seed and the commit, and ``--seeds S --rounds N`` replays it (with the
+``--brokers`` and ``--nemeses`` of the run).
 
     python -m tests.chaos.runner --rounds 50 --seeds 7 --out chaos-report      (make chaos)
+    python -m tests.chaos.runner --rounds 8 --brokers 4 --nemeses topic-recreate,wipe-data
 """
 
 from __future__ import annotations
@@ -28,12 +33,12 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tests.chaos.checker import CheckResult, check
-from tests.chaos.harness import ChaosCluster
-from tests.chaos.history import read_history
+from tests.chaos.harness import N_BROKERS, ChaosCluster
+from tests.chaos.history import History, read_history
 from tests.chaos.nemesis import NEMESES, make
 from tests.chaos.windows import FaultWindow, unavailability_windows
 from tests.chaos.workload import HistoryWriter, Workload, WorkloadConfig
@@ -43,7 +48,6 @@ PARTITIONS = 3
 HEAL_BOUND_S = 30.0
 # Shorter than the defaults so that a round's failover fits in seconds; the same rules apply.
 CLUSTER_CONFIG = {"broker.session.timeout.ms": 2000, "replica.lag.time.max.ms": 2000}
-DEFAULT_HOLD_S = (1.0, 3.0)    # a nemesis with no hold bounds of its own is held this long
 
 
 @dataclass
@@ -59,6 +63,7 @@ class RoundResult:
     windows: list[FaultWindow]
     recovery_s: float | None       # heal -> every partition led with a full ISR
     workload_errors: list[str] = field(default_factory=list)
+    replay: str = ""               # the command that replays the round (set by run())
 
     @property
     def ok(self) -> bool:
@@ -87,17 +92,19 @@ def schedule(seed: int, rounds: int, kinds: list[str] | None = None) -> list[str
 class MetadataSampler(threading.Thread):
     """Writes the committed metadata to the history every ``interval`` s: the active controller's own
     answer only (a broker that is not the controller may serve an older image, which is allowed and
-    says nothing about what the quorum committed)."""
+    says nothing about what the quorum committed). ``label``: the topic's name in the history."""
 
-    def __init__(self, cluster: ChaosCluster, topic: str, history: HistoryWriter, interval: float = 0.2):
+    def __init__(self, cluster: ChaosCluster, topic: str, history: HistoryWriter, interval: float = 0.2,
+                 label: str | None = None):
         super().__init__(name="chaos-sampler", daemon=True)
         self._cluster, self._topic, self._history, self._interval = cluster, topic, history, interval
+        self._label = label or topic
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.wait(self._interval):
             try:
-                sample = self._cluster.sample(self._topic, self._history.now())
+                sample = self._cluster.sample(self._topic, self._history.now(), self._label)
                 if sample["controller"] is not None:
                     self._history.write(sample)
             except Exception:  # noqa: BLE001 - no broker answered this time (e.g. all killed): skip the sample
@@ -108,6 +115,47 @@ class MetadataSampler(threading.Thread):
         self.join(10)
 
 
+class Incarnation:
+    """One incarnation of the round's topic as the history sees it: a workload and a metadata sampler that
+    write under ``label``, then the read-back. A re-created topic gets a second one with its own label and
+    producer names, so the checker judges it as the fresh topic it must be."""
+
+    def __init__(self, cluster: ChaosCluster, topic: str, label: str, history: HistoryWriter, rng: random.Random,
+                 config: WorkloadConfig, prefix: str):
+        self.cluster, self.topic, self.label, self.history = cluster, topic, label, history
+        self.load = Workload(cluster.bootstrap, topic, history, rng, config, prefix=prefix, label=label)
+        self.sampler = MetadataSampler(cluster, topic, history, label=label)
+
+    def start(self) -> "Incarnation":
+        self.load.start()
+        self.sampler.start()
+        return self
+
+    def abort(self) -> None:
+        """A failed round: stop every thread, read nothing back."""
+        self.load.stop_producers()
+        self.load.stop_consumers()
+        self.sampler.stop()
+
+    def read_back(self) -> None:
+        """Producers stop (every send gets its outcome); each partition is read through its leader up to the
+        HW (the reference), the consumers read up to there, every replica's files are dumped."""
+        self.load.stop_producers()
+        finals = self.cluster.final_read(self.topic, label=self.label)
+        for f in finals:
+            self.history.write(f)
+        hws = {f["partition"]: f["high_watermark"] for f in finals}
+        try:
+            wait_for(lambda: self.load.read_up_to(hws), 30, "the consumers to read up to the high watermarks", 0.1)
+        except AssertionError as e:
+            self.load.errors.append(str(e))
+        self.load.stop_consumers()
+        self.sampler.stop()
+        _wait_replicas_caught_up(self.cluster, self.topic, hws)
+        for dump in self.cluster.replica_dumps(self.topic, self.label):
+            self.history.write(dump)
+
+
 def run_round(cluster: ChaosCluster, index: int, seed: int, nemesis_name: str, out_dir: Path, run_started: float,
               workload: WorkloadConfig = WorkloadConfig(), warmup_s: float = 1.5, settle_s: float = 1.5) -> RoundResult:
     rng = random.Random(f"{seed}-{index}")
@@ -115,47 +163,47 @@ def run_round(cluster: ChaosCluster, index: int, seed: int, nemesis_name: str, o
     path = out_dir / f"round-{index:03d}-{nemesis_name}.jsonl"
     cluster.create_topic(topic, PARTITIONS)
     started = time.monotonic() - run_started
+    nemesis = make(nemesis_name, cluster)
+    errors: list[str] = []
     with path.open("w") as fh:
         history = HistoryWriter(fh, run_started)
-        load = Workload(cluster.bootstrap, topic, history, rng, workload, prefix=f"r{index}")
-        sampler = MetadataSampler(cluster, topic, history)
-        load.start()
-        sampler.start()
+        current: Incarnation | None = Incarnation(cluster, topic, topic, history, rng, workload, f"r{index}").start()
         try:
-            wait_for(lambda: load.acked >= 20 or load.errors, 30, "the workload's first acks")
+            wait_for(lambda: current.load.acked >= 20 or current.load.errors, 30, "the workload's first acks")
             time.sleep(warmup_s)   # the schedule: let acks flow before the fault (not an assertion)
-            nemesis = make(nemesis_name, cluster)
+            if nemesis.recreates_topic:   # the old incarnation is judged on its own, before it is deleted
+                current.read_back()
+                errors += current.load.errors
+                current = None
             struck = history.now()   # before start(): a rolling restart does its whole roll inside it
             event = nemesis.start(cluster, topic, rng)
             history.write(event.to_record("start", struck))
-            hi = nemesis.max_hold_s if nemesis.max_hold_s is not None else max(nemesis.min_hold_s, 0) + \
-                DEFAULT_HOLD_S[1]
-            lo = max(nemesis.min_hold_s, DEFAULT_HOLD_S[0] if nemesis.max_hold_s is None else 0.2)
-            time.sleep(rng.uniform(lo, max(lo, hi)))
+            if current is None:
+                current = Incarnation(cluster, topic, f"{topic}#1", history, rng, workload, f"r{index}i1").start()
+            time.sleep(rng.uniform(*nemesis.hold_range()))   # the schedule: how long the fault lasts
             nemesis.heal(cluster)
-            healed_at = history.now()
-            history.write(event.to_record("heal", healed_at))
+            history.write(event.to_record("heal", history.now()))
             recovery = cluster.wait_healed(topic, HEAL_BOUND_S)
             history.write({"f": "healed", "time": history.now(), "recovery_s": recovery, "bound_s": HEAL_BOUND_S})
+            nemesis.release(cluster)
             time.sleep(settle_s)   # acks must flow again after the heal (the window's end)
+        except BaseException:
+            if current is not None:
+                current.abort()
+            raise
         finally:
-            load.stop_producers()
-        finals = cluster.final_read(topic)
-        for f in finals:
-            history.write(f)
-        hws = {f["partition"]: f["high_watermark"] for f in finals}
-        try:
-            wait_for(lambda: load.read_up_to(hws), 30, "the consumers to read up to the high watermarks", 0.1)
-        except AssertionError as e:
-            load.errors.append(str(e))
-        load.stop_consumers()
-        sampler.stop()
-        _wait_replicas_caught_up(cluster, topic, hws)
-        for dump in cluster.replica_dumps(topic):
-            history.write(dump)
+            nemesis.release(cluster)
+        current.read_back()
     history_read = read_history(path)
     return RoundResult(index, seed, nemesis_name, list(event.targets), event.detail, started, path,
-                       check(history_read), unavailability_windows(history_read), recovery, load.errors)
+                       check(history_read), _windows(history_read, current.label), recovery,
+                       errors + current.load.errors)
+
+
+def _windows(history: History, label: str) -> list[FaultWindow]:
+    """The unavailability windows, measured on the acks of the topic incarnation that lived through the
+    fault (a re-created topic's old one stopped before it)."""
+    return unavailability_windows(replace(history, sends=[s for s in history.sends if s.topic == label]))
 
 
 def _wait_replicas_caught_up(cluster: ChaosCluster, topic: str, hws: dict[int, int]) -> None:
@@ -173,30 +221,39 @@ def _wait_replicas_caught_up(cluster: ChaosCluster, topic: str, hws: dict[int, i
         pass  # the checker reports the divergence with the exact offsets
 
 
+def replay_command(seed: int, rounds: int, brokers: int = N_BROKERS, kinds: list[str] | None = None) -> str:
+    """The runner command that replays a seed's schedule up to round ``rounds - 1``."""
+    return (f"python -m tests.chaos.runner --seeds {seed} --rounds {rounds}"
+            + (f" --brokers {brokers}" if brokers != N_BROKERS else "")
+            + (f" --nemeses {','.join(kinds)}" if kinds else ""))
+
+
 def failure_message(result: RoundResult, seed: int, commit_id: str) -> str:
+    replay = result.replay or replay_command(seed, result.index + 1)
     return (f"chaos round {result.index} ({result.nemesis} on {result.targets}: {result.detail}) FAILED\n"
-            f"seed {seed}, commit {commit_id}; replay: python -m tests.chaos.runner --seeds {seed} "
-            f"--rounds {result.index + 1}\nhistory: {result.history_path}\n{result.check.format()}\n"
+            f"seed {seed}, commit {commit_id}; replay: {replay}\nhistory: {result.history_path}\n"
+            f"{result.check.format()}\n"
             + "".join(f"workload error: {e}\n" for e in result.workload_errors))
 
 
 def run(seeds: list[int], rounds: int, out_dir: Path, kinds: list[str] | None = None,
-        log=lambda line: print(line, flush=True)) -> list[RoundResult]:
+        log=lambda line: print(line, flush=True), brokers: int = N_BROKERS) -> list[RoundResult]:
     commit_id = commit()
     results: list[RoundResult] = []
     for seed in seeds:
-        log(f"chaos: seed {seed}, commit {commit_id}, {rounds} rounds, histories in {out_dir}")
+        log(f"chaos: seed {seed}, commit {commit_id}, {brokers} brokers, {rounds} rounds, histories in {out_dir}")
         seed_dir = out_dir / f"seed-{seed}"
         shutil.rmtree(seed_dir / "cluster", ignore_errors=True)   # a replay starts from empty logs
         seed_dir.mkdir(parents=True, exist_ok=True)
         run_started = time.monotonic()
-        with ChaosCluster(seed_dir / "cluster", CLUSTER_CONFIG) as cluster:
+        with ChaosCluster(seed_dir / "cluster", CLUSTER_CONFIG, brokers) as cluster:
             cluster.start()
             for index, name in enumerate(schedule(seed, rounds, kinds)):
                 result = run_round(cluster, index, seed, name, seed_dir, run_started)
+                result.replay = replay_command(seed, index + 1, brokers, kinds)
                 results.append(result)
                 w = result.windows[0].window_s if result.windows else None
-                log(f"  round {index:3d} {name:<22} targets {result.targets} acked {result.check.acked:5d} "
+                log(f"  round {index:3d} {name:<23} targets {result.targets} acked {result.check.acked:5d} "
                     f"unknown {result.check.unknown:3d} window {_s(w)} recovery {_s(result.recovery_s)} "
                     f"{'ok' if result.ok else 'FAILED'}")
                 if not result.ok:
@@ -217,9 +274,10 @@ def _spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
-def report(results: list[RoundResult], seeds: list[int], commit_id: str, duration_s: float) -> str:
+def report(results: list[RoundResult], seeds: list[int], commit_id: str, duration_s: float,
+           brokers: int = N_BROKERS) -> str:
     lines = ["# raftka chaos soak", "",
-             f"Seeds {', '.join(map(str, seeds))}; commit {commit_id}; {len(results)} rounds in "
+             f"Seeds {', '.join(map(str, seeds))}; commit {commit_id}; {brokers} brokers; {len(results)} rounds in "
              f"{duration_s / 60:.1f} min; cluster config {CLUSTER_CONFIG}; topic per round: {PARTITIONS} "
              "partitions, RF 3, min ISR 2; idempotent acks=all producers.", "",
              f"**Verdict: {'every invariant held' if all(r.ok for r in results) else 'ANOMALIES FOUND'}** "
@@ -265,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="", help="comma-separated seeds (default: one random seed)")
     parser.add_argument("--rounds", type=int, default=50, help="rounds per seed (default 50)")
     parser.add_argument("--out", default="", help="report folder (default: a new temporary folder)")
+    parser.add_argument("--brokers", type=int, default=N_BROKERS,
+                        help=f"brokers in the cluster (default {N_BROKERS}; 4 supported); topics keep RF 3")
     parser.add_argument("--nemeses", default="", help=f"comma-separated fault kinds (default: all of {', '.join(NEMESES)})")
     args = parser.parse_args(argv)
     try:
@@ -273,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seeds must be integers, not {args.seeds!r}")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.brokers < 3:
+        parser.error("--brokers must be at least 3 (the topics have RF 3)")
     kinds = [k.strip() for k in args.nemeses.split(",") if k.strip()] or None
     unknown = [k for k in kinds or [] if k not in NEMESES]
     if unknown:
@@ -280,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="raftka-chaos-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results = run(seeds, args.rounds, out_dir, kinds)
-    text = report(results, seeds, commit(), time.monotonic() - started)
+    results = run(seeds, args.rounds, out_dir, kinds, brokers=args.brokers)
+    text = report(results, seeds, commit(), time.monotonic() - started, args.brokers)
     (out_dir / "report.md").write_text(text)
     print(text)
     print(f"report: {out_dir / 'report.md'}")

@@ -14,7 +14,7 @@ import pytest
 
 from client.producer import Producer
 from tests.chaos.harness import ChaosCluster, PartitionInfo, process_state
-from tests.chaos.nemesis import Nemesis, NemesisEvent, make
+from tests.chaos.nemesis import NEMESES, Nemesis, NemesisEvent, make
 from tests.integration.cluster import wait_for
 
 pytestmark = pytest.mark.integration
@@ -119,6 +119,91 @@ def test_kill_all_keeps_acked_records(healthy):
         assert d["records"][:len(final[d["partition"]]["records"])] == final[d["partition"]]["records"]
     sample = healthy.sample(TOPIC, 1.0)
     assert sample["controller"] in (1, 2, 3) and sample["fenced"] == [] and len(sample["partitions"]) == 3
+
+
+# ---- issue 14's nemeses ---------------------------------------------------------------
+
+
+def test_every_nemesis_has_a_hold_range_and_two_brokers_are_refused(tmp_path):
+    for name in NEMESES:
+        lo, hi = make(name).hold_range()
+        assert 0 < lo <= hi, name
+    with pytest.raises(ValueError, match="at least 3 brokers"):
+        ChaosCluster(tmp_path / "two", brokers=2)
+
+
+def test_pause_controller_hands_the_quorum_over_and_continues(healthy):
+    nemesis, event, pids = start(healthy, "pause-controller")
+    (target,) = event.targets
+    assert process_state(pids[target]) == "T"
+    assert nemesis.min_hold_s > healthy.session_timeout_s
+    wait_for(lambda: healthy.controller_id() not in (None, target), FAILOVER_BOUND_S,
+             f"a controller other than the paused broker {target}")
+    heal_and_check(healthy, nemesis)
+    assert healthy.pid(target) == pids[target]   # continued, not restarted
+
+
+def test_kill_leader_stalled_isr_kills_the_leader_and_continues_its_followers(healthy):
+    nemesis, event, pids = start(healthy, "kill-leader-stalled-isr")
+    dead = [i for i in event.targets if process_state(pids[i]) is None]
+    assert len(dead) == 1 and healthy.dead_ids() == dead, event
+    assert all(process_state(pids[i]) in ("R", "S") for i in event.targets if i not in dead)
+    heal_and_check(healthy, nemesis)
+
+
+def test_preferred_elections_move_leadership_back_to_the_restarted_broker(healthy):
+    nemesis, event, pids = start(healthy, "preferred-elections")
+    (target,) = event.targets
+    assert healthy.pid(target) != pids[target]   # killed and started again at once
+    heal_and_check(healthy, nemesis)
+    assert "moved" in event.detail and "NOT every" not in event.detail, event.detail
+    assert all(p.leader == p.replicas[0] for p in healthy.partitions(TOPIC)), healthy.partitions(TOPIC)
+
+
+def test_faults_in_sequence_strike_two_or_three_times(healthy):
+    nemesis, event, _ = start(healthy, "faults-in-sequence")
+    assert event.detail.count("; then ") in (1, 2), event.detail
+    heal_and_check(healthy, nemesis)
+
+
+def test_client_saturation_holds_idle_streams_until_released(healthy):
+    nemesis, event, pids = start(healthy, "client-saturation")
+    (target,) = event.targets
+    assert healthy.pid(target) != pids[target]
+    assert len(nemesis._crowd) == len(healthy.ids) - 1
+    heal_and_check(healthy, nemesis)
+    assert "idle streams" in event.detail and nemesis._crowd   # held past the heal
+    nemesis.release(healthy)
+    nemesis.release(healthy)   # idempotent
+    assert nemesis._crowd == []
+
+
+def test_wipe_data_brings_a_broker_back_from_an_empty_formatted_dir(healthy):
+    nemesis, event, pids = start(healthy, "wipe-data")
+    (target,) = event.targets
+    assert process_state(pids[target]) is None
+    assert sorted(p.name for p in healthy.broker(target).data_dir.iterdir() if not p.name.startswith(".")) == \
+        ["meta.properties"]
+    heal_and_check(healthy, nemesis)
+    final = {r["partition"]: r["records"] for r in healthy.final_read(TOPIC)}
+    copies = [d for d in healthy.replica_dumps(TOPIC) if d["broker"] == target]
+    assert copies and all(d["records"][:len(final[d["partition"]])] == final[d["partition"]] for d in copies)
+
+
+def test_topic_recreate_gives_a_fresh_topic_the_dead_replica_does_not_fill(healthy):
+    topic = "chaos-recreate"
+    healthy.create_topic(topic, 3)
+    with Producer(healthy.bootstrap, acks="all") as producer:
+        for i in range(6):
+            producer.send(topic, f"old-{i}".encode(), partition=i % 3).result(timeout=20)
+    nemesis = make("topic-recreate", healthy)
+    event = nemesis.start(healthy, topic, random.Random(7))
+    assert nemesis.recreates_topic and len(event.targets) == 1
+    nemesis.heal(healthy)
+    assert healthy.wait_healed(topic, HEAL_BOUND_S) is not None
+    reads = healthy.final_read(topic)
+    assert len(reads) == 3 and all(r["records"] == [] for r in reads), reads
+    assert all(d["records"] == [] for d in healthy.replica_dumps(topic)), "an old record in the new incarnation"
 
 
 def ours_running(pid: int, config: Path) -> bool:

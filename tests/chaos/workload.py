@@ -32,6 +32,9 @@ from client.producer import Producer
 @dataclass(frozen=True)
 class WorkloadConfig:
     producers: int = 3
+    # "all" (idempotent) is what the invariants are about; 1 (not idempotent) is the negative control's
+    # deliberately unsafe setting: the leader answers before any follower has the record.
+    acks: str | int = "all"
     consumers: int = 2
     rate_per_producer: float = 150.0    # sends per second
     max_unanswered: int = 300            # per producer: back-pressure from the workload, not the buffer
@@ -64,9 +67,12 @@ class Workload:
     consumers caught up (read_up_to)."""
 
     def __init__(self, bootstrap: str, topic: str, history: HistoryWriter, rng: random.Random,
-                 config: WorkloadConfig = WorkloadConfig(), prefix: str = ""):
+                 config: WorkloadConfig = WorkloadConfig(), prefix: str = "", label: str | None = None):
+        """``label``: the topic's name in the history; a re-created topic's new incarnation gets its own,
+        so the checker judges it as the fresh topic it must be."""
         self.bootstrap = bootstrap
         self.topic = topic
+        self.label = label or topic
         self.history = history
         self.config = config
         self._prefix = prefix
@@ -124,7 +130,7 @@ class Workload:
         rng = random.Random(seed)
         unanswered = threading.Semaphore(cfg.max_unanswered)
         hops: deque = deque(maxlen=40)   # the last hops, for a stall record
-        producer = Producer(self.bootstrap, acks="all", linger_ms=cfg.linger_ms,
+        producer = Producer(self.bootstrap, acks=cfg.acks, linger_ms=cfg.linger_ms,
                             request_timeout_ms=cfg.request_timeout_ms, delivery_timeout_ms=cfg.delivery_timeout_ms,
                             retry_backoff_ms=50, retry_backoff_max_ms=500, tracer=hops.append)
         self._producers[name] = producer
@@ -149,7 +155,7 @@ class Workload:
     def _send_one(self, producer: Producer, name: str, index: int, key: str, unanswered: threading.Semaphore) -> None:
         value = f"{name}-{index}"
         invoked = self.history.now()
-        op = {"f": "send", "producer": name, "value": value, "key": key, "topic": self.topic, "invoked": invoked}
+        op = {"f": "send", "producer": name, "value": value, "key": key, "topic": self.label, "invoked": invoked}
         try:
             future = producer.send(self.topic, value.encode(), key=key.encode())
         except KafkaError as e:   # refused before it was queued: definitely not written
@@ -213,13 +219,14 @@ class Workload:
                     records = consumer.poll(0.3)
                 except KafkaError as e:
                     # Not retriable (e.g. an offset reset with "none"): start a new session from scratch.
-                    self.history.write({"f": "consumer-error", "consumer": name, "time": self.history.now(),
-                                        "error": f"{type(e).__name__}: {e}"})
                     consumer.close()
                     consumer = Consumer(self.bootstrap, self.topic, auto_offset_reset="earliest",
                                         fetch_max_wait_ms=200, request_timeout_ms=self.config.request_timeout_ms)
                     session += 1
-                    next_offset.clear()
+                    self.history.write({"f": "consumer-error", "consumer": name, "session": session,
+                                        "topic": self.label, "time": self.history.now(),
+                                        "error": f"{type(e).__name__}: {e}"})
+                    next_offset.clear()   # a new consumer: every position starts over
                     continue
                 t = self.history.now()
                 by_partition: dict[int, list[list]] = {}
@@ -230,11 +237,13 @@ class Workload:
                     if p in next_offset and recs[0][0] != next_offset[p]:
                         # The consumer jumped (an offset reset): noted, and a new session, so the checker
                         # judges the jump from this record and not as a skip.
-                        self.history.write({"f": "consumer-reset", "consumer": name, "partition": p, "time": t,
-                                            "from": next_offset[p], "to": recs[0][0]})
                         session += 1
-                        next_offset.clear()
-                    self.history.write({"f": "poll", "consumer": name, "session": session, "topic": self.topic,
+                        self.history.write({"f": "consumer-reset", "consumer": name, "session": session,
+                                            "topic": self.label, "partition": p, "time": t,
+                                            "from": next_offset[p], "to": recs[0][0]})
+                        # Only this partition jumped: the consumer kept its other positions.
+                        del next_offset[p]
+                    self.history.write({"f": "poll", "consumer": name, "session": session, "topic": self.label,
                                         "partition": p, "records": recs, "time": t})
                     next_offset[p] = recs[-1][0] + 1
                 positions.update(consumer.positions)

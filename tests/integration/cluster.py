@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +62,7 @@ class BrokerProcess:
     broker_id: int
     port: int
     raft_port: int
+    inter_broker_port: int   # Replication and Controller: brokers only (broker_channel)
     data_dir: Path
     config_path: Path
     log_path: Path
@@ -110,6 +112,22 @@ class BrokerProcess:
             return r.controller_id >= 0 and any(b.broker_id == self.broker_id and b.alive for b in r.brokers)
         wait_for(ready, timeout, f"broker {self.broker_id} to answer on {self.bootstrap}, registered and unfenced",
                  0.1)
+
+    def format(self, initial_voter: bool) -> Path:
+        """`kbroker format` of this broker's data dir (the function the CLI calls): ``initial_voter`` for a
+        brand-new cluster, else rejoining (no vote until caught up). A broker refuses an unformatted dir."""
+        from broker.config import load_cluster_config
+        from broker.storage_format import format_data_dir
+
+        return format_data_dir(load_cluster_config(self.config_path), self.broker_id, initial_voter)
+
+    def lose_disk(self) -> None:
+        """A lost disk and its replacement: the (stopped) broker's data dir is deleted, then formatted as
+        rejoining, as its operator would (`kbroker format --config C --id N`). start() brings it back."""
+        if self.alive():
+            raise RuntimeError(f"broker {self.broker_id} (pid {self.pid}) is running: kill it before its disk goes")
+        shutil.rmtree(self.data_dir)
+        self.format(initial_voter=False)
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -282,28 +300,34 @@ CLUSTER_ID, CLUSTER_SECRET = "raftka-test", "raftka-test-secret"
 
 
 def broker_channel(broker: "BrokerProcess") -> grpc.Channel:
-    """A channel that calls as a broker does: with the cluster's token, which the broker-only
-    services (Replication, Controller) require."""
-    return with_token(broker_token(CLUSTER_ID, CLUSTER_SECRET))(grpc.insecure_channel(broker.bootstrap))
+    """A channel that calls as a broker does: to its inter-broker port, with the cluster's token,
+    which the broker-only services there (Replication, Controller) require."""
+    return with_token(broker_token(CLUSTER_ID, CLUSTER_SECRET))(
+        grpc.insecure_channel(f"127.0.0.1:{broker.inter_broker_port}"))
 
 
 def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None) -> Cluster:
-    """A cluster.toml with ``n`` brokers on free loopback ports, data under ``root``."""
+    """A cluster.toml with ``n`` brokers on free loopback ports, data under ``root``, every data dir
+    formatted for a brand-new cluster (each broker an initial voter)."""
     root.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(root)
     lines = [f'cluster_id = "{CLUSTER_ID}"', f'cluster_secret = "{CLUSTER_SECRET}"']
     config_path = root / "cluster.toml"
-    ports = free_ports(2 * n)
+    ports = free_ports(3 * n)
     for i in range(1, n + 1):
-        b = BrokerProcess(i, ports[2 * i - 2], ports[2 * i - 1], root / f"broker-{i}", config_path,
+        port, raft_port, inter_broker_port = ports[3 * i - 3:3 * i]
+        b = BrokerProcess(i, port, raft_port, inter_broker_port, root / f"broker-{i}", config_path,
                           root / f"broker-{i}.log")
         cluster.brokers[i] = b
         lines += ["[[broker]]", f"id = {i}", 'host = "127.0.0.1"', f"port = {b.port}",
-                  f"raft_port = {b.raft_port}", f'data_dir = "{b.data_dir}"']
+                  f"raft_port = {b.raft_port}", f"inter_broker_port = {b.inter_broker_port}",
+                  f'data_dir = "{b.data_dir}"']
     if config:
         lines.append("[config]")
         lines += [f'"{k}" = {v}' for k, v in config.items()]
     config_path.write_text("\n".join(lines) + "\n")
+    for b in cluster.brokers.values():
+        b.format(initial_voter=True)   # a brand-new cluster: `kbroker format --initial-voter` on every broker
     return cluster
 
 

@@ -84,6 +84,7 @@ def run_kbroker(*args: str) -> subprocess.CompletedProcess:
 def test_port_in_use_exits_2_with_one_line(fresh_cluster):
     cluster = fresh_cluster(1)
     broker = cluster.brokers[1]
+    formatted = sorted(p.name for p in broker.data_dir.iterdir())   # write_cluster formats every data dir
     with socket.socket() as s:
         s.bind(("127.0.0.1", broker.port))
         s.listen()
@@ -91,7 +92,8 @@ def test_port_in_use_exits_2_with_one_line(fresh_cluster):
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "in use" in lines[0] and str(broker.port) in lines[0], lines
-    assert not broker.data_dir.exists(), "nothing may be written before the port is bound"
+    assert sorted(p.name for p in broker.data_dir.iterdir()) == formatted == [".lock", "meta.properties"], (
+        "nothing may be written before the port is bound")
 
 
 def test_bad_config_exits_2_with_one_line(tmp_path):
@@ -110,6 +112,7 @@ def test_second_broker_on_the_same_data_dir_exits_2(fresh_cluster, tmp_path):
     other = tmp_path / "other.toml"
     other.write_text(broker.config_path.read_text()
                      .replace(f"raft_port = {broker.raft_port}", f"raft_port = {free_port()}")
+                     .replace(f"inter_broker_port = {broker.inter_broker_port}", f"inter_broker_port = {free_port()}")
                      .replace(f"\nport = {broker.port}", f"\nport = {free_port()}"))
     result = run_kbroker("--config", str(other), "--id", "1")
     assert result.returncode == 2

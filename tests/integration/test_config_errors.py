@@ -78,10 +78,10 @@ def write_toml(root: Path, spec: dict) -> Path:
 
 def good_spec(root: Path) -> dict:
     """Two brokers on free ports, data under ``root``: valid as it is."""
-    p = free_ports(4)
+    p = free_ports(6)
     return {"head": dict(HEAD), "config": {}, "brokers": [
-        {"id": i, "host": "127.0.0.1", "port": p[2 * i - 2], "raft_port": p[2 * i - 1],
-         "data_dir": str(root / f"broker-{i}")} for i in (1, 2)]}
+        {"id": i, "host": "127.0.0.1", "port": p[3 * i - 3], "raft_port": p[3 * i - 2],
+         "inter_broker_port": p[3 * i - 1], "data_dir": str(root / f"broker-{i}")} for i in (1, 2)]}
 
 
 def _set(where: str, key: str, value) -> Callable[[dict], None]:
@@ -115,6 +115,15 @@ SPEC_CASES = {
     "same port on two brokers": (_same("port", "port", True), ["used by broker 1 and broker 2"]),
     "same raft_port on two brokers": (_same("raft_port", "raft_port", True), ["used by broker 1 and broker 2"]),
     "raft_port = other broker's port": (_same("raft_port", "port", True), ["used by broker 1 and broker 2"]),
+    "inter_broker_port = raft_port of one broker": (_same("inter_broker_port", "raft_port", False),
+                                                    ["raft_port = inter_broker_port", "must differ"]),
+    "inter_broker_port = other broker's port": (_same("inter_broker_port", "port", True),
+                                                ["used by broker 1 and broker 2"]),
+    "broker without inter_broker_port": (_set("b1", "inter_broker_port", None), ["missing 'inter_broker_port'"]),
+    "inter_broker_port out of range": (_set("b1", "inter_broker_port", 65536),
+                                       ["inter_broker_port = 65536 is out of range"]),
+    "inter-broker streams as many as its workers": (_set("config", "inter.broker.max.concurrent.streams", 32), [
+        "inter.broker.max.concurrent.streams (32) must be less than inter.broker.max.workers (32)"]),
     "port out of range": (_set("b1", "port", 70000), ["port = 70000 is out of range"]),
     "port 0": (_set("b1", "port", 0), ["port = 0 is out of range"]),
     "port is text": (_set("b1", "port", "abc"), ["port must be an integer"]),
@@ -173,6 +182,12 @@ def _data_dir_at(path: str) -> Callable[[Path, Path], list[str]]:
     return setup
 
 
+def _empty_data_dir(root: Path, config: Path) -> list[str]:
+    """Broker 1's data dir exists but is empty: a new disk, or a lost one."""
+    (root / "broker-1").mkdir()
+    return ["--config", str(config), "--id", "1"]
+
+
 # A setup of root (which holds a valid cluster.toml) -> kbroker's argv, and the words it must print.
 START_CASES = {
     "--id missing": (_argv("--config", "{config}"), ["--id", "(see kbroker --help)"]),
@@ -187,7 +202,12 @@ START_CASES = {
     "supervised, bad delay": (_argv("--config", "{config}", "--id", "1", "--restart-delay", "-1"),
                               ["--restart-delay"]),
     "data dir is a file": (_data_dir_at("f"), ["is a file, not a directory"]),
-    "data dir inside a file": (_data_dir_at("f/broker-1"), ["cannot create data dir", "Not a directory"]),
+    # A data dir that does not exist (here: cannot) is unformatted: the broker never creates one itself.
+    "data dir inside a file": (_data_dir_at("f/broker-1"), ["f/broker-1 is not formatted"]),
+    "data dir missing": (_argv("--config", "{config}", "--id", "1"),
+                         ["broker-1 is not formatted: run 'kbroker format --config ", " --id 1' to (re)join an "
+                          "existing cluster, or add --initial-voter on every broker of a brand-new cluster"]),
+    "data dir empty": (_empty_data_dir, ["broker-1 is not formatted", "kbroker format"]),
 }
 
 
@@ -201,7 +221,7 @@ def test_bad_start_is_one_line_and_exit_2(tmp_path, case):
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("which", ["port", "raft_port"])
+@pytest.mark.parametrize("which", ["port", "raft_port", "inter_broker_port"])
 def test_port_in_use_is_one_line_and_exit_2(tmp_path, which):
     spec = good_spec(tmp_path)
     config = write_toml(tmp_path, spec)
@@ -235,9 +255,10 @@ def stopped_data_dir(tmp_path_factory) -> Path:
 
 def config_for(root: Path, data_dir: Path, cluster_id: str = "raftka-test", broker_id: int = 1) -> Path:
     """A one-broker cluster.toml on fresh ports whose broker ``broker_id`` uses ``data_dir``."""
-    port, raft_port = free_ports(2)
+    port, raft_port, inter_broker_port = free_ports(3)
     return write_toml(root, {"head": dict(HEAD, cluster_id=cluster_id), "config": {}, "brokers": [
-        {"id": broker_id, "host": "127.0.0.1", "port": port, "raft_port": raft_port, "data_dir": str(data_dir)}]})
+        {"id": broker_id, "host": "127.0.0.1", "port": port, "raft_port": raft_port,
+         "inter_broker_port": inter_broker_port, "data_dir": str(data_dir)}]})
 
 
 @pytest.mark.parametrize("cluster_id, broker_id, words", [

@@ -1,4 +1,4 @@
-"""Garbage, half-open and stuck connections on the client port and on the Raft port.
+"""Garbage, half-open and stuck connections on the client port, the inter-broker port and the Raft port.
 
 Raw sockets to 127.0.0.1. The broker closes what it cannot use, keeps serving while it
 happens, and stuck connections end within the configured bounds
@@ -24,9 +24,12 @@ from tests.integration.test_limits import one_broker
 
 HANDSHAKE_MS, IDLE_MS, AGE_MS, GRACE_MS = 1000, 2000, 4000, 1000
 WORKERS = 8
+INTER_BROKER_WORKERS = 4
 CONFIG = {"grpc.handshake.timeout.ms": HANDSHAKE_MS, "grpc.max.connection.idle.ms": IDLE_MS,
           "grpc.max.connection.age.ms": AGE_MS, "grpc.max.connection.age.grace.ms": GRACE_MS,
-          "grpc.max.workers": WORKERS, "grpc.max.concurrent.streams": 4, "grpc.max.concurrent.rpcs": 64}
+          "grpc.max.workers": WORKERS, "grpc.max.concurrent.streams": 4, "grpc.max.concurrent.rpcs": 64,
+          "inter.broker.max.workers": INTER_BROKER_WORKERS, "inter.broker.max.concurrent.streams": 2,
+          "inter.broker.max.concurrent.rpcs": 2 * INTER_BROKER_WORKERS}
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # The start of a real TLS 1.2 ClientHello (record header, handshake header, version, random...).
 TLS_HELLO = (bytes.fromhex("16030100c4010000c00303") + os.urandom(32) + bytes.fromhex(
@@ -171,6 +174,42 @@ def test_half_open_calls_on_every_worker_end_with_the_connection_age(broker):
           f"{recovered:.1f} s (bound {bound:.1f} s), all {closed} connections closed by the broker")
 
 
+# ---- the inter-broker port ------------------------------------------------------------------------
+
+
+def test_half_open_calls_on_the_inter_broker_port_hold_no_thread(broker):
+    """That port does not age its connections (it would cut followers' fetch streams), so a stranger's
+    half-sent call must not hold a worker there: without the token it is refused before its request is
+    read. 3x inter.broker.max.workers of them, on both services: heartbeats still answer at once, the
+    broker stays unfenced, and the idle bound closes the strangers' connections."""
+    from client.protocol.v1 import controller_pb2, controller_pb2_grpc
+
+    pid = broker.pid
+    stuck = [half_open_call(broker.inter_broker_port, method)
+             for method in ("/raftka.v1.Controller/BrokerHeartbeat", "/raftka.v1.Replication/ReplicaFetch")
+             for _ in range(3 * INTER_BROKER_WORKERS)]
+    slowest = 0.0
+    with broker_channel(broker) as ch:
+        for _ in range(20):
+            started = time.monotonic()
+            r = controller_pb2_grpc.ControllerStub(ch).BrokerHeartbeat(controller_pb2.BrokerHeartbeatRequest(
+                broker_id=1, broker_epoch=10**9), timeout=5)
+            slowest = max(slowest, time.monotonic() - started)
+            assert r.error_code == common_pb2.STALE_BROKER_EPOCH   # answered by the controller itself
+    assert [b.alive for b in metadata(broker).brokers] == [True]
+    limit = IDLE_MS / 1000 + 10
+    deadline = time.monotonic() + limit
+    closed = sum(closed_by_peer(s, max(deadline - time.monotonic(), 0.01)) for s in stuck)
+    for s in stuck:
+        s.close()
+    assert slowest < 1.0, slowest
+    assert closed == len(stuck), f"{closed} of {len(stuck)} connections closed within {limit} s"
+    assert broker.alive() and broker.pid == pid
+    no_traceback(broker)
+    print(f"\n[inter-broker port] {len(stuck)} half-open calls on {INTER_BROKER_WORKERS} workers: 20 heartbeats "
+          f"answered (slowest {slowest * 1000:.0f} ms), all {closed} connections closed by the broker")
+
+
 # ---- the Raft port --------------------------------------------------------------------------------
 
 
@@ -292,7 +331,7 @@ def test_a_stranger_cannot_fence_a_broker_through_the_controller_service(fresh_c
             broker_id=1, broker_epoch=epoch, metadata_offset=10**6, want_shut_down=True), timeout=10)
 
     refused = 0
-    with grpc.insecure_channel(broker.bootstrap) as ch:
+    with grpc.insecure_channel(f"127.0.0.1:{broker.inter_broker_port}") as ch:
         for epoch in range(64):
             with pytest.raises(grpc.RpcError) as e:
                 heartbeat(ch, epoch)
@@ -322,6 +361,8 @@ def test_a_stranger_cannot_acknowledge_a_write_for_a_follower(running_cluster):
                   and len(r.topics[0].partitions[0].isr) == 2 and r, 10, "a leader and a full ISR")
     leader = cluster.brokers[md.topics[0].partitions[0].leader_id]
     follower = next(b for b in cluster.brokers.values() if b is not leader)
+    # Broker 1's metadata can name the leader before the leader has acted on it (NOT_LEADER_OR_FOLLOWER).
+    wait_for(lambda: replica_offsets(leader, "stranger-acks"), 10, "the leader to host stranger-acks-0")
     assert produce_raw(leader, "stranger-acks", record_batch.build_batch([(None, b"both", 1)])).error_code == 0
     follower.signal(signal.SIGSTOP)   # it holds offset 0 at most, and fetches nothing more
     try:
@@ -331,7 +372,7 @@ def test_a_stranger_cannot_acknowledge_a_write_for_a_follower(running_cluster):
         sender.start()
         end = wait_for(lambda: (o := replica_offsets(leader, "stranger-acks")) and o.log_end_offset == 2 and 2, 5,
                        "the leader to append the second batch")
-        with grpc.insecure_channel(leader.bootstrap) as ch:
+        with grpc.insecure_channel(f"127.0.0.1:{leader.inter_broker_port}") as ch:
             with pytest.raises(grpc.RpcError) as e:
                 replication_pb2_grpc.ReplicationStub(ch).ReplicaFetch(kafka_pb2.FetchRequest(
                     replica_id=follower.broker_id, max_wait_ms=0, partitions=[kafka_pb2.FetchPartition(

@@ -63,8 +63,9 @@ def produce_request(records: bytes, topic: str = "limits", acks: int = 1) -> kaf
 
 def test_streams_past_the_cap_are_refused_and_unary_calls_keep_their_threads(small):
     """grpc.max.concurrent.streams=4 with grpc.max.workers=8: 4 idle ProduceStreams hold 4 threads; the
-    5th stream, a long-polling Fetch and a ReplicaFetchStream get RESOURCE_EXHAUSTED naming the setting;
-    Metadata, Produce and a non-waiting Fetch still answer at once; closing the streams frees the slots."""
+    5th stream and a long-polling Fetch get RESOURCE_EXHAUSTED naming the setting; Metadata, Produce and
+    a non-waiting Fetch still answer at once, and a follower's ReplicaFetchStream is served (it has the
+    inter-broker server's slots); closing the streams frees the slots."""
     release = threading.Event()
     channels = [channel(small) for _ in range(STREAMS + 1)]
 
@@ -98,11 +99,10 @@ def test_streams_past_the_cap_are_refused_and_unary_calls_keep_their_threads(sma
                 timeout=10)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "long-polling Fetch" in e.value.details()
         refusals += 1
-        repl = replication_pb2_grpc.ReplicationStub(broker_channel(small))   # as a follower would call
-        with pytest.raises(grpc.RpcError) as e:
-            list(repl.ReplicaFetchStream(iter([kafka_pb2.FetchRequest(replica_id=1)]), timeout=10))
-        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        refusals += 1
+        with broker_channel(small) as follower:   # as a follower calls: the inter-broker port, with the token
+            answers = list(replication_pb2_grpc.ReplicationStub(follower).ReplicaFetchStream(
+                iter([kafka_pb2.FetchRequest(replica_id=2)]), timeout=10))
+        assert len(answers) == 1, "a full client port refused a follower's fetch stream"
 
         # Unary calls still have threads: 20 Metadata calls, each answered within a second.
         slowest = 0.0
@@ -193,7 +193,7 @@ def test_partitions_per_topic(small):
 
 def _parse(tmp_path: Path, config: dict[str, int]):
     raw = {"cluster_id": "c", "cluster_secret": "12345678", "config": config,
-           "broker": [{"id": 1, "port": 1, "raft_port": 2}]}
+           "broker": [{"id": 1, "port": 1, "raft_port": 2, "inter_broker_port": 3}]}
     return parse_cluster_config(raw, tmp_path / "cluster.toml")
 
 

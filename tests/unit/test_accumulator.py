@@ -26,6 +26,13 @@ def _retry(acc, batch, at=None):
     acc.requeue(batch)
 
 
+def _number(*batches, producer_id=7, first=0):
+    """What the sender does when it builds idempotent batches: one sequence per record, in order."""
+    for b in batches:
+        b.producer_id, b.base_sequence = producer_id, first
+        first += len(b.records)
+
+
 def _value(total_size: int) -> bytes:
     """A value whose record (no key) takes exactly ``total_size`` bytes."""
     return b"x" * (total_size - RECORD_OVERHEAD)
@@ -131,6 +138,31 @@ def test_up_to_max_in_flight_batches_per_partition_until_done():
     assert [(b.partition, b.records[0][2]) for b in second] == [(0, 2)]
 
 
+def test_no_batch_goes_to_a_new_leader_while_batches_of_its_partition_are_in_flight_to_the_old_one():
+    """A later batch reaching the new leader before earlier ones (outcome unknown, in flight to the old
+    leader) resolve would be stored as the producer's first there; the earlier ones would then get
+    OUT_OF_ORDER_SEQUENCE_NUMBER for good (found by the chaos suite's topic-recreate round)."""
+    acc = _acc(batch_size=100)
+    for i in range(3):
+        acc.append("t", 0, None, _value(100), i)
+    acc.append("t", 1, None, _value(100), 0)
+    leaders = {("t", 0): "old", ("t", 1): "b"}
+    now = time.monotonic()
+    first, _, _ = acc.drain(now, leaders.get)
+    assert [(b.partition, b.records[0][2]) for b in first] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    for b in first:
+        b.sent_to = leaders[(b.topic, b.partition)]
+    acc.append("t", 0, None, _value(100), 3)
+    acc.append("t", 1, None, _value(100), 1)
+    leaders[("t", 0)] = "new"                       # the leader of t-0 moved; t-1's did not
+    held, _, _ = acc.drain(time.monotonic() + 1, leaders.get)
+    assert [(b.partition, b.records[0][2]) for b in held] == [(1, 1)]
+    for b in first[:3]:                              # the old leader's stream broke: all three come back
+        _retry(acc, b)
+    retried, _, _ = acc.drain(time.monotonic() + 1, leaders.get)
+    assert [(b.partition, b.records[0][2]) for b in retried] == [(0, 0)]   # in order, the first alone
+
+
 def test_requeue_puts_the_batch_back_first_and_frees_the_partition():
     acc = _acc(batch_size=100, max_in_flight=1)
     acc.append("t", 0, None, _value(100), 0)
@@ -150,12 +182,13 @@ def test_retries_go_back_in_drain_order_and_alone_once_nothing_is_in_flight():
     for i in range(4):
         acc.append("t", 0, None, _value(100), i)
     b0, b1, b2, b3 = acc.drain(time.monotonic())[0]
+    _number(b0, b1, b2, b3)
     acc.append("t", 0, None, _value(100), 4)   # a batch never sent yet
     acc.append("t", 0, None, _value(100), 5)
     # A stream broke: the answers come back in order, each batch is requeued as it is handled.
     _retry(acc, b0)
     assert acc.drain(time.monotonic())[0] == []   # b1..b3 still in flight: the retry waits
-    assert acc.has_earlier_retry(b1) and not acc.has_earlier_retry(b0)
+    assert acc.has_unresolved_earlier(b1) and not acc.has_unresolved_earlier(b0)
     _retry(acc, b2)     # handled out of order on purpose: requeue still sorts by drain order
     _retry(acc, b1)
     acc.done(b3)        # b3's answer was a success (say, a duplicate of a stored batch)
@@ -421,3 +454,72 @@ def test_a_failed_half_fails_only_its_own_records():
     assert futures[1].result(0).offset == 1
     with pytest.raises(RuntimeError):
         futures[3].result(0)
+
+
+# ---- OUT_OF_ORDER_SEQUENCE_NUMBER behind an unresolved batch (Kafka's canRetry) -----------------
+
+
+def test_an_earlier_batch_still_in_flight_makes_out_of_order_retriable_until_it_is_answered():
+    """The leader moved: b0 is still in flight to the old one (no answer yet, outcome unknown) when b1,
+    sent to the new leader, comes back OUT_OF_ORDER_SEQUENCE_NUMBER. b1 only overtook b0."""
+    acc = _acc(batch_size=100)
+    for i in range(3):
+        acc.append("t", 0, None, _value(100), i)
+    b0, b1, b2 = acc.drain(time.monotonic())[0]
+    _number(b0, b1, b2)
+    assert acc.has_unresolved_earlier(b1) and acc.has_unresolved_earlier(b2)
+    assert not acc.has_unresolved_earlier(b0)            # nothing before the first: a real gap
+    acc.done(b0)                                         # b0 acknowledged
+    assert not acc.has_unresolved_earlier(b1)            # now b1's OUT_OF_ORDER is a real gap
+    assert acc.has_unresolved_earlier(b2)                # b1 still in flight
+
+
+def test_an_earlier_batch_waiting_to_be_retried_makes_out_of_order_retriable():
+    acc = _acc(batch_size=100)
+    for i in range(2):
+        acc.append("t", 0, None, _value(100), i)
+    b0, b1 = acc.drain(time.monotonic())[0]
+    _number(b0, b1)
+    _retry(acc, b0)                                      # its answer was lost: queued for a retry
+    assert acc.has_unresolved_earlier(b1)                # so b1's OUT_OF_ORDER is retried too
+    _retry(acc, b1)
+    assert acc.drain(time.monotonic())[0] == [b0]        # b0 goes first, alone ...
+    acc.done(b0)                                         # ... and fails for good
+    assert not acc.has_unresolved_earlier(b1)            # resolved: a gap before b1 now is real
+
+
+def test_only_a_lower_sequence_of_the_same_producer_and_partition_counts():
+    acc = _acc(batch_size=100)
+    for i in range(3):
+        acc.append("t", 0, None, _value(100), i)
+    acc.append("t", 1, None, _value(100), 3)
+    old_id, mine, later, elsewhere = acc.drain(time.monotonic())[0]
+    _number(old_id, producer_id=6, first=0)              # sent under a producer id given up since
+    _number(mine, later, producer_id=7)
+    _number(elsewhere, producer_id=7, first=0)           # another partition numbers on its own
+    assert not acc.has_unresolved_earlier(mine)          # old_id's sequences are another producer's
+    assert not acc.has_unresolved_earlier(elsewhere)
+    assert acc.has_unresolved_earlier(later)             # mine (sequence 0) is in flight
+    acc.done(mine)
+    assert not acc.has_unresolved_earlier(later)
+    later.base_sequence = -1                             # never numbered: never sent, so never out of order
+    assert not acc.has_unresolved_earlier(later)
+
+
+def test_the_halves_of_a_split_batch_stay_unresolved_until_each_is_done():
+    acc = _acc(batch_size=10_000, linger_ms=0)
+    for i in range(4):
+        acc.append("t", 0, None, f"r{i}".encode(), i)
+    (big,), _, _ = acc.drain(time.monotonic())
+    acc.append("t", 0, None, b"next", 9)
+    (after,), _, _ = acc.drain(time.monotonic())
+    _number(big, after)
+    first, second = acc.split(big, 2)                    # RECORD_TOO_LARGE: the halves keep big's sequences
+    _number(first, second)
+    assert acc.has_unresolved_earlier(after)             # both halves wait in the queue
+    acc.done(after)                                      # (its answer came: the halves go alone now)
+    for half in (first, second):
+        assert acc.drain(time.monotonic())[0] == [half]
+        assert acc.has_unresolved_earlier(after)         # a half is in flight, or still queued
+        acc.done(half)
+    assert not acc.has_unresolved_earlier(after)

@@ -2,6 +2,7 @@
 
 import json
 import re
+import zlib
 from dataclasses import replace
 
 import pytest
@@ -9,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.chaos.checker import MAX_EXAMPLES, check
-from tests.chaos.history import (FinalRead, Healed, History, MetadataSample, NemesisEvent, PartitionMetadata, Poll,
-                                 ReplicaDump, Send, read_history, to_json, write_jsonl)
+from tests.chaos.history import (ConsumerError, ConsumerReset, FinalRead, Healed, History, MetadataSample,
+                                 NemesisEvent, PartitionMetadata, Poll, ReplicaDump, Send, read_history, to_json,
+                                 write_jsonl)
 from tests.chaos.windows import LeaderChange, unavailability_windows
 
 T = "chaos"
@@ -27,8 +29,13 @@ def final(partition: int, values: list[str], start: int = 0, hw: int | None = No
     return FinalRead(T, partition, list(enumerate(values, start)), start + len(values) if hw is None else hw, start)
 
 
-def replica(broker: int, partition: int, values: list[str], hw: int | None = None) -> ReplicaDump:
-    return ReplicaDump(broker, T, partition, list(enumerate(values)), len(values) if hw is None else hw, len(values))
+def replica(broker: int, partition: int, values: list[str], hw: int | None = None,
+            epochs: list[int] | None = None) -> ReplicaDump:
+    """A replica's dump, one record per batch; ``epochs`` gives each batch's leader epoch (default 1)."""
+    epochs = [1] * len(values) if epochs is None else epochs
+    batches = [(o, o, e, zlib.crc32(v.encode())) for o, (v, e) in enumerate(zip(values, epochs))]
+    return ReplicaDump(broker, T, partition, list(enumerate(values)), len(values) if hw is None else hw, len(values),
+                       batches)
 
 
 def poll(consumer: str, partition: int, records: list[tuple[int, str]], session: int = 0, t: float = 2.0) -> Poll:
@@ -75,12 +82,12 @@ def checked(tmp_path, ops: list):
     return check(roundtrip(tmp_path, ops))
 
 
-def clean_but(new) -> list:
-    """The clean history with ``new`` in place of the operation of its kind on its partition (and broker)."""
-    def same(op) -> bool:
-        return (type(op) is type(new) and op.partition == new.partition
-                and getattr(op, "broker", None) == getattr(new, "broker", None))
-    return [op for op in clean_ops() if not same(op)] + [new]
+def clean_but(*new) -> list:
+    """The clean history with each of ``new`` in place of the operation of its kind on its partition (and broker)."""
+    def same(op, other) -> bool:
+        return (type(op) is type(other) and op.partition == other.partition
+                and getattr(op, "broker", None) == getattr(other, "broker", None))
+    return [op for op in clean_ops() if not any(same(op, n) for n in new)] + list(new)
 
 
 # ---- the file format ---------------------------------------------------------------------
@@ -113,6 +120,10 @@ def test_unknown_operations_are_skipped(tmp_path):
      '"outcome": "ok", "offset": 0, "invoked": 1, "completed": 2}', "line 2: send.partition"),
     ('{"f": "send", "producer": "p0", "value": "p0-0", "key": null, "topic": "chaos", "partition": 0, '
      '"outcome": "maybe", "offset": 0, "invoked": 1, "completed": 2}', "line 2: send.outcome"),
+    ('{"f": "replica", "broker": 1, "topic": "chaos", "partition": 0, "records": [], "high_watermark": 0, '
+     '"log_end_offset": 0, "batches": [[0, 0, 1]]}', "line 2: replica.batches: a batch is [base offset"),
+    ('{"f": "consumer-reset", "consumer": "c0", "partition": 0, "time": 1, "from": 3}',
+     'line 2: consumer-reset: missing field "to"'),
     ("[1, 2]", "line 2: expected a JSON object"),
     ('{"topic": "chaos"}', 'line 2: no "f"'),
 ])
@@ -159,6 +170,23 @@ def test_planted_duplicate(tmp_path):
     assert r.examples["duplicate"] == ["p1-0 at chaos-1@0, chaos-1@3"]
 
 
+def test_an_info_send_found_in_the_final_read_keeps_the_producer_order(tmp_path):
+    # p0-4 timed out (info) but was written at offset 9, before the earlier p0-3 (ok at 10)
+    ops = [send("p0-3", 2, 10, t=1.0), replace(send("p0-4", 2, outcome="info", t=1.1), partition=-1),
+           send("p0-5", 2, 11, t=1.2), FinalRead(T, 2, [(9, "p0-4"), (10, "p0-3"), (11, "p0-5")], 12, 9)]
+    r = checked(tmp_path, ops)
+    assert r.anomalies == {"nonmonotonic_send": 1}
+    assert r.examples["nonmonotonic_send"] == ["p0 on chaos-2: p0-3 at offset 10 but the later p0-4 (info) at 9"]
+
+
+def test_info_sends_in_order_or_never_written_pass(tmp_path):
+    ops = [send("p0-3", 2, 10, t=1.0), send("p0-4", 2, outcome="info", t=1.1), send("p0-5", 2, outcome="info", t=1.2),
+           send("p0-6", 2, 12, t=1.3), FinalRead(T, 2, [(10, "p0-3"), (11, "p0-4"), (12, "p0-6")], 13, 10)]
+    r = checked(tmp_path, ops)
+    assert r.ok, r.format()
+    assert (r.unknown, r.unknown_found) == (2, 1)
+
+
 def test_planted_reorder(tmp_path):
     ops = [send("p0-3", 2, 10, t=1.0), send("p0-4", 2, 9, t=1.1), FinalRead(T, 2, [(9, "p0-4"), (10, "p0-3")], 11, 9)]
     r = checked(tmp_path, ops)
@@ -184,14 +212,102 @@ def test_dirty_read(tmp_path):
     assert r.examples["dirty_read"] == ["c0 polled p0-4 at chaos-0@4; the final HW is 4"]
 
 
-def test_poll_skip_and_nonmonotonic_poll_but_a_new_session_may_start_over(tmp_path):
+def test_poll_skip_and_nonmonotonic_poll_but_a_new_consumer_may_start_over(tmp_path):
     ops = [final(0, P0),
            poll("c0", 0, [(0, "p0-0"), (1, "p0-1")]), poll("c0", 0, [(3, "p0-2")]),       # skips offset 2
            poll("c1", 0, [(0, "p0-0"), (1, "p0-1")]), poll("c1", 0, [(1, "p0-1")]),       # repeats offset 1
-           poll("c2", 0, [(0, "p0-0"), (1, "p0-1")]), poll("c2", 0, [(0, "p0-0")], session=1)]
+           poll("c2", 0, [(0, "p0-0"), (1, "p0-1")]),
+           ConsumerError("c2", 2.5, "OffsetOutOfRangeError: no reset policy"), poll("c2", 0, [(0, "p0-0")], session=1)]
     r = checked(tmp_path, ops)
     assert r.anomalies == {"poll_skip": 1, "nonmonotonic_poll": 1}
     assert "c0 session 0 on chaos-0: offset 1 then 3" in r.examples["poll_skip"][0]
+    assert r.poll_resets == 1
+    assert r.examples["poll_resets"] == ["c2 session 1 on chaos-0: offset 1 then 0, a new consumer at the log start "
+                                         "after OffsetOutOfRangeError: no reset policy"]
+
+
+# ---- consumers across sessions: only a recorded, legitimate reason explains a jump ----------------
+
+def reset(consumer: str, partition: int, frm: int, to: int, reason: str | None = None) -> dict:
+    """A consumer-reset line exactly as the workload writes it ("from" and "to" are its keys)."""
+    line = {"f": "consumer-reset", "consumer": consumer, "partition": partition, "time": 2.5, "from": frm, "to": to}
+    return line if reason is None else {**line, "reason": reason}
+
+
+def test_consumer_reset_lines_parse_with_their_from_and_to_keys(tmp_path):
+    history = roundtrip(tmp_path, [reset("c0", 1, 7, 3), to_json(ConsumerReset("c0", 1, 2.6, 3, 9, "seek", 2, T))])
+    assert [(r.from_offset, r.to_offset, r.reason, r.session) for r in history.session_starts] == \
+        [(7, 3, None, None), (3, 9, "seek", 2)]
+    assert to_json(history.session_starts[1])["from"] == 3
+
+
+# Partition 0 after retention deleted offsets 0..2: a reset forward to offset 3 would skip nothing left.
+RETAINED = FinalRead(T, 0, [(3, "p0-2")], 4, 3)
+
+
+@pytest.mark.parametrize("ops, anomaly", [
+    # a new session with no recorded reason is no licence to go back ...
+    ([poll("c0", 1, [(0, "p1-0"), (1, "p1-1")]), poll("c0", 1, [(0, "p1-0")], session=1)], "nonmonotonic_poll"),
+    # ... nor to skip, even what retention deleted
+    ([poll("c0", 0, [(0, "p0-0")]), poll("c0", 0, [(3, "p0-2")], session=1)], "poll_skip"),
+    # a reset the consumer made on its own only ever goes forward to the log start
+    ([poll("c0", 0, [(0, "p0-0"), (1, "p0-1")]), reset("c0", 0, 2, 0), poll("c0", 0, [(0, "p0-0")], session=1)],
+     "nonmonotonic_poll"),
+    # ... and skips only what retention deleted: offset 1 of partition 1 is still there
+    ([poll("c0", 1, [(0, "p1-0")]), reset("c0", 1, 1, 2), poll("c0", 1, [(2, "p0-3")], session=1)], "poll_skip"),
+    # a reason the checker does not know explains nothing
+    ([poll("c0", 0, [(0, "p0-0")]), reset("c0", 0, 1, 3, "rebalance"), poll("c0", 0, [(3, "p0-2")], session=1)],
+     "poll_skip"),
+    # a reset record explains only the very jump it describes: not another partition's, nor another offset's
+    ([poll("c0", 0, [(0, "p0-0")]), reset("c0", 1, 1, 3), poll("c0", 0, [(3, "p0-2")], session=1)], "poll_skip"),
+    ([poll("c0", 0, [(0, "p0-0")]), reset("c0", 0, 1, 2), poll("c0", 0, [(3, "p0-2")], session=1)], "poll_skip"),
+    # a new consumer starts at the log start, not where the old one stopped
+    ([poll("c0", 1, [(0, "p1-0"), (1, "p1-1")]), ConsumerError("c0", 2.5, "KafkaError: boom"),
+      poll("c0", 1, [(2, "p0-3")], session=1)], "poll_skip"),
+    # so does the first session
+    ([poll("c0", 1, [(1, "p1-1"), (2, "p0-3")])], "poll_skip"),
+])
+def test_planted_jump_across_sessions(tmp_path, ops, anomaly):
+    r = checked(tmp_path, [RETAINED, final(1, P1), *ops])
+    assert r.anomalies == {anomaly: 1}, r.format()
+    assert r.poll_resets == 0
+
+
+def test_a_reset_on_one_partition_leaves_the_others_where_they_were(tmp_path):
+    # the seek on partition 0 starts session 1, but the consumer keeps its position on partition 1
+    ops = [final(0, P0), final(1, P1), poll("c0", 1, [(0, "p1-0"), (1, "p1-1")]), poll("c0", 0, [(0, "p0-0")]),
+           reset("c0", 0, 1, 0, "seek"), poll("c0", 0, [(0, "p0-0")], session=1),
+           poll("c0", 1, [(0, "p1-0")], session=1)]
+    r = checked(tmp_path, ops)
+    assert r.anomalies == {"nonmonotonic_poll": 1} and r.poll_resets == 1
+    assert "c0 session 1 on chaos-1: offset 1 then 0" in r.examples["nonmonotonic_poll"][0]
+
+
+def test_legitimate_resets_pass_and_are_counted(tmp_path):
+    # retention deleted offsets 0..2 of partition 0: a reset forward to the log start skips nothing left
+    ops = [FinalRead(T, 0, [(3, "p0-2")], 4, 3), final(1, P1),
+           poll("c0", 0, [(0, "p0-0")]), poll("c0", 1, [(0, "p1-0")]),
+           reset("c0", 0, 1, 3), poll("c0", 0, [(3, "p0-2")], session=1),
+           poll("c0", 1, [(1, "p1-1")], session=1),                        # partition 1 goes on where it was
+           reset("c0", 1, 2, 0, "seek"), poll("c0", 1, [(0, "p1-0")], session=2),
+           ConsumerError("c0", 3.0, "KafkaError: boom"),
+           poll("c0", 0, [(3, "p0-2")], session=3), poll("c0", 1, [(0, "p1-0")], session=3)]
+    r = checked(tmp_path, ops)
+    assert r.ok, r.format()
+    # the reset to the log start, the seek, then the new consumer back at each log start
+    assert r.poll_resets == 4
+    assert [e.split(", ", 1)[1] for e in r.examples["poll_resets"]] == [
+        "reset to the log start (offset out of range: retention deleted what it skips)",
+        "a seek by the workload"] + ["a new consumer at the log start after KafkaError: boom"] * 2
+    assert "consumer jumps a legitimate reason explains: 4" in r.format()
+
+
+def test_a_session_start_without_a_final_read_is_counted_as_not_checked(tmp_path):
+    r = checked(tmp_path, [poll("c0", 2, [(5, "p0-5")]), poll("c0", 2, [(6, "p0-6")]),
+                           reset("c0", 2, 7, 9), poll("c0", 2, [(9, "p0-9")], session=1)])
+    assert r.unchecked_poll_starts == 2 and r.poll_resets == 0
+    assert r.anomalies == {"dirty_read": 3}           # no final read: every polled record is suspect
+    assert "consumer session starts not checked (no final read): 2" in r.format()
 
 
 def test_replica_divergence_below_the_high_watermark(tmp_path):
@@ -211,6 +327,44 @@ def test_replicas_without_a_final_read_are_compared_pairwise_below_their_high_wa
                           replica(3, 0, ["a-0", "a-1", "c-2"], hw=2)]))
     assert r.replica_divergence == 2          # 1 vs 2 and 2 vs 3 at offset 1; 1 vs 3 agree below 2
     assert "brokers 1 and 2 differ on chaos-0 at offset 1" in r.examples["replica_divergence"][0]
+
+
+# ---- invariant 4: one leader per epoch, so equal epoch and offset means equal records ----------
+
+def test_planted_epoch_divergence_above_the_high_watermark(tmp_path):
+    # brokers 1 and 2 both wrote offset 4 in leader epoch 2: two leaders in one epoch. Above the HW,
+    # so no other check sees it.
+    r = checked(tmp_path, clean_but(replica(1, 0, P0 + ["p0-4"], hw=4, epochs=[1, 1, 1, 1, 2]),
+                                    replica(2, 0, P0 + ["p2-9"], hw=4, epochs=[1, 1, 1, 1, 2])))
+    assert r.anomalies == {"epoch_divergence": 1}, r.format()
+    assert r.examples["epoch_divergence"] == [
+        f"brokers 1 and 2 differ on chaos-0@4 in leader epoch 2: p0-4 in batch (4, 4, {zlib.crc32(b'p0-4')}) "
+        f"vs p2-9 in batch (4, 4, {zlib.crc32(b'p2-9')}) (offsets that differ: 1)"]
+
+
+def test_same_epoch_same_records_in_different_batch_bytes_is_epoch_divergence(tmp_path):
+    other = replica(3, 1, P1)
+    other.batches[1] = (1, 1, 1, 12345)                # same value, other bytes (e.g. a timestamp)
+    r = checked(tmp_path, clean_but(other))
+    assert r.anomalies == {"epoch_divergence": 2}      # against broker 1 and broker 2
+
+
+def test_a_deposed_leaders_tail_in_an_older_epoch_may_differ(tmp_path):
+    # broker 1 led epoch 1 and kept an uncommitted p9-9 at offset 4; broker 2 wrote p0-4 there in epoch 2
+    r = checked(tmp_path, clean_but(replica(1, 0, P0 + ["p9-9"], hw=4, epochs=[1, 1, 1, 1, 1]),
+                                    replica(2, 0, P0 + ["p0-4"], hw=4, epochs=[1, 1, 1, 1, 2])))
+    assert r.ok, r.format()
+    assert r.unchecked_replica_epochs == 0
+
+
+def test_replica_dumps_without_epochs_are_counted_as_not_checked(tmp_path):
+    # broker 3 holds p9-9 at offset 4 where broker 1 has p0-4, in an epoch nobody can tell
+    r = checked(tmp_path, clean_but(replica(1, 0, P0 + ["p0-4"], hw=4),
+                                    replace(replica(3, 0, P0 + ["p9-9"], hw=4), batches=None),
+                                    replace(replica(3, 1, P1), batches=None)))
+    assert r.ok and r.unchecked_replica_epochs == 2, r.format()
+    assert r.examples["unchecked_replica_epochs"] == ["broker 3's chaos-0", "broker 3's chaos-1"]
+    assert "replica dumps without leader epochs (epoch_divergence not checked): 2" in r.format()
 
 
 def test_metadata_epoch_decrease_and_isr_rules(tmp_path):

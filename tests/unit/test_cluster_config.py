@@ -17,12 +17,14 @@ cluster_secret = "unit-test-secret"
 id = 1
 port = 9092
 raft_port = 9093
+inter_broker_port = 9095
 
 [[broker]]
 id = 2
 host = "127.0.0.1"
 port = 19092
 raft_port = 19093
+inter_broker_port = 19095
 data_dir = "/abs/broker-2"
 """
 
@@ -39,12 +41,16 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def _broker(i: int, port: int | None = None, raft: int | None = None, extra: str = "") -> str:
+def _broker(i: int, port: int | None = None, raft: int | None = None, extra: str = "",
+            inter_broker: int | None = -1) -> str:
+    """A [[broker]] table; its inter_broker_port is 30000 + id unless given (None: left out)."""
     lines = ["[[broker]]", f"id = {i}"]
     if port is not None:
         lines.append(f"port = {port}")
     if raft is not None:
         lines.append(f"raft_port = {raft}")
+    if inter_broker is not None:
+        lines.append(f"inter_broker_port = {30000 + i if inter_broker == -1 else inter_broker}")
     return "\n".join(lines) + "\n" + extra + "\n"
 
 
@@ -52,6 +58,7 @@ def test_the_repository_cluster_toml_loads():
     cfg = load_cluster_config(REPO / "cluster.toml")
     assert [b.broker_id for b in cfg.brokers] == [1, 2, 3]
     assert [b.port for b in cfg.brokers] == [9092, 19092, 29092]
+    assert [b.inter_broker_port for b in cfg.brokers] == [9095, 19095, 29095]
     assert cfg.cluster_id == "raftka-local"
     assert cfg.brokers[0].data_dir == REPO / "data" / "broker-1"
     assert cfg.settings.min_insync_replicas == 2
@@ -62,7 +69,7 @@ def test_the_repository_cluster_toml_loads():
 def test_defaults_and_relative_data_dir_resolved_against_the_file(tmp_path):
     cfg = load_cluster_config(_write(tmp_path, GOOD))
     b1, b2 = cfg.brokers
-    assert (b1.host, b1.port, b1.raft_port) == ("127.0.0.1", 9092, 9093)
+    assert (b1.host, b1.port, b1.raft_port, b1.inter_broker_port) == ("127.0.0.1", 9092, 9093, 9095)
     assert b1.data_dir == tmp_path.resolve() / "data" / "broker-1"
     assert b2.data_dir == Path("/abs/broker-2")
     assert cfg.settings == BrokerSettings()
@@ -108,6 +115,11 @@ def test_missing_file(tmp_path):
     (_broker(1, 9092, 9092), "9092"),
     (_broker(1, None, 9093), "missing 'port'"),
     (_broker(1, 9092, None), "missing 'raft_port'"),
+    (_broker(1, 9092, 9093, inter_broker=None), "missing 'inter_broker_port'"),
+    (_broker(1, 9092, 9093, inter_broker=9092), "port = inter_broker_port = 9092"),
+    (_broker(1, 9092, 9093) + _broker(2, 19092, 19093, inter_broker=9093), "used by broker 1 and broker 2"),
+    (_broker(1, 9092, 9093, inter_broker=0), "inter_broker_port = 0 is out of range"),
+    (_broker(1, 9092, 9093, inter_broker='"x"'), "inter_broker_port must be an integer"),
     ("[[broker]]\nport = 1\nraft_port = 2\n", "missing 'id'"),
     (_broker(1, 0, 9093), "out of range"),
     (_broker(1, 65536, 9093), "out of range"),
@@ -236,3 +248,51 @@ def test_election_timeouts_out_of_order_are_refused(tmp_path, config):
 def test_liveness_and_quorum_intervals_must_be_positive(tmp_path, key):
     with pytest.raises(ConfigError, match=f"{key} must be at least 1"):
         _settings(tmp_path, **{key: 0})
+
+
+# ---- the inter-broker server -----------------------------------------------------------
+
+
+def test_inter_broker_settings_and_their_defaults(tmp_path):
+    assert (BrokerSettings().inter_broker_max_workers, BrokerSettings().inter_broker_max_concurrent_streams,
+            BrokerSettings().inter_broker_max_concurrent_rpcs) == (32, 16, 128)
+    s = _settings(tmp_path, **{"inter.broker.max.workers": 8, "inter.broker.max.concurrent.streams": 4,
+                               "inter.broker.max.concurrent.rpcs": 8})
+    assert (s.inter_broker_max_workers, s.inter_broker_max_concurrent_streams, s.inter_broker_max_concurrent_rpcs) \
+        == (8, 4, 8)
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"inter.broker.max.concurrent.streams": 32}, "inter.broker.max.concurrent.streams (32) must be less than "
+                                                  "inter.broker.max.workers (32)"),
+    ({"inter.broker.max.concurrent.rpcs": 16}, "inter.broker.max.concurrent.rpcs must be at least "
+                                               "inter.broker.max.workers"),
+    ({"inter.broker.max.workers": 0}, "inter.broker.max.workers must be at least 1"),
+])
+def test_inter_broker_limits_must_nest(tmp_path, config, message):
+    with pytest.raises(ConfigError) as e:
+        _settings(tmp_path, **config)
+    assert message in str(e.value)
+
+
+def test_the_inter_broker_stream_cap_must_fit_a_fetch_stream_from_every_other_broker(tmp_path):
+    three = SECRET + _broker(1, 1, 2) + _broker(2, 3, 4) + _broker(3, 5, 6)
+    with pytest.raises(ConfigError) as e:
+        load_cluster_config(_write(tmp_path, three + '[config]\n"inter.broker.max.concurrent.streams" = 1\n'))
+    assert "inter.broker.max.concurrent.streams (1) must be at least the number of brokers minus one (2)" \
+        in str(e.value)
+    assert load_cluster_config(_write(tmp_path, three + '[config]\n"inter.broker.max.concurrent.streams" = 2\n'))
+
+
+# ---- idempotent producers -------------------------------------------------------------
+
+
+def test_producer_id_expiration_defaults_to_kafkas_day_and_is_settable(tmp_path):
+    assert BrokerSettings().producer_id_expiration_ms == 86400000
+    assert _settings(tmp_path, **{"producer.id.expiration.ms": 60000}).producer_id_expiration_ms == 60000
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_producer_id_expiration_must_be_positive(tmp_path, value):
+    with pytest.raises(ConfigError, match="producer.id.expiration.ms must be at least 1"):
+        _settings(tmp_path, **{"producer.id.expiration.ms": value})

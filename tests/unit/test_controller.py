@@ -43,7 +43,7 @@ def _config(tmp_path: Path, **config: int) -> ClusterConfig:
         "cluster_id": CLUSTER_ID,
         "cluster_secret": "unit-test-secret",
         "broker": [{"id": b, "port": 100 + b, "raft_port": free_port() if b == 1 else 200 + b,
-                    "data_dir": f"broker-{b}"} for b in (1, 2, 3)],
+                    "inter_broker_port": 300 + b, "data_dir": f"broker-{b}"} for b in (1, 2, 3)],
         "config": {"broker.heartbeat.interval.ms": int(HEARTBEAT_S * 1000),
                    "broker.session.timeout.ms": int(SESSION_S * 1000),
                    "controller.quorum.election.timeout.ms": 50,

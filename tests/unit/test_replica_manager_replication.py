@@ -490,3 +490,19 @@ def test_a_log_without_a_topic_id_on_disk_adopts_the_metadatas(tmp_path):
         assert logs.get("t", 0).log_end_offset == 0 and logs.topic_id("t", 0) == "id-other"
     finally:
         logs.close()
+
+
+def test_an_idle_producer_id_expires_after_producer_id_expiration_ms(pair):
+    """Kafka's producer.id.expiration.ms: the leader forgets a producer whose last batch is older (by its
+    own max timestamp, against wall time), so producer state does not grow for ever (issue 14, defect 7)."""
+    settings_ms = pair.brokers[1].replicas._settings.producer_id_expiration_ms
+    batch = build_batch([(None, b"a", pair.clock.now)], producer_id=7, producer_epoch=0, base_sequence=0)
+    [first] = pair.brokers[1].replicas.append_to_leader(1, [(TOPIC, 0, batch, -1)])
+    [again] = pair.brokers[1].replicas.append_to_leader(1, [(TOPIC, 0, batch, -1)])
+    assert (first.base_offset, again.base_offset) == (0, 0)          # a duplicate while remembered
+    pair.clock.now += settings_ms - 1
+    assert pair.brokers[1].replicas.remove_expired_producers() == 0
+    pair.clock.now += 1
+    assert pair.brokers[1].replicas.remove_expired_producers() == 1
+    [after] = pair.brokers[1].replicas.append_to_leader(1, [(TOPIC, 0, batch, -1)])
+    assert after.error is not None or after.base_offset == 1         # forgotten: no longer its duplicate

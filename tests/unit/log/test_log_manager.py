@@ -3,7 +3,9 @@
 import pytest
 
 from broker.log import LogConfig, LogManager
-from broker.log.manager import DataDirLockedError, InconsistentDataDirError, parse_partition_dir_name
+from broker.log.manager import DataDirLockedError, InconsistentDataDirError, check_meta, parse_partition_dir_name
+from broker.log.meta_properties import (REJOINING, VOTER, MetaProperties, UnformattedDataDirError,
+                                        write_meta_properties)
 from client.errors import InvalidTopicError
 from client.record_batch import iter_batches
 
@@ -82,18 +84,24 @@ def test_lock_refuses_a_second_manager_on_the_same_dir(managers, tmp_path):
     second.open(0)  # released on close
 
 
-def test_meta_properties_written_once_and_checked(managers, tmp_path):
-    m = managers()
-    m.open(0)
-    m.check_meta("cluster-a", 1)
-    text = (tmp_path / "data" / "meta.properties").read_text()
-    assert "cluster.id=cluster-a\n" in text and "broker.id=1\n" in text
-    m.check_meta("cluster-a", 1)
+def test_open_checks_meta_properties_and_never_writes_it(managers, tmp_path):
+    data = tmp_path / "data"
+    with pytest.raises(UnformattedDataDirError):
+        managers().open(0, identity=("cluster-a", 1))
+    assert not data.exists(), "an unformatted data dir is refused before anything is created"
+    data.mkdir()
+    write_meta_properties(data, MetaProperties("cluster-a", 1, "d1", REJOINING))
+    assert managers().open(0, identity=("cluster-a", 1)) == MetaProperties("cluster-a", 1, "d1", REJOINING)
     with pytest.raises(InconsistentDataDirError) as e:
-        m.check_meta("cluster-a", 2)
+        check_meta(data, "cluster-a", 2)
     assert "broker.id=1" in str(e.value) and "broker.id=2" in str(e.value)
     with pytest.raises(InconsistentDataDirError, match="cluster-b"):
-        m.check_meta("cluster-b", 1)
+        check_meta(data, "cluster-b", 1)
+
+
+def test_meta_properties_of_before_format_read_as_a_voter(tmp_path):
+    (tmp_path / "meta.properties").write_text("version=0\ncluster.id=cluster-a\nbroker.id=1\n")
+    assert check_meta(tmp_path, "cluster-a", 1) == MetaProperties("cluster-a", 1, None, VOTER)
 
 
 def test_invalid_topic_names_are_refused(managers):

@@ -1,0 +1,69 @@
+"""The sender's verdict on a produce answer (no sockets: answers are handed to ``_complete`` directly).
+
+OUT_OF_ORDER_SEQUENCE_NUMBER is retried, not failed, while a batch numbered before it is unresolved
+(in flight, perhaps to a deposed leader, or waiting to be retried), as Kafka's producer does
+(TransactionManager.canRetry); once every earlier batch is resolved it is a real gap and fails.
+"""
+
+import time
+
+import pytest
+
+from client.accumulator import BATCH_HEADER, RecordAccumulator
+from client.client import KafkaClient
+from client.errors import OutOfOrderSequenceNumberError
+from client.protocol.v1 import common_pb2, kafka_pb2
+from client.sender import InFlightRequest, Sender, SenderConfig
+
+OLD_LEADER, NEW_LEADER = ("127.0.0.1", 1), ("127.0.0.1", 2)
+
+
+@pytest.fixture
+def sender():
+    client = KafkaClient(":1")   # never called: no metadata, no connection
+    acc = RecordAccumulator(100 + BATCH_HEADER, 60_000, 1_000_000, 0)
+    s = Sender(client, acc, SenderConfig(acks=-1, request_timeout_ms=30_000, delivery_timeout_ms=120_000,
+                                         retry_backoff_ms=100, retry_backoff_max_ms=1000, idempotent=True))
+    s._producer_id, s._producer_epoch = 7, 0
+    yield s
+    client.close()
+
+
+def _sent(sender: Sender, count: int):
+    """``count`` full batches of t-0, drained and numbered (built) as the sender sends them."""
+    for i in range(count):
+        sender._acc.append("t", 0, None, b"x" * 84, i)
+    batches, _, _ = sender._acc.drain(time.monotonic())
+    for b in batches:
+        sender._records(b)
+    return batches
+
+
+def _answer(sender: Sender, address, batch, code: int, base_offset: int = -1) -> None:
+    response = kafka_pb2.ProduceResponse(correlation_id=1, answered_by=address[1], partitions=[
+        kafka_pb2.PartitionProduceResponse(topic="t", partition=0, error_code=code, base_offset=base_offset)])
+    sender._complete(address, InFlightRequest(1, [batch], time.monotonic() + 30), response)
+
+
+def test_out_of_order_behind_a_batch_still_in_flight_to_the_old_leader_is_retried(sender):
+    b0, b1 = _sent(sender, 2)    # sequences 0 and 1
+    # The leader moved: b0 is still on its way to the old leader (no answer), b1 went to the new one.
+    _answer(sender, NEW_LEADER, b1, common_pb2.OUT_OF_ORDER_SEQUENCE_NUMBER)
+    assert not b1.done_event.is_set() and b1.attempts == 1     # requeued, not failed
+    assert sender._producer_id == 7                            # and the producer id is kept
+    _answer(sender, OLD_LEADER, b0, common_pb2.NOT_LEADER_OR_FOLLOWER)
+    assert [b.records[0][2] for b in sender._acc._queues[("t", 0)]] == [0, 1]   # b0 goes first again
+
+
+def test_out_of_order_with_every_earlier_batch_acknowledged_is_a_real_gap(sender):
+    b0, b1 = _sent(sender, 2)
+    _answer(sender, NEW_LEADER, b0, common_pb2.NONE, base_offset=10)
+    _answer(sender, NEW_LEADER, b1, common_pb2.OUT_OF_ORDER_SEQUENCE_NUMBER)
+    assert isinstance(b1.error, OutOfOrderSequenceNumberError)
+    assert sender._producer_id == -1      # the sequence cannot continue: a new producer id next time
+
+
+def test_out_of_order_for_the_first_batch_is_a_real_gap(sender):
+    (b0,) = _sent(sender, 1)
+    _answer(sender, NEW_LEADER, b0, common_pb2.OUT_OF_ORDER_SEQUENCE_NUMBER)
+    assert isinstance(b0.error, OutOfOrderSequenceNumberError)
