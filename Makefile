@@ -15,11 +15,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# A data dir is formatted once before its broker's first start (a broker refuses an unformatted one):
-# on a fresh clone every broker as an initial voter of a brand-new cluster; after a lost disk, only the
-# missing data dir, as rejoining (it votes once it has caught up). Formatted data dirs are left alone.
+# The Procfile's entries format the data dirs that have none first (kbroker format --all-missing): on a
+# fresh clone every broker as an initial voter of a brand-new cluster; after a lost disk, only the missing
+# data dir, as rejoining (it votes once it has caught up). Formatted data dirs are left alone.
 run: $(STAMP)
-	$(BIN)/kbroker format --config cluster.toml --all-missing
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 # make kill BROKER=N: kill -9 broker N of `make run` (the PID the broker wrote to its data dir);

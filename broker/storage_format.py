@@ -21,14 +21,20 @@ Each data dir also gets a fresh ``directory.id``, which tells this formatting fr
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from broker.config import ClusterConfig
 from broker.log.manager import LOCK_FILE, DataDirLockedError, DataDirUnusableError, lock_data_dir
 from broker.log.meta_properties import META_FILE, REJOINING, VOTER, MetaProperties, write_meta_properties
+
+# Beside the first broker's data dir (data/ in the local cluster): held while --all-missing decides.
+FORMAT_LOCK_FILE = ".raftka-format.lock"
 
 
 class FormatError(Exception):
@@ -64,9 +70,28 @@ def format_missing(cluster: ClusterConfig) -> list[Formatted]:
     None of the data dirs exists: a brand-new cluster, all initial voters. Otherwise the missing
     ones are formatted as rejoining: their peers' data holds the cluster's metadata.
     """
-    brand_new = not any(os.path.lexists(b.data_dir) for b in cluster.brokers)
-    return [_format(cluster, b.broker_id, initial_voter=brand_new) for b in cluster.brokers
-            if not (b.data_dir / META_FILE).exists()]
+    with _cluster_format_lock(cluster):
+        brand_new = not any(os.path.lexists(b.data_dir) for b in cluster.brokers)
+        return [_format(cluster, b.broker_id, initial_voter=brand_new) for b in cluster.brokers
+                if not (b.data_dir / META_FILE).exists()]
+
+
+@contextlib.contextmanager
+def _cluster_format_lock(cluster: ClusterConfig) -> Iterator[None]:
+    """Serialises --all-missing runs of one cluster file: the Procfile starts every broker with one at
+    the same moment, and without the lock the first to format its own dir would make the others
+    judge the cluster not brand-new and format theirs as rejoining (a cluster with no voters)."""
+    lock_path = cluster.brokers[0].data_dir.parent / FORMAT_LOCK_FILE
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise FormatError(f"cannot lock {lock_path}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _format(cluster: ClusterConfig, broker_id: int, initial_voter: bool) -> Formatted:

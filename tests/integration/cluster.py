@@ -306,9 +306,9 @@ def broker_channel(broker: "BrokerProcess") -> grpc.Channel:
         grpc.insecure_channel(f"127.0.0.1:{broker.inter_broker_port}"))
 
 
-def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None) -> Cluster:
+def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, format_dirs: bool = True) -> Cluster:
     """A cluster.toml with ``n`` brokers on free loopback ports, data under ``root``, every data dir
-    formatted for a brand-new cluster (each broker an initial voter)."""
+    formatted for a brand-new cluster (each broker an initial voter) unless ``format_dirs`` is False."""
     root.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(root)
     lines = [f'cluster_id = "{CLUSTER_ID}"', f'cluster_secret = "{CLUSTER_SECRET}"']
@@ -326,7 +326,7 @@ def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None) 
         lines.append("[config]")
         lines += [f'"{k}" = {v}' for k, v in config.items()]
     config_path.write_text("\n".join(lines) + "\n")
-    for b in cluster.brokers.values():
+    for b in cluster.brokers.values() if format_dirs else ():
         b.format(initial_voter=True)   # a brand-new cluster: `kbroker format --initial-voter` on every broker
     return cluster
 
