@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.integration.cluster import BrokerProcess, metadata, wait_for, write_cluster
+from raftka_testing.cluster import BrokerProcess, metadata, wait_for, write_cluster
 
 POLL_S = 0.005
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from client import Admin, Producer
-from tests.integration.cluster import write_cluster
+from raftka_testing.cluster import write_cluster
 
 
 def main() -> None:

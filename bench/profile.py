@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from bench.run import CLUSTER_CONFIG, Settings, consume_all, create_ready, produce_pipelined, produce_sync
-from tests.integration.cluster import write_cluster
+from raftka_testing.cluster import write_cluster
 
 TOPIC = "profile"
 PY_SPY = shutil.which("py-spy")

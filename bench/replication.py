@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from client import Admin, Producer
-from tests.integration.cluster import BrokerProcess, metadata, wait_for, write_cluster
+from raftka_testing.cluster import BrokerProcess, metadata, wait_for, write_cluster
 
 TOPIC = "repl"
 

@@ -44,9 +44,8 @@ from google import protobuf
 from bench.stats import Figure, Target, failover_window, read_back, table
 from client import Consumer, Producer
 from client.perf import LatencyStats
-from tests.integration.cluster import (REPO, Cluster, metadata, replica_offsets, wait_for, wait_metadata,
-                                       write_cluster)
-from tests.integration.test_client_failover import create_ready, read_all
+from raftka_testing.cluster import (REPO, Cluster, create_ready, metadata, read_all, replica_offsets, wait_for,
+                                    wait_metadata, write_cluster)
 
 VALUE_SIZE = 100
 VALUE = b"x" * VALUE_SIZE

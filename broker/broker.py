@@ -37,6 +37,7 @@ from broker.append_notifier import AppendNotifier
 from broker.config import BrokerSettings, ClusterConfig
 from broker.controller import Controller
 from broker.inter_broker_auth import BrokerOnly, broker_token, with_token
+from broker.invariants import InvariantViolation, set_violation_handler
 from broker.lifecycle import BrokerLifecycleManager
 from broker.log import LogManager
 from broker.log.log_dir_failure import LogDirFailure
@@ -49,7 +50,7 @@ from broker.replica_manager import ReplicaManager, wall_clock_ms
 from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer, StreamSlots
 # Exit code 3 after a storage failure (not 2: the supervisor does not restart that one, and a
 # restart is what recovers the log).
-from broker.supervisor import EXIT_LOG_DIR_FAILURE
+from broker.supervisor import EXIT_INVARIANT_VIOLATED, EXIT_LOG_DIR_FAILURE
 from client.connection import Connections
 from client.protocol.v1 import controller_pb2_grpc, kafka_pb2_grpc, replication_pb2_grpc
 
@@ -142,6 +143,7 @@ class Broker:
         # refused data dir is left as it was.
         meta = self._logs.open(wall_clock_ms(), identity=(self.cluster.cluster_id, a.broker_id))
         self._logs.failure_channel.add_listener(self._on_log_dir_offline)
+        set_violation_handler(self._on_invariant_violated)
         self._pid_file.write_text(f"{os.getpid()}\n")  # for `make kill BROKER=N`
         self._wrote_pid_file = True
 
@@ -211,7 +213,10 @@ class Broker:
             s.inter_broker_max_concurrent_rpcs, [BrokerOnly(self._broker_token)], [])
 
     def _caught_up(self) -> bool:
-        return self._publisher is not None and self._publisher.first_publish.is_set()
+        """The image holds this process's registration: it has applied the metadata log past everything
+        committed before this broker started (readiness.py)."""
+        return (self._lifecycle is not None and self.quorum is not None
+                and self._lifecycle.holds_own_registration(self.quorum.image))
 
     def _applied_metadata_offset(self) -> int:
         return self.quorum.image.offset if self.quorum is not None else -1
@@ -259,6 +264,15 @@ class Broker:
     def _on_log_dir_offline(self, failure: LogDirFailure) -> None:
         # On its own thread: the reporting thread is answering the request in hand.
         threading.Thread(target=self._halt, args=(failure,), name="log-dir-failure", daemon=True).start()
+
+    @staticmethod
+    def _on_invariant_violated(error: InvariantViolation) -> None:
+        """No grace and no answer: the state the answers would come from is wrong."""
+        log.critical("broker_halting", reason="invariant_violated", invariant=error.name, error=str(error),
+                     exit_code=EXIT_INVARIANT_VIOLATED)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INVARIANT_VIOLATED)
 
     def _halt(self, failure: LogDirFailure) -> None:
         """Answer what is in flight, then exit without closing anything (Kafka's Exit.halt)."""

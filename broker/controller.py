@@ -8,6 +8,14 @@ from a stale image (a deposed controller, a lost race) changes nothing.
 
 Every broker runs a Controller object; only the one on the Raft leader is
 active. Its thread ticks every 50 ms and holds no locks while waiting.
+
+Errors follow Kafka's QuorumController: a public method raises the client.errors
+class when the whole request fails (not the active controller, a stale broker
+epoch, a refused AlterPartition, a commit that was not confirmed), and a request
+about several items (topics to create or delete, partitions to elect) returns one
+outcome per item whose ``error`` is the item's error instance or None, as
+Kafka's per-item ApiError. Nothing returns an error for the whole request and
+nothing compares error names.
 """
 
 from __future__ import annotations
@@ -17,24 +25,23 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from functools import partial
+from typing import Callable, Sequence
 
 import structlog
 
 from broker.config import BrokerSettings, ClusterConfig
 from broker.liveness import BrokerLiveness
 from broker.metadata import topic_rules
-from broker.metadata.image import BatchOutcome, MetadataImage
-from broker.metadata.partition_change import (elect, fence_batch, preferred_election, reconcile_partitions,
-                                              register_batch, unfence_batch)
+from broker.metadata.image import BatchOutcome, MetadataImage, PartitionRegistration
+from broker.metadata.partition_change import (fence_batch, preferred_election, reconcile_partitions, register_batch,
+                                              unclean_election, unfence_batch, validate_alter_partition)
 from broker.metadata.placement import assign_replicas
 from broker.metadata.quorum import CommitError, MetadataQuorum
 from broker.metadata.records import AllocateProducerIds, ChangePartition, CreateTopic, DeleteTopic, RegisterBroker
-from client.errors import (ElectionNotNeededError, EligibleLeadersNotAvailableError, FencedLeaderEpochError,
-                           InconsistentClusterIdError, IneligibleReplicaError, InvalidRequestError,
-                           InvalidUpdateVersionError, KafkaError, NotControllerError,
-                           PreferredLeaderNotAvailableError, RequestTimedOutError, StaleBrokerEpochError,
-                           TopicAlreadyExistsError, UnknownTopicOrPartitionError)
+from client.errors import (InconsistentClusterIdError, InvalidRequestError, InvalidUpdateVersionError, KafkaError,
+                           NotControllerError, RequestTimedOutError, StaleBrokerEpochError, TopicAlreadyExistsError,
+                           UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
 
@@ -52,17 +59,33 @@ class TopicRequest:
 
 @dataclass(frozen=True)
 class HeartbeatReply:
-    error: KafkaError | None = None
     is_caught_up: bool = False
     is_fenced: bool = True
     should_shut_down: bool = False
 
 
 @dataclass(frozen=True)
+class TopicOutcome:
+    """One topic of a create or delete request: error None when it was done."""
+    name: str
+    error: KafkaError | None = None
+
+
+@dataclass(frozen=True)
 class ElectionOutcome:
+    """One partition of an election request: error None when its leader moved."""
     topic: str
     partition: int
     error: KafkaError | None = None
+
+
+def _item_error(action: Callable[[], None]) -> KafkaError | None:
+    """Kafka's ApiError.fromThrowable: one item's failure becomes that item's outcome, not the request's."""
+    try:
+        action()
+    except KafkaError as e:
+        return e
+    return None
 
 
 class Controller:
@@ -90,6 +113,10 @@ class Controller:
 
     def is_active(self) -> bool:
         return self._quorum.is_leader() and self._active_term == self._quorum.term()
+
+    def _require_active(self) -> None:
+        if not self.is_active():
+            raise NotControllerError(f"Broker {self.broker_id} is not the active controller.")
 
     # ---- the controller thread ----------------------------------------------------
 
@@ -187,8 +214,7 @@ class Controller:
 
     def _commit(self, records) -> BatchOutcome:
         """Commit while active; NotControllerError / RequestTimedOutError when that cannot be confirmed."""
-        if not self.is_active():
-            raise NotControllerError(f"Broker {self.broker_id} is not the active controller.")
+        self._require_active()
         try:
             return self._quorum.submit(records, self._settings.metadata_commit_timeout_ms / 1000)
         except CommitError as e:
@@ -230,12 +256,11 @@ class Controller:
 
     def heartbeat(self, broker_id: int, broker_epoch: int, metadata_offset: int,
                   want_shut_down: bool) -> HeartbeatReply:
-        if not self.is_active():
-            return HeartbeatReply(NotControllerError(f"Broker {self.broker_id} is not the active controller."))
+        """Raises NotControllerError, or StaleBrokerEpochError for an incarnation that must register again."""
+        self._require_active()
         reg = self.image.brokers.get(broker_id)
         if reg is None or reg.broker_epoch != broker_epoch:
-            return HeartbeatReply(StaleBrokerEpochError(
-                f"Broker {broker_id} epoch {broker_epoch} is not registered; register again."))
+            raise StaleBrokerEpochError(f"Broker {broker_id} epoch {broker_epoch} is not registered; register again.")
         with self._liveness_lock:
             self._liveness.heartbeat(broker_id, self._clock())
         # Caught up once it has applied its own registration (the batch at broker_epoch).
@@ -243,10 +268,10 @@ class Controller:
         if want_shut_down:
             # Controlled shutdown: fencing moves its leaderships away before it stops.
             done = self._fence(broker_id, "controlled_shutdown")
-            return HeartbeatReply(None, caught_up, self.image.brokers[broker_id].fenced, should_shut_down=done)
+            return HeartbeatReply(caught_up, self.image.brokers[broker_id].fenced, should_shut_down=done)
         if reg.fenced and caught_up:
             self._unfence(broker_id)
-        return HeartbeatReply(None, caught_up, self.image.brokers[broker_id].fenced)
+        return HeartbeatReply(caught_up, self.image.brokers[broker_id].fenced)
 
     def _unfence(self, broker_id: int) -> None:
         with self._write_lock:
@@ -262,26 +287,31 @@ class Controller:
 
     # ---- topics -------------------------------------------------------------------
 
-    def create_topic(self, req: TopicRequest, validate_only: bool = False) -> KafkaError | None:
+    def create_topics(self, requests: Sequence[TopicRequest], validate_only: bool = False) -> list[TopicOutcome]:
+        """One outcome per topic, in order; raises NotControllerError when this controller is not active.
+
+        Each topic commits on its own, as before: one that is invalid or whose commit is not confirmed
+        fails alone, and leadership lost midway shows as NOT_CONTROLLER on the topics after it only.
+        """
+        self._require_active()
+        return [TopicOutcome(req.name, _item_error(partial(self._create_one, req, validate_only))) for req in requests]
+
+    def _create_one(self, req: TopicRequest, validate_only: bool) -> None:
         with self._write_lock:
-            record_or_error = self._plan_create(req)
-            if isinstance(record_or_error, KafkaError) or validate_only:
-                return record_or_error if isinstance(record_or_error, KafkaError) else None
-            try:
-                outcome = self._commit([record_or_error])
-            except KafkaError as e:
-                return e
+            record = self._plan_create(req)
+            if validate_only:
+                return
+            outcome = self._commit([record])
         if not outcome.applied:
-            return TopicAlreadyExistsError(f"Topic '{req.name}' already exists.")
+            raise TopicAlreadyExistsError(f"Topic '{req.name}' already exists.")
         topic = self.image.topics[req.name]
         log.info("topic_created", topic=req.name, topic_id=topic.topic_id, partitions=len(topic.partitions),
                  assignments=[list(p.replicas) for p in topic.partitions],
                  leaders=[p.leader for p in topic.partitions])
-        return None
 
-    def _plan_create(self, req: TopicRequest) -> CreateTopic | KafkaError:
-        if not self.is_active():
-            return NotControllerError(f"Broker {self.broker_id} is not the active controller.")
+    def _plan_create(self, req: TopicRequest) -> CreateTopic:
+        # Checked per topic too: a later topic of the request must not be decided by a deposed controller.
+        self._require_active()
         image = self.image
         partitions = self._settings.num_partitions if req.num_partitions == -1 else req.num_partitions
         rf = self._settings.default_replication_factor if req.replication_factor == -1 else req.replication_factor
@@ -293,34 +323,39 @@ class Controller:
                  or topic_rules.replication_factor_error(rf, len(live))
                  or topic_rules.topic_config_error(req.configs))
         if error is not None:
-            return error
+            raise error
         n = len(live)
         assignments = assign_replicas(partitions, rf, live, self._rng.randrange(n),
                                       self._rng.randrange(max(n - 1, 1)))
         return CreateTopic(req.name, uuid.uuid4().hex, assignments, dict(req.configs))
 
-    def delete_topic(self, name: str) -> KafkaError | None:
+    def delete_topics(self, names: Sequence[str]) -> list[TopicOutcome]:
+        """One outcome per topic, in order; raises NotControllerError when this controller is not active."""
+        self._require_active()
+        return [TopicOutcome(name, _item_error(partial(self._delete_one, name))) for name in names]
+
+    def _delete_one(self, name: str) -> None:
         with self._write_lock:
             topic = self.image.topics.get(name)
             if topic is None:
-                return UnknownTopicOrPartitionError(f"Topic '{name}' does not exist.")
-            try:
-                outcome = self._commit([DeleteTopic(name, topic.topic_id)])
-            except KafkaError as e:
-                return e
+                raise UnknownTopicOrPartitionError(f"Topic '{name}' does not exist.")
+            outcome = self._commit([DeleteTopic(name, topic.topic_id)])
         if not outcome.applied:
-            return UnknownTopicOrPartitionError(f"Topic '{name}' does not exist.")
+            raise UnknownTopicOrPartitionError(f"Topic '{name}' does not exist.")
         log.info("topic_deleted", topic=name, topic_id=topic.topic_id)
-        return None
 
     # ---- elections (kafka-leader-election.sh) -------------------------------------
 
     def elect_leaders(self, election_type: int,
                       partitions: list[tuple[str, int]] | None) -> list[ElectionOutcome]:
-        """Preferred: back to the first replica. Unclean: an offline partition takes any live replica."""
+        """Preferred: back to the first replica. Unclean: an offline partition takes any live replica.
+
+        One outcome per partition; the changes commit as one batch, so a commit that fails fails the
+        whole request (NotControllerError, RequestTimedOutError).
+        """
+        decide = preferred_election if election_type == PREFERRED else unclean_election
         with self._write_lock:
-            if not self.is_active():
-                raise NotControllerError(f"Broker {self.broker_id} is not the active controller.")
+            self._require_active()
             image = self.image
             wanted = partitions if partitions is not None else [
                 (t.name, p) for t in image.topics.values() for p in range(len(t.partitions))]
@@ -332,10 +367,10 @@ class Controller:
                     outcomes.append(ElectionOutcome(topic_name, p, UnknownTopicOrPartitionError(
                         f"Topic-partition {topic_name}-{p} does not exist.")))
                     continue
-                change, error = self._elect_one(image, topic, p, election_type)
-                if change is not None:
-                    changes.append(change)
-                outcomes.append(ElectionOutcome(topic_name, p, error))
+                result = decide(image, topic, p)
+                if result.change is not None:
+                    changes.append(result.change)
+                outcomes.append(ElectionOutcome(topic_name, p, result.error))
             if changes:
                 outcome = self._commit(changes)
                 if not outcome.applied:
@@ -344,60 +379,17 @@ class Controller:
                 self._log_changes(image, changes)
         return outcomes
 
-    @staticmethod
-    def _elect_one(image: MetadataImage, topic, p: int,
-                   election_type: int) -> tuple[ChangePartition | None, KafkaError | None]:
-        if election_type == PREFERRED:
-            result = preferred_election(image, topic, p)
-            if result.change is not None:
-                return result.change, None
-            if result.error == "ELECTION_NOT_NEEDED":
-                return None, ElectionNotNeededError("Leader election not needed for topic partition.")
-            return None, PreferredLeaderNotAvailableError(
-                f"The preferred leader {topic.partitions[p].replicas[0]} of {topic.name}-{p} is not live and in sync.")
-        reg = topic.partitions[p]
-        if reg.leader >= 0:
-            return None, ElectionNotNeededError("Leader election not needed for topic partition.")
-        leader, isr = elect(reg, image, unclean=True)
-        if leader < 0:
-            return None, EligibleLeadersNotAvailableError(f"No live replica of {topic.name}-{p} can lead.")
-        return ChangePartition(topic.name, topic.topic_id, p, reg.partition_epoch, leader, isr), None
-
     # ---- ISR changes from partition leaders (Kafka's AlterPartition) --------------------
 
     def alter_partition(self, broker_id: int, broker_epoch: int, topic_name: str, topic_id: str, partition: int,
-                        leader_epoch: int, partition_epoch: int, new_isr: tuple[int, ...]):
+                        leader_epoch: int, partition_epoch: int,
+                        new_isr: tuple[int, ...]) -> PartitionRegistration | None:
         """Commit a leader's new ISR; the PartitionRegistration after it, or raise the Kafka error."""
         with self._write_lock:
-            if not self.is_active():
-                raise NotControllerError(f"Broker {self.broker_id} is not the active controller.")
+            self._require_active()
             image = self.image
-            reg = image.brokers.get(broker_id)
-            if reg is None or reg.broker_epoch != broker_epoch:
-                raise StaleBrokerEpochError(f"Broker {broker_id} epoch {broker_epoch} is not registered.")
-            topic = image.topics.get(topic_name)
-            if topic is None or topic.topic_id != topic_id or not 0 <= partition < len(topic.partitions):
-                raise UnknownTopicOrPartitionError(f"Topic-partition {topic_name}-{partition} does not exist.")
-            part = topic.partitions[partition]
-            if leader_epoch < part.leader_epoch:
-                raise FencedLeaderEpochError(f"Leader epoch {leader_epoch} is older than {part.leader_epoch}.")
-            if leader_epoch > part.leader_epoch:
-                raise NotControllerError(f"Leader epoch {leader_epoch} is newer than this controller's "
-                                         f"{part.leader_epoch}: it is behind.")
-            if part.leader != broker_id:
-                raise InvalidRequestError(f"Broker {broker_id} is not the leader of {topic_name}-{partition}.")
-            if partition_epoch > part.partition_epoch:
-                raise NotControllerError(f"Partition epoch {partition_epoch} is newer than this controller's "
-                                         f"{part.partition_epoch}: it is behind.")
-            if partition_epoch < part.partition_epoch:
-                raise InvalidUpdateVersionError(f"Partition epoch {partition_epoch} is older than the current "
-                                                f"{part.partition_epoch}.")
-            if broker_id not in new_isr or not set(new_isr) <= set(part.replicas):
-                raise InvalidRequestError(f"ISR {list(new_isr)} must hold the leader and only replicas.")
-            added = [r for r in new_isr if r not in part.isr]
-            if any(not image.is_live(r) for r in added):
-                raise IneligibleReplicaError(f"Replicas {added} cannot join the ISR: fenced or unknown.")
-            change = ChangePartition(topic_name, topic_id, partition, partition_epoch, broker_id, tuple(new_isr))
+            change = validate_alter_partition(image, broker_id, broker_epoch, topic_name, topic_id, partition,
+                                              leader_epoch, partition_epoch, new_isr)
             outcome = self._commit([change])
             if not outcome.applied:
                 raise InvalidUpdateVersionError(f"The partition changed meanwhile ({outcome.reason}).")
@@ -414,4 +406,4 @@ class Controller:
         return outcome.producer_id_start
 
 
-__all__ = ["Controller", "TopicRequest", "HeartbeatReply", "ElectionOutcome", "PREFERRED", "UNCLEAN"]
+__all__ = ["Controller", "TopicRequest", "TopicOutcome", "HeartbeatReply", "ElectionOutcome", "PREFERRED", "UNCLEAN"]

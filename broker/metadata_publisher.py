@@ -23,6 +23,7 @@ from typing import Callable
 
 import structlog
 
+from broker.invariants import violated
 from broker.metadata.image import MetadataImage
 from broker.metadata.quorum import MetadataQuorum
 from broker.replica_manager import ReplicaManager
@@ -73,6 +74,9 @@ class MetadataPublisher:
         while not self._stop.is_set():
             self._changed.clear()
             image = self._quorum.image
+            if image.offset < last.offset:
+                violated("metadata_offset_grows", f"the applied metadata went back from offset {last.offset} "
+                                                  f"to {image.offset}")
             if image is not last:
                 failed = self._publish(last, image)
                 if not failed:

@@ -1,202 +1,378 @@
-"""A partition's replication state as a plain state machine: role, epochs, LEO, HW, ISR.
+"""One hosted replica of a partition (Kafka's Partition.scala): its log, state, producers and lock.
 
-No sockets, threads, files or clocks: the replica manager feeds it events (an
-append, a follower's fetch, a metadata change) with ``now_ms`` and performs
-what it answers. Tests drive it directly.
+Every operation on one replica lives here: append as leader (where a produce is
+validated), read for a consumer or a follower (where a follower's fetch is
+answered and its position recorded, which may advance the HW), append as follower,
+truncate (a diverged tail, an out-of-range fetch), propose an ISR change, make
+leader / make follower, list offsets, retention. The decisions about LEO, HW and
+ISR are PartitionState's (broker/partition_state.py, pure); this class performs
+them on the log under the partition's lock. ReplicaManager only routes to it,
+waits for acks and turns metadata changes into make-leader / make-follower.
+
+Results are values with a Kafka error (or None) per partition, never exceptions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
+from typing import Callable
 
-from broker.metadata.image import NO_LEADER, PartitionRegistration
-from client.errors import (FencedLeaderEpochError, KafkaError, NotLeaderOrFollowerError,
-                           UnknownLeaderEpochError)
+import structlog
 
-NO_EPOCH = -1
+from broker.log import PartitionLog
+from broker.metadata.image import PartitionRegistration
+from broker.partition_state import PartitionState, truncation_offset
+from broker.producer_state import (Duplicate, ProducerStateManager, observe_batches, truncate_producer_state)
+from client.errors import (InvalidRequestError, KafkaError, KafkaStorageError, NotEnoughReplicasError,
+                           NotLeaderOrFollowerError, OffsetOutOfRangeError)
+from client.record_batch import BatchHeader
 
+log = structlog.get_logger(__name__)
 
-@dataclass
-class FollowerState:
-    broker_id: int
-    # The follower's log end offset, learned from its fetch offset; -1 until it fetched.
-    log_end_offset: int = -1
-    last_caught_up_ms: int = 0
-    # The leader's LEO and the time at the follower's previous fetch (Kafka's Replica
-    # state): a fetch that reaches what the leader had then proves the follower was
-    # caught up then, even if the leader has appended since.
-    last_fetch_leader_log_end_offset: int = -1
-    last_fetch_ms: int = 0
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
 
 
-@dataclass
-class PartitionState:
+@dataclass(frozen=True)
+class ProduceResult:
     topic: str
     partition: int
-    local_broker_id: int
-    leader_id: int = NO_LEADER
-    leader_epoch: int = NO_EPOCH
-    partition_epoch: int = NO_EPOCH
-    replicas: tuple[int, ...] = ()
-    isr: tuple[int, ...] = ()
-    # Invariant: log_start_offset <= high_watermark <= log_end_offset; the HW never
-    # moves back while this broker leads at one epoch.
-    log_start_offset: int = 0
-    log_end_offset: int = 0
-    high_watermark: int = 0
-    followers: dict[int, FollowerState] = field(default_factory=dict)
-    # The topic's min.insync.replicas: below it acks=all is refused and the HW stands still.
-    min_insync_replicas: int = 1
-    # An ISR change sent to the controller and not yet seen in metadata (one at a time).
-    pending_isr: tuple[int, ...] | None = None
+    error: KafkaError | None = None
+    base_offset: int = -1
+    log_start_offset: int = -1
+    last_offset: int = -1   # acks=all waits until the HW passes this
+    # The leader epoch the batch was appended (or found, for a duplicate) at: acks=all succeeds only
+    # while the partition is still led at this epoch, whenever its wait starts (a stream's waits are
+    # serialized, so it may start after the leadership was lost and regained).
+    leader_epoch: int = -1
+    topic_id: str = ""      # ... of this incarnation of the topic (a re-created one starts at epoch 0 again)
+
+
+@dataclass(frozen=True)
+class FetchRequestPartition:
+    topic: str
+    partition: int
+    fetch_offset: int
+    current_leader_epoch: int
+    max_bytes: int
+    last_fetched_epoch: int = -1   # followers: the epoch of the last batch they hold
+
+
+@dataclass
+class FetchResult:
+    topic: str
+    partition: int
+    error: KafkaError | None = None
+    high_watermark: int = -1
+    log_start_offset: int = -1
+    log_end_offset: int = -1
+    records: bytes = b""
+    diverging_epoch: tuple[int, int] | None = None   # (epoch, end offset): the follower must truncate
+
+
+@dataclass(frozen=True)
+class ListOffsetsResult:
+    topic: str
+    partition: int
+    error: KafkaError | None = None
+    offset: int = -1
+    timestamp: int = -1
+    leader_epoch: int = -1
+
+
+@dataclass(frozen=True)
+class FollowerRead:
+    """What a follower's fetch did besides the read: the HW moved; an ISR expansion to send."""
+    result: FetchResult
+    high_watermark_moved: bool = False
+    alter_request: dict | None = None
+
+
+class Partition:
+    def __init__(self, state: PartitionState, plog: PartitionLog, max_message_bytes: int, topic_id: str,
+                 producers: ProducerStateManager):
+        self.state = state
+        self.log = plog
+        self.max_message_bytes = max_message_bytes
+        self.topic_id = topic_id
+        # Idempotent producers' last batches, rebuilt from the log on load and after truncation.
+        self.producers = producers
+        # Serialises appends and state changes; reads of the log need no lock.
+        self.lock = threading.Lock()
 
     @property
-    def is_leader(self) -> bool:
-        return self.leader_id == self.local_broker_id
-
-    def become_leader(self, reg: PartitionRegistration, now_ms: int) -> bool:
-        """Take ``reg``; True if this starts a new leadership (False: same epoch, only the ISR moved)."""
-        same_term = self.is_leader and reg.leader == self.local_broker_id and reg.leader_epoch == self.leader_epoch
-        self._take(reg)
-        self.pending_isr = None
-        if not same_term:
-            self.followers = {}
-        for r in reg.replicas:
-            if r != self.local_broker_id and r not in self.followers:
-                self.followers[r] = FollowerState(r, last_caught_up_ms=now_ms)
-        self.maybe_advance_high_watermark()
-        return not same_term
-
-    def become_follower(self, reg: PartitionRegistration) -> bool:
-        """Take ``reg``; True if the leader or its epoch changed (the fetcher must move)."""
-        changed = (reg.leader, reg.leader_epoch) != (self.leader_id, self.leader_epoch) or self.is_leader
-        self._take(reg)
-        self.followers = {}
-        self.pending_isr = None
-        return changed
-
-    def _take(self, reg: PartitionRegistration) -> None:
-        self.leader_id, self.leader_epoch = reg.leader, reg.leader_epoch
-        self.partition_epoch, self.replicas, self.isr = reg.partition_epoch, reg.replicas, reg.isr
+    def topic(self) -> str:
+        return self.state.topic
 
     @property
-    def maximal_isr(self) -> tuple[int, ...]:
-        """The ISR plus members a pending expansion adds: what the HW must wait for (the safe side)."""
-        if self.pending_isr is None:
-            return self.isr
-        return self.isr + tuple(r for r in self.pending_isr if r not in self.isr)
+    def partition(self) -> int:
+        return self.state.partition
 
-    @property
-    def effective_min_isr(self) -> int:
-        return min(self.min_insync_replicas, len(self.replicas)) if self.replicas else 1
+    # ---- roles (from committed metadata) ------------------------------------------------
 
-    def check_leader_epoch(self, request_epoch: int) -> KafkaError | None:
-        """Whether a leader-only request (produce, consumer fetch) may be served here.
+    def make_leader(self, reg: PartitionRegistration, now_ms: int) -> bool:
+        """True if this starts a new leadership (False: same epoch, only the ISR moved)."""
+        with self.lock:
+            new_term = self.state.become_leader(reg, now_ms)
+            if new_term:
+                # KIP-279: the new epoch starts at our log end, so followers can find where the old one ended.
+                self.log.assign_leader_epoch(reg.leader_epoch)
+            self.log.write_high_watermark(self.state.high_watermark)
+        return new_term
 
-        ``request_epoch`` is the leader epoch the sender knows; -1 skips the epoch check.
-        """
-        if not self.is_leader:
-            return NotLeaderOrFollowerError(
-                f"Broker {self.local_broker_id} is not the leader of {self.topic}-{self.partition}"
-                f" (leader: {self.leader_id}, epoch {self.leader_epoch}).")
-        return self.check_epoch(request_epoch)
+    def make_follower(self, reg: PartitionRegistration) -> bool:
+        """True if the leader or its epoch changed (the fetcher must move)."""
+        with self.lock:
+            new_term = self.state.become_follower(reg)
+            self.log.write_high_watermark(self.state.high_watermark)
+        return new_term
 
-    def check_epoch(self, request_epoch: int) -> KafkaError | None:
-        if request_epoch == NO_EPOCH or request_epoch == self.leader_epoch:
-            return None
-        if request_epoch < self.leader_epoch:
-            return FencedLeaderEpochError(f"Leader epoch {request_epoch} of the request is older than "
-                                          f"the current epoch {self.leader_epoch}.")
-        return UnknownLeaderEpochError(f"Leader epoch {request_epoch} of the request is newer than "
-                                       f"the current epoch {self.leader_epoch}.")
+    def follows(self, leader_id: int, leader_epoch: int) -> bool:
+        s = self.state
+        return not s.is_leader and s.leader_id == leader_id and s.leader_epoch == leader_epoch
 
-    def on_leader_append(self, log_end_offset: int) -> bool:
-        """The leader's log grew to ``log_end_offset``; True if the HW moved."""
-        self.log_end_offset = log_end_offset
-        return self.maybe_advance_high_watermark()
+    # ---- produce (the leader) -----------------------------------------------------------
 
-    def on_follower_fetch(self, replica_id: int, fetch_offset: int, now_ms: int) -> bool:
-        """A follower asked for ``fetch_offset``, so it holds everything below; True if the HW moved."""
-        follower = self.followers.get(replica_id)
-        if follower is None:
+    def append_as_leader(self, acks: int, batch: bytes, header: BatchHeader, leader_epoch: int,
+                         now_ms: int) -> tuple[ProduceResult, bool]:
+        """Validate and append one checked batch; (result, whether the HW moved)."""
+        last_seq = header.base_sequence + header.last_offset_delta
+        with self.lock:
+            state = self.state
+            error = state.check_leader_epoch(leader_epoch)
+            if error is not None:
+                return self._produce_error(error), False
+            if acks == -1 and len(state.isr) < state.effective_min_isr:
+                # Refused before writing: nothing of this batch is stored (Kafka's NotEnoughReplicas).
+                return self._produce_error(NotEnoughReplicasError(
+                    f"The size of the current ISR {list(state.isr)} is insufficient to satisfy the min.isr "
+                    f"requirement of {state.effective_min_isr} for partition {self.topic}-{self.partition}.")), False
+            verdict = self.producers.check(header.producer_id, header.producer_epoch, header.base_sequence,
+                                           last_seq)
+            if isinstance(verdict, Duplicate):
+                # A retry of a batch we hold: its original offset, nothing appended (KIP-98).
+                return self._produced(verdict.first_offset, verdict.last_offset), False
+            if verdict is not None:
+                return self._produce_error(verdict), False
+            try:
+                info = self.log.append_as_leader(batch, state.leader_epoch, now_ms)
+            except KafkaStorageError as e:
+                log.error("append_failed", topic=self.topic, partition=self.partition, error=str(e))
+                return self._produce_error(e), False
+            self.producers.observe(header.producer_id, header.producer_epoch, header.base_sequence, last_seq,
+                                   info.base_offset, info.last_offset, max_timestamp=header.max_timestamp,
+                                   batch_bytes=info.size)
+            hw_moved = state.on_leader_append(info.last_offset + 1)
+            return self._produced(info.base_offset, info.last_offset), hw_moved
+
+    def _produced(self, base_offset: int, last_offset: int) -> ProduceResult:
+        return ProduceResult(self.topic, self.partition, None, base_offset, self.log.log_start_offset, last_offset,
+                             self.state.leader_epoch, self.topic_id)
+
+    def _produce_error(self, error: KafkaError) -> ProduceResult:
+        return ProduceResult(self.topic, self.partition, error)
+
+    def acknowledged(self, result: ProduceResult) -> bool | None:
+        """acks=all: True once the HW passed the batch at its epoch; False if that leadership ended
+        (the batch may be truncated away: never acknowledge it); None while waiting."""
+        state = self.state
+        if not state.is_leader or state.leader_epoch != result.leader_epoch:
             return False
-        follower.log_end_offset = fetch_offset
-        if fetch_offset >= self.log_end_offset:
-            follower.last_caught_up_ms = now_ms
-        elif fetch_offset >= follower.last_fetch_leader_log_end_offset >= 0:
-            follower.last_caught_up_ms = max(follower.last_caught_up_ms, follower.last_fetch_ms)
-        follower.last_fetch_leader_log_end_offset = self.log_end_offset
-        follower.last_fetch_ms = now_ms
-        return self.maybe_advance_high_watermark()
-
-    def maybe_advance_high_watermark(self) -> bool:
-        """HW = the smallest log end offset over the maximal ISR (this leader included); only forward,
-        and only while the ISR is at least min.insync.replicas (Kafka 3.7+, KIP-966): with fewer
-        replicas in sync, acks=1 writes are stored but not yet visible."""
-        if not self.is_leader or len(self.isr) < self.effective_min_isr:
-            return False
-        ends = [self.log_end_offset]
-        for r in self.maximal_isr:
-            if r != self.local_broker_id:
-                f = self.followers.get(r)
-                ends.append(f.log_end_offset if f else -1)
-        candidate = min(ends)
-        if candidate > self.high_watermark:
-            self.high_watermark = candidate
+        if state.high_watermark >= max(result.base_offset, result.last_offset) + 1:
             return True
-        return False
-
-    # ---- ISR changes: the leader proposes, the controller decides (AlterPartition) ------
-
-    def isr_to_expand(self, replica_id: int, leader_epoch_start_offset: int) -> tuple[int, ...] | None:
-        """The ISR with ``replica_id`` added, if it has caught up: its LEO reached the HW and the
-        start of this leader's epoch (so it holds everything this leader may have acknowledged)."""
-        follower = self.followers.get(replica_id)
-        if (not self.is_leader or self.pending_isr is not None or follower is None
-                or replica_id in self.isr):
-            return None
-        if follower.log_end_offset >= max(self.high_watermark, leader_epoch_start_offset):
-            return self.isr + (replica_id,)
         return None
 
-    def isr_to_shrink(self, now_ms: int, lag_time_max_ms: int) -> tuple[int, ...] | None:
-        """The ISR without followers that have not caught up for ``lag_time_max_ms``, if any."""
-        if not self.is_leader or self.pending_isr is not None:
+    # ---- fetch (the leader answers consumers and followers) -------------------------------
+
+    def read(self, replica_id: int, p: FetchRequestPartition, max_bytes: int, read_from_replica: bool,
+             lag_now_ms: int, is_live: Callable[[int], bool]) -> FollowerRead:
+        """Read for a consumer (below the HW) or a follower (to the log end; its fetch offset records
+        what it holds, which may move the HW or bring it back into the ISR)."""
+        state = self.state
+        is_follower_fetch = replica_id >= 0
+        error = (state.check_epoch(p.current_leader_epoch) if read_from_replica and not is_follower_fetch
+                 else state.check_leader_epoch(p.current_leader_epoch))
+        if error is None and is_follower_fetch and replica_id not in state.replicas:
+            error = NotLeaderOrFollowerError(f"Broker {replica_id} is not a replica of {p.topic}-{p.partition}.")
+        if error is not None:
+            return FollowerRead(FetchResult(p.topic, p.partition, error))
+        plog = self.log
+        if is_follower_fetch:
+            diverging = self._diverging_epoch(p)
+            if diverging is not None:
+                return FollowerRead(FetchResult(p.topic, p.partition, None, state.high_watermark,
+                                                plog.log_start_offset, plog.log_end_offset,
+                                                diverging_epoch=diverging))
+        # Consumers read below the HW only; followers read up to the log end.
+        upper = plog.log_end_offset if is_follower_fetch else state.high_watermark
+        try:
+            # The first batch comes whole even past max_bytes (KIP-74), but a
+            # partition whose budget is spent (max_bytes 0) gets nothing.
+            records = plog.read(p.fetch_offset, max_bytes, upper) if max_bytes > 0 else b""
+        except KafkaError as e:
+            return FollowerRead(FetchResult(p.topic, p.partition, e, state.high_watermark, plog.log_start_offset,
+                                            plog.log_end_offset))
+        moved, request = False, None
+        if is_follower_fetch:
+            # Only a fetch offset inside our log proves what the follower holds (Kafka updates the
+            # follower's state after a successful read); the HW it moves goes into this answer.
+            moved, request = self._on_follower_fetch(replica_id, p.fetch_offset, lag_now_ms, is_live)
+        return FollowerRead(FetchResult(p.topic, p.partition, None, state.high_watermark, plog.log_start_offset,
+                                        plog.log_end_offset, records), moved, request)
+
+    def _diverging_epoch(self, p: FetchRequestPartition) -> tuple[int, int] | None:
+        """KIP-595's check: does the follower's last epoch end, in our log, before its fetch offset?"""
+        if p.last_fetched_epoch < 0:
             return None
-        out = [r for r in self.isr if r != self.local_broker_id and self._lagging(r, now_ms, lag_time_max_ms)]
-        if not out:
+        epoch, end_offset = self.log.end_offset_for_epoch(p.last_fetched_epoch)
+        if epoch < p.last_fetched_epoch or end_offset < p.fetch_offset:
+            return epoch, end_offset
+        return None
+
+    def _on_follower_fetch(self, replica_id: int, fetch_offset: int, now_ms: int,
+                           is_live: Callable[[int], bool]) -> tuple[bool, dict | None]:
+        state = self.state
+        with self.lock:
+            moved = state.on_follower_fetch(replica_id, fetch_offset, now_ms)
+            if replica_id in state.isr or not is_live(replica_id):
+                return moved, None
+            new_isr = state.isr_to_expand(replica_id, self._epoch_start_offset())
+            if new_isr is None:
+                return moved, None
+            state.propose_isr(new_isr)
+            request = self._alter_request(new_isr)
+        log.info("isr_expand_requested", topic=state.topic, partition=state.partition, replica=replica_id,
+                 isr=list(new_isr), partition_epoch=state.partition_epoch)
+        return moved, request
+
+    def _epoch_start_offset(self) -> int:
+        entries = self.log.epoch_entries
+        if entries and entries[-1].epoch == self.state.leader_epoch:
+            return entries[-1].start_offset
+        return self.state.log_end_offset
+
+    # ---- ISR changes: proposed here, decided by the controller (AlterPartition) -------------
+
+    def _alter_request(self, new_isr: tuple[int, ...]) -> dict:
+        s = self.state
+        return {"topic": s.topic, "topic_id": self.topic_id, "partition": s.partition,
+                "leader_epoch": s.leader_epoch, "partition_epoch": s.partition_epoch, "new_isr": list(new_isr)}
+
+    def isr_shrink_request(self, now_ms: int, lag_time_max_ms: int) -> dict | None:
+        """An AlterPartition dropping followers that have not caught up for ``lag_time_max_ms``."""
+        with self.lock:
+            new_isr = self.state.isr_to_shrink(now_ms, lag_time_max_ms)
+            if new_isr is None:
+                return None
+            previous = self.state.isr
+            self.state.propose_isr(new_isr)
+            request = self._alter_request(new_isr)
+        log.info("isr_shrink_requested", topic=self.topic, partition=self.partition, isr=list(new_isr),
+                 previous_isr=list(previous))
+        return request
+
+    def alter_still_pending(self, request: dict) -> bool:
+        """Whether ``request`` is still this partition's pending ISR change (no newer epoch in metadata)."""
+        s = self.state
+        return (s.is_leader and s.leader_epoch == request["leader_epoch"]
+                and s.partition_epoch == request["partition_epoch"] and s.pending_isr == tuple(request["new_isr"]))
+
+    def alter_not_applied(self, request: dict) -> None:
+        """The controller proved the change was not applied: forget it, the next check decides again.
+        (A change of unknown outcome stays pending: it may still commit; alter_partition.py.)"""
+        with self.lock:
+            if self.alter_still_pending(request):
+                self.state.drop_pending_isr()
+
+    # ---- the follower side ---------------------------------------------------------------
+
+    def fetch_position(self, leader_id: int, leader_epoch: int) -> tuple[int, int] | None:
+        """(fetch offset, last fetched epoch) while this replica follows ``leader_id`` at ``leader_epoch``."""
+        if not self.follows(leader_id, leader_epoch):
             return None
-        return tuple(r for r in self.isr if r not in out)
+        return self.log.log_end_offset, self.log.latest_epoch
 
-    def _lagging(self, replica_id: int, now_ms: int, lag_time_max_ms: int) -> bool:
-        f = self.followers.get(replica_id)
-        if f is None:
-            return True
-        return f.log_end_offset != self.log_end_offset and now_ms - f.last_caught_up_ms > lag_time_max_ms
+    def append_fetched(self, leader_id: int, leader_epoch: int, fetched: FetchResult, now_ms: int) -> bool:
+        """Apply one partition of a leader's answer: append, truncate, or restart; False to back off."""
+        with self.lock:
+            if not self.follows(leader_id, leader_epoch):
+                return True  # the metadata moved on while the fetch was in flight: drop the answer
+            plog, state = self.log, self.state
+            if fetched.diverging_epoch is not None:
+                self._truncate_diverged(*fetched.diverging_epoch)
+                return True
+            if isinstance(fetched.error, OffsetOutOfRangeError):
+                self._reset_out_of_range(fetched)
+                return True
+            if fetched.error is not None:
+                return False
+            if fetched.records:
+                try:
+                    plog.append_as_follower(fetched.records, now_ms)
+                except KafkaStorageError as e:
+                    # Our data dir failed (already reported: the broker halts); nothing partial was kept.
+                    log.error("follower_append_failed", topic=self.topic, partition=self.partition, error=str(e))
+                    return False
+                observe_batches(self.producers, fetched.records)
+            state.on_follower_append(plog.log_end_offset, fetched.high_watermark)
+            if state.log_start_offset != plog.log_start_offset:
+                state.on_log_start_moved(plog.log_start_offset)
+        return True
 
-    # ---- follower side ----------------------------------------------------------------
+    def _truncate_diverged(self, epoch: int, end_offset: int) -> None:
+        plog, state = self.log, self.state
+        offset, _complete = truncation_offset(epoch, end_offset, plog.end_offset_for_epoch(epoch),
+                                              state.high_watermark, plog.log_end_offset)
+        log.info("follower_diverged", topic=state.topic, partition=state.partition, leader=state.leader_id,
+                 diverging_epoch=epoch, diverging_end_offset=end_offset, truncate_to=offset,
+                 log_end_offset=plog.log_end_offset)
+        plog.truncate_to(offset)
+        state.on_truncated(plog.log_start_offset, plog.log_end_offset)
+        # From the newest snapshot at or below the cut, not a rescan of the whole log under the lock.
+        self.producers = truncate_producer_state(self.producers, plog, plog.log_end_offset)
 
-    def on_follower_append(self, log_end_offset: int, leader_high_watermark: int) -> None:
-        """This follower's log grew (or not) and the leader told its HW: ours is min(leader's, our LEO)."""
-        self.log_end_offset = log_end_offset
-        self.high_watermark = max(min(leader_high_watermark, log_end_offset), 0)
+    def _reset_out_of_range(self, fetched: FetchResult) -> None:
+        """Our fetch offset is outside the leader's log: past its end, cut back; before its start, start there."""
+        plog, state = self.log, self.state
+        if plog.log_end_offset > fetched.log_end_offset >= 0:
+            plog.truncate_to(fetched.log_end_offset)
+        elif fetched.log_start_offset > plog.log_end_offset:
+            plog.truncate_fully_and_start_at(fetched.log_start_offset)
+        state.on_truncated(plog.log_start_offset, plog.log_end_offset)
+        self.producers = truncate_producer_state(self.producers, plog, plog.log_end_offset)
+        log.info("follower_offset_reset", topic=state.topic, partition=state.partition,
+                 log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset)
 
+    # ---- list offsets and housekeeping ----------------------------------------------------
 
-def truncation_offset(diverging_epoch: int, diverging_end_offset: int, own_end_for_epoch: tuple[int, int],
-                      own_high_watermark: int, own_log_end_offset: int) -> tuple[int, bool]:
-    """Where a follower truncates after the leader answered DivergingEpoch (Kafka's AbstractFetcherThread).
+    def list_offset(self, timestamp: int, current_leader_epoch: int, read_from_replica: bool) -> ListOffsetsResult:
+        state, topic, partition = self.state, self.topic, self.partition
+        error = (state.check_epoch(current_leader_epoch) if read_from_replica
+                 else state.check_leader_epoch(current_leader_epoch))
+        if error is not None:
+            return ListOffsetsResult(topic, partition, error)
+        plog, hw = self.log, state.high_watermark
+        if timestamp == EARLIEST_TIMESTAMP:
+            return ListOffsetsResult(topic, partition, None, plog.log_start_offset, -1, state.leader_epoch)
+        if timestamp == LATEST_TIMESTAMP:
+            return ListOffsetsResult(topic, partition, None, hw, -1, state.leader_epoch)
+        if timestamp < 0:
+            return ListOffsetsResult(topic, partition, InvalidRequestError(
+                f"unsupported timestamp {timestamp}: use -2 (earliest), -1 (latest) or a time in ms"))
+        found = plog.offset_for_timestamp(timestamp)
+        if found is None or found[0] >= hw:
+            return ListOffsetsResult(topic, partition, None, -1, -1, state.leader_epoch)
+        return ListOffsetsResult(topic, partition, None, found[0], found[1], state.leader_epoch)
 
-    ``own_end_for_epoch`` is this follower's (epoch, end offset) for ``diverging_epoch``:
-    its largest epoch <= that one, and where it ended here. Returns (offset, complete);
-    complete=False means fetch again: the follower did not know the leader's epoch, so
-    it cut back to the end of its own older epoch and the next answer may point further back.
-    """
-    if diverging_end_offset < 0:
-        return min(own_high_watermark, own_log_end_offset), True  # the leader knows no such epoch
-    own_epoch, own_end = own_end_for_epoch
-    if own_epoch < 0 or diverging_epoch < 0:
-        # We tracked no epoch there: the leader's end is the safe cut (Kafka's post-KIP-101 rule).
-        return min(diverging_end_offset, own_log_end_offset), True
-    if own_epoch == diverging_epoch:
-        return min(diverging_end_offset, own_end, own_log_end_offset), True
-    return min(own_end, own_log_end_offset), False
+    def delete_expired_segments(self, now_ms: int) -> int:
+        with self.lock:
+            # Never past the HW: a segment not yet replicated is not old, whatever its age.
+            deleted = self.log.delete_expired_segments(now_ms, high_watermark=self.state.high_watermark)
+            if deleted:
+                self.state.on_log_start_moved(self.log.log_start_offset)
+        return deleted
+
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> int:
+        with self.lock:
+            return self.producers.remove_expired(now_ms, expiration_ms)

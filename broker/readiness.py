@@ -9,11 +9,13 @@ controller fenced it). Both mislead a client, so until then every call on the
 client API gets gRPC UNAVAILABLE with one line saying why: retriable, and the
 client moves on to another bootstrap broker.
 
-"Caught up" is the metadata publisher's first publish: the image holds this
-process's own registration, which the controller committed after everything
-committed before this broker started (broker/metadata_publisher.py), and the
-broker has acted on it (its partitions are hosted). Broker-to-broker services are
-never gated: the registration that ends the wait goes through them.
+"Caught up" means the image holds this process's own registration, which the
+controller committed after everything committed before this broker started. Its
+partitions may still be loading then (the publisher hosts them on its own thread,
+rebuilding each one's producer state from its log); a Produce or Fetch for one of
+those gets NOT_LEADER_OR_FOLLOWER, retriable, for that moment. Metadata and admin
+answers are right from the first. Broker-to-broker services are never gated: the
+registration that ends the wait goes through them.
 """
 
 from __future__ import annotations

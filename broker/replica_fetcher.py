@@ -17,7 +17,6 @@ one whose answer is overdue (a leader paused by SIGSTOP, a dropped connection).
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from typing import Callable
@@ -27,6 +26,7 @@ import structlog
 
 from broker.config import BrokerSettings
 from broker.replica_manager import FetchResult, ReplicaManager
+from client.bidi_stream import BidiStream, StreamEnded
 from client.connection import Address, Connections
 from client.errors import error_for_code
 from client.protocol.v1 import kafka_pb2
@@ -38,31 +38,6 @@ TopicPartition = tuple[str, int]
 WATCHDOG_INTERVAL_S = 0.5
 # An answer later than the long poll's wait plus this is overdue: the call is cancelled.
 ANSWER_GRACE_S = 5.0
-
-_END = None  # ends the request side of a stream
-
-
-class StreamEnded(Exception):
-    """The leader ended the fetch stream (it is stopping)."""
-
-
-class FetchStream:
-    """One lock-step ReplicaFetchStream call: write a request, read its answer, repeat."""
-
-    def __init__(self, stub):
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._call = stub.ReplicaFetchStream(iter(self._requests.get, _END))
-
-    def round_trip(self, request: kafka_pb2.FetchRequest) -> kafka_pb2.FetchResponse:
-        self._requests.put(request)
-        try:
-            return next(self._call)
-        except StopIteration:
-            raise StreamEnded() from None
-
-    def close(self) -> None:
-        self._requests.put(_END)  # lets gRPC's thread that consumes the requests finish
-        self._call.cancel()
 
 
 class ReplicaFetcherThread:
@@ -78,7 +53,8 @@ class ReplicaFetcherThread:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._stream: FetchStream | None = None
+        # The ReplicaFetchStream call, in lock step: one request, then its answer, on this thread.
+        self._stream: BidiStream | None = None
         self._sent_at: float | None = None   # monotonic time of the request awaiting its answer
         self._thread = threading.Thread(target=self._run, name=f"replica-fetcher-{leader_id}", daemon=True)
 
@@ -179,10 +155,11 @@ class ReplicaFetcherThread:
         if not self._settings.replica_fetch_stream:
             return stub.ReplicaFetch(request, timeout=self._settings.replica_fetch_wait_max_ms / 1000 + ANSWER_GRACE_S)
         if self._stream is None:
-            self._stream = FetchStream(stub)
+            self._stream = BidiStream(stub.ReplicaFetchStream)
         self._sent_at = time.monotonic()
         try:
-            return self._stream.round_trip(request)
+            self._stream.send(request)
+            return self._stream.next_answer()   # StreamEnded: the leader is stopping
         except (grpc.RpcError, StreamEnded):
             self._stream.close()
             self._stream = None

@@ -1,38 +1,40 @@
-"""Owns the partitions this broker hosts: their logs and replication state.
+"""Routes requests to the partitions this broker hosts (Kafka's ReplicaManager).
 
-It turns metadata changes into become-leader / become-follower / delete, and
-serves produce, fetch and list-offsets by combining each partition's pure
-PartitionState (the decisions) with its PartitionLog (the bytes). The gRPC
-servicer translates protobuf to these calls and back.
+It turns metadata changes into make-leader / make-follower / delete on each hosted
+Partition (broker/partition.py: the replica's log, state, producers and lock, where
+every per-replica operation lives), routes produce, fetch and list-offsets to them,
+waits for acks=all and for fetch data (the AppendNotifier), and sends the ISR
+changes partitions propose to the controller. The gRPC servicer translates
+protobuf to these calls and back.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import structlog
 
 from broker.append_notifier import HIGH_WATERMARK, LOG_END, AppendNotifier
 from broker.config import BrokerSettings
-from broker.log import LogConfig, LogManager, PartitionLog
+from broker.log import LogConfig, LogManager
 from broker.metadata.image import MetadataImage, PartitionRegistration, local_changes
-from broker.partition import PartitionState, truncation_offset
-from broker.producer_state import (Duplicate, ProducerStateManager, observe_batches, rebuild_producer_state,
-                                   truncate_producer_state)
+from broker.partition import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, FetchRequestPartition, FetchResult,
+                              ListOffsetsResult, Partition, ProduceResult)
+from broker.partition_state import PartitionState
+from broker.producer_state import rebuild_producer_state
 from client import record_batch
-from client.errors import (CorruptMessageError, InvalidRequiredAcksError, KafkaError, KafkaStorageError,
-                           LeaderHintInfo, NotEnoughReplicasError, NotLeaderOrFollowerError, RecordTooLargeError,
-                           RequestTimedOutError, InvalidRequestError, OffsetOutOfRangeError,
+from client.errors import (CorruptMessageError, InvalidRequiredAcksError, KafkaError, LeaderHintInfo,
+                           NotLeaderOrFollowerError, RecordTooLargeError, RequestTimedOutError,
                            UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
 
-EARLIEST_TIMESTAMP = -2
-LATEST_TIMESTAMP = -1
 CONSUMER_REPLICA_ID = -1
+
+__all__ = ["CONSUMER_REPLICA_ID", "EARLIEST_TIMESTAMP", "LATEST_TIMESTAMP", "FetchRequestPartition", "FetchResult",
+           "ListOffsetsResult", "ProduceResult", "ReplicaManager", "monotonic_ms", "wall_clock_ms"]
 
 
 def wall_clock_ms() -> int:
@@ -41,65 +43,6 @@ def wall_clock_ms() -> int:
 
 def monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
-
-
-@dataclass
-class HostedPartition:
-    state: PartitionState
-    log: PartitionLog
-    max_message_bytes: int
-    topic_id: str = ""
-    # Idempotent producers' last batches, rebuilt from the log on load and after truncation.
-    producers: ProducerStateManager = field(default_factory=ProducerStateManager)
-    # Serialises appends and state changes; reads of the log need no lock.
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-@dataclass(frozen=True)
-class ProduceResult:
-    topic: str
-    partition: int
-    error: KafkaError | None = None
-    base_offset: int = -1
-    log_start_offset: int = -1
-    last_offset: int = -1   # acks=all waits until the HW passes this
-    # The leader epoch the batch was appended (or found, for a duplicate) at: acks=all succeeds only
-    # while the partition is still led at this epoch, whenever its wait starts (a stream's waits are
-    # serialized, so it may start after the leadership was lost and regained).
-    leader_epoch: int = -1
-    topic_id: str = ""      # ... of this incarnation of the topic (a re-created one starts at epoch 0 again)
-
-
-@dataclass(frozen=True)
-class FetchRequestPartition:
-    topic: str
-    partition: int
-    fetch_offset: int
-    current_leader_epoch: int
-    max_bytes: int
-    last_fetched_epoch: int = -1   # followers: the epoch of the last batch they hold
-
-
-@dataclass
-class FetchResult:
-    topic: str
-    partition: int
-    error: KafkaError | None = None
-    high_watermark: int = -1
-    log_start_offset: int = -1
-    log_end_offset: int = -1
-    records: bytes = b""
-    diverging_epoch: tuple[int, int] | None = None   # (epoch, end offset): the follower must truncate
-
-
-@dataclass(frozen=True)
-class ListOffsetsResult:
-    topic: str
-    partition: int
-    error: KafkaError | None = None
-    offset: int = -1
-    timestamp: int = -1
-    leader_epoch: int = -1
 
 
 class FetcherControl(Protocol):
@@ -137,7 +80,7 @@ class ReplicaManager:
         # The ISR lag clock (replica.lag.time.max.ms) is monotonic: a wall clock stepped forward
         # would drop every follower at once, one stepped back would keep a dead one in the ISR.
         self._lag_clock_ms = lag_clock_ms
-        self._partitions: dict[tuple[str, int], HostedPartition] = {}
+        self._partitions: dict[tuple[str, int], Partition] = {}
         self._lock = threading.Lock()  # guards the _partitions dict
 
     # ---- metadata changes ---------------------------------------------------------
@@ -180,30 +123,8 @@ class ReplicaManager:
 
     def _become(self, tp: tuple[str, int], reg: PartitionRegistration, image: MetadataImage,
                 now_ms: int, leader: bool) -> None:
-        hosted = self._partitions.get(tp)
-        topic = image.topics[tp[0]]
-        if hosted is None:
-            config = LogConfig.from_topic_config(dict(topic.configs), self._settings.log)
-            # A log of another topic by this name (deleted and re-created while this broker was away)
-            # is replaced, never adopted (KIP-516; broker/log/partition_metadata.py).
-            plog = self._logs.get_or_create(tp[0], tp[1], config, self._clock_ms(), topic.topic_id)
-            state = PartitionState(tp[0], tp[1], self.broker_id, log_start_offset=plog.log_start_offset,
-                                   log_end_offset=plog.log_end_offset, high_watermark=plog.read_high_watermark(),
-                                   min_insync_replicas=int(topic.configs.get(
-                                       "min.insync.replicas", self._settings.min_insync_replicas)))
-            hosted = HostedPartition(state, plog, self._max_message_bytes(topic.configs), topic.topic_id,
-                                     rebuild_producer_state(plog))
-            with self._lock:
-                self._partitions[tp] = hosted
-        with hosted.lock:
-            if leader:
-                new_term = hosted.state.become_leader(reg, now_ms)
-                if new_term:
-                    # KIP-279: the new epoch starts at our log end, so followers can find where the old one ended.
-                    hosted.log.assign_leader_epoch(reg.leader_epoch)
-            else:
-                new_term = hosted.state.become_follower(reg)
-            hosted.log.write_high_watermark(hosted.state.high_watermark)
+        hosted = self._partitions.get(tp) or self._host(tp, image)
+        new_term = hosted.make_leader(reg, now_ms) if leader else hosted.make_follower(reg)
         if leader:
             self._fetchers.stop_following(tp)
         elif new_term:
@@ -212,6 +133,23 @@ class ReplicaManager:
         log.info(event, topic=tp[0], partition=tp[1], leader=reg.leader, leader_epoch=reg.leader_epoch,
                  partition_epoch=reg.partition_epoch, isr=list(reg.isr),
                  log_end_offset=hosted.state.log_end_offset, high_watermark=hosted.state.high_watermark)
+
+    def _host(self, tp: tuple[str, int], image: MetadataImage) -> Partition:
+        """Open (or create) the log of a partition this broker now hosts, and its Partition."""
+        topic = image.topics[tp[0]]
+        config = LogConfig.from_topic_config(dict(topic.configs), self._settings.log)
+        # A log of another topic by this name (deleted and re-created while this broker was away)
+        # is replaced, never adopted (KIP-516; broker/log/partition_metadata.py).
+        plog = self._logs.get_or_create(tp[0], tp[1], config, self._clock_ms(), topic.topic_id)
+        state = PartitionState(tp[0], tp[1], self.broker_id, log_start_offset=plog.log_start_offset,
+                               log_end_offset=plog.log_end_offset, high_watermark=plog.read_high_watermark(),
+                               min_insync_replicas=int(topic.configs.get(
+                                   "min.insync.replicas", self._settings.min_insync_replicas)))
+        hosted = Partition(state, plog, self._max_message_bytes(topic.configs), topic.topic_id,
+                           rebuild_producer_state(plog))
+        with self._lock:
+            self._partitions[tp] = hosted
+        return hosted
 
     def _max_message_bytes(self, configs) -> int:
         return int(configs.get("max.message.bytes", self._settings.message_max_bytes))
@@ -237,7 +175,7 @@ class ReplicaManager:
             return LeaderHintInfo(reg.leader, reg.leader_epoch, "", 0)
         return LeaderHintInfo(reg.leader, reg.leader_epoch, broker.host, broker.port)
 
-    def _hosted(self, topic: str, partition: int) -> HostedPartition | KafkaError:
+    def _hosted(self, topic: str, partition: int) -> Partition | KafkaError:
         hosted = self._partitions.get((topic, partition))
         if hosted is not None:
             return hosted
@@ -286,42 +224,12 @@ class ReplicaManager:
             header = record_batch.check_batch(batch)
         except CorruptMessageError as e:
             return ProduceResult(topic, partition, e)
-        last_seq = header.base_sequence + header.last_offset_delta
-        with hosted.lock:
-            error = hosted.state.check_leader_epoch(leader_epoch)
-            if error is not None:
-                return ProduceResult(topic, partition, error)
-            state = hosted.state
-            if acks == -1 and len(state.isr) < state.effective_min_isr:
-                # Refused before writing: nothing of this batch is stored (Kafka's NotEnoughReplicas).
-                return ProduceResult(topic, partition, NotEnoughReplicasError(
-                    f"The size of the current ISR {list(state.isr)} is insufficient to satisfy the min.isr "
-                    f"requirement of {state.effective_min_isr} for partition {topic}-{partition}."))
-            verdict = hosted.producers.check(header.producer_id, header.producer_epoch, header.base_sequence,
-                                             last_seq)
-            if isinstance(verdict, Duplicate):
-                # A retry of a batch we hold: its original offset, nothing appended (KIP-98).
-                return ProduceResult(topic, partition, None, verdict.first_offset, hosted.log.log_start_offset,
-                                     verdict.last_offset, hosted.state.leader_epoch, hosted.topic_id)
-            if verdict is not None:
-                return ProduceResult(topic, partition, verdict)
-            try:
-                info = hosted.log.append_as_leader(batch, hosted.state.leader_epoch, self._clock_ms())
-            except KafkaStorageError as e:
-                log.error("append_failed", topic=topic, partition=partition, error=str(e))
-                return ProduceResult(topic, partition, e)
-            hosted.producers.observe(header.producer_id, header.producer_epoch, header.base_sequence, last_seq,
-                                     info.base_offset, info.last_offset, max_timestamp=header.max_timestamp,
-                                     batch_bytes=info.size)
-            hw_moved = hosted.state.on_leader_append(info.last_offset + 1)
-            log_start = hosted.log.log_start_offset
-            epoch = hosted.state.leader_epoch
+        result, hw_moved = hosted.append_as_leader(acks, batch, header, leader_epoch, self._clock_ms())
         if hw_moved:   # a single-replica ISR: the append alone moves the HW
             self._notifier.notify(LOG_END, HIGH_WATERMARK)
-        else:
+        elif result.error is None:
             self._notifier.notify(LOG_END)
-        return ProduceResult(topic, partition, None, info.base_offset, log_start, info.last_offset, epoch,
-                             hosted.topic_id)
+        return result
 
     def _await_one(self, result: ProduceResult, deadline: float) -> ProduceResult:
         """acks=all: answer once the HW passed the batch (every ISR member has it)."""
@@ -331,12 +239,8 @@ class ReplicaManager:
         if hosted is None or hosted.topic_id != result.topic_id:
             return ProduceResult(result.topic, result.partition,
                                  NotLeaderOrFollowerError("The partition moved away while waiting for replication."))
-        target = max(result.base_offset, result.last_offset) + 1
-        state = hosted.state
-        epoch = result.leader_epoch
-        if self._notifier.wait_until(lambda: state.high_watermark >= target or not state.is_leader
-                                     or state.leader_epoch != epoch, deadline):
-            if state.is_leader and state.leader_epoch == epoch:
+        if self._notifier.wait_until(lambda: hosted.acknowledged(result) is not None, deadline):
+            if hosted.acknowledged(result):
                 return result
             # Deposed while waiting: the batch may be truncated away; never acknowledge it.
             return ProduceResult(result.topic, result.partition, NotLeaderOrFollowerError(
@@ -378,107 +282,28 @@ class ReplicaManager:
         hosted = self._hosted(p.topic, p.partition)
         if isinstance(hosted, KafkaError):
             return FetchResult(p.topic, p.partition, hosted)
-        state = hosted.state
-        is_follower_fetch = replica_id >= 0
-        error = (state.check_epoch(p.current_leader_epoch) if read_from_replica and not is_follower_fetch
-                 else state.check_leader_epoch(p.current_leader_epoch))
-        if error is None and is_follower_fetch and replica_id not in state.replicas:
-            error = NotLeaderOrFollowerError(f"Broker {replica_id} is not a replica of {p.topic}-{p.partition}.")
-        if error is not None:
-            return FetchResult(p.topic, p.partition, error)
-        plog = hosted.log
-        if is_follower_fetch:
-            diverging = self._diverging_epoch(plog, p)
-            if diverging is not None:
-                return FetchResult(p.topic, p.partition, None, state.high_watermark, plog.log_start_offset,
-                                   plog.log_end_offset, diverging_epoch=diverging)
-        # Consumers read below the HW only; followers read up to the log end.
-        upper = plog.log_end_offset if is_follower_fetch else state.high_watermark
-        try:
-            # The first batch comes whole even past max_bytes (KIP-74), but a
-            # partition whose budget is spent (max_bytes 0) gets nothing.
-            records = plog.read(p.fetch_offset, max_bytes, upper) if max_bytes > 0 else b""
-        except KafkaError as e:
-            return FetchResult(p.topic, p.partition, e, state.high_watermark, plog.log_start_offset,
-                               plog.log_end_offset)
-        if is_follower_fetch:
-            # Only a fetch offset inside our log proves what the follower holds (Kafka updates the
-            # follower's state after a successful read); the HW it moves goes into this answer.
-            self._on_follower_fetch(hosted, replica_id, p.fetch_offset)
-        return FetchResult(p.topic, p.partition, None, state.high_watermark, plog.log_start_offset,
-                           plog.log_end_offset, records)
-
-    @staticmethod
-    def _diverging_epoch(plog: PartitionLog, p: FetchRequestPartition) -> tuple[int, int] | None:
-        """KIP-595's check: does the follower's last epoch end, in our log, before its fetch offset?"""
-        if p.last_fetched_epoch < 0:
-            return None
-        epoch, end_offset = plog.end_offset_for_epoch(p.last_fetched_epoch)
-        if epoch < p.last_fetched_epoch or end_offset < p.fetch_offset:
-            return epoch, end_offset
-        return None
-
-    def _on_follower_fetch(self, hosted: HostedPartition, replica_id: int, fetch_offset: int) -> None:
-        """Record the follower's progress; the HW may move; a follower that caught up rejoins the ISR."""
-        state = hosted.state
-        with hosted.lock:
-            moved = state.on_follower_fetch(replica_id, fetch_offset, self._lag_clock_ms())
-            new_isr = None
-            if replica_id not in state.isr and self._metadata.image.is_live(replica_id):
-                new_isr = state.isr_to_expand(replica_id, self._epoch_start_offset(hosted))
-                if new_isr is not None:
-                    state.pending_isr = new_isr
-                    request = self._alter_request(hosted, new_isr)
-        if moved:
+        read = hosted.read(replica_id, p, max_bytes, read_from_replica, self._lag_clock_ms(),
+                           self._metadata.image.is_live)
+        if read.high_watermark_moved:
             self._notifier.notify(HIGH_WATERMARK)
-        if new_isr is not None:
-            log.info("isr_expand_requested", topic=state.topic, partition=state.partition, replica=replica_id,
-                     isr=list(new_isr), partition_epoch=state.partition_epoch)
-            self._submit_alter(hosted, request)
+        if read.alter_request is not None:
+            self._submit_alter(hosted, read.alter_request)
+        return read.result
 
-    @staticmethod
-    def _epoch_start_offset(hosted: HostedPartition) -> int:
-        entries = hosted.log.epoch_entries
-        if entries and entries[-1].epoch == hosted.state.leader_epoch:
-            return entries[-1].start_offset
-        return hosted.state.log_end_offset
+    # ---- ISR changes, sent to the controller ------------------------------------------
 
-    def _alter_request(self, hosted: HostedPartition, new_isr: tuple[int, ...]) -> dict:
-        s = hosted.state
-        return {"topic": s.topic, "topic_id": hosted.topic_id, "partition": s.partition,
-                "leader_epoch": s.leader_epoch, "partition_epoch": s.partition_epoch, "new_isr": list(new_isr)}
-
-    def _submit_alter(self, hosted: HostedPartition, request: dict) -> None:
-        self._alter_partition(request, lambda: self._alter_not_applied(hosted, request),
-                              lambda: self._alter_still_pending(hosted, request))
-
-    def _alter_not_applied(self, hosted: HostedPartition, request: dict) -> None:
-        """The controller proved the change was not applied: forget it, the next check decides again.
-        (A change of unknown outcome stays pending: it may still commit; alter_partition.py.)"""
-        with hosted.lock:
-            if self._alter_still_pending(hosted, request):
-                hosted.state.pending_isr = None
-
-    def _alter_still_pending(self, hosted: HostedPartition, request: dict) -> bool:
-        """Whether ``request`` is still this partition's pending ISR change (no newer epoch in metadata)."""
-        s = hosted.state
-        return (self._partitions.get((s.topic, s.partition)) is hosted and s.is_leader
-                and s.leader_epoch == request["leader_epoch"] and s.partition_epoch == request["partition_epoch"]
-                and s.pending_isr == tuple(request["new_isr"]))
+    def _submit_alter(self, hosted: Partition, request: dict) -> None:
+        self._alter_partition(request, lambda: hosted.alter_not_applied(request),
+                              lambda: self._partitions.get((hosted.topic, hosted.partition)) is hosted
+                              and hosted.alter_still_pending(request))
 
     def maybe_shrink_isr(self) -> None:
         """Leaders drop followers that have not caught up for replica.lag.time.max.ms (via the controller)."""
         now = self._lag_clock_ms()
         for hosted in list(self._partitions.values()):
-            with hosted.lock:
-                new_isr = hosted.state.isr_to_shrink(now, self._settings.replica_lag_time_max_ms)
-                if new_isr is None:
-                    continue
-                hosted.state.pending_isr = new_isr
-                request = self._alter_request(hosted, new_isr)
-            log.info("isr_shrink_requested", topic=hosted.state.topic, partition=hosted.state.partition,
-                     isr=list(new_isr), previous_isr=list(hosted.state.isr))
-            self._submit_alter(hosted, request)
+            request = hosted.isr_shrink_request(now, self._settings.replica_lag_time_max_ms)
+            if request is not None:
+                self._submit_alter(hosted, request)
 
     # ---- the follower side (called by the replica fetchers) -------------------------
 
@@ -486,71 +311,17 @@ class ReplicaManager:
                        leader_epoch: int) -> tuple[int, int] | None:
         """(fetch offset, last fetched epoch) while this broker follows ``leader_id`` at ``leader_epoch``."""
         hosted = self._partitions.get(tp)
-        if hosted is None or not self._follows(hosted, leader_id, leader_epoch):
-            return None
-        return hosted.log.log_end_offset, hosted.log.latest_epoch
-
-    @staticmethod
-    def _follows(hosted: HostedPartition, leader_id: int, leader_epoch: int) -> bool:
-        s = hosted.state
-        return not s.is_leader and s.leader_id == leader_id and s.leader_epoch == leader_epoch
+        return None if hosted is None else hosted.fetch_position(leader_id, leader_epoch)
 
     def on_fetched(self, tp: tuple[str, int], leader_id: int, leader_epoch: int, fetched: FetchResult) -> bool:
         """Apply one partition of a leader's answer: append, truncate, or restart; False to back off."""
         hosted = self._partitions.get(tp)
         if hosted is None:
             return True
-        with hosted.lock:
-            if not self._follows(hosted, leader_id, leader_epoch):
-                return True  # the metadata moved on while the fetch was in flight: drop the answer
-            plog, state = hosted.log, hosted.state
-            if fetched.diverging_epoch is not None:
-                self._truncate_diverged(hosted, *fetched.diverging_epoch)
-                return True
-            if isinstance(fetched.error, OffsetOutOfRangeError):
-                self._reset_out_of_range(hosted, fetched)
-                return True
-            if fetched.error is not None:
-                return False
-            if fetched.records:
-                try:
-                    plog.append_as_follower(fetched.records, self._clock_ms())
-                except KafkaStorageError as e:
-                    # Our data dir failed (already reported: the broker halts); nothing partial was kept.
-                    log.error("follower_append_failed", topic=tp[0], partition=tp[1], error=str(e))
-                    return False
-                observe_batches(hosted.producers, fetched.records)
-            state.on_follower_append(plog.log_end_offset, fetched.high_watermark)
-            state.log_start_offset = plog.log_start_offset
-        if fetched.records:
+        applied = hosted.append_fetched(leader_id, leader_epoch, fetched, self._clock_ms())
+        if applied and fetched.records:
             self._notifier.notify(HIGH_WATERMARK)  # consumers reading this replica (KIP-392)
-        return True
-
-    def _truncate_diverged(self, hosted: HostedPartition, epoch: int, end_offset: int) -> None:
-        plog, state = hosted.log, hosted.state
-        offset, _complete = truncation_offset(epoch, end_offset, plog.end_offset_for_epoch(epoch),
-                                              state.high_watermark, plog.log_end_offset)
-        log.info("follower_diverged", topic=state.topic, partition=state.partition, leader=state.leader_id,
-                 diverging_epoch=epoch, diverging_end_offset=end_offset, truncate_to=offset,
-                 log_end_offset=plog.log_end_offset)
-        plog.truncate_to(offset)
-        state.log_end_offset = plog.log_end_offset
-        state.high_watermark = min(state.high_watermark, state.log_end_offset)
-        # From the newest snapshot at or below the cut, not a rescan of the whole log under the lock.
-        hosted.producers = truncate_producer_state(hosted.producers, plog, plog.log_end_offset)
-
-    def _reset_out_of_range(self, hosted: HostedPartition, fetched: FetchResult) -> None:
-        """Our fetch offset is outside the leader's log: past its end, cut back; before its start, start there."""
-        plog, state = hosted.log, hosted.state
-        if plog.log_end_offset > fetched.log_end_offset >= 0:
-            plog.truncate_to(fetched.log_end_offset)
-        elif fetched.log_start_offset > plog.log_end_offset:
-            plog.truncate_fully_and_start_at(fetched.log_start_offset)
-        state.log_end_offset, state.log_start_offset = plog.log_end_offset, plog.log_start_offset
-        state.high_watermark = min(state.high_watermark, state.log_end_offset)
-        hosted.producers = truncate_producer_state(hosted.producers, plog, plog.log_end_offset)
-        log.info("follower_offset_reset", topic=state.topic, partition=state.partition,
-                 log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset)
+        return applied
 
     # ---- list offsets -------------------------------------------------------------
 
@@ -559,22 +330,7 @@ class ReplicaManager:
         hosted = self._hosted(topic, partition)
         if isinstance(hosted, KafkaError):
             return ListOffsetsResult(topic, partition, hosted)
-        state = hosted.state
-        error = (state.check_epoch(current_leader_epoch) if read_from_replica
-                 else state.check_leader_epoch(current_leader_epoch))
-        if error is not None:
-            return ListOffsetsResult(topic, partition, error)
-        plog, hw = hosted.log, state.high_watermark
-        if timestamp == EARLIEST_TIMESTAMP:
-            return ListOffsetsResult(topic, partition, None, plog.log_start_offset, -1, state.leader_epoch)
-        if timestamp == LATEST_TIMESTAMP:
-            return ListOffsetsResult(topic, partition, None, hw, -1, state.leader_epoch)
-        if timestamp < 0:
-            return ListOffsetsResult(topic, partition, InvalidRequestError(f"unsupported timestamp {timestamp}: use -2 (earliest), -1 (latest) or a time in ms"))
-        found = plog.offset_for_timestamp(timestamp)
-        if found is None or found[0] >= hw:
-            return ListOffsetsResult(topic, partition, None, -1, -1, state.leader_epoch)
-        return ListOffsetsResult(topic, partition, None, found[0], found[1], state.leader_epoch)
+        return hosted.list_offset(timestamp, current_leader_epoch, read_from_replica)
 
     # ---- housekeeping -------------------------------------------------------------
 
@@ -583,18 +339,10 @@ class ReplicaManager:
 
     def remove_expired_producers(self) -> int:
         """Forget producers idle for producer.id.expiration.ms (by their batches' own timestamps: wall time)."""
-        now, removed = self._clock_ms(), 0
-        for hosted in list(self._partitions.values()):
-            with hosted.lock:
-                removed += hosted.producers.remove_expired(now, self._settings.producer_id_expiration_ms)
-        return removed
+        now = self._clock_ms()
+        return sum(h.remove_expired_producers(now, self._settings.producer_id_expiration_ms)
+                   for h in list(self._partitions.values()))
 
     def run_retention(self) -> int:
-        deleted = 0
         now = self._clock_ms()
-        for hosted in list(self._partitions.values()):
-            with hosted.lock:
-                # Never past the HW: a segment not yet replicated is not old, whatever its age.
-                deleted += hosted.log.delete_expired_segments(now, high_watermark=hosted.state.high_watermark)
-                hosted.state.log_start_offset = hosted.log.log_start_offset
-        return deleted
+        return sum(h.delete_expired_segments(now) for h in list(self._partitions.values()))

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import grpc
 import structlog
 
-from broker.controller import Controller, TopicRequest
+from broker.controller import Controller, HeartbeatReply, TopicOutcome, TopicRequest
 from broker.metadata.image import MetadataImage
 from broker.metadata.quorum import MetadataQuorum
 from broker.replica_manager import (CONSUMER_REPLICA_ID, FetchRequestPartition, FetchResult, ProduceResult,
@@ -114,6 +114,10 @@ def _error_fields(error: KafkaError | None) -> dict:
     if error is None:
         return {"error_code": common_pb2.NONE}
     return {"error_code": error.code if error.code is not None else -1, "error_message": error.message}
+
+
+def _topic_results(outcomes: list[TopicOutcome]) -> list[kafka_pb2.TopicResult]:
+    return [kafka_pb2.TopicResult(name=o.name, **_error_fields(o.error)) for o in outcomes]
 
 
 def _hint(hint: LeaderHintInfo | None) -> common_pb2.LeaderHint | None:
@@ -233,10 +237,13 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
         self._check_size(len(request.topics), context)
 
         def handle():
-            return kafka_pb2.CreateTopicsResponse(topics=[kafka_pb2.TopicResult(name=t.name, **_error_fields(
-                self._controller.create_topic(TopicRequest(t.name, t.num_partitions, t.replication_factor,
-                                                           dict(t.configs)), validate_only=request.validate_only)))
-                for t in request.topics])
+            try:
+                outcomes = self._controller.create_topics(
+                    [TopicRequest(t.name, t.num_partitions, t.replication_factor, dict(t.configs))
+                     for t in request.topics], validate_only=request.validate_only)
+            except KafkaError as e:
+                return refuse(e)
+            return kafka_pb2.CreateTopicsResponse(topics=_topic_results(outcomes))
 
         def refuse(error):
             return kafka_pb2.CreateTopicsResponse(topics=[kafka_pb2.TopicResult(name=t.name, **_error_fields(error))
@@ -250,8 +257,11 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
         self._check_size(len(request.topics), context)
 
         def handle():
-            return kafka_pb2.DeleteTopicsResponse(topics=[kafka_pb2.TopicResult(
-                name=name, **_error_fields(self._controller.delete_topic(name))) for name in request.topics])
+            try:
+                outcomes = self._controller.delete_topics(list(request.topics))
+            except KafkaError as e:
+                return refuse(e)
+            return kafka_pb2.DeleteTopicsResponse(topics=_topic_results(outcomes))
 
         def refuse(error):
             return kafka_pb2.DeleteTopicsResponse(topics=[kafka_pb2.TopicResult(name=n, **_error_fields(error))
@@ -506,10 +516,16 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         return controller_pb2.BrokerRegistrationResponse(broker_epoch=epoch)
 
     def BrokerHeartbeat(self, request, context):
-        r = self._controller.heartbeat(request.broker_id, request.broker_epoch, request.metadata_offset,
-                                       request.want_shut_down)
+        error: KafkaError | None = None
+        try:
+            r = self._controller.heartbeat(request.broker_id, request.broker_epoch, request.metadata_offset,
+                                           request.want_shut_down)
+        except KafkaError as e:
+            # A refused heartbeat still answers HeartbeatReply's defaults (fenced, not caught up), as it
+            # always has on the wire.
+            r, error = HeartbeatReply(), e
         return controller_pb2.BrokerHeartbeatResponse(is_caught_up=r.is_caught_up, is_fenced=r.is_fenced,
-                                                      should_shut_down=r.should_shut_down, **_error_fields(r.error))
+                                                      should_shut_down=r.should_shut_down, **_error_fields(error))
 
     def AlterPartition(self, request, context):
         if len(set(request.new_isr)) != len(request.new_isr):

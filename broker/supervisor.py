@@ -31,6 +31,9 @@ EXIT_BAD_CONFIG = 2
 # kbroker's exit code after a storage failure of its data dir (a full disk, a read-only or
 # damaged file): restarted, since the restart's recovery cuts the log back to whole batches.
 EXIT_LOG_DIR_FAILURE = 3
+# A replication invariant broke (broker/invariants.py): stop at once, answer nothing more; restarted,
+# the broker recovers its logs and rejoins as a follower.
+EXIT_INVARIANT_VIOLATED = 4
 # A child that dies this soon after its start, this many times in a row, is in a
 # crash loop: restarting it forever would only fill the terminal.
 QUICK_DEATH_S = 1.0

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from concurrent.futures import Future
+from typing import TypeAlias
 
 from client.admin import Admin, TopicDescription
 from client.consumer import Consumer
@@ -48,22 +49,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# argparse's sub-parser registry; its class is private, so name it once here.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kclient", description="Talk to a raftka cluster.")
     sub = parser.add_subparsers(dest="command", required=True,
                                 metavar="{topics,produce,consume,cluster,leader-election,perf}")
+    # The order here is the order `kclient --help` lists the subcommands in.
+    for add in (add_topics_parser, add_produce_parser, add_consume_parser, add_cluster_parser,
+                add_leader_election_parser, add_perf_parser):
+        add(sub)
+    return parser
 
-    def common(p: argparse.ArgumentParser, trace: bool = True) -> None:
-        p.add_argument("--bootstrap", "--bootstrap-server", default=":9092", metavar="B",
-                       help="broker(s) to start from, host:port[,host:port]; ':19092' is localhost (default :9092)")
-        if not trace:  # perf: a line per hop of every record would be the measurement
-            return
-        p.add_argument("--trace", nargs="?", const="text", choices=("text", "mermaid"),
-                       help="print every hop on stderr: as lines (text, the default) or, at the end, as a "
-                            "mermaid sequenceDiagram (mermaid)")
 
+def add_common_args(p: argparse.ArgumentParser, trace: bool = True) -> None:
+    p.add_argument("--bootstrap", "--bootstrap-server", default=":9092", metavar="B",
+                   help="broker(s) to start from, host:port[,host:port]; ':19092' is localhost (default :9092)")
+    if not trace:  # perf: a line per hop of every record would be the measurement
+        return
+    p.add_argument("--trace", nargs="?", const="text", choices=("text", "mermaid"),
+                   help="print every hop on stderr: as lines (text, the default) or, at the end, as a "
+                        "mermaid sequenceDiagram (mermaid)")
+
+
+def add_topics_parser(sub: Subparsers) -> None:
     t = sub.add_parser("topics", help="create, list, describe, delete topics (kafka-topics.sh)")
-    common(t)
+    add_common_args(t)
     action = t.add_mutually_exclusive_group(required=True)
     for flag in ("--create", "--list", "--describe", "--delete"):
         action.add_argument(flag, action="store_true")
@@ -75,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--if-exists", action="store_true")
     t.set_defaults(run=run_topics, error_prefix="Error while executing topic command : ")
 
+
+def add_produce_parser(sub: Subparsers) -> None:
     p = sub.add_parser("produce", help="send stdin lines as records (kafka-console-producer.sh)")
-    common(p)
+    add_common_args(p)
     p.add_argument("--topic", required=True)
     p.add_argument("--acks", default="all", choices=("all", "-1", "1", "0"))
     p.add_argument("--key-separator", metavar="SEP", help="each line is KEY<SEP>VALUE")
@@ -90,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "NOT_LEADER_OR_FOLLOWER answer and leader hint (the lesson's redirect, hop by hop)")
     p.set_defaults(run=run_produce, error_prefix="Error: ")
 
+
+def add_consume_parser(sub: Subparsers) -> None:
     c = sub.add_parser("consume", help="print records (kafka-console-consumer.sh)")
-    common(c)
+    add_common_args(c)
     c.add_argument("--topic", required=True)
     start = c.add_mutually_exclusive_group()
     start.add_argument("--from-beginning", action="store_true")
@@ -106,12 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read broker ID's local copy (up to its own high watermark) instead of the leader's")
     c.set_defaults(run=run_consume, error_prefix="Error: ")
 
+
+def add_cluster_parser(sub: Subparsers) -> None:
     k = sub.add_parser("cluster", help="cluster id, controller and brokers")
-    common(k)
+    add_common_args(k)
     k.set_defaults(run=run_cluster, error_prefix="Error: ")
 
+
+def add_leader_election_parser(sub: Subparsers) -> None:
     e = sub.add_parser("leader-election", help="move leaders back to preferred replicas (kafka-leader-election.sh)")
-    common(e)
+    add_common_args(e)
     kind = e.add_mutually_exclusive_group(required=True)
     kind.add_argument("--preferred", dest="election_type", action="store_const", const="preferred",
                       help="leader = the first replica of the assignment, if it is live and in sync")
@@ -123,10 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--all-topic-partitions", action="store_true", help="every partition of every topic (default)")
     e.set_defaults(run=run_leader_election, error_prefix="Error: ")
 
+
+def add_perf_parser(sub: Subparsers) -> None:
     perf = sub.add_parser("perf", help="measure throughput and latency (kafka-*-perf-test.sh)")
     tools = perf.add_subparsers(dest="perf_command", required=True, metavar="{produce,consume}")
+    add_perf_produce_parser(tools)
+    add_perf_consume_parser(tools)
+
+
+def add_perf_produce_parser(tools: Subparsers) -> None:
     pp = tools.add_parser("produce", help="send records as fast as asked (kafka-producer-perf-test.sh)")
-    common(pp, trace=False)
+    add_common_args(pp, trace=False)
     pp.add_argument("--topic", required=True)
     pp.add_argument("--num-records", type=positive_int, required=True, metavar="N")
     pp.add_argument("--record-size", type=positive_int, required=True, metavar="S",
@@ -141,14 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--reporting-interval", type=positive_int, default=5000, metavar="MS",
                     help="a progress line this often (default 5000)")
     pp.set_defaults(run=run_perf_produce, error_prefix="Error: ")
+
+
+def add_perf_consume_parser(tools: Subparsers) -> None:
     pc = tools.add_parser("consume", help="read records from the beginning (kafka-consumer-perf-test.sh)")
-    common(pc, trace=False)
+    add_common_args(pc, trace=False)
     pc.add_argument("--topic", required=True)
     pc.add_argument("--messages", type=positive_int, required=True, metavar="N")
     pc.add_argument("--timeout", type=positive_int, default=10000, metavar="MS",
                     help="give up (exit 1) after this long without a record (default 10000)")
     pc.set_defaults(run=lambda args: run_consumer(args, sys.stdout), error_prefix="Error: ")
-    return parser
 
 
 def positive_int(text: str) -> int:

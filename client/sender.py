@@ -90,27 +90,42 @@ class Sender(threading.Thread):
             # cancelling its stream early could drop it before it left).
             while not (self._stopping and not self._acc.has_incomplete()
                        and not any(s.in_flight for s in self._streams.values())):
-                self._handle_answers()
-                self._expire_requests(time.monotonic())
-                next_poll = self._poll_new_leaders(time.monotonic())
-                batches, next_ready, version = self._acc.drain(time.monotonic(), self._destination)
-                if not batches:
-                    self._acc.wait_for_work(min(next_ready, self._next_deadline(), next_poll,
-                                                time.monotonic() + 0.5), version)
-                    continue
-                if self._metadata_stale:
-                    self._refresh_metadata({b.topic for b in batches})
-                if self._config.idempotent and self._producer_id < 0 and not self._init_producer_id():
-                    for b in batches:
-                        self._retry_or_fail(b, KafkaConnectionError("no producer id yet (InitProducerId failed)"))
-                    continue
-                for address, group in self._by_leader(batches).items():
-                    for request_batches in _one_per_partition(group):
-                        self._send(address, request_batches)
+                self._run_once()
         finally:
             for state in list(self._streams.values()):
                 state.stream.close()
             self._streams.clear()
+
+    def _run_once(self) -> None:
+        """One round of the loop. The clock is read here only, as etcd's raft is handed time by its
+        caller: the helpers below take ``now`` and never read it. It is read again after each step that
+        can take time (answers run the futures' callbacks; dropping a stream joins its reader thread; a
+        metadata refresh or InitProducerId is a network call), so every deadline, age and backoff
+        counts from when its step ran, as when each helper read the clock itself."""
+        now = time.monotonic()
+        self._handle_answers(now)
+        now = time.monotonic()
+        self._expire_requests(now)
+        now = time.monotonic()
+        next_poll = self._poll_new_leaders(now)
+        now = time.monotonic()
+        batches, next_ready, version = self._acc.drain(now, self._destination)
+        if not batches:
+            self._acc.wait_for_work(min(next_ready, self._next_deadline(), next_poll, now + 0.5), version)
+            return
+        if self._metadata_stale:
+            self._refresh_metadata({b.topic for b in batches})
+        if self._config.idempotent and self._producer_id < 0 and not self._init_producer_id():
+            now = time.monotonic()
+            for b in batches:
+                self._retry_or_fail(b, KafkaConnectionError("no producer id yet (InitProducerId failed)"), now)
+            return
+        now = time.monotonic()   # the refresh and InitProducerId above are network calls
+        groups = self._by_leader(batches, now)
+        now = time.monotonic()   # so may routing be: leader_for refreshes metadata past its max age
+        for address, group in groups.items():
+            for request_batches in _one_per_partition(group):
+                self._send(address, request_batches, now)
 
     # ---- streams ------------------------------------------------------------------
 
@@ -119,24 +134,24 @@ class Sender(threading.Thread):
         self._answers.append((stream, response, error))
         self._acc.wake()
 
-    def _handle_answers(self) -> None:
+    def _handle_answers(self, now: float) -> None:
         while self._answers:
             stream, response, error = self._answers.popleft()
             state = self._streams.get(stream.address)
             if state is None or state.stream is not stream:
                 continue  # a stream already given up: its requests were retried
             if response is None:
-                self._drop_stream(stream.address, error)
+                self._drop_stream(stream.address, error, now)
                 continue
             request = state.in_flight.popleft()
             if request.correlation_id != response.correlation_id:  # the broker broke the ordering contract
                 state.in_flight.appendleft(request)
                 self._drop_stream(stream.address, KafkaConnectionError(
-                    f"answer {response.correlation_id} came while {request.correlation_id} was the oldest"))
+                    f"answer {response.correlation_id} came while {request.correlation_id} was the oldest"), now)
                 continue
-            self._complete(stream.address, request, response)
+            self._complete(stream.address, request, response, now)
 
-    def _drop_stream(self, address: Address, error: KafkaError) -> None:
+    def _drop_stream(self, address: Address, error: KafkaError, now: float) -> None:
         """Close the stream; every request in flight on it has an unknown outcome and is retried."""
         state = self._streams.pop(address)
         state.stream.close()
@@ -147,13 +162,13 @@ class Sender(threading.Thread):
         for request in state.in_flight:
             self._client.trace("error", "Produce", address, self._client.broker_id_of(address), str(error))
             for b in request.batches:
-                self._retry_or_fail(b, error)
+                self._retry_or_fail(b, error, now)
 
     def _expire_requests(self, now: float) -> None:
         for address, state in list(self._streams.items()):
             if state.in_flight and state.in_flight[0].deadline <= now:
                 self._drop_stream(address, RequestTimedOutError(
-                    f"no answer from {address[0]}:{address[1]} before the request timeout"))
+                    f"no answer from {address[0]}:{address[1]} before the request timeout"), now)
 
     def _next_deadline(self) -> float:
         return min((s.in_flight[0].deadline for s in self._streams.values() if s.in_flight), default=float("inf"))
@@ -228,15 +243,15 @@ class Sender(threading.Thread):
         except KafkaError:
             pass  # the batches retry with backoff; the next round tries again
 
-    def _by_leader(self, batches: list[ProducerBatch]) -> dict[Address, list[ProducerBatch]]:
+    def _by_leader(self, batches: list[ProducerBatch], now: float) -> dict[Address, list[ProducerBatch]]:
         groups: dict[Address, list[ProducerBatch]] = defaultdict(list)
         for batch in batches:
-            if self._expired(batch):
+            if self._expired(batch, now):
                 continue
             try:
                 _, address = self._client.leader_for(batch.topic, batch.partition)
             except KafkaError as e:
-                self._retry_or_fail(batch, e)
+                self._retry_or_fail(batch, e, now)
                 continue
             if self._probe_bootstrap:
                 self._probe_bootstrap = False
@@ -252,8 +267,8 @@ class Sender(threading.Thread):
         except KafkaError:
             return None
 
-    def _expired(self, batch: ProducerBatch) -> bool:
-        age_ms = (time.monotonic() - batch.created) * 1000
+    def _expired(self, batch: ProducerBatch, now: float) -> bool:
+        age_ms = (now - batch.created) * 1000
         if age_ms < self._config.delivery_timeout_ms:
             return False
         self._finish(batch, KafkaTimeoutError(
@@ -261,7 +276,7 @@ class Sender(threading.Thread):
             f"{int(age_ms)} ms has passed since batch creation"))
         return True
 
-    def _send(self, address: Address, batches: list[ProducerBatch]) -> None:
+    def _send(self, address: Address, batches: list[ProducerBatch], now: float) -> None:
         cfg = self._config
         correlation_id = next(self._correlation)
         request = kafka_pb2.ProduceRequest(acks=cfg.acks, timeout_ms=cfg.request_timeout_ms,
@@ -281,11 +296,14 @@ class Sender(threading.Thread):
             for b in batches:
                 self._finish(b, None, -1)
             batches = []
-        state.in_flight.append(InFlightRequest(correlation_id, batches,
-                                               time.monotonic() + cfg.request_timeout_ms / 1000 + 1))
+        state.in_flight.append(InFlightRequest(correlation_id, batches, now + cfg.request_timeout_ms / 1000 + 1))
         state.stream.send(request)
 
-    def _complete(self, address: Address, request: InFlightRequest, response: kafka_pb2.ProduceResponse) -> None:
+    def _complete(self, address: Address, request: InFlightRequest, response: kafka_pb2.ProduceResponse,
+                  now: float | None = None) -> None:
+        """Settle each batch of an answered request. ``now``: the loop's clock; None (a caller outside
+        the loop, such as a unit test handing it an answer) reads the clock."""
+        now = time.monotonic() if now is None else now
         by_tp = {(b.topic, b.partition): b for b in request.batches}
         for r in response.partitions:
             batch = by_tp.pop((r.topic, r.partition), None)
@@ -304,9 +322,9 @@ class Sender(threading.Thread):
             # Overtaking a batch numbered before it whose fate is still open (in flight, perhaps to the old
             # leader, or waiting to be retried) is not this batch's fault: retry it behind that one.
             overtook = isinstance(error, OutOfOrderSequenceNumberError) and self._acc.has_unresolved_earlier(batch)
-            self._retry_or_fail(batch, error, address, response.answered_by, force_retry=overtook)
+            self._retry_or_fail(batch, error, now, address, response.answered_by, force_retry=overtook)
         for batch in by_tp.values():  # a broker that forgot a partition: treat as a lost answer
-            self._retry_or_fail(batch, KafkaError("no answer for this partition in the produce response"))
+            self._retry_or_fail(batch, KafkaError("no answer for this partition in the produce response"), now)
 
     def _split(self, batch: ProducerBatch, address: Address, answered_by: int) -> None:
         """RECORD_TOO_LARGE for a batch of several records (batch.size above the topic's
@@ -330,10 +348,10 @@ class Sender(threading.Thread):
         info = self._client.metadata.partition(batch.topic, batch.partition)
         return info.leader_epoch if info else -1
 
-    def _retry_or_fail(self, batch: ProducerBatch, error: KafkaError, address: Address | None = None,
+    def _retry_or_fail(self, batch: ProducerBatch, error: KafkaError, now: float, address: Address | None = None,
                        answered_by: int | None = None, force_retry: bool = False) -> None:
         cfg = self._config
-        age_ms = (time.monotonic() - batch.created) * 1000
+        age_ms = (now - batch.created) * 1000
         if not (error.retriable or force_retry) or age_ms >= cfg.delivery_timeout_ms:
             self._finish(batch, error)
             return
@@ -345,13 +363,12 @@ class Sender(threading.Thread):
                 self._client.trace("redirect", "Produce", address, answered_by,
                                    f"{error.name} for {where}: leader is broker {h.leader_id} at "
                                    f"{h.host}:{h.port}, epoch {h.leader_epoch} -> retrying there")
-            batch.retry_at = time.monotonic()  # the hint names the leader: retry at once (KIP-951)
+            batch.retry_at = now  # the hint names the leader: retry at once (KIP-951)
         else:
             if error.invalid_metadata:
                 self._metadata_stale = True
             batch.leader_epoch = self._leader_epoch(batch)
-            batch.retry_at = time.monotonic() + backoff_s(batch.attempts + 1, cfg.retry_backoff_ms,
-                                                          cfg.retry_backoff_max_ms)
+            batch.retry_at = now + backoff_s(batch.attempts + 1, cfg.retry_backoff_ms, cfg.retry_backoff_max_ms)
             if address is not None:
                 self._client.trace("retry", "Produce", address, answered_by, f"{error} for {where}: retrying")
         batch.attempts += 1

@@ -2,7 +2,7 @@
 
 The brokers run as this process's own children (never under honcho: honcho stops
 every process when one exits), on free loopback ports and data dirs under ``root``,
-through tests.integration.cluster. The harness ends only the PIDs it started, and
+through raftka_testing.cluster. The harness ends only the PIDs it started, and
 every wait is a condition with a deadline (wait_for): a sleep is never an assertion.
 
 What the cluster looks like is read from one live, unpaused broker's own Metadata
@@ -22,8 +22,8 @@ from broker.config import BrokerSettings
 from client.admin import Admin
 from client.protocol.v1 import kafka_pb2
 from client.record_batch import decode_all, iter_batches
-from tests.integration.cluster import (BrokerProcess, Cluster, log_bytes, metadata, partition_dir, read_replica,
-                                       replica_offsets, wait_for, write_cluster)
+from raftka_testing.cluster import (BrokerProcess, Cluster, log_bytes, metadata, partition_dir, read_replica,
+                                    replica_offsets, wait_for, write_cluster)
 
 N_BROKERS = 3                 # the default; 4 leaves a broker outside each RF-3 partition (topic-recreate)
 METADATA_TIMEOUT_S = 1.0      # one broker's Metadata answer; a silent broker costs at most this

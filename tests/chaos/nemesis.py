@@ -30,8 +30,8 @@ import grpc
 from client.admin import Admin
 from client.errors import InvalidReplicationFactorError, KafkaError
 from client.protocol.v1 import kafka_pb2, kafka_pb2_grpc
+from raftka_testing.cluster import wait_for
 from tests.chaos.harness import DEFAULT_SESSION_TIMEOUT_S, READY_TIMEOUT_S, ChaosCluster, PartitionInfo
-from tests.integration.cluster import wait_for
 
 DEFAULT_HOLD_S = (1.0, 3.0)    # a nemesis with no hold bounds of its own is held this long
 

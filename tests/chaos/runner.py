@@ -36,13 +36,13 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from raftka_testing.cluster import REPO, replica_offsets, wait_for
 from tests.chaos.checker import CheckResult, check
 from tests.chaos.harness import N_BROKERS, ChaosCluster
 from tests.chaos.history import History, read_history
 from tests.chaos.nemesis import NEMESES, make
 from tests.chaos.windows import FaultWindow, unavailability_windows
 from tests.chaos.workload import HistoryWriter, Workload, WorkloadConfig
-from tests.integration.cluster import REPO, replica_offsets, wait_for
 
 PARTITIONS = 3
 HEAL_BOUND_S = 30.0

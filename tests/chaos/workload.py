@@ -258,7 +258,10 @@ def _sender_state(producer: Producer) -> dict:
     now = time.monotonic()
     return {"producer_id": sender._producer_id, "metadata_stale": sender._metadata_stale,
             "streams": {f"{a[0]}:{a[1]}": len(s.in_flight) for a, s in list(sender._streams.items())},
-            "accumulator_in_flight": {f"{t}-{p}": n for (t, p), n in list(acc._in_flight.items())},
+            # per partition: the base sequences in flight and where each went (the drain rule holds a
+            # partition back while some went to another broker than its leader)
+            "accumulator_in_flight": {f"{t}-{p}": sorted((b.base_sequence, str(b.sent_to)) for b in list(batches))
+                                      for (t, p), batches in list(acc._in_flight.items())},
             "queued": {f"{t}-{p}": [(b.drain_order, b.attempts, round(b.retry_at - now, 2)) for b in list(q)[:3]]
                        for (t, p), q in list(acc._queues.items())},
             "answers_waiting": len(sender._answers),

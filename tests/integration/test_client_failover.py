@@ -23,8 +23,8 @@ import pytest
 from client import Admin, Consumer, Producer
 from client.partitioner import partition_for_key
 from client.trace import TraceEvent
-from tests.integration.cluster import (BrokerProcess, Cluster, metadata, replica_offsets, wait_for,
-                                       wait_metadata)
+from raftka_testing.cluster import create_ready, partitions, read_all
+from tests.integration.cluster import BrokerProcess, Cluster, metadata, wait_for, wait_metadata
 
 pytestmark = pytest.mark.integration
 
@@ -34,36 +34,6 @@ FAILOVER_KINDS = ("error", "retry", "redirect")
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-
-def partitions(broker: BrokerProcess, topic: str) -> dict[int, object] | None:
-    """{partition: PartitionMetadata} as ``broker`` itself sees ``topic``, or None."""
-    r = metadata(broker, [topic])
-    if r is None:
-        return None
-    for t in r.topics:
-        if t.name == topic and t.error_code == 0:
-            return {p.partition: p for p in t.partitions}
-    return None
-
-
-def create_ready(cluster: Cluster, topic: str, count: int, timeout: float = 20.0) -> None:
-    """Create ``topic`` (RF 3) and wait until every broker shows each partition led with a full ISR
-    and hosts its replica."""
-    with Admin(cluster.bootstrap) as admin:
-        admin.create_topic(topic, count, 3)
-
-    def ready():
-        for b in cluster.running():
-            parts = partitions(b, topic)
-            if parts is None or len(parts) != count:
-                return False
-            if any(p.leader_id < 0 or len(p.isr) != 3 for p in parts.values()):
-                return False
-            if any(replica_offsets(b, topic, n) is None for n in range(count)):
-                return False
-        return True
-    wait_for(ready, timeout, f"{topic}: {count} partition(s) led, full ISR, hosted by every broker", 0.05)
 
 
 def pick_victim(cluster: Cluster, controller: int, topic: str) -> tuple[BrokerProcess, dict[int, object]]:
@@ -91,24 +61,6 @@ def wait_new_leaders(watcher: BrokerProcess, topic: str, before: dict[int, objec
         return None
     return wait_for(elected, timeout, f"new leaders for {topic} partitions {moved} after broker {victim} was killed",
                     0.01)
-
-
-def read_all(bootstrap: str, topic: str, ends: dict[int, int], timeout: float = 30.0) -> dict[int, list]:
-    """{partition: [(offset, value)]} from the beginning until each partition's position reaches
-    ``ends[partition]``; then one more short poll, so a record beyond it (a duplicate) shows up too."""
-    got: dict[int, list] = {p: [] for p in ends}
-    with Consumer(bootstrap, topic, auto_offset_reset="earliest", fetch_max_wait_ms=100,
-                  request_timeout_ms=5000) as c:
-        deadline = time.monotonic() + timeout
-        for _ in range(100_000):
-            if all(c.positions.get(p, -1) >= end for p, end in ends.items()):
-                break
-            assert time.monotonic() < deadline, (f"read only up to {c.positions} of {ends} in {timeout} s")
-            for r in c.poll(0.5):
-                got[r.partition].append((r.offset, r.value))
-        for r in c.poll(0.3):
-            got[r.partition].append((r.offset, r.value))
-    return got
 
 
 class NumberedProducer(threading.Thread):

@@ -16,16 +16,19 @@ from pathlib import Path
 import pytest
 
 from broker.config import ClusterConfig, parse_cluster_config
-from broker.controller import PREFERRED, UNCLEAN, Controller, ElectionOutcome, HeartbeatReply, TopicRequest
+from broker.controller import (PREFERRED, UNCLEAN, Controller, ElectionOutcome, HeartbeatReply, TopicOutcome,
+                               TopicRequest)
 from broker.metadata.image import NO_LEADER
 from broker.metadata.quorum import CommitError, MetadataQuorum, QuorumStartError
 from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreateTopic, RegisterBroker,
                                      UnfenceBroker)
+from broker.servicer import ControllerServicer
 from client.errors import (ElectionNotNeededError, FencedLeaderEpochError, InconsistentClusterIdError,
                            IneligibleReplicaError, InvalidConfigError, InvalidPartitionsError,
                            InvalidReplicationFactorError, InvalidRequestError, InvalidTopicError,
                            InvalidUpdateVersionError, NotControllerError, PreferredLeaderNotAvailableError,
                            StaleBrokerEpochError, TopicAlreadyExistsError, UnknownTopicOrPartitionError)
+from client.protocol.v1 import common_pb2, controller_pb2
 from tests.integration.cluster import free_port, wait_for
 
 CLUSTER_ID = "unit-cluster"
@@ -109,12 +112,21 @@ class Node:
         """Register each broker and heartbeat it into the live set; their epochs."""
         epochs = {b: self.register(b) for b in broker_ids}
         for b, epoch in epochs.items():
-            assert self.heartbeat(b, epoch) == HeartbeatReply(None, is_caught_up=True, is_fenced=False)
+            assert self.heartbeat(b, epoch) == HeartbeatReply(is_caught_up=True, is_fenced=False)
         assert self.image.live_broker_ids() == sorted(broker_ids)
         return epochs
 
-    def create(self, name: str, partitions: int, rf: int, **configs: str):
-        return self.controller.create_topic(TopicRequest(name, partitions, rf, dict(configs)))
+    def create(self, name: str, partitions: int, rf: int, validate_only: bool = False, **configs: str):
+        """One topic's CreateTopics: its error, or None once created (validated, with validate_only)."""
+        [outcome] = self.controller.create_topics([TopicRequest(name, partitions, rf, dict(configs))], validate_only)
+        assert outcome.name == name
+        return outcome.error
+
+    def delete(self, name: str):
+        """One topic's DeleteTopics: its error, or None once deleted."""
+        [outcome] = self.controller.delete_topics([name])
+        assert outcome.name == name
+        return outcome.error
 
 
 @contextmanager
@@ -177,10 +189,10 @@ def test_registration_returns_the_epoch_and_the_broker_starts_fenced(node):
 def test_a_heartbeat_unfences_a_broker_once_it_has_applied_its_registration(node):
     epoch = node.register(2)
     not_yet = node.controller.heartbeat(2, epoch, epoch, False)        # has not applied offset `epoch`
-    assert not_yet == HeartbeatReply(None, is_caught_up=False, is_fenced=True, should_shut_down=False)
+    assert not_yet == HeartbeatReply(is_caught_up=False, is_fenced=True, should_shut_down=False)
     assert node.image.brokers[2].fenced
     caught_up = node.controller.heartbeat(2, epoch, epoch + 1, False)
-    assert caught_up == HeartbeatReply(None, is_caught_up=True, is_fenced=False, should_shut_down=False)
+    assert caught_up == HeartbeatReply(is_caught_up=True, is_fenced=False, should_shut_down=False)
     assert node.image.is_live(2) and node.image.brokers[2].broker_epoch == epoch
 
 
@@ -195,17 +207,23 @@ def test_a_new_incarnation_gets_a_new_epoch_and_the_old_epoch_is_stale(node):
     old = node.unfenced(2)[2]
     new = node.register(2, "inc-2-restarted")
     assert new > old and node.image.brokers[2].fenced
-    stale = node.heartbeat(2, old)
-    assert isinstance(stale.error, StaleBrokerEpochError) and stale.error.name == "STALE_BROKER_EPOCH"
+    with pytest.raises(StaleBrokerEpochError) as stale:
+        node.heartbeat(2, old)
+    assert stale.value.name == "STALE_BROKER_EPOCH"
     assert node.image.brokers[2].fenced
-    assert node.heartbeat(2, new) == HeartbeatReply(None, is_caught_up=True, is_fenced=False)
+    assert node.heartbeat(2, new) == HeartbeatReply(is_caught_up=True, is_fenced=False)
 
 
 @pytest.mark.parametrize("broker_id,epoch_delta", [(2, 1), (2, -1), (3, 0)], ids=["ahead", "behind", "unknown"])
 def test_a_heartbeat_with_a_wrong_epoch_is_stale_broker_epoch(unchanged, broker_id, epoch_delta):
     epoch = unchanged.image.brokers[2].broker_epoch
-    reply = unchanged.controller.heartbeat(broker_id, epoch + epoch_delta, unchanged.image.offset, False)
-    assert isinstance(reply.error, StaleBrokerEpochError) and reply.error.name == "STALE_BROKER_EPOCH"
+    with pytest.raises(StaleBrokerEpochError) as stale:
+        unchanged.controller.heartbeat(broker_id, epoch + epoch_delta, unchanged.image.offset, False)
+    assert stale.value.name == "STALE_BROKER_EPOCH"
+    # On the wire the refusal still says fenced and not shutting down.
+    reply = ControllerServicer(unchanged.controller).BrokerHeartbeat(controller_pb2.BrokerHeartbeatRequest(
+        broker_id=broker_id, broker_epoch=epoch + epoch_delta, metadata_offset=unchanged.image.offset), None)
+    assert reply.error_code == common_pb2.STALE_BROKER_EPOCH
     assert reply.is_fenced and not reply.should_shut_down
 
 
@@ -226,7 +244,7 @@ def test_a_controlled_shutdown_fences_the_broker_and_moves_its_leaderships(node)
     before = node.image.topics["t"].partitions
     assert [p.leader for p in before].count(2) == 1
     reply = node.heartbeat(2, epochs[2], want_shut_down=True)
-    assert reply == HeartbeatReply(None, is_caught_up=True, is_fenced=True, should_shut_down=True)
+    assert reply == HeartbeatReply(is_caught_up=True, is_fenced=True, should_shut_down=True)
     image = node.image
     assert image.brokers[2].fenced
     for old, new in zip(before, image.topics["t"].partitions):
@@ -277,12 +295,11 @@ def test_a_broker_a_previous_controller_unfenced_gets_a_grace_period(node):
 ])
 def test_create_topic_validation_errors(unchanged, name, partitions, rf, configs, error):
     assert isinstance(unchanged.create(name, partitions, rf, **configs), error)
-    assert isinstance(unchanged.controller.create_topic(TopicRequest(name, partitions, rf, configs),
-                                                        validate_only=True), error)
+    assert isinstance(unchanged.create(name, partitions, rf, validate_only=True, **configs), error)
 
 
 def test_validate_only_creates_nothing(unchanged):
-    assert unchanged.controller.create_topic(TopicRequest("t", 1, 1, {}), validate_only=True) is None
+    assert unchanged.create("t", 1, 1, validate_only=True) is None
     assert "t" not in unchanged.image.topics
 
 
@@ -317,13 +334,26 @@ def test_creating_a_topic_twice_is_topic_already_exists(node):
     assert node.image.topics["t"] == first
 
 
+def test_one_request_answers_each_topic_on_its_own_in_order(node):
+    node.unfenced(1)
+    outcomes = node.controller.create_topics([TopicRequest("a", 1, 1, {}), TopicRequest("a", 1, 1, {}),
+                                              TopicRequest("b", 0, 1, {})])
+    assert [o.name for o in outcomes] == ["a", "a", "b"]
+    assert outcomes[0] == TopicOutcome("a", None)
+    assert isinstance(outcomes[1].error, TopicAlreadyExistsError)
+    assert isinstance(outcomes[2].error, InvalidPartitionsError)
+    deleted = node.controller.delete_topics(["a", "b"])
+    assert deleted[0] == TopicOutcome("a", None)
+    assert deleted[1].name == "b" and isinstance(deleted[1].error, UnknownTopicOrPartitionError)
+
+
 def test_delete_topic_and_recreate_it_under_a_new_id(node):
     node.unfenced(1)
     assert node.create("t", 1, 1) is None
     old_id = node.image.topics["t"].topic_id
-    assert node.controller.delete_topic("t") is None
+    assert node.delete("t") is None
     assert "t" not in node.image.topics
-    assert isinstance(node.controller.delete_topic("t"), UnknownTopicOrPartitionError)
+    assert isinstance(node.delete("t"), UnknownTopicOrPartitionError)
     assert node.create("t", 1, 1) is None
     assert node.image.topics["t"].topic_id != old_id
 
@@ -479,8 +509,12 @@ def test_a_controller_whose_node_stopped_leading_refuses_everything(node):
     epoch = node.unfenced(1)[1]
     node.quorum.stop()
     assert not node.controller.is_active()
-    assert isinstance(node.heartbeat(1, epoch).error, NotControllerError)
-    assert isinstance(node.create("t", 1, 1), NotControllerError)
+    with pytest.raises(NotControllerError):
+        node.heartbeat(1, epoch)
+    with pytest.raises(NotControllerError):
+        node.create("t", 1, 1)
+    with pytest.raises(NotControllerError):
+        node.delete("t")
     with pytest.raises(NotControllerError):
         node.register(2)
     with pytest.raises(NotControllerError):

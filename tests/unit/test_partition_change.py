@@ -6,8 +6,12 @@ from hypothesis import strategies as st
 
 from broker.metadata.image import NO_LEADER, MetadataImage, PartitionRegistration, StaleRecordError, apply_batch
 from broker.metadata.partition_change import (fence_batch, preferred_election, reconcile_partitions,
-                                              register_batch, unfence_batch)
+                                              register_batch, unclean_election, unfence_batch,
+                                              validate_alter_partition)
 from broker.metadata.records import ChangePartition, CreateTopic, FenceBroker, RegisterBroker, UnfenceBroker
+from client.errors import (ElectionNotNeededError, EligibleLeadersNotAvailableError, FencedLeaderEpochError,
+                           IneligibleReplicaError, InvalidRequestError, InvalidUpdateVersionError, NotControllerError,
+                           PreferredLeaderNotAvailableError, StaleBrokerEpochError, UnknownTopicOrPartitionError)
 
 UNCLEAN = {"unclean.leader.election.enable": "true"}
 
@@ -155,14 +159,14 @@ def test_registering_the_same_incarnation_again_is_stale():
 
 def test_preferred_election_is_not_needed_when_the_first_replica_leads():
     image = topic(start(), (1, 2, 3))
-    assert preferred_election(image, image.topics["t"], 0).error == "ELECTION_NOT_NEEDED"
+    assert isinstance(preferred_election(image, image.topics["t"], 0).error, ElectionNotNeededError)
     assert preferred_election(image, image.topics["t"], 0).change is None
 
 
 def test_preferred_election_moves_leadership_back_to_the_first_replica():
     image = set_isr(topic(start(), (1, 2, 3)), 2, (1, 2, 3))
     result = preferred_election(image, image.topics["t"], 0)
-    assert (result.topic, result.partition, result.error) == ("t", 0, "")
+    assert (result.topic, result.partition, result.error) == ("t", 0, None)
     after = applied(image, [result.change])
     assert part(after) == PartitionRegistration((1, 2, 3), (1, 2, 3), 1, leader_epoch=2, partition_epoch=2)
 
@@ -170,13 +174,92 @@ def test_preferred_election_moves_leadership_back_to_the_first_replica():
 def test_preferred_election_needs_the_first_replica_in_sync():
     image = unfence(fence(topic(start(), (1, 2, 3)), 1), 1)        # 1 is back but not yet in the ISR
     assert (part(image).leader, part(image).isr) == (2, (2, 3))
-    assert preferred_election(image, image.topics["t"], 0).error == "PREFERRED_LEADER_NOT_AVAILABLE"
+    assert isinstance(preferred_election(image, image.topics["t"], 0).error, PreferredLeaderNotAvailableError)
 
 
 def test_preferred_election_needs_the_first_replica_live():
     image = fence(set_isr(topic(start(), (1, 2)), 1, (1,)), 1)      # 1 is the kept ISR member, fenced
     result = preferred_election(image, image.topics["t"], 0)
-    assert (result.error, result.change) == ("PREFERRED_LEADER_NOT_AVAILABLE", None)
+    assert isinstance(result.error, PreferredLeaderNotAvailableError) and result.change is None
+
+
+# ---- unclean election on request ----------------------------------------------------
+
+
+def test_unclean_election_is_not_needed_while_the_partition_has_a_leader():
+    image = topic(start(), (1, 2, 3))
+    result = unclean_election(image, image.topics["t"], 0)
+    assert isinstance(result.error, ElectionNotNeededError) and result.change is None
+
+
+def test_unclean_election_on_request_takes_a_live_out_of_sync_replica():
+    offline = fence(set_isr(topic(start(), (1, 2, 3)), 1, (1,)), 1)   # clean topic: stays offline
+    result = unclean_election(offline, offline.topics["t"], 0)
+    assert result.error is None
+    assert part(applied(offline, [result.change])) == PartitionRegistration((1, 2, 3), (2,), 2, leader_epoch=2,
+                                                                            partition_epoch=3)
+
+
+def test_unclean_election_needs_a_live_replica():
+    offline = fence(fence(fence(topic(start(), (1, 2, 3)), 2), 3), 1)
+    result = unclean_election(offline, offline.topics["t"], 0)
+    assert isinstance(result.error, EligibleLeadersNotAvailableError) and result.change is None
+
+
+# ---- AlterPartition validation ------------------------------------------------------
+
+
+def isr_image() -> MetadataImage:
+    """t-0 on (1, 2, 3, 4): 2 leads at leader epoch 1, partition epoch 1, ISR (2, 3); 1 is live and out of
+    sync, 4 is registered but fenced."""
+    image = set_isr(topic(start(live=(1, 2, 3), fenced=(4,)), (1, 2, 3, 4)), 2, (2, 3))
+    assert (part(image).leader, part(image).leader_epoch, part(image).partition_epoch) == (2, 1, 1)
+    return image
+
+
+def alter(image: MetadataImage, **request) -> ChangePartition:
+    """t-0's leader asks to keep its ISR; every field defaults to what ``image`` says."""
+    reg = part(image)
+    broker_id = request.pop("broker_id", reg.leader)
+    fields = dict(broker_epoch=image.brokers[broker_id].broker_epoch if broker_id in image.brokers else 0,
+                  topic="t", topic_id=image.topics["t"].topic_id, partition=0, leader_epoch=reg.leader_epoch,
+                  partition_epoch=reg.partition_epoch, new_isr=reg.isr)
+    return validate_alter_partition(image, broker_id, **{**fields, **request})
+
+
+@pytest.mark.parametrize("new_isr", [(2,), (2, 3, 1), (1, 2)], ids=["shrink", "live-joiner", "swap"])
+def test_alter_partition_accepted_is_one_change_fenced_by_the_partition_epoch(new_isr):
+    image = isr_image()
+    change = alter(image, new_isr=new_isr)
+    assert change == ChangePartition("t", "id-t", 0, 1, 2, new_isr)
+    assert part(applied(image, [change])) == PartitionRegistration((1, 2, 3, 4), new_isr, 2, leader_epoch=1,
+                                                                   partition_epoch=2)
+
+
+@pytest.mark.parametrize("request_fields,error", [
+    ({"broker_epoch": 12345}, StaleBrokerEpochError),
+    ({"broker_id": 9}, StaleBrokerEpochError),                                # never registered
+    ({"topic": "nope"}, UnknownTopicOrPartitionError),
+    ({"topic_id": "id-of-an-older-t"}, UnknownTopicOrPartitionError),        # deleted and re-created
+    ({"partition": 1}, UnknownTopicOrPartitionError),
+    ({"partition": -1}, UnknownTopicOrPartitionError),
+    ({"leader_epoch": 0}, FencedLeaderEpochError),
+    ({"broker_id": 1, "leader_epoch": 0}, FencedLeaderEpochError),            # the deposed leader
+    ({"leader_epoch": 2}, NotControllerError),                               # this image is behind
+    ({"broker_id": 3}, InvalidRequestError),                                 # a follower
+    ({"partition_epoch": 2}, NotControllerError),                            # this image is behind
+    ({"partition_epoch": 0}, InvalidUpdateVersionError),
+    ({"new_isr": (3,)}, InvalidRequestError),                                # without the leader
+    ({"new_isr": (2, 3, 9)}, InvalidRequestError),                           # outside the replicas
+    ({"new_isr": (2, 3, 4)}, IneligibleReplicaError),                        # a fenced joiner
+    ({"broker_epoch": 12345, "leader_epoch": 0, "new_isr": (3,)}, StaleBrokerEpochError),  # checked first
+], ids=["stale-broker-epoch", "unknown-broker", "unknown-topic", "other-topic-id", "partition-too-big",
+        "negative-partition", "fenced-leader-epoch", "deposed-leader", "newer-leader-epoch", "not-the-leader",
+        "newer-partition-epoch", "older-partition-epoch", "isr-without-leader", "isr-outside-replicas",
+        "fenced-joiner", "broker-epoch-first"])
+def test_alter_partition_refusals(request_fields, error):
+    with pytest.raises(error):
+        alter(isr_image(), **request_fields)
 
 
 # ---- reconcile ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from broker.metadata.image import PartitionRegistration
-from broker.partition import PartitionState, truncation_offset
+from broker.partition_state import PartitionState, truncation_offset
 from client.errors import FencedLeaderEpochError, NotLeaderOrFollowerError, UnknownLeaderEpochError
 
 REG = PartitionRegistration(replicas=(1, 2, 3), isr=(1, 2, 3), leader=1, leader_epoch=5)
@@ -397,3 +397,41 @@ class LeaderTerm(RuleBasedStateMachine):
 
 LeaderTerm.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_property_hw_never_moves_back_nor_past_an_isr_member = LeaderTerm.TestCase
+
+
+# ---- invariants as checks (broker/invariants.py) -------------------------------------------
+
+
+def test_a_broken_offset_invariant_stops_with_its_name():
+    from broker.invariants import InvariantViolation, set_violation_handler
+    halted = []
+    set_violation_handler(halted.append)
+    try:
+        s = PartitionState("t", 0, 1, log_start_offset=5, log_end_offset=10, high_watermark=7)
+        s.on_truncated(5, 8)                      # fine: HW 7 <= LEO 8
+        assert (s.high_watermark, s.log_end_offset) == (7, 8)
+        s.high_watermark = 9                      # a bug elsewhere: past the log end
+        with pytest.raises(InvariantViolation) as e:
+            s.on_log_start_moved(5)
+        assert e.value.name == "log_start_le_hw_le_leo"
+        assert [v.name for v in halted] == ["log_start_le_hw_le_leo"]
+    finally:
+        set_violation_handler(None)
+
+
+def test_an_isr_proposal_without_its_leader_is_an_invariant_violation():
+    from broker.invariants import InvariantViolation
+    s = PartitionState("t", 0, 1)
+    with pytest.raises(InvariantViolation) as e:
+        s.propose_isr((2, 3))
+    assert e.value.name == "isr_holds_leader" and s.pending_isr is None
+    with pytest.raises(InvariantViolation):
+        s.propose_isr(())
+
+
+def test_truncation_below_the_hw_pulls_the_hw_back_within_the_log():
+    s = PartitionState("t", 0, 1, log_start_offset=0, log_end_offset=10, high_watermark=8)
+    s.on_truncated(0, 6)
+    assert s.high_watermark == 6
+    s.on_truncated(20, 20)                        # an out-of-range reset to the leader's log start
+    assert (s.log_start_offset, s.high_watermark, s.log_end_offset) == (20, 20, 20)

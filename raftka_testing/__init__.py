@@ -1,0 +1,1 @@
+"""Testing support that ships with raftka: real broker clusters for tests, chaos runs and benchmarks."""
