@@ -261,11 +261,10 @@ class Sender(threading.Thread):
 
     def _destination(self, tp: tuple[str, int]) -> Address | None:
         """Where a batch of ``tp`` would go now (the accumulator holds it back while others are in flight
-        elsewhere); None when no leader is known."""
-        try:
-            return self._client.leader_for(*tp)[1]
-        except KafkaError:
-            return None
+        elsewhere); None when no leader is known. The cached metadata only: this runs under the
+        accumulator's lock, where leader_for's refresh (a network call) would block every send()."""
+        info = self._client.metadata.partition(*tp)
+        return self._client.metadata.broker_address(info.leader) if info is not None and info.leader >= 0 else None
 
     def _expired(self, batch: ProducerBatch, now: float) -> bool:
         age_ms = (now - batch.created) * 1000

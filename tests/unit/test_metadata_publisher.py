@@ -8,7 +8,6 @@ applies; only then are stray logs deleted.
 from __future__ import annotations
 
 import threading
-import time
 
 from broker.append_notifier import AppendNotifier
 from broker.config import BrokerSettings
@@ -19,6 +18,7 @@ from broker.metadata_publisher import MetadataPublisher
 from broker.replica_manager import ReplicaManager
 from client.errors import KafkaStorageError
 from client.record_batch import build_batch
+from raftka_testing.cluster import wait_for
 
 
 class Quorum:
@@ -48,13 +48,6 @@ class FailingFor:
         return self._real(topic, partition, *args, **kwargs)
 
 
-def wait_until(predicate, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_one_failing_partition_neither_blocks_the_others_nor_gets_logs_deleted_as_strays(tmp_path):
     settings = BrokerSettings()
     logs = LogManager(tmp_path / "broker-1", settings.log)
@@ -73,15 +66,15 @@ def test_one_failing_partition_neither_blocks_the_others_nor_gets_logs_deleted_a
     publisher = MetadataPublisher(Quorum(image), replicas, caught_up=lambda image: True)
     publisher.start()
     try:
-        wait_until(lambda: fault.failures >= 2, "b-0 to fail and be retried")
+        wait_for(lambda: fault.failures >= 2, 10, "b-0 to fail and be retried")
         assert replicas.high_watermarks().keys() == {("b", 1)}, "b-1 was not hosted because b-0 failed"
         assert publisher.first_publish.is_set()
         on_disk = set(logs.all())
         assert {("b", 1), ("gone", 0)} <= on_disk, f"logs deleted while a partition was failing: {on_disk}"
         assert logs.get("b", 1).log_end_offset == 1
         fault.released.set()
-        wait_until(lambda: ("b", 0) in replicas.high_watermarks(), "b-0 hosted after the fault cleared")
-        wait_until(lambda: ("gone", 0) not in logs.all(), "the stray log deleted once the diff applied whole")
+        wait_for(lambda: ("b", 0) in replicas.high_watermarks(), 10, "b-0 hosted after the fault cleared")
+        wait_for(lambda: ("gone", 0) not in logs.all(), 10, "the stray log deleted once the diff applied whole")
         assert set(replicas.high_watermarks()) == {("b", 0), ("b", 1)}
         assert logs.get("b", 0).log_end_offset == 1 and logs.get("b", 1).log_end_offset == 1
     finally:
