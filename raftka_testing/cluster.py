@@ -276,7 +276,12 @@ CLUSTER_ID, CLUSTER_SECRET = "raftka-test", "raftka-test-secret"
 
 def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, format_dirs: bool = True) -> Cluster:
     """A cluster.toml with ``n`` brokers on free loopback ports, data under ``root``, every data dir
-    formatted for a brand-new cluster (each broker an initial voter) unless ``format_dirs`` is False."""
+    formatted for a brand-new cluster (each broker an initial voter) unless ``format_dirs`` is False.
+
+    ``root`` is made absolute: the cluster file's paths are relative to the file itself, so a relative
+    data dir written there (`make chaos` passes `--out chaos-report`) would put the brokers' data
+    somewhere else than where this harness reads, wipes and dumps it."""
+    root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(root)
     lines = [f'cluster_id = "{CLUSTER_ID}"', f'cluster_secret = "{CLUSTER_SECRET}"']
