@@ -47,7 +47,11 @@ from broker.metadata_publisher import MetadataPublisher
 from broker.readiness import ServingGate
 from broker.replica_fetcher import ReplicaFetcherManager
 from broker.replica_manager import ReplicaManager, wall_clock_ms
-from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer, StreamSlots
+from broker.admission import StreamSlots
+from broker.fault_injection import FaultBudget
+from broker.forwarding import ControllerForwarder
+from broker.kafka_apis import KafkaApis
+from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer
 # Exit code 3 after a storage failure (not 2: the supervisor does not restart that one, and a
 # restart is what recovers the log).
 from broker.supervisor import EXIT_INVARIANT_VIOLATED, EXIT_LOG_DIR_FAILURE
@@ -120,10 +124,11 @@ class Broker:
         self.controller: Controller | None = None
         self._publisher: MetadataPublisher | None = None
         self._lifecycle: BrokerLifecycleManager | None = None
-        self._kafka: KafkaServicer | None = None
+        self._apis: KafkaApis | None = None           # the request layer both servers' services call
+        self._forwarder: ControllerForwarder | None = None
         self._fetchers: ReplicaFetcherManager | None = None
         self._alter_partition: AlterPartitionManager | None = None
-        self.replicas: ReplicaManager | None = None
+        self.replica_manager: ReplicaManager | None = None
         self._pid_file = self.address.data_dir / "broker.pid"
         self._wrote_pid_file = False  # stop() must not remove the pid file of the broker holding the lock
         self._started = False
@@ -166,22 +171,24 @@ class Broker:
                                                       self._controller_address,
                                                       s.metadata_commit_timeout_ms / 1000, Connections(as_broker))
         self._alter_partition.start()
-        self.replicas = ReplicaManager(a.broker_id, self._logs, self.quorum, s, notifier,
+        self.replica_manager = ReplicaManager(a.broker_id, self._logs, self.quorum, s, notifier,
                                        fetchers=self._fetchers, alter_partition=self._alter_partition.submit)
-        self._fetchers.attach(self.replicas)
+        self._fetchers.attach(self.replica_manager)
         self.controller = Controller(self.quorum, self.cluster, a.broker_id)
         self.controller.start()
-        self._publisher = MetadataPublisher(self.quorum, self.replicas, self._lifecycle.holds_own_registration)
+        self._publisher = MetadataPublisher(self.quorum, self.replica_manager, self._lifecycle.holds_own_registration)
         self._publisher.start()
-        self._kafka = KafkaServicer(a.broker_id, self.controller, self.quorum, self.replicas, self._client_address,
-                                    self._publisher.wait_published,
-                                    max_concurrent_streams=s.grpc_max_concurrent_streams,
-                                    fetch_max_bytes=s.fetch_max_bytes)
-        kafka_pb2_grpc.add_KafkaServicer_to_server(self._kafka, self._server)
+        self._forwarder = ControllerForwarder(a.broker_id, self.controller, self.quorum, self._client_address,
+                                              self._publisher.wait_published)
         # Followers' fetch streams get slots of their own: a client port full of streams refuses no follower.
-        replication = ReplicationServicer(self._kafka, StreamSlots(s.inter_broker_max_concurrent_streams, a.broker_id,
-                                                                   "inter.broker.max.concurrent.streams"))
-        replication_pb2_grpc.add_ReplicationServicer_to_server(replication, self._inter_broker_server)
+        self._apis = KafkaApis(a.broker_id, self.controller, self.quorum, self.replica_manager, self._forwarder,
+                               client_slots=StreamSlots(s.grpc_max_concurrent_streams, a.broker_id),
+                               follower_slots=StreamSlots(s.inter_broker_max_concurrent_streams, a.broker_id,
+                                                          "inter.broker.max.concurrent.streams"),
+                               fetch_max_bytes=s.fetch_max_bytes, drop_produce_answers=FaultBudget.from_env())
+        kafka_pb2_grpc.add_KafkaServicer_to_server(KafkaServicer(self._apis), self._server)
+        replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationServicer(self._apis),
+                                                               self._inter_broker_server)
         controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self.controller),
                                                              self._inter_broker_server)
         self._inter_broker_server.start()
@@ -244,18 +251,18 @@ class Broker:
                 if now >= next_isr_check:
                     # Kafka checks every replica.lag.time.max.ms / 2: a stuck follower leaves after 1x-1.5x.
                     next_isr_check = now + self.settings.replica_lag_time_max_ms / 2000
-                    self.replicas.maybe_shrink_isr()
+                    self.replica_manager.maybe_shrink_isr()
                 if now >= next_checkpoint:
                     next_checkpoint = now + self.settings.high_watermark_checkpoint_interval_ms / 1000
-                    self.replicas.checkpoint_high_watermarks()
+                    self.replica_manager.checkpoint_high_watermarks()
                 if now >= next_expiry:
                     next_expiry = now + PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_S
-                    expired = self.replicas.remove_expired_producers()
+                    expired = self.replica_manager.remove_expired_producers()
                     if expired:
                         log.info("producer_ids_expired", count=expired)
                 if now >= next_retention:
                     next_retention = now + self.settings.log_retention_check_interval_ms / 1000
-                    deleted = self.replicas.run_retention()
+                    deleted = self.replica_manager.run_retention()
                     if deleted:
                         log.info("retention_ran", segments_deleted=deleted)
             except Exception:  # a storage error must not end checkpoints and retention for good
@@ -291,8 +298,8 @@ class Broker:
         """Both servers at once: produce and fetch streams end first (their peers reconnect, to the new
         leaders), then the calls in flight get ``grace_s`` to be answered."""
         servers = [server for server in (self._server, self._inter_broker_server) if server is not None]
-        if servers and self._kafka is not None:
-            self._kafka.end_streams()
+        if servers and self._apis is not None:
+            self._apis.stopping.set()
         for stopped in [server.stop(grace=grace_s) for server in servers]:
             stopped.wait(grace_s + 1.0)
 
@@ -319,12 +326,12 @@ class Broker:
             self._fetchers.shutdown()
         if self._alter_partition is not None:
             self._alter_partition.stop()
-        if self._kafka is not None:
-            self._kafka.close()
+        if self._forwarder is not None:
+            self._forwarder.close()
         if self._housekeeper is not None:
             self._housekeeper.join()
-        if self.replicas is not None:
-            self.replicas.checkpoint_high_watermarks()
+        if self.replica_manager is not None:
+            self.replica_manager.checkpoint_high_watermarks()
         if self.quorum is not None:
             self.quorum.stop()
         if self._logs is not None:

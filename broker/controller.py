@@ -39,6 +39,7 @@ from broker.metadata.partition_change import (fence_batch, preferred_election, r
 from broker.metadata.placement import assign_replicas
 from broker.metadata.quorum import CommitError, MetadataQuorum
 from broker.metadata.records import AllocateProducerIds, ChangePartition, CreateTopic, DeleteTopic, RegisterBroker
+from broker.request_errors import MalformedRequestError
 from client.errors import (InconsistentClusterIdError, InvalidRequestError, InvalidUpdateVersionError, KafkaError,
                            NotControllerError, RequestTimedOutError, StaleBrokerEpochError, TopicAlreadyExistsError,
                            UnknownTopicOrPartitionError)
@@ -385,6 +386,8 @@ class Controller:
                         leader_epoch: int, partition_epoch: int,
                         new_isr: tuple[int, ...]) -> PartitionRegistration | None:
         """Commit a leader's new ISR; the PartitionRegistration after it, or raise the Kafka error."""
+        if len(set(new_isr)) != len(new_isr):
+            raise MalformedRequestError(f"new_isr {list(new_isr)} names a broker twice")
         with self._write_lock:
             self._require_active()
             image = self.image

@@ -34,11 +34,11 @@ RETRY_FAILED_S = 1.0   # a diff in which some partitions failed is retried after
 
 
 class MetadataPublisher:
-    def __init__(self, quorum: MetadataQuorum, replicas: ReplicaManager,
+    def __init__(self, quorum: MetadataQuorum, replica_manager: ReplicaManager,
                  caught_up: Callable[[MetadataImage], bool]):
         self._quorum = quorum
         self._caught_up = caught_up
-        self._replicas = replicas
+        self._replica_manager = replica_manager
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,7 +84,7 @@ class MetadataPublisher:
                     if not strays_deleted:
                         # Only after a diff applied whole: a partition that failed to become hosted
                         # would look stray, and its log would be deleted.
-                        self._replicas.delete_stray_logs()
+                        self._replica_manager.delete_stray_logs()
                         strays_deleted = True
                 if not self.first_publish.is_set():
                     self.first_publish.set()
@@ -100,7 +100,7 @@ class MetadataPublisher:
         """Act on ``last`` -> ``image``; the partitions that failed. ``published`` moves on either way:
         the partitions that applied are served."""
         try:
-            failed = self._replicas.on_metadata_change(last, image)
+            failed = self._replica_manager.on_metadata_change(last, image)
         except Exception:  # noqa: BLE001 - the diff itself failed: retry it whole
             log.exception("metadata_publish_failed", metadata_offset=image.offset)
             failed = [("*", -1)]

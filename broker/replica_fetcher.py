@@ -41,12 +41,12 @@ ANSWER_GRACE_S = 5.0
 
 
 class ReplicaFetcherThread:
-    def __init__(self, broker_id: int, leader_id: int, address: Address, replicas: ReplicaManager,
+    def __init__(self, broker_id: int, leader_id: int, address: Address, replica_manager: ReplicaManager,
                  settings: BrokerSettings, connections: Connections):
         self.broker_id = broker_id
         self.leader_id = leader_id
         self._address = address
-        self._replicas = replicas
+        self._replica_manager = replica_manager
         self._settings = settings
         self._connections = connections
         self._partitions: dict[TopicPartition, int] = {}   # -> the leader epoch we follow it at
@@ -115,7 +115,7 @@ class ReplicaFetcherThread:
     def _build_request(self, partitions: dict[TopicPartition, int]) -> kafka_pb2.FetchRequest | None:
         wanted = []
         for tp, epoch in partitions.items():
-            position = self._replicas.fetch_position(tp, self.leader_id, epoch)
+            position = self._replica_manager.fetch_position(tp, self.leader_id, epoch)
             if position is None:
                 continue  # the metadata moved on; the manager will reassign it
             fetch_offset, last_epoch = position
@@ -146,7 +146,7 @@ class ReplicaFetcherThread:
             if fetched.error is not None:
                 log.info("replica_fetch_error", topic=p.topic, partition=p.partition, leader=self.leader_id,
                          error=fetched.error.name)
-            ok = self._replicas.on_fetched(tp, self.leader_id, epoch, fetched) and ok
+            ok = self._replica_manager.on_fetched(tp, self.leader_id, epoch, fetched) and ok
         return ok
 
 
@@ -183,7 +183,7 @@ class ReplicaFetcherManager:
         self.broker_id = broker_id
         self._address_of = address_of
         self._settings = settings
-        self._replicas: ReplicaManager | None = None
+        self._replica_manager: ReplicaManager | None = None
         self._connections = connections or Connections()
         self._threads: dict[int, ReplicaFetcherThread] = {}
         self._leader_of: dict[TopicPartition, int] = {}
@@ -200,8 +200,8 @@ class ReplicaFetcherManager:
             for t in threads:
                 t.cancel_if_overdue(now)
 
-    def attach(self, replicas: ReplicaManager) -> None:
-        self._replicas = replicas
+    def attach(self, replica_manager: ReplicaManager) -> None:
+        self._replica_manager = replica_manager
 
     def follow(self, tp: TopicPartition, leader_id: int, leader_epoch: int) -> None:
         if leader_id < 0 or leader_id == self.broker_id:
@@ -214,7 +214,7 @@ class ReplicaFetcherManager:
             thread = self._threads.get(leader_id)
             if thread is None:
                 thread = ReplicaFetcherThread(self.broker_id, leader_id, self._address_of(leader_id),
-                                              self._replicas, self._settings, self._connections)
+                                              self._replica_manager, self._settings, self._connections)
                 self._threads[leader_id] = thread
                 thread.start()
             thread.set(tp, leader_epoch)

@@ -4,8 +4,8 @@ It turns metadata changes into make-leader / make-follower / delete on each host
 Partition (broker/partition.py: the replica's log, state, producers and lock, where
 every per-replica operation lives), routes produce, fetch and list-offsets to them,
 waits for acks=all and for fetch data (the AppendNotifier), and sends the ISR
-changes partitions propose to the controller. The gRPC servicer translates
-protobuf to these calls and back.
+changes partitions propose to the controller. The request layer (kafka_apis.py)
+calls it; a produced batch is validated (produce_validation.py) before it is routed.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from broker.metadata.image import MetadataImage, PartitionRegistration, local_ch
 from broker.partition import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, FetchRequestPartition, FetchResult,
                               ListOffsetsResult, Partition, ProduceResult)
 from broker.partition_state import PartitionState
+from broker.produce_validation import acks_error, validate_batch
 from broker.producer_state import rebuild_producer_state
-from client import record_batch
-from client.errors import (CorruptMessageError, InvalidRequiredAcksError, KafkaError, LeaderHintInfo,
-                           NotLeaderOrFollowerError, RecordTooLargeError, RequestTimedOutError,
+from client.errors import (KafkaError, LeaderHintInfo, NotLeaderOrFollowerError, RequestTimedOutError,
                            UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
@@ -211,19 +210,15 @@ class ReplicaManager:
 
     def _append_one(self, acks: int, topic: str, partition: int, batch: bytes,
                     leader_epoch: int) -> ProduceResult:
-        if acks not in (-1, 0, 1):
-            return ProduceResult(topic, partition, InvalidRequiredAcksError(f"acks must be -1, 0 or 1, not {acks}"))
+        refused = acks_error(acks)
+        if refused is not None:
+            return ProduceResult(topic, partition, refused)
         hosted = self._hosted(topic, partition)
         if isinstance(hosted, KafkaError):
             return ProduceResult(topic, partition, hosted)
-        if len(batch) > hosted.max_message_bytes:
-            return ProduceResult(topic, partition, RecordTooLargeError(
-                f"The record batch is {len(batch)} bytes, larger than max.message.bytes "
-                f"({hosted.max_message_bytes})."))
-        try:
-            header = record_batch.check_batch(batch)
-        except CorruptMessageError as e:
-            return ProduceResult(topic, partition, e)
+        header = validate_batch(batch, hosted.max_message_bytes)
+        if isinstance(header, KafkaError):
+            return ProduceResult(topic, partition, header)
         result, hw_moved = hosted.append_as_leader(acks, batch, header, leader_epoch, self._clock_ms())
         if hw_moved:   # a single-replica ISR: the append alone moves the HW
             self._notifier.notify(LOG_END, HIGH_WATERMARK)

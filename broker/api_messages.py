@@ -1,0 +1,165 @@
+"""The request layer's messages: the requests KafkaApis serves and its answers, as plain values.
+
+Every front door (the gRPC servicers today, a Kafka-protocol listener next) translates its wire
+format to these and back; none of them decides anything. Per-partition and per-topic outcomes are
+values (an ``error`` that is a client.errors.KafkaError or None; a NOT_LEADER_OR_FOLLOWER error
+carries its leader hint). A request that is malformed as a whole raises MalformedRequestError,
+which each door expresses its way (gRPC: INVALID_ARGUMENT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from broker.controller import ElectionOutcome, TopicOutcome, TopicRequest
+from broker.partition import FetchResult, ListOffsetsResult, ProduceResult
+from broker.request_errors import MalformedRequestError
+from client.errors import KafkaError
+
+__all__ = ["BrokerMetadata", "CreateTopicsRequest", "DeleteTopicsRequest", "ElectLeadersRequest",
+           "ElectLeadersResponse", "FetchPartition", "FetchRequest", "FetchResult", "InitProducerIdResponse",
+           "ListOffsetsPartition", "ListOffsetsResult", "MalformedRequestError", "MetadataResponse",
+           "PartitionMetadata", "ProducePartition", "ProduceRequest", "ProduceResponse", "ProduceResult",
+           "TopicMetadata", "TopicOutcome", "TopicRequest", "TopicsResponse"]
+
+CONSUMER_REPLICA_ID = -1
+
+
+# ---- produce --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProducePartition:
+    topic: str
+    partition: int
+    records: bytes                  # one record batch (v2)
+    current_leader_epoch: int = -1  # -1: the producer does not know it
+
+
+@dataclass(frozen=True)
+class ProduceRequest:
+    acks: int
+    timeout_ms: int                 # 0: the broker's default
+    partitions: list[ProducePartition]
+    correlation_id: int = 0         # echoed: a stream's answers are matched to its requests by it
+
+
+@dataclass(frozen=True)
+class ProduceResponse:
+    results: list[ProduceResult]
+    correlation_id: int = 0
+
+
+# ---- fetch ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchPartition:
+    topic: str
+    partition: int
+    fetch_offset: int
+    current_leader_epoch: int = -1
+    partition_max_bytes: int = 0    # 0: max.partition.fetch.bytes' default
+    last_fetched_epoch: int = -1    # followers: the epoch of the last batch they hold
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    replica_id: int                 # -1 for a consumer, the follower's broker id for a follower
+    max_wait_ms: int
+    min_bytes: int
+    max_bytes: int                  # 0: the broker's fetch.max.bytes
+    partitions: list[FetchPartition]
+    read_from_replica: bool = False  # KIP-392: a consumer may read a follower, up to its HW
+
+
+# ---- list offsets ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListOffsetsPartition:
+    topic: str
+    partition: int
+    timestamp: int                  # -2 earliest, -1 latest, else the first offset at or after it
+    current_leader_epoch: int = -1
+
+
+# ---- metadata -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerMetadata:
+    broker_id: int
+    host: str
+    port: int
+    alive: bool
+
+
+@dataclass(frozen=True)
+class PartitionMetadata:
+    partition: int
+    error: KafkaError | None
+    leader_id: int
+    leader_epoch: int
+    partition_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    offline_replicas: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TopicMetadata:
+    name: str
+    error: KafkaError | None = None
+    partitions: list[PartitionMetadata] = field(default_factory=list)
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetadataResponse:
+    cluster_id: str
+    controller_id: int
+    brokers: list[BrokerMetadata]
+    topics: list[TopicMetadata]
+
+
+# ---- admin (answered by the controller) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateTopicsRequest:
+    topics: list[TopicRequest]
+    validate_only: bool = False
+    timeout_ms: int = 0
+
+
+@dataclass(frozen=True)
+class DeleteTopicsRequest:
+    names: list[str]
+    timeout_ms: int = 0
+
+
+@dataclass(frozen=True)
+class TopicsResponse:
+    """CreateTopics' and DeleteTopics' answer: one outcome per topic asked about, in order."""
+    outcomes: list[TopicOutcome]
+
+
+@dataclass(frozen=True)
+class ElectLeadersRequest:
+    election_type: int                                 # 0 PREFERRED, 1 UNCLEAN
+    topic_partitions: list[tuple[str, list[int]]] | None  # None: every partition; [] partitions: all of the topic
+    timeout_ms: int = 0
+
+
+@dataclass(frozen=True)
+class ElectLeadersResponse:
+    error: KafkaError | None = None                    # the whole request's (not the controller...)
+    outcomes: list[ElectionOutcome] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class InitProducerIdResponse:
+    error: KafkaError | None = None
+    producer_id: int = -1
+    producer_epoch: int = -1

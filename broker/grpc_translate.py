@@ -1,0 +1,189 @@
+"""Protobuf <-> the request layer's plain messages (broker/api_messages.py), both ways.
+
+The gRPC servicers read requests and write answers with these; the forwarder (forwarding.py)
+writes requests and reads answers with the same functions when it sends an admin request on to
+the controller. Translation only: no function here decides anything.
+"""
+
+from __future__ import annotations
+
+from broker.api_messages import (CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest, ElectLeadersResponse,
+                                 FetchPartition, FetchRequest, InitProducerIdResponse, ListOffsetsPartition,
+                                 MetadataResponse, ProducePartition, ProduceRequest, ProduceResponse, TopicsResponse)
+from broker.controller import ElectionOutcome, TopicOutcome, TopicRequest
+from broker.partition import FetchResult, ListOffsetsResult
+from client.errors import KafkaError, LeaderHintInfo, error_for_code
+from client.protocol.v1 import common_pb2, kafka_pb2
+
+
+def error_fields(error: KafkaError | None) -> dict:
+    if error is None:
+        return {"error_code": common_pb2.NONE}
+    return {"error_code": error.code if error.code is not None else -1, "error_message": error.message}
+
+
+def error_from(message) -> KafkaError | None:
+    """The error a response (or one of its items) carries: None for NONE."""
+    if message.error_code == common_pb2.NONE:
+        return None
+    return error_for_code(message.error_code, message.error_message)
+
+
+def leader_hint(hint: LeaderHintInfo | None) -> common_pb2.LeaderHint:
+    if hint is None:
+        return common_pb2.LeaderHint(leader_id=-1, leader_epoch=-1)
+    return common_pb2.LeaderHint(leader_id=hint.leader_id, leader_epoch=hint.leader_epoch,
+                                 endpoint=common_pb2.BrokerEndpoint(broker_id=hint.leader_id,
+                                                                    host=hint.host, port=hint.port))
+
+
+def _with_hint(message, error: KafkaError | None):
+    """Only errors that say the caller's metadata is stale carry the current leader (KIP-951)."""
+    if error is not None and error.invalid_metadata:
+        message.leader_hint.CopyFrom(leader_hint(error.leader_hint))
+    return message
+
+
+# ---- produce --------------------------------------------------------------------------------------
+
+
+def produce_request(pb: kafka_pb2.ProduceRequest) -> ProduceRequest:
+    return ProduceRequest(pb.acks, pb.timeout_ms, [ProducePartition(p.topic, p.partition, p.records,
+                                                                    p.current_leader_epoch) for p in pb.partitions],
+                          pb.correlation_id)
+
+
+def produce_response(r: ProduceResponse, broker_id: int) -> kafka_pb2.ProduceResponse:
+    out = [_with_hint(kafka_pb2.PartitionProduceResponse(
+        topic=p.topic, partition=p.partition, base_offset=p.base_offset, log_append_time_ms=-1,
+        log_start_offset=p.log_start_offset, **error_fields(p.error)), p.error) for p in r.results]
+    return kafka_pb2.ProduceResponse(partitions=out, answered_by=broker_id, correlation_id=r.correlation_id)
+
+
+# ---- fetch ----------------------------------------------------------------------------------------
+
+
+def fetch_request(pb) -> FetchRequest:
+    """Fetch and ReplicaFetch share the message."""
+    return FetchRequest(pb.replica_id, pb.max_wait_ms, pb.min_bytes, pb.max_bytes,
+                        [FetchPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
+                                        p.partition_max_bytes, p.last_fetched_epoch) for p in pb.partitions],
+                        pb.read_from_replica)
+
+
+def fetch_response(results: list[FetchResult], broker_id: int) -> kafka_pb2.FetchResponse:
+    response = kafka_pb2.FetchResponse(answered_by=broker_id)
+    for r in results:
+        # Built in place: a partition message made apart and then put in the list would copy its
+        # records a second time (about 0.8 ms per MB).
+        resp = response.partitions.add()
+        resp.topic, resp.partition, resp.records = r.topic, r.partition, r.records
+        resp.high_watermark, resp.log_start_offset, resp.log_end_offset = (r.high_watermark, r.log_start_offset,
+                                                                          r.log_end_offset)
+        if r.error is not None:
+            fields = error_fields(r.error)
+            resp.error_code, resp.error_message = fields["error_code"], fields["error_message"]
+        _with_hint(resp, r.error)
+        if r.diverging_epoch is not None:
+            resp.diverging_epoch.epoch, resp.diverging_epoch.end_offset = r.diverging_epoch
+    return response
+
+
+# ---- list offsets ---------------------------------------------------------------------------------
+
+
+def list_offsets_request(pb: kafka_pb2.ListOffsetsRequest) -> list[ListOffsetsPartition]:
+    return [ListOffsetsPartition(p.topic, p.partition, p.timestamp, p.current_leader_epoch) for p in pb.partitions]
+
+
+def list_offsets_response(results: list[ListOffsetsResult], broker_id: int) -> kafka_pb2.ListOffsetsResponse:
+    out = [_with_hint(kafka_pb2.ListOffsetsPartitionResponse(
+        topic=r.topic, partition=r.partition, offset=r.offset, timestamp=r.timestamp, leader_epoch=r.leader_epoch,
+        **error_fields(r.error)), r.error) for r in results]
+    return kafka_pb2.ListOffsetsResponse(partitions=out, answered_by=broker_id)
+
+
+# ---- metadata -------------------------------------------------------------------------------------
+
+
+def metadata_response(r: MetadataResponse, broker_id: int) -> kafka_pb2.MetadataResponse:
+    topics = []
+    for t in r.topics:
+        parts = [kafka_pb2.PartitionMetadata(
+            error_code=p.error.code if p.error is not None else common_pb2.NONE, partition=p.partition,
+            leader_id=p.leader_id, leader_epoch=p.leader_epoch, replicas=p.replicas, isr=p.isr,
+            offline_replicas=p.offline_replicas, partition_epoch=p.partition_epoch) for p in t.partitions]
+        if t.error is not None:
+            topics.append(kafka_pb2.TopicMetadata(name=t.name, error_code=t.error.code))
+        else:
+            topics.append(kafka_pb2.TopicMetadata(name=t.name, partitions=parts, configs=t.configs))
+    brokers = [kafka_pb2.BrokerMetadata(broker_id=b.broker_id, host=b.host, port=b.port, alive=b.alive)
+               for b in r.brokers]
+    return kafka_pb2.MetadataResponse(cluster_id=r.cluster_id, controller_id=r.controller_id, brokers=brokers,
+                                      topics=topics, answered_by=broker_id)
+
+
+# ---- admin: read by the servicer, written by the forwarder, and the answers both ways ------------------
+
+
+def create_topics_request(pb: kafka_pb2.CreateTopicsRequest) -> CreateTopicsRequest:
+    return CreateTopicsRequest([TopicRequest(t.name, t.num_partitions, t.replication_factor, dict(t.configs))
+                                for t in pb.topics], pb.validate_only, pb.timeout_ms)
+
+
+def create_topics_request_pb(r: CreateTopicsRequest) -> kafka_pb2.CreateTopicsRequest:
+    return kafka_pb2.CreateTopicsRequest(
+        topics=[kafka_pb2.CreatableTopic(name=t.name, num_partitions=t.num_partitions,
+                                         replication_factor=t.replication_factor, configs=t.configs)
+                for t in r.topics], timeout_ms=r.timeout_ms, validate_only=r.validate_only)
+
+
+def delete_topics_request(pb: kafka_pb2.DeleteTopicsRequest) -> DeleteTopicsRequest:
+    return DeleteTopicsRequest(list(pb.topics), pb.timeout_ms)
+
+
+def delete_topics_request_pb(r: DeleteTopicsRequest) -> kafka_pb2.DeleteTopicsRequest:
+    return kafka_pb2.DeleteTopicsRequest(topics=r.names, timeout_ms=r.timeout_ms)
+
+
+def topics_response_pb(r: TopicsResponse, response_type):
+    """CreateTopicsResponse or DeleteTopicsResponse (the same shape)."""
+    return response_type(topics=[kafka_pb2.TopicResult(name=o.name, **error_fields(o.error)) for o in r.outcomes])
+
+
+def topics_response(pb) -> TopicsResponse:
+    return TopicsResponse([TopicOutcome(t.name, error_from(t)) for t in pb.topics])
+
+
+def elect_leaders_request(pb: kafka_pb2.ElectLeadersRequest) -> ElectLeadersRequest:
+    targets = [(tp.topic, list(tp.partitions)) for tp in pb.topic_partitions] or None
+    return ElectLeadersRequest(pb.election_type, targets, pb.timeout_ms)
+
+
+def elect_leaders_request_pb(r: ElectLeadersRequest) -> kafka_pb2.ElectLeadersRequest:
+    return kafka_pb2.ElectLeadersRequest(
+        election_type=r.election_type, timeout_ms=r.timeout_ms,
+        topic_partitions=[kafka_pb2.TopicPartitions(topic=t, partitions=ps) for t, ps in r.topic_partitions or ()])
+
+
+def elect_leaders_response_pb(r: ElectLeadersResponse) -> kafka_pb2.ElectLeadersResponse:
+    return kafka_pb2.ElectLeadersResponse(results=[kafka_pb2.PartitionElectionResult(
+        topic=o.topic, partition=o.partition, **error_fields(o.error)) for o in r.outcomes], **error_fields(r.error))
+
+
+def elect_leaders_response(pb: kafka_pb2.ElectLeadersResponse) -> ElectLeadersResponse:
+    return ElectLeadersResponse(error_from(pb), [ElectionOutcome(o.topic, o.partition, error_from(o))
+                                                 for o in pb.results])
+
+
+def init_producer_id_request_pb(timeout_ms: int) -> kafka_pb2.InitProducerIdRequest:
+    return kafka_pb2.InitProducerIdRequest(timeout_ms=timeout_ms)
+
+
+def init_producer_id_response_pb(r: InitProducerIdResponse) -> kafka_pb2.InitProducerIdResponse:
+    return kafka_pb2.InitProducerIdResponse(producer_id=r.producer_id, producer_epoch=r.producer_epoch,
+                                            **error_fields(r.error))
+
+
+def init_producer_id_response(pb: kafka_pb2.InitProducerIdResponse) -> InitProducerIdResponse:
+    return InitProducerIdResponse(error_from(pb), pb.producer_id, pb.producer_epoch)

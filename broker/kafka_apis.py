@@ -1,0 +1,271 @@
+"""The request layer (Kafka's KafkaApis): every client and follower request, apart from any transport.
+
+Each front door translates its wire format into broker/api_messages.py's plain requests, calls one
+method here and translates the answer back; the gRPC servicers (servicer.py) are one such door.
+What a request may be, which partitions answer which error, the leader hint a stale client gets,
+which admin request goes to the controller: all of it is decided here or below, never in a door.
+
+Below: ReplicaManager routes produce / fetch / list offsets to the hosted partitions
+(broker/partition.py), the ControllerForwarder takes admin requests to the active controller
+(forwarding.py), StreamSlots admit long-held calls (admission.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import structlog
+
+from broker.admission import StreamSlots
+from broker.api_messages import (CONSUMER_REPLICA_ID, BrokerMetadata, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
+                                 ElectLeadersResponse, FetchRequest, InitProducerIdResponse, ListOffsetsPartition,
+                                 MalformedRequestError, MetadataResponse, PartitionMetadata, ProduceRequest,
+                                 ProduceResponse, TopicMetadata, TopicsResponse)
+from broker.controller import Controller, TopicOutcome
+from broker.fault_injection import AnswerDroppedForTest, FaultBudget
+from broker.forwarding import AdminCall, ControllerForwarder
+from broker.metadata.image import MetadataImage
+from broker.metadata.quorum import MetadataQuorum
+from broker.partition import FetchRequestPartition, FetchResult, ListOffsetsResult, ProduceResult
+from broker.replica_manager import ReplicaManager
+from client.errors import KafkaError, LeaderNotAvailableError, UnknownTopicOrPartitionError
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_ADMIN_TIMEOUT_MS = 15000
+DEFAULT_PARTITION_FETCH_BYTES = 1048576  # max.partition.fetch.bytes
+DEFAULT_PRODUCE_TIMEOUT_MS = 30000
+MAX_PARTITIONS_PER_REQUEST = 10000
+# A long poll answers (empty) this long before its caller's own deadline rather than after it.
+DEADLINE_MARGIN_S = 0.05
+
+
+@dataclass(frozen=True)
+class PendingProduce:
+    """A produce appended to the leaders' logs, its acks not yet awaited."""
+    request: ProduceRequest
+    results: list[ProduceResult]
+    deadline: float                 # time.monotonic() by which acks=all gives up (REQUEST_TIMED_OUT)
+
+
+class KafkaApis:
+    def __init__(self, broker_id: int, controller: Controller, quorum: MetadataQuorum, replica_manager: ReplicaManager,
+                 forwarder: ControllerForwarder, client_slots: StreamSlots, follower_slots: StreamSlots,
+                 fetch_max_bytes: int, drop_produce_answers: FaultBudget | None = None):
+        self.broker_id = broker_id
+        self._controller = controller
+        self._quorum = quorum
+        self._replica_manager = replica_manager
+        self._forwarder = forwarder
+        self.client_slots = client_slots        # produce streams and consumers' long polls
+        self.follower_slots = follower_slots    # replica fetch streams and followers' long polls
+        self._fetch_max_bytes = fetch_max_bytes
+        self._drop_produce_answers = drop_produce_answers or FaultBudget(0)
+        # Set while stopping: streams answer what they appended and end, long polls answer now.
+        self.stopping = threading.Event()
+
+    # ---- produce: append now, answer once acknowledged ------------------------------------------
+
+    def produce(self, request: ProduceRequest) -> ProduceResponse:
+        return self.complete_produce(self.append_produce(request))
+
+    def append_produce(self, request: ProduceRequest) -> PendingProduce:
+        """The first half: check and append each batch to its leader's log, now. A stream calls this
+        for its requests in arrival order, so a producer's pipelined batches land in its order (Kafka:
+        one connection's requests are handled one at a time)."""
+        _check_count(len(request.partitions))
+        deadline = time.monotonic() + max(request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS, 0) / 1000
+        entries = [(p.topic, p.partition, p.records, p.current_leader_epoch) for p in request.partitions]
+        return PendingProduce(request, self._replica_manager.append_to_leader(request.acks, entries), deadline)
+
+    def complete_produce(self, pending: PendingProduce) -> ProduceResponse:
+        """The second half: with acks=all, wait until every in-sync replica has each batch."""
+        results = self._replica_manager.await_replication(pending.request.acks, pending.results, pending.deadline)
+        if any(r.error is None for r in results) and self._drop_produce_answers.take():
+            log.warning("produce_answer_dropped_for_test")
+            raise AnswerDroppedForTest("test fault: produce answer dropped after the append")
+        return ProduceResponse([self._hinted(r) for r in results], pending.request.correlation_id)
+
+    # ---- fetch --------------------------------------------------------------------------------
+
+    def fetch(self, request: FetchRequest, call: object, *, follower: bool = False, time_left_s: float | None = None,
+              caller_waiting: Callable[[], bool] = lambda: True) -> list[FetchResult]:
+        """A consumer's fetch (``follower`` False) or a follower's (True: where its position is
+        recorded, by the Partition it reads). A long poll holds a slot of its listener for ``call``
+        and ends early when ``caller_waiting`` turns False or the broker stops."""
+        _check_fetch(request, follower)
+        cap = self._fetch_max_bytes   # 0 asks for no limit: the broker's own limit then
+        parts = [FetchRequestPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
+                                       min(p.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES, cap),
+                                       p.last_fetched_epoch if follower else -1)
+                 for p in request.partitions]
+        wait_ms = max(request.max_wait_ms, 0)
+        if time_left_s is not None:
+            wait_ms = min(wait_ms, int(max(0.0, time_left_s - DEADLINE_MARGIN_S) * 1000))
+        long_poll = wait_ms > 0 and request.min_bytes > 0   # it may hold its thread for wait_ms
+        slots = self.follower_slots if follower else self.client_slots
+        with slots.hold(call, "a long-polling Fetch") if long_poll else contextlib.nullcontext():
+            results = self._replica_manager.fetch(
+                request.replica_id, wait_ms, request.min_bytes, min(request.max_bytes or cap, cap), parts,
+                request.read_from_replica, lambda: caller_waiting() and not self.stopping.is_set())
+        for r in results:
+            r.error = self._hint_for(r.topic, r.partition, r.error)
+        return results
+
+    def replica_fetch_stream(self, requests: Iterable[FetchRequest], call: object,
+                             caller_waiting: Callable[[], bool]) -> Iterator[list[FetchResult]]:
+        """A follower's fetch stream, in lock step: each request is answered before the next is read."""
+        with self.follower_slots.hold(call, "ReplicaFetchStream"):
+            for request in requests:
+                yield self.fetch(request, call, follower=True, caller_waiting=caller_waiting)
+                if not caller_waiting() or self.stopping.is_set():
+                    return   # stopping: the follower reconnects, to the new leader
+
+    def list_offsets(self, partitions: list[ListOffsetsPartition], read_from_replica: bool) -> list[ListOffsetsResult]:
+        _check_count(len(partitions))
+        return [self._hinted(self._replica_manager.list_offset(p.topic, p.partition, p.timestamp,
+                                                               p.current_leader_epoch, read_from_replica))
+                for p in partitions]
+
+    # ---- metadata -----------------------------------------------------------------------------
+
+    def metadata(self, topics: list[str]) -> MetadataResponse:
+        """``topics`` empty: every topic."""
+        image = self._quorum.image
+        names = list(topics) or sorted(image.topics)
+        _check_count(len(names))
+        return metadata_response(image, names, self._quorum.controller_id())
+
+    # ---- admin: answered by the active controller, forwarded there by any other broker -------------
+
+    def create_topics(self, request: CreateTopicsRequest, time_left_s: float | None = None,
+                      forwarded: bool = False) -> TopicsResponse:
+        _check_count(len(request.topics))
+        names = [t.name for t in request.topics]
+
+        def refuse(error: KafkaError) -> TopicsResponse:
+            return TopicsResponse([TopicOutcome(n, error) for n in names])
+
+        def handle() -> TopicsResponse:
+            return _or_refused(lambda: TopicsResponse(self._controller.create_topics(
+                request.topics, validate_only=request.validate_only)), refuse)
+
+        call = AdminCall("CreateTopics", request, handle, refuse,
+                         lambda image: request.validate_only or all(n in image.topics for n in names))
+        return self._forwarder.run(call, _admin_timeout_s(request.timeout_ms, time_left_s), forwarded)
+
+    def delete_topics(self, request: DeleteTopicsRequest, time_left_s: float | None = None,
+                      forwarded: bool = False) -> TopicsResponse:
+        _check_count(len(request.names))
+
+        def refuse(error: KafkaError) -> TopicsResponse:
+            return TopicsResponse([TopicOutcome(n, error) for n in request.names])
+
+        def handle() -> TopicsResponse:
+            return _or_refused(lambda: TopicsResponse(self._controller.delete_topics(request.names)), refuse)
+
+        call = AdminCall("DeleteTopics", request, handle, refuse,
+                         lambda image: not any(n in image.topics for n in request.names))
+        return self._forwarder.run(call, _admin_timeout_s(request.timeout_ms, time_left_s), forwarded)
+
+    def elect_leaders(self, request: ElectLeadersRequest, time_left_s: float | None = None,
+                      forwarded: bool = False) -> ElectLeadersResponse:
+        if request.election_type not in (0, 1):
+            raise MalformedRequestError(f"election_type {request.election_type} is neither 0 (PREFERRED) "
+                                        "nor 1 (UNCLEAN)")
+        _check_count(sum(max(len(ps), 1) for _, ps in request.topic_partitions or ()))
+
+        def handle() -> ElectLeadersResponse:
+            return _or_refused(lambda: ElectLeadersResponse(None, self._controller.elect_leaders(
+                request.election_type, self._election_targets(request))), ElectLeadersResponse)
+
+        call = AdminCall("ElectLeaders", request, handle, ElectLeadersResponse, lambda image: True)
+        return self._forwarder.run(call, _admin_timeout_s(request.timeout_ms, time_left_s), forwarded)
+
+    def init_producer_id(self, timeout_ms: int = 0, time_left_s: float | None = None,
+                         forwarded: bool = False) -> InitProducerIdResponse:
+        def handle() -> InitProducerIdResponse:
+            def allocate() -> InitProducerIdResponse:
+                producer_id = self._controller.allocate_producer_ids(self.broker_id, 1)
+                log.info("producer_id_allocated", producer_id=producer_id)
+                return InitProducerIdResponse(None, producer_id, 0)
+            return _or_refused(allocate, InitProducerIdResponse)
+
+        call = AdminCall("InitProducerId", timeout_ms, handle, InitProducerIdResponse, lambda image: True)
+        return self._forwarder.run(call, _admin_timeout_s(timeout_ms, time_left_s), forwarded)
+
+    def _election_targets(self, request: ElectLeadersRequest) -> list[tuple[str, int]] | None:
+        """The partitions named; a topic named with no partitions means all of its partitions."""
+        if not request.topic_partitions:
+            return None
+        image = self._quorum.image
+        wanted = []
+        for name, partitions in request.topic_partitions:
+            topic = image.topics.get(name)
+            wanted += [(name, p) for p in (partitions or (range(len(topic.partitions)) if topic else [0]))]
+        return wanted
+
+    # ---- the leader hint (KIP-951) ---------------------------------------------------------------
+
+    def _hinted(self, result):
+        error = self._hint_for(result.topic, result.partition, result.error)
+        return result if error is result.error else dataclasses.replace(result, error=error)
+
+    def _hint_for(self, topic: str, partition: int, error: KafkaError | None) -> KafkaError | None:
+        """An error that says the client's metadata is stale names who leads now, so the client goes
+        there without a Metadata round trip."""
+        if error is None or not error.invalid_metadata or error.leader_hint is not None:
+            return error
+        return type(error)(error.message, leader_hint=self._replica_manager.leader_hint(topic, partition))
+
+
+def metadata_response(image: MetadataImage, names: list[str], controller_id: int) -> MetadataResponse:
+    """What the image says of ``names`` and of every broker: a topic it lacks is UNKNOWN_TOPIC_OR_PARTITION,
+    a partition with no leader LEADER_NOT_AVAILABLE, a replica on a fenced broker offline."""
+    topics = []
+    for name in names:
+        topic = image.topics.get(name)
+        if topic is None:
+            topics.append(TopicMetadata(name, UnknownTopicOrPartitionError(f"Topic {name} does not exist.")))
+            continue
+        parts = [PartitionMetadata(p, None if reg.leader >= 0 else LeaderNotAvailableError(), reg.leader,
+                                   reg.leader_epoch, reg.partition_epoch, tuple(reg.replicas), tuple(reg.isr),
+                                   tuple(r for r in reg.replicas if not image.is_live(r)))
+                 for p, reg in enumerate(topic.partitions)]
+        topics.append(TopicMetadata(name, None, parts, dict(topic.configs)))
+    brokers = [BrokerMetadata(b.broker_id, b.host, b.port, alive=not b.fenced)
+               for b in sorted(image.brokers.values(), key=lambda b: b.broker_id)]
+    return MetadataResponse(image.cluster_id, controller_id, brokers, topics)
+
+
+def _or_refused(answer: Callable[[], object], refuse: Callable[[KafkaError], object]):
+    """The controller's convention: a KafkaError raised refuses the whole request."""
+    try:
+        return answer()
+    except KafkaError as e:
+        return refuse(e)
+
+
+def _admin_timeout_s(timeout_ms: int, time_left_s: float | None) -> float:
+    timeout_s = (timeout_ms or DEFAULT_ADMIN_TIMEOUT_MS) / 1000
+    return min(timeout_s, time_left_s) if time_left_s is not None else timeout_s
+
+
+def _check_count(n: int) -> None:
+    if n > MAX_PARTITIONS_PER_REQUEST:
+        raise MalformedRequestError(f"{n} partitions in one request; the limit is {MAX_PARTITIONS_PER_REQUEST}")
+
+
+def _check_fetch(request: FetchRequest, follower: bool) -> None:
+    if follower and request.replica_id < 0:
+        raise MalformedRequestError("ReplicaFetch needs the follower's broker id as replica_id")
+    if not follower and request.replica_id != CONSUMER_REPLICA_ID:
+        raise MalformedRequestError("Fetch is for consumers (replica_id -1); followers use Replication.ReplicaFetch")
+    _check_count(len(request.partitions))
+    if request.max_bytes < 0 or request.min_bytes < 0 or any(p.partition_max_bytes < 0 for p in request.partitions):
+        raise MalformedRequestError("max_bytes, min_bytes and partition_max_bytes must be >= 0")

@@ -1,0 +1,36 @@
+"""Where a produced batch is validated before any leader appends it (Kafka's LogValidator checks).
+
+Everything here depends on the request and the batch alone, so it runs outside the partition's
+lock; what depends on the partition (the leader epoch, min.insync.replicas, the producer's
+sequence) is checked by Partition.append_as_leader under its lock.
+"""
+
+from __future__ import annotations
+
+from client import record_batch
+from client.errors import CorruptMessageError, InvalidRequiredAcksError, KafkaError, RecordTooLargeError
+from client.record_batch import BatchHeader
+
+VALID_ACKS = (-1, 0, 1)
+
+
+def acks_error(acks: int) -> KafkaError | None:
+    if acks not in VALID_ACKS:
+        return InvalidRequiredAcksError(f"acks must be -1, 0 or 1, not {acks}")
+    return None
+
+
+def validate_batch(batch: bytes, max_message_bytes: int) -> BatchHeader | KafkaError:
+    """The batch's header when it may be appended: one whole v2 batch no larger than max.message.bytes,
+    a good CRC, records that frame its body. Else the error that refuses it (RECORD_TOO_LARGE,
+    CORRUPT_MESSAGE): a batch that lied about its records would break every consumer of the partition."""
+    if len(batch) > max_message_bytes:
+        return RecordTooLargeError(f"The record batch is {len(batch)} bytes, larger than max.message.bytes "
+                                   f"({max_message_bytes}).")
+    problem = record_batch.record_framing_error(batch)
+    if problem is not None:
+        return CorruptMessageError(problem)
+    try:
+        return record_batch.check_batch(batch)
+    except CorruptMessageError as e:
+        return e
