@@ -51,6 +51,8 @@ from broker.admission import StreamSlots
 from broker.fault_injection import FaultBudget
 from broker.forwarding import ControllerForwarder
 from broker.kafka_apis import KafkaApis
+from broker.kafka_protocol.handlers import KafkaProtocolHandlers
+from broker.kafka_protocol.listener import KafkaListener, ListenerLimits
 from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer
 # Exit code 3 after a storage failure (not 2: the supervisor does not restart that one, and a
 # restart is what recovers the log).
@@ -124,7 +126,8 @@ class Broker:
         self.controller: Controller | None = None
         self._publisher: MetadataPublisher | None = None
         self._lifecycle: BrokerLifecycleManager | None = None
-        self._apis: KafkaApis | None = None           # the request layer both servers' services call
+        self._apis: KafkaApis | None = None           # the request layer every listener's services call
+        self._kafka_listener: KafkaListener | None = None   # the Kafka protocol, on `kafka_port`
         self._forwarder: ControllerForwarder | None = None
         self._fetchers: ReplicaFetcherManager | None = None
         self._alter_partition: AlterPartitionManager | None = None
@@ -139,6 +142,8 @@ class Broker:
         _check_port_free(a.host, a.port, "port")
         _check_port_free(a.host, a.raft_port, "raft_port")
         _check_port_free(a.host, a.inter_broker_port, "inter_broker_port")
+        if a.kafka_port:
+            _check_port_free(a.host, a.kafka_port, "kafka_port")
         self._broker_token = broker_token(self.cluster.cluster_id, self.cluster.cluster_secret)
         self._bind_servers()
 
@@ -185,7 +190,10 @@ class Broker:
                                client_slots=StreamSlots(s.grpc_max_concurrent_streams, a.broker_id),
                                follower_slots=StreamSlots(s.inter_broker_max_concurrent_streams, a.broker_id,
                                                           "inter.broker.max.concurrent.streams"),
-                               fetch_max_bytes=s.fetch_max_bytes, drop_produce_answers=FaultBudget.from_env())
+                               fetch_max_bytes=s.fetch_max_bytes, drop_produce_answers=FaultBudget.from_env(),
+                               auto_create_topics=bool(s.auto_create_topics_enable))
+        if a.kafka_port:
+            self._kafka_listener = self._bind_kafka_listener()
         kafka_pb2_grpc.add_KafkaServicer_to_server(KafkaServicer(self._apis), self._server)
         replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationServicer(self._apis),
                                                                self._inter_broker_server)
@@ -193,6 +201,10 @@ class Broker:
                                                              self._inter_broker_server)
         self._inter_broker_server.start()
         self._server.start()
+        if self._kafka_listener is not None:
+            # Kafka's broker enables request processing after its metadata catch-up; until then
+            # a Kafka client's connection is refused and it tries another bootstrap broker.
+            threading.Thread(target=self._start_kafka_listener, name="kafka-listener-start", daemon=True).start()
         self._lifecycle.start()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self._housekeeper.start()
@@ -218,6 +230,32 @@ class Broker:
         self._inter_broker_server = _grpc_server(
             a.host, a.inter_broker_port, "inter_broker_port", s, s.inter_broker_max_workers,
             s.inter_broker_max_concurrent_rpcs, [BrokerOnly(self._broker_token)], [])
+
+    def _bind_kafka_listener(self) -> KafkaListener:
+        """Kafka clients get every broker's Kafka listener in Metadata, never a gRPC port. Its long polls
+        hold a connection's own thread, so its slots are one per connection."""
+        a, s = self.address, self.settings
+
+        def kafka_endpoint(broker_id: int) -> tuple[str, int] | None:
+            b = next((b for b in self.cluster.brokers if b.broker_id == broker_id), None)
+            return (b.host, b.kafka_port) if b is not None and b.kafka_port else None
+
+        handlers = KafkaProtocolHandlers(self._apis, kafka_endpoint,
+                                         StreamSlots(s.kafka_max_connections, a.broker_id, "kafka.max.connections"))
+        listener = KafkaListener(a.host, a.kafka_port, handlers, ListenerLimits(
+            s.kafka_max_connections, s.socket_request_max_bytes, s.connections_max_idle_ms))
+        try:
+            listener.bind()
+        except OSError as e:
+            raise PortInUseError(f"cannot listen on {a.host}:{a.kafka_port} (kafka_port): {e.strerror}") from None
+        return listener
+
+    def _start_kafka_listener(self) -> None:
+        while not self._stop.wait(0.05):
+            if self._caught_up():
+                self._kafka_listener.start()
+                log.info("kafka_listener_started", host=self.address.host, kafka_port=self.address.kafka_port)
+                return
 
     def _caught_up(self) -> bool:
         """The image holds this process's registration: it has applied the metadata log past everything
@@ -300,6 +338,8 @@ class Broker:
         servers = [server for server in (self._server, self._inter_broker_server) if server is not None]
         if servers and self._apis is not None:
             self._apis.stopping.set()
+        if self._kafka_listener is not None:
+            self._kafka_listener.stop()
         for stopped in [server.stop(grace=grace_s) for server in servers]:
             stopped.wait(grace_s + 1.0)
 

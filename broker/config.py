@@ -30,6 +30,8 @@ class BrokerAddress:
     # so client load on `port` can never starve replication or heartbeats (Kafka's control plane listener).
     inter_broker_port: int
     data_dir: Path
+    # The Kafka-protocol listener (kcat, librdkafka, kafka-python, aiokafka); 0: none.
+    kafka_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,14 @@ class BrokerSettings:
     replica_fetch_stream: int = 1
     # A producer id whose last batch's max timestamp is this old is forgotten (Kafka's default: 1 day).
     producer_id_expiration_ms: int = 86400000
+    # The Kafka-protocol listener (Kafka's names): a Metadata request naming an unknown topic creates it
+    # (1, Kafka's default) with num.partitions and default.replication.factor; requests larger than
+    # socket.request.max.bytes close their connection; so does connections.max.idle.ms without a request;
+    # connections past kafka.max.connections are closed at once (each holds two threads).
+    auto_create_topics_enable: int = 1
+    socket_request_max_bytes: int = 104857600
+    connections_max_idle_ms: int = 600000
+    kafka_max_connections: int = 256
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -128,6 +138,10 @@ _SETTING_KEYS = {
     "replica.fetch.backoff.ms": "replica_fetch_backoff_ms",
     "replica.fetch.stream": "replica_fetch_stream",
     "producer.id.expiration.ms": "producer_id_expiration_ms",
+    "auto.create.topics.enable": "auto_create_topics_enable",
+    "socket.request.max.bytes": "socket_request_max_bytes",
+    "connections.max.idle.ms": "connections_max_idle_ms",
+    "kafka.max.connections": "kafka_max_connections",
     "log.segment.bytes": "log.segment_bytes",
     "log.roll.ms": "log.segment_ms",
     "log.retention.ms": "log.retention_ms",
@@ -222,7 +236,8 @@ def _parse_broker(entry: Any, index: int, path: Path) -> BrokerAddress:
         data_dir = path.resolve().parent / data_dir
     port, raft_port, inter_broker_port = (_int(entry[k], f"{where} {k}", 1, 65535)
                                           for k in ("port", "raft_port", "inter_broker_port"))
-    return BrokerAddress(broker_id, host, port, raft_port, inter_broker_port, data_dir)
+    kafka_port = _int(entry["kafka_port"], f"{where} kafka_port", 1, 65535) if "kafka_port" in entry else 0
+    return BrokerAddress(broker_id, host, port, raft_port, inter_broker_port, data_dir, kafka_port)
 
 
 def _check_unique(brokers: tuple[BrokerAddress, ...], path: Path) -> None:
@@ -233,7 +248,8 @@ def _check_unique(brokers: tuple[BrokerAddress, ...], path: Path) -> None:
             raise ConfigError(f"{path}: broker id {b.broker_id} appears twice")
         seen_ids.add(b.broker_id)
         own: dict[int, str] = {}   # port -> its setting, so a clash names both ("broker 1 and broker 1" would not)
-        for name, port in (("port", b.port), ("raft_port", b.raft_port), ("inter_broker_port", b.inter_broker_port)):
+        ports = [("port", b.port), ("raft_port", b.raft_port), ("inter_broker_port", b.inter_broker_port)]
+        for name, port in ports + ([("kafka_port", b.kafka_port)] if b.kafka_port else []):
             if port in own:
                 raise ConfigError(f"{path}: broker {b.broker_id} has {own[port]} = {name} = {port}; they must differ")
             own[port] = name
@@ -256,6 +272,8 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
         target = _SETTING_KEYS.get(key)
         if target is None:
             raise ConfigError(f"{path}: unknown setting {key!r} in [config]")
+        if target == "auto_create_topics_enable" and isinstance(value, bool):
+            value = int(value)   # Kafka writes it true / false
         number = _int(value, f"{path}: {key}", -1, 2**62)
         if target.startswith("log."):
             log[target[4:]] = number
@@ -267,12 +285,14 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
                 "replica_fetch_response_max_bytes", "grpc_max_concurrent_streams", "grpc_handshake_timeout_ms",
                 "grpc_max_connection_idle_ms", "grpc_max_connection_age_ms", "grpc_max_connection_age_grace_ms",
                 "fetch_max_bytes", "inter_broker_max_workers", "inter_broker_max_concurrent_rpcs",
-                "inter_broker_max_concurrent_streams", "producer_id_expiration_ms"):
+                "inter_broker_max_concurrent_streams", "producer_id_expiration_ms", "socket_request_max_bytes",
+                "connections_max_idle_ms", "kafka_max_connections"):
         if top.get(key, 1) < 1:
             raise ConfigError(f"{path}: {_key_of(key)} must be at least 1")
     _check_limits(top, path)
-    if top.get("replica_fetch_stream", 1) not in (0, 1):
-        raise ConfigError(f"{path}: replica.fetch.stream must be 0 or 1")
+    for key in ("replica_fetch_stream", "auto_create_topics_enable"):
+        if top.get(key, 1) not in (0, 1):
+            raise ConfigError(f"{path}: {_key_of(key)} must be 0 or 1 (false or true)")
     defaults = BrokerSettings()
     heartbeat = top.get("broker_heartbeat_interval_ms", defaults.broker_heartbeat_interval_ms)
     if top.get("broker_session_timeout_ms", defaults.broker_session_timeout_ms) <= 2 * heartbeat:

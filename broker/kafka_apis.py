@@ -26,14 +26,14 @@ from broker.api_messages import (CONSUMER_REPLICA_ID, BrokerMetadata, CreateTopi
                                  ElectLeadersResponse, FetchRequest, InitProducerIdResponse, ListOffsetsPartition,
                                  MalformedRequestError, MetadataResponse, PartitionMetadata, ProduceRequest,
                                  ProduceResponse, TopicMetadata, TopicsResponse)
-from broker.controller import Controller, TopicOutcome
+from broker.controller import Controller, TopicOutcome, TopicRequest
 from broker.fault_injection import AnswerDroppedForTest, FaultBudget
 from broker.forwarding import AdminCall, ControllerForwarder
 from broker.metadata.image import MetadataImage
 from broker.metadata.quorum import MetadataQuorum
 from broker.partition import FetchRequestPartition, FetchResult, ListOffsetsResult, ProduceResult
 from broker.replica_manager import ReplicaManager
-from client.errors import KafkaError, LeaderNotAvailableError, UnknownTopicOrPartitionError
+from client.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,8 @@ class PendingProduce:
 class KafkaApis:
     def __init__(self, broker_id: int, controller: Controller, quorum: MetadataQuorum, replica_manager: ReplicaManager,
                  forwarder: ControllerForwarder, client_slots: StreamSlots, follower_slots: StreamSlots,
-                 fetch_max_bytes: int, drop_produce_answers: FaultBudget | None = None):
+                 fetch_max_bytes: int, drop_produce_answers: FaultBudget | None = None,
+                 auto_create_topics: bool = True):
         self.broker_id = broker_id
         self._controller = controller
         self._quorum = quorum
@@ -66,6 +67,7 @@ class KafkaApis:
         self.follower_slots = follower_slots    # replica fetch streams and followers' long polls
         self._fetch_max_bytes = fetch_max_bytes
         self._drop_produce_answers = drop_produce_answers or FaultBudget(0)
+        self._auto_create_topics = auto_create_topics   # auto.create.topics.enable
         # Set while stopping: streams answer what they appended and end, long polls answer now.
         self.stopping = threading.Event()
 
@@ -94,10 +96,11 @@ class KafkaApis:
     # ---- fetch --------------------------------------------------------------------------------
 
     def fetch(self, request: FetchRequest, call: object, *, follower: bool = False, time_left_s: float | None = None,
-              caller_waiting: Callable[[], bool] = lambda: True) -> list[FetchResult]:
+              caller_waiting: Callable[[], bool] = lambda: True, slots: StreamSlots | None = None) -> list[FetchResult]:
         """A consumer's fetch (``follower`` False) or a follower's (True: where its position is
         recorded, by the Partition it reads). A long poll holds a slot of its listener for ``call``
-        and ends early when ``caller_waiting`` turns False or the broker stops."""
+        (``slots``, else the client or follower listener's) and ends early when ``caller_waiting``
+        turns False or the broker stops."""
         _check_fetch(request, follower)
         cap = self._fetch_max_bytes   # 0 asks for no limit: the broker's own limit then
         parts = [FetchRequestPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
@@ -108,7 +111,7 @@ class KafkaApis:
         if time_left_s is not None:
             wait_ms = min(wait_ms, int(max(0.0, time_left_s - DEADLINE_MARGIN_S) * 1000))
         long_poll = wait_ms > 0 and request.min_bytes > 0   # it may hold its thread for wait_ms
-        slots = self.follower_slots if follower else self.client_slots
+        slots = slots or (self.follower_slots if follower else self.client_slots)
         with slots.hold(call, "a long-polling Fetch") if long_poll else contextlib.nullcontext():
             results = self._replica_manager.fetch(
                 request.replica_id, wait_ms, request.min_bytes, min(request.max_bytes or cap, cap), parts,
@@ -134,12 +137,38 @@ class KafkaApis:
 
     # ---- metadata -----------------------------------------------------------------------------
 
-    def metadata(self, topics: list[str]) -> MetadataResponse:
-        """``topics`` empty: every topic."""
+    def metadata(self, topics: list[str] | None, auto_create: bool = False) -> MetadataResponse:
+        """``topics`` None: every topic ([]: none, only the brokers). ``auto_create`` (a Kafka client's allow_auto_topic_creation):
+        topics the image lacks are created first with the cluster's defaults, when
+        auto.create.topics.enable is on, as Kafka does."""
         image = self._quorum.image
-        names = list(topics) or sorted(image.topics)
+        names = sorted(image.topics) if topics is None else list(topics)
         _check_count(len(names))
-        return metadata_response(image, names, self._quorum.controller_id())
+        refused: dict[str, KafkaError] = {}
+        missing = [n for n in names if n not in image.topics]
+        if auto_create and self._auto_create_topics and missing and topics:
+            refused = self._auto_create(missing)
+            image = self._quorum.image
+        answer = metadata_response(image, names, self._quorum.controller_id())
+        if not refused:
+            return answer
+        return dataclasses.replace(answer, topics=[dataclasses.replace(t, error=refused[t.name])
+                                                   if t.name in refused else t for t in answer.topics])
+
+    def _auto_create(self, names: list[str]) -> dict[str, KafkaError]:
+        """Create ``names`` (num.partitions, default.replication.factor); the errors of those that were
+        not: LEADER_NOT_AVAILABLE while a creation is still on its way, as Kafka answers."""
+        answer = self.create_topics(CreateTopicsRequest([TopicRequest(n, -1, -1, {}) for n in names]))
+        image = self._quorum.image
+        out: dict[str, KafkaError] = {}
+        for o in answer.outcomes:
+            if o.name in image.topics:
+                continue
+            pending = o.error is None or isinstance(o.error, TopicAlreadyExistsError)
+            out[o.name] = LeaderNotAvailableError(f"Topic {o.name} is being created.") if pending else o.error
+            log.info("topic_auto_create_failed" if not pending else "topic_auto_create_pending", topic=o.name,
+                     error=str(o.error))
+        return out
 
     # ---- admin: answered by the active controller, forwarded there by any other broker -------------
 

@@ -8,10 +8,12 @@ sequence) is checked by Partition.append_as_leader under its lock.
 from __future__ import annotations
 
 from client import record_batch
-from client.errors import CorruptMessageError, InvalidRequiredAcksError, KafkaError, RecordTooLargeError
+from client.errors import (CorruptMessageError, InvalidRequiredAcksError, KafkaError, RecordTooLargeError,
+                           UnsupportedCompressionTypeError)
 from client.record_batch import BatchHeader
 
 VALID_ACKS = (-1, 0, 1)
+CODEC_ATTRIBUTE = 22   # the low byte of the batch's attributes (offset 21, 2 bytes, big-endian)
 
 
 def acks_error(acks: int) -> KafkaError | None:
@@ -27,6 +29,11 @@ def validate_batch(batch: bytes, max_message_bytes: int) -> BatchHeader | KafkaE
     if len(batch) > max_message_bytes:
         return RecordTooLargeError(f"The record batch is {len(batch)} bytes, larger than max.message.bytes "
                                    f"({max_message_bytes}).")
+    if len(batch) > CODEC_ATTRIBUTE and batch[CODEC_ATTRIBUTE] & record_batch.COMPRESSION_MASK:
+        # Stored as they came once the broker can decompress them to check their records.
+        return UnsupportedCompressionTypeError(
+            f"compression codec {batch[CODEC_ATTRIBUTE] & record_batch.COMPRESSION_MASK} is not supported yet: "
+            "raftka stores uncompressed batches only")
     problem = record_batch.record_framing_error(batch)
     if problem is not None:
         return CorruptMessageError(problem)

@@ -48,7 +48,7 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
 
     def Metadata(self, request, context):
         with _refusals_as_status(context):
-            return wire.metadata_response(self._apis.metadata(list(request.topics)), self._apis.broker_id)
+            return wire.metadata_response(self._apis.metadata(list(request.topics) or None), self._apis.broker_id)
 
     def CreateTopics(self, request, context):
         with _refusals_as_status(context):

@@ -16,7 +16,9 @@ which case it is, as Kafka's KIP-853 does with --initial-controllers / --no-init
 dir of the cluster exists yet -> a brand-new cluster, every broker an initial voter; some exist
 -> only the missing ones are formatted, as rejoining.
 
-Each data dir also gets a fresh ``directory.id``, which tells this formatting from any other.
+Each data dir also gets a fresh ``directory.id``, which tells this formatting from any other, and
+``record.crc=crc32c``: its batches will carry Kafka's CRC-32C (a data dir of an older raftka, whose
+batches carry zlib's CRC-32, is refused at start: broker/log/meta_properties.py).
 """
 
 from __future__ import annotations

@@ -22,12 +22,28 @@ from dataclasses import dataclass, field
 from client.errors import KafkaTimeoutError
 from client.record_batch import HEADER_SIZE
 
-RECORD_OVERHEAD = 16  # per-record header in the batch body (client.record_batch.RECORD_HEADER)
+def _varint_size(n: int) -> int:
+    """Bytes of Kafka's zigzag varint for ``n`` (a record's lengths are written so)."""
+    v, size = (n << 1) ^ (n >> 63), 1
+    while v >= 0x80:
+        v >>= 7
+        size += 1
+    return size
+
+
+# A record's fixed part in Kafka's v2 format, bounded: attributes (1), timestamp delta (at most 5 bytes:
+# records of one batch within about 99 days of each other), offset delta (at most 3: a batch of up to
+# a million records), header count (1). A record past the bound makes a batch a few bytes larger than
+# batch.size; one the broker refuses as too large is split and sent again.
+RECORD_FIXED_BOUND = 1 + 5 + 3 + 1
 
 
 def record_size(key: bytes | None, value: bytes | None) -> int:
-    """Bytes one record takes in a batch body."""
-    return RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+    """Bytes one record takes in a batch body (at most: see RECORD_FIXED_BOUND)."""
+    k = -1 if key is None else len(key)
+    v = -1 if value is None else len(value)
+    inner = RECORD_FIXED_BOUND + _varint_size(k) + max(k, 0) + _varint_size(v) + max(v, 0)
+    return _varint_size(inner) + inner
 # batch.size counts the whole encoded batch, header included (Kafka's too): a batch of exactly
 # batch.size = max.message.bytes must not come out bigger than the broker takes.
 BATCH_HEADER = HEADER_SIZE

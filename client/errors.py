@@ -251,6 +251,11 @@ class InconsistentClusterIdError(KafkaError):
     description = "The clusterId in the request does not match that found on the server."
 
 
+class UnsupportedCompressionTypeError(KafkaError):
+    code, name = 76, "UNSUPPORTED_COMPRESSION_TYPE"
+    description = "The requesting client does not support the compression type of given partition."
+
+
 class IneligibleReplicaError(KafkaError):
     code, name = 107, "INELIGIBLE_REPLICA"
     description = "The new ISR contains at least one ineligible replica."

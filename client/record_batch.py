@@ -2,16 +2,20 @@
 
 A batch is what the producer builds per partition and what the broker stores,
 replicates and serves byte for byte. Its header follows Kafka's RecordBatch v2
-field for field (big-endian, 61 bytes); its body is raftka's own simple record
-format. The broker reads only the header (``parse_header``, ``check_batch``),
-never the records.
+field for field (big-endian, 61 bytes) and its records are Kafka's v2 records
+(varint lengths, attributes, timestamp and offset deltas, key, value, headers): a
+batch is byte for byte a Kafka batch, whichever door it came in by. The records are
+encoded and decoded by aiokafka's record codec (C, ``aiokafka.record._crecords``),
+behind this module only. The broker reads the header (``parse_header``,
+``check_batch``) and walks the records once to check their framing
+(``record_framing_error``); it never decodes them for serving.
 
     offset  size  field
     0       8     base_offset            set by the leader on append
     8       4     batch_length           bytes after this field (= total size - 12)
     12      4     partition_leader_epoch set by the leader on append
     16      1     magic                  = 2
-    17      4     crc                    zlib.crc32 of every byte from offset 21 on
+    17      4     crc                    CRC-32C of every byte from offset 21 on
     21      2     attributes             0 (no compression, create time)
     23      4     last_offset_delta      = record_count - 1
     27      8     base_timestamp         ms
@@ -22,21 +26,27 @@ never the records.
     57      4     record_count
     61      ...   records
 
-Each record: timestamp_delta int64, key_length int32 (-1 = null),
-value_length int32 (-1 = null), key bytes, value bytes. A record's offset is
-base_offset + its index in the batch.
+Each record (Kafka's): length varint, attributes int8, timestamp_delta varlong,
+offset_delta varint, key_length varint (-1 = null), key, value_length varint,
+value, header count varint, headers. A record's offset is base_offset + its
+offset_delta, which is its index in the batch.
 
 As in Kafka, base_offset and partition_leader_epoch lie outside the CRC, so the
-leader stamps them without recomputing it. Kafka uses CRC-32C; raftka uses
-zlib's CRC-32, which the standard library computes in C.
+leader stamps them without recomputing it. The CRC is Kafka's CRC-32C (Castagnoli,
+computed in C by the ``crc32c`` package): a Kafka client's CRC check accepts
+raftka's batches, and ``check_batch`` accepts a Kafka client's. Data dirs written before
+(zlib's CRC-32) are refused at start-up (broker/log/meta_properties.py, record.crc).
 """
 
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Sequence
+
+from aiokafka.record._crecords.default_records import (CorruptRecordException, DefaultRecordBatch,
+                                                       DefaultRecordBatchBuilder)
+from crc32c import crc32c
 
 from client.errors import CorruptMessageError
 
@@ -45,7 +55,8 @@ HEADER_SIZE = HEADER.size  # 61
 LOG_OVERHEAD = 12  # base_offset + batch_length: the bytes outside batch_length
 CRC_START = 21
 MAGIC = 2
-RECORD_HEADER = struct.Struct(">qii")
+COMPRESSION_MASK = 0x07   # attributes: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd
+_NO_SIZE_LIMIT = 1 << 62  # the builder's batch_size: the caller sized the batch already
 NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
 _BASE_OFFSET = struct.Struct(">q")
@@ -107,23 +118,18 @@ def build_batch(
     producer_epoch: int = -1,
     base_sequence: int = NO_SEQUENCE,
 ) -> bytes:
-    """Encode (key, value, timestamp_ms) tuples as one batch."""
+    """Encode (key, value, timestamp_ms) tuples as one batch (Kafka's RecordBatch v2, uncompressed)."""
     if not records:
         raise ValueError("a batch needs at least one record")
-    base_ts = min(r[2] for r in records)
-    max_ts = max(r[2] for r in records)
-    pack = RECORD_HEADER.pack
-    parts: list[bytes] = []
-    append = parts.append
-    for key, value, ts in records:
-        append(pack(ts - base_ts, -1 if key is None else len(key), -1 if value is None else len(value)))
-        if key:
-            append(key)
-        if value:
-            append(value)
-    body = b"".join(parts)
-    return _assemble(body, len(records), base_ts, max_ts, base_offset, partition_leader_epoch,
-                     producer_id, producer_epoch, base_sequence)
+    builder = DefaultRecordBatchBuilder(magic=MAGIC, compression_type=0, is_transactional=0,
+                                        producer_id=producer_id, producer_epoch=producer_epoch,
+                                        base_sequence=base_sequence, batch_size=_NO_SIZE_LIMIT)
+    append = builder.append
+    for offset_delta, (key, value, ts) in enumerate(records):
+        append(offset_delta, timestamp=ts, key=key, value=value, headers=[])
+    buf = builder.build()
+    stamp(buf, 0, base_offset, partition_leader_epoch)   # both outside the CRC
+    return bytes(buf)
 
 
 def _assemble(body: bytes, count: int, base_ts: int, max_ts: int, base_offset: int, epoch: int,
@@ -132,7 +138,7 @@ def _assemble(body: bytes, count: int, base_ts: int, max_ts: int, base_offset: i
     header = bytearray(HEADER.pack(base_offset, HEADER_SIZE - LOG_OVERHEAD + len(body), epoch, MAGIC, 0,
                                    0, count - 1, base_ts, max_ts, producer_id, producer_epoch,
                                    base_sequence, count))
-    crc = zlib.crc32(body, zlib.crc32(memoryview(header)[CRC_START:]))
+    crc = batch_crc(body, batch_crc(memoryview(header)[CRC_START:]))
     struct.pack_into(">I", header, 17, crc)
     return bytes(header) + body
 
@@ -149,9 +155,15 @@ def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHead
     return h
 
 
+def batch_crc(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """Kafka's batch checksum (CRC-32C) of ``data``, continuing from ``crc`` (a running value, so a
+    batch can be summed in pieces without joining them)."""
+    return crc32c(data, crc)
+
+
 def crc_ok(buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader) -> bool:
     end = pos + header.size
-    return zlib.crc32(memoryview(buf)[pos + CRC_START:end]) == header.crc
+    return batch_crc(memoryview(buf)[pos + CRC_START:end]) == header.crc
 
 
 def check_batch(buf: bytes | bytearray | memoryview) -> BatchHeader:
@@ -191,45 +203,26 @@ def iter_batches(buf: bytes | bytearray | memoryview) -> Iterator[tuple[int, Bat
 def decode_records(buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader, min_offset: int = 0,
                    topic: str = "", partition: int = -1) -> list[Record]:
     """Decode the records of one batch (whose CRC the caller trusts or checked)."""
-    data = bytes(memoryview(buf)[pos + HEADER_SIZE:pos + header.size])
+    if header.attributes & COMPRESSION_MASK:
+        raise CorruptMessageError(f"batch at offset {header.base_offset} is compressed "
+                                  f"(codec {header.attributes & COMPRESSION_MASK}); raftka reads uncompressed batches only")
+    new = _new_record
     try:
-        out = _decode_body(data, header, topic, partition)
-    except struct.error:
-        raise CorruptMessageError(f"batch at offset {header.base_offset}: records overrun the body") from None
-    skip = min_offset - header.base_offset
-    return out[skip:] if skip > 0 else out
+        batch = DefaultRecordBatch(bytes(memoryview(buf)[pos:pos + header.size]))
+        # The consumer's hot loop: one tuple per record, built by one C call.
+        return [new(Record, (topic, partition, r.offset, r.timestamp, r.key, r.value))
+                for r in batch if r.offset >= min_offset]
+    except (CorruptRecordException, UnicodeDecodeError) as e:   # a header key must be UTF-8
+        raise CorruptMessageError(f"batch at offset {header.base_offset}: {_reason(e)}") from None
 
 
 _new_record = tuple.__new__
 
 
-def _decode_body(data: bytes, header: BatchHeader, topic: str, partition: int) -> list[Record]:
-    # The consumer's hot loop: locals only, one unpack and one tuple per record.
-    unpack = RECORD_HEADER.unpack_from
-    step = RECORD_HEADER.size
-    out: list[Record] = []
-    append = out.append
-    p, base_off, base_ts = 0, header.base_offset, header.base_timestamp
-    for offset in range(base_off, base_off + header.record_count):
-        ts_delta, klen, vlen = unpack(data, p)
-        p += step
-        if klen == -1:
-            key = None
-        else:
-            key = data[p:p + klen]
-            p += klen
-        if vlen == -1:
-            value = None
-        else:
-            value = data[p:p + vlen]
-            p += vlen
-        if klen < -1 or vlen < -1:
-            raise CorruptMessageError(f"batch at offset {header.base_offset}: negative record length")
-        append(_new_record(Record, (topic, partition, offset, base_ts + ts_delta, key, value)))
-    if p != len(data):
-        # Lengths that point past the body (slices stop short) or leave bytes unread.
-        raise CorruptMessageError(f"batch at offset {header.base_offset}: records do not fill the body")
-    return out
+def _reason(e: Exception) -> str:
+    """aiokafka's message without its "[Error 2] CorruptRecordException: " prefix."""
+    text = str(e)
+    return text.split(": ", 1)[1] if text.startswith("[Error") and ": " in text else text
 
 
 def decode_all(buf: bytes | bytearray | memoryview, min_offset: int = 0, verify_crc: bool = True,
@@ -245,56 +238,32 @@ def decode_all(buf: bytes | bytearray | memoryview, min_offset: int = 0, verify_
     return out
 
 
-_RECORD_LENGTHS = struct.Struct(">ii")   # key_length, value_length: after a record's timestamp delta
-
-
 def record_framing_error(buf: bytes | bytearray | memoryview) -> str | None:
     """Why the records of one produced batch do not frame its body, or None.
 
     A batch whose header and CRC are fine can still lie about its records (a
-    record count the body does not hold, lengths past its end); stored, it would
-    break every consumer of the partition. A batch whose records all have the
-    lengths of its first (the usual case: one producer, one kind of record) is
-    checked in C (``_uniform_framing``); any other walks the record lengths in
-    Python (about 0.2 us per record), never building a record. A header that
-    does not parse is left to ``check_batch``, which names the problem.
+    record count the body does not hold, lengths past its end, offsets out of
+    order); stored, it would break every consumer of the partition. Kafka's
+    LogValidator walks the records of every produced batch; so does this, in C
+    (aiokafka's record iterator reads each record's varints, about 0.4 us per
+    record). A compressed batch is not walked here (produce_validation.py decides
+    on its codec). A header that does not parse is left to ``check_batch``.
     """
     try:
         h = parse_header(buf)
     except CorruptMessageError:
         return None
-    if h.size != len(buf) or h.record_count < 1:
+    if h.size != len(buf) or h.record_count < 1 or h.attributes & COMPRESSION_MASK:
         return None
-    if _uniform_framing(buf, h):
-        return None
-    unpack, step = _RECORD_LENGTHS.unpack_from, RECORD_HEADER.size
-    p, end = HEADER_SIZE, h.size
-    for i in range(h.record_count):
-        if p + step > end:
-            return f"record {i} of {h.record_count} starts past the end of the batch body"
-        klen, vlen = unpack(buf, p + 8)
-        if klen < -1 or vlen < -1:
-            return f"record {i} has a negative length (key {klen}, value {vlen})"
-        p += step + max(klen, 0) + max(vlen, 0)
-    if p != end:
-        return (f"the {h.record_count} records declared take {p - HEADER_SIZE} bytes but the body has "
-                f"{end - HEADER_SIZE}")
+    expected = h.base_offset
+    try:
+        for r in DefaultRecordBatch(bytes(buf)):
+            if r.offset != expected:
+                return (f"record {expected - h.base_offset} has offset delta {r.offset - h.base_offset}; "
+                        "the deltas must count from 0")
+            expected += 1
+    except (CorruptRecordException, UnicodeDecodeError) as e:   # a header key must be UTF-8
+        return _reason(e)
+    if expected - h.base_offset != h.record_count:
+        return f"the body holds {expected - h.base_offset} records, the header says {h.record_count}"
     return None
-
-
-def _uniform_framing(buf: bytes | bytearray | memoryview, h: BatchHeader) -> bool:
-    """True if every record has the first record's key and value lengths and together they fill
-    the body exactly: then the framing is right. Byte slices with a step compare the 8 length
-    bytes of all records at once, in C, with no Python work per record."""
-    first = HEADER_SIZE + 8   # the first record's key_length
-    if h.size - HEADER_SIZE < RECORD_HEADER.size:
-        return False
-    klen, vlen = _RECORD_LENGTHS.unpack_from(buf, first)
-    if klen < -1 or vlen < -1:
-        return False
-    stride = RECORD_HEADER.size + max(klen, 0) + max(vlen, 0)
-    if stride * h.record_count != h.size - HEADER_SIZE:
-        return False
-    lengths = bytes(buf[first:first + 8])
-    # Slicing the batch itself (no copy of the body): each slice is one length byte per record.
-    return all(bytes(buf[first + i:h.size:stride]) == lengths[i:i + 1] * h.record_count for i in range(8))

@@ -81,10 +81,15 @@ class BrokerProcess:
     # The broker writes its log to a pipe that a thread here copies into log_path, instead of
     # to the file itself: a file-size limit (RLIMIT_FSIZE) then applies to its data files only.
     log_via_pipe: bool = False
+    kafka_port: int = 0      # the Kafka-protocol listener (real Kafka clients)
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
 
     @property
     def pid(self) -> int:
@@ -286,14 +291,15 @@ def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, 
     cluster = Cluster(root)
     lines = [f'cluster_id = "{CLUSTER_ID}"', f'cluster_secret = "{CLUSTER_SECRET}"']
     config_path = root / "cluster.toml"
-    ports = free_ports(3 * n)
+    ports = free_ports(4 * n)
     for i in range(1, n + 1):
-        port, raft_port, inter_broker_port = ports[3 * i - 3:3 * i]
+        port, raft_port, inter_broker_port, kafka_port = ports[4 * i - 4:4 * i]
         b = BrokerProcess(i, port, raft_port, inter_broker_port, root / f"broker-{i}", config_path,
-                          root / f"broker-{i}.log")
+                          root / f"broker-{i}.log", kafka_port=kafka_port)
         cluster.brokers[i] = b
         lines += ["[[broker]]", f"id = {i}", 'host = "127.0.0.1"', f"port = {b.port}",
                   f"raft_port = {b.raft_port}", f"inter_broker_port = {b.inter_broker_port}",
+                  f"kafka_port = {b.kafka_port}",
                   f'data_dir = "{b.data_dir}"']
     if config:
         lines.append("[config]")

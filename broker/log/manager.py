@@ -3,7 +3,8 @@
 The data dir holds one folder per partition replica (``<topic>-<partition>``), the
 lock file ``.lock`` (one broker process per data dir) and ``meta.properties``
 (which cluster and broker the data belongs to, as in Kafka: written once by
-``kbroker format``, broker/storage_format.py, and never by a starting broker).
+``kbroker format``, broker/storage_format.py, and never by a starting broker, except to
+add ``record.crc`` to an old file on a data dir without logs: meta_properties.py).
 
 The data dir is Kafka's log dir, and raftka has one per broker: the first storage
 failure in any of its logs takes every log offline (KAFKA_STORAGE_ERROR from then
@@ -28,9 +29,12 @@ from broker.log.config import LogConfig
 from broker.log.log import PartitionLog
 from broker.log.log_dir_failure import LogDirFailureChannel
 from broker.log.partition_metadata import read_topic_id, write_topic_id
-# UnformattedDataDirError: raised by check_meta, and imported from here with the other data-dir errors.
-from broker.log.meta_properties import (META_FILE, InconsistentDataDirError, MetaProperties,  # noqa: F401
-                                        UnformattedDataDirError, read_meta_properties)
+# UnformattedDataDirError, OldRecordFormatError: raised by check_meta, and imported from here with the other
+# data-dir errors.
+from broker.log.meta_properties import (META_FILE, RECORD_CRC, RECORD_CRC_KEY,  # noqa: F401
+                                        InconsistentDataDirError, MetaProperties, OldRecordFormatError,
+                                        UnformattedDataDirError, read_meta_properties, read_record_crc,
+                                        write_meta_properties)
 from client.errors import InvalidTopicError, KafkaStorageError
 
 log = structlog.get_logger(__name__)
@@ -92,6 +96,8 @@ class LogManager:
             raise DataDirUnusableError(f"cannot create data dir {self.data_dir}: {e.strerror}") from None
         self._lock_fd = lock_data_dir(self.data_dir)
         try:
+            if meta is not None:
+                self._mark_record_crc(meta)
             for path in sorted(self.data_dir.iterdir()):
                 if not path.is_dir():
                     continue
@@ -111,6 +117,18 @@ class LogManager:
             raise
         log.info("logs_loaded", data_dir=str(self.data_dir), partitions=len(self._logs))
         return meta
+
+    def _mark_record_crc(self, meta: MetaProperties) -> None:
+        """A data dir of a raftka before CRC-32C batches that holds no partition log (check_meta refuses one
+        that does) gets ``record.crc`` before its first log is created: else, once it has logs, the next
+        start would take them for old ones."""
+        if not needs_record_crc_marker(self.data_dir):   # again, under the lock: no log appeared since
+            return
+        try:
+            write_meta_properties(self.data_dir, meta)
+        except OSError as e:
+            raise DataDirUnusableError(f"cannot write {self.data_dir / META_FILE}: {e.strerror or e}") from None
+        log.info("record_crc_marked", data_dir=str(self.data_dir), record_crc=RECORD_CRC)
 
     def close(self, clean: bool = True) -> None:
         """Close every log (cleanly: fsynced, with the clean-shutdown marker) and unlock."""
@@ -312,4 +330,36 @@ def check_meta(data_dir: Path, cluster_id: str, broker_id: int) -> MetaPropertie
         raise InconsistentDataDirError(
             f"data dir {data_dir} belongs to cluster.id={meta.cluster_id} broker.id={meta.broker_id}, "
             f"not cluster.id={cluster_id} broker.id={broker_id} (see {data_dir / META_FILE})")
+    needs_record_crc_marker(data_dir)
     return meta
+
+
+def needs_record_crc_marker(data_dir: Path) -> bool:
+    """True if meta.properties lacks ``record.crc`` (written by a raftka whose batches carried zlib's
+    CRC-32) and no partition log is there: LogManager.open adds it. Reads only.
+
+    OldRecordFormatError if it lacks the key and a partition log is there: each of its batches would
+    fail the CRC-32C check, and recovery would cut every log down to nothing.
+    """
+    if read_record_crc(data_dir) == RECORD_CRC:
+        return False
+    logs = partition_log_dirs(data_dir)
+    if logs:
+        raise OldRecordFormatError(
+            f"data dir {data_dir} holds partition logs ({', '.join(logs[:3])}{', ...' if len(logs) > 3 else ''}) "
+            f"in raftka's old batch format (its own records, zlib's CRC-32) by a raftka before Kafka's "
+            f"RecordBatch v2 ({META_FILE} has no "
+            f"{RECORD_CRC_KEY}={RECORD_CRC}); this raftka cannot read them: delete the data dir and run "
+            f"kbroker format again (with --initial-voter on every broker if the whole cluster is this old)")
+    return True
+
+
+def partition_log_dirs(data_dir: Path) -> list[str]:
+    """Names of the partition log folders in ``data_dir`` (not deleted ones: open removes those)."""
+    try:
+        return sorted(p.name for p in data_dir.iterdir()
+                      if p.is_dir() and parse_partition_dir_name(p.name) is not None)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise DataDirUnusableError(f"cannot read data dir {data_dir}: {e.strerror}") from None

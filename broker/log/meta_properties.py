@@ -13,6 +13,12 @@ tells this formatting of the data dir from any earlier one. raftka adds ``quorum
 
 A file written before ``kbroker format`` existed (version 0: no directory.id, no quorum.state)
 belongs to a node that was a voter all along, and reads as one.
+
+raftka also adds ``record.crc=crc32c``: the batches in this data dir's logs carry Kafka's
+CRC-32C. raftka before that wrote zlib's CRC-32, which every check now reads as a corrupt
+batch (recovery would cut each log at its first batch), so a file without the key on a data dir
+that holds partition logs is refused at start (manager.check_meta); one without logs just gets
+the key (LogManager.open), as it has no batch to misread. Every file written now has the key.
 """
 
 from __future__ import annotations
@@ -27,10 +33,16 @@ META_VERSION = 1
 VOTER = "voter"
 REJOINING = "rejoining"
 QUORUM_STATES = (VOTER, REJOINING)
+RECORD_CRC_KEY = "record.crc"
+RECORD_CRC = "crc32c"      # Kafka's batch checksum (client/record_batch.py)
 
 
 class InconsistentDataDirError(Exception):
     """The data dir belongs to another cluster or another broker, or its meta.properties is garbled."""
+
+
+class OldRecordFormatError(InconsistentDataDirError):
+    """The data dir's logs hold batches of an older raftka (zlib's CRC-32) that this one cannot read."""
 
 
 class UnformattedDataDirError(Exception):
@@ -57,11 +69,22 @@ class MetaProperties:
         if self.directory_id is not None:
             lines.append(f"directory.id={self.directory_id}")
         lines.append(f"quorum.state={self.quorum_state}")
+        lines.append(f"{RECORD_CRC_KEY}={RECORD_CRC}")   # this raftka writes no other batches
         return "\n".join(lines) + "\n"
 
 
 def read_meta_properties(data_dir: Path) -> MetaProperties:
     """The data dir's meta.properties; UnformattedDataDirError when it has none (or is missing)."""
+    return _read(data_dir)[0]
+
+
+def read_record_crc(data_dir: Path) -> str | None:
+    """The batch checksum meta.properties names (``crc32c``); None if it names none: written by a
+    raftka whose batches carried zlib's CRC-32. UnformattedDataDirError when there is no file."""
+    return _read(data_dir)[1]
+
+
+def _read(data_dir: Path) -> tuple[MetaProperties, str | None]:
     path = Path(data_dir) / META_FILE
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -74,7 +97,11 @@ def read_meta_properties(data_dir: Path) -> MetaProperties:
     if "cluster.id" not in props or not broker_id.lstrip("-").isdigit() or state not in QUORUM_STATES:
         raise InconsistentDataDirError(f"{path} is garbled: it needs cluster.id, a numeric broker.id and "
                                        f"quorum.state {' or '.join(QUORUM_STATES)}")
-    return MetaProperties(props["cluster.id"], int(broker_id), props.get("directory.id"), state)
+    record_crc = props.get(RECORD_CRC_KEY)
+    if record_crc not in (None, RECORD_CRC):
+        raise InconsistentDataDirError(f"{path} says {RECORD_CRC_KEY}={record_crc}: this raftka reads only "
+                                       f"{RECORD_CRC_KEY}={RECORD_CRC} batches")
+    return MetaProperties(props["cluster.id"], int(broker_id), props.get("directory.id"), state), record_crc
 
 
 def write_meta_properties(data_dir: Path, meta: MetaProperties) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-import zlib
 
 import grpc
 import pytest
+from crc32c import crc32c
 
 from client import Admin, Consumer, Producer
 from client import record_batch
@@ -172,7 +172,7 @@ def test_corrupt_batches_are_refused_and_leave_the_log_intact(single_broker):
     wrong_count = bytearray(batch)
     wrong_count[57:61] = (7).to_bytes(4, "big")
     wrong_count[23:27] = (6).to_bytes(4, "big")
-    wrong_count[17:21] = zlib.crc32(bytes(wrong_count[21:])).to_bytes(4, "big")  # CRC fine, body isn't 7 records
+    wrong_count[17:21] = crc32c(bytes(wrong_count[21:])).to_bytes(4, "big")  # CRC fine, body isn't 7 records
     for bad in (batch[:-10], batch[:30], bytes(flipped), b"", b"\x00" * 61, batch + b"trailing"):
         r = produce_raw(single_broker, "corrupt", bytes(bad))
         assert r.error_code == common_pb2.CORRUPT_MESSAGE, r

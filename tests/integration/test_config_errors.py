@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from client.admin import Admin
+from client.record_batch import CRC_START, iter_batches
 from tests.integration.cluster import REPO, free_port, free_ports, kclient, write_cluster
 
 HEAD = {"cluster_id": "raftka-test", "cluster_secret": "raftka-test-secret"}
@@ -285,6 +288,65 @@ def test_data_dir_locked_by_a_running_broker_is_refused_untouched(tmp_path, sing
     assert after == before
     assert pid_file.read_text() == f"{single_broker.pid}\n"  # the refused process left the owner's pid file
     single_broker.wait_ready(timeout=10)
+
+
+# ---- a data dir of a raftka before Kafka's CRC-32C ------------------------------------------------------
+
+
+def _edit_record_crc(data_dir: Path, line: str) -> None:
+    """meta.properties with its record.crc line replaced by ``line`` ("" removes it)."""
+    meta = data_dir / "meta.properties"
+    kept = [x for x in meta.read_text().splitlines() if not x.startswith("record.crc=")]
+    meta.write_text("\n".join(kept + ([line] if line else [])) + "\n")
+
+
+def _as_old_raftka(data_dir: Path) -> None:
+    """What raftka wrote before CRC-32C: no record.crc, and every batch checksummed with zlib's CRC-32."""
+    _edit_record_crc(data_dir, "")
+    for segment in data_dir.glob("*-*/*.log"):
+        data = bytearray(segment.read_bytes())
+        for pos, h in list(iter_batches(data)):
+            data[pos + 17:pos + 21] = zlib.crc32(data[pos + CRC_START:pos + h.size]).to_bytes(4, "big")
+        segment.write_bytes(data)
+
+
+OLD_LOGS = ["holds partition logs (kept-0) in raftka's old batch format", "Kafka's RecordBatch v2",
+            "delete the data dir and run kbroker format again"]
+
+# A change to a copy of a stopped broker's data dir (one partition log) -> extra kbroker args, words it prints.
+OLD_DATA_DIR_CASES = {
+    "logs of an older raftka": (_as_old_raftka, [], OLD_LOGS),
+    "logs of an older raftka, supervised": (_as_old_raftka, ["--restart-delay", "1"], OLD_LOGS),
+    "record.crc of another checksum": (lambda d: _edit_record_crc(d, "record.crc=crc32"), [],
+                                       ["says record.crc=crc32: this raftka reads only record.crc=crc32c"]),
+}
+
+
+@pytest.mark.parametrize("case", OLD_DATA_DIR_CASES)
+def test_data_dir_of_an_older_raftka_is_refused_untouched(tmp_path, stopped_data_dir, case):
+    edit, args, words = OLD_DATA_DIR_CASES[case]
+    data_dir = tmp_path / "broker-1"
+    shutil.copytree(stopped_data_dir, data_dir)
+    edit(data_dir)
+    config = config_for(tmp_path, data_dir)
+    before = snapshot(data_dir)
+    assert_refused(run_kbroker("--config", str(config), "--id", "1", *args), *words)
+    assert snapshot(data_dir) == before   # checked before recovery, which would cut every old batch
+
+
+def test_data_dir_of_an_older_raftka_without_logs_gets_record_crc_and_starts(tmp_path):
+    cluster = write_cluster(tmp_path, 1)
+    broker = cluster.brokers[1]
+    _edit_record_crc(broker.data_dir, "")   # formatted by an older raftka, never given a partition
+    try:
+        broker.start()
+        assert "record.crc=crc32c" in (broker.data_dir / "meta.properties").read_text()
+        with Admin(bootstrap=broker.bootstrap) as admin:
+            admin.create_topic("new", partitions=1, replication_factor=1)
+        assert broker.terminate() == 0
+        broker.start()   # its log is not taken for an old one
+    finally:
+        cluster.stop_all()
 
 
 # ---- kclient -------------------------------------------------------------------------------------------

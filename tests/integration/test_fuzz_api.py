@@ -10,12 +10,12 @@ fuzzing plus those the fuzzer itself got acknowledged, nothing else.
 from __future__ import annotations
 
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
 import grpc
 import pytest
+from crc32c import crc32c
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -163,7 +163,7 @@ def batches(draw) -> tuple[bytes, bool]:
         b[57:61] = count.to_bytes(4, "big", signed=True)
         b[23:27] = (count - 1 if count > -2**31 else count).to_bytes(4, "big", signed=True)
         if kind == "count-crc-fixed":   # the CRC is right, the records are not what it says
-            b[17:21] = zlib.crc32(bytes(b[21:])).to_bytes(4, "big")
+            b[17:21] = crc32c(bytes(b[21:])).to_bytes(4, "big")
         return bytes(b), False
     if kind == "random":
         return draw(st.binary(min_size=1, max_size=200)), False
@@ -488,19 +488,26 @@ def malformed_batches() -> dict[str, bytes]:
         b[57:61] = count.to_bytes(4, "big")
         b[23:27] = (count - 1).to_bytes(4, "big", signed=True)
         if fix_crc:
-            b[17:21] = zlib.crc32(bytes(b[21:])).to_bytes(4, "big")
+            b[17:21] = crc32c(bytes(b[21:])).to_bytes(4, "big")
         out[name] = bytes(b)
     b = bytearray(good)
     b[-3] ^= 0x01
     out["a flipped body byte"] = bytes(b)
+    # The first record (Kafka's v2): length, attributes, timestamp delta, offset delta, then its key
+    # length at byte 61 + 4, a zigzag varint (1 -> 0x02).
+    assert good[65] == 0x02, good[61:70].hex()
     b = bytearray(good)
-    b[61 + 8:61 + 12] = (10**6).to_bytes(4, "big")   # a key length past the body, CRC fixed
-    b[17:21] = zlib.crc32(bytes(b[21:])).to_bytes(4, "big")
+    b[65] = 0x7E     # a key length of 63: past the record's end, CRC fixed
+    b[17:21] = crc32c(bytes(b[21:])).to_bytes(4, "big")
     out["a key length past the body, CRC fixed"] = bytes(b)
     b = bytearray(good)
-    b[61 + 8:61 + 12] = (-5).to_bytes(4, "big", signed=True)
-    b[17:21] = zlib.crc32(bytes(b[21:])).to_bytes(4, "big")
+    b[65] = 0x09     # a key length of -5, CRC fixed: the rest of the record no longer adds up
+    b[17:21] = crc32c(bytes(b[21:])).to_bytes(4, "big")
     out["a negative key length, CRC fixed"] = bytes(b)
+    b = bytearray(good)
+    b[64] = 0x04     # the first record's offset delta 2 (they must count from 0), CRC fixed
+    b[17:21] = crc32c(bytes(b[21:])).to_bytes(4, "big")
+    out["an offset delta out of order, CRC fixed"] = bytes(b)
     b = bytearray(good)
     b[16] = 1
     out["magic 1"] = bytes(b)
@@ -524,7 +531,7 @@ def test_every_kind_of_malformed_batch_is_refused_with_corrupt_message(target):
     assert not wrong, wrong
     assert all(r.error_message for _, r in answers)
     target.check_intact("malformed-batch", len(answers))
-    assert len(answers) == 2 * len(bad) == 32
+    assert len(answers) == 2 * len(bad) == 34
 
 
 # ---- thousands of partitions in one request ----------------------------------------------------

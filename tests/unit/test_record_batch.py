@@ -1,15 +1,17 @@
 """The record-batch codec: Kafka RecordBatch v2 header, raftka record body."""
 
 import struct
-import zlib
 
 import pytest
+from crc32c import crc32c
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from client.errors import CorruptMessageError
-from client.record_batch import (CRC_START, HEADER_SIZE, LOG_OVERHEAD, MAGIC, RECORD_HEADER, Record, build_batch,
-                                 check_batch, decode_all, iter_batches, parse_header, record_framing_error, stamp)
+from client.record_batch import (CRC_START, HEADER_SIZE, LOG_OVERHEAD, MAGIC, Record, batch_crc,
+                                 build_batch, check_batch, crc_ok, decode_all, iter_batches, parse_header,
+                                 record_framing_error, stamp)
 
 COUNT_AT = 57          # record_count, int32
 LAST_DELTA_AT = 23     # last_offset_delta, int32
@@ -18,7 +20,7 @@ CRC_AT = 17
 
 
 def _recrc(buf: bytearray) -> bytearray:
-    struct.pack_into(">I", buf, CRC_AT, zlib.crc32(bytes(buf[CRC_START:])))
+    struct.pack_into(">I", buf, CRC_AT, crc32c(bytes(buf[CRC_START:])))
     return buf
 
 
@@ -50,10 +52,13 @@ def test_empty_bytes_and_none_stay_distinct_for_key_and_value():
     assert got[0][0] is not None and got[1][0] is None
 
 
-def test_header_timestamps_are_min_and_max_of_records():
-    h = parse_header(build_batch([(None, b"a", 50), (None, b"b", 10), (None, b"c", 30)]))
-    assert h.base_timestamp == 10
-    assert h.max_timestamp == 50
+def test_header_timestamps_are_the_first_and_the_max_of_the_records():
+    """As Kafka's MemoryRecordsBuilder: the base is the first record's timestamp (deltas may be
+    negative), the max is the largest (retention reads it)."""
+    batch = build_batch([(None, b"a", 50), (None, b"b", 10), (None, b"c", 70), (None, b"d", 30)])
+    h = parse_header(batch)
+    assert (h.base_timestamp, h.max_timestamp) == (50, 70)
+    assert [r.timestamp for r in decode_all(batch)] == [50, 10, 70, 30]
 
 
 def test_build_batch_refuses_an_empty_record_list():
@@ -124,7 +129,7 @@ def test_check_batch_rejects_a_record_count_that_disagrees_with_last_offset_delt
     batch = bytearray(build_batch([(b"a", b"1", 1), (b"b", b"2", 2)]))
     struct.pack_into(">i", batch, COUNT_AT, 3)
     _recrc(batch)  # only the count is wrong, the CRC is right
-    assert zlib.crc32(bytes(batch[CRC_START:])) == parse_header(batch).crc
+    assert crc32c(bytes(batch[CRC_START:])) == parse_header(batch).crc
     with pytest.raises(CorruptMessageError):
         check_batch(bytes(batch))
 
@@ -152,6 +157,49 @@ def test_parse_header_rejects_batch_length_smaller_than_a_header():
     struct.pack_into(">i", batch, 8, HEADER_SIZE - LOG_OVERHEAD - 1)
     with pytest.raises(CorruptMessageError):
         parse_header(batch)
+
+
+# ---- the CRC is Kafka's: CRC-32C, checked against kafka-python ---------------------
+
+
+def test_batch_crc_is_crc32c_and_runs_on_in_pieces():
+    assert batch_crc(b"123456789") == 0xE3069283   # CRC-32C's check value (zlib's CRC-32 gives 0xCBF43926)
+    assert batch_crc(b"56789", batch_crc(memoryview(b"1234"))) == 0xE3069283
+
+
+def _kafka_python_batch(producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1) -> bytes:
+    """A batch as a real Kafka client builds it (varint records; its own CRC-32C)."""
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False,
+                                        producer_id=producer_id, producer_epoch=producer_epoch,
+                                        base_sequence=base_sequence, batch_size=1 << 20)
+    for i in range(3):
+        builder.append(i, timestamp=1_000 + i, key=None if i == 1 else b"k%d" % i, value=b"v" * i, headers=[])
+    return bytes(builder.build())
+
+
+@pytest.mark.parametrize("producer", [(-1, -1, -1), (7, 2, 40)], ids=["plain", "idempotent"])
+def test_a_kafka_python_batch_passes_check_batch(producer):
+    batch = _kafka_python_batch(*producer)
+    h = check_batch(batch)
+    assert crc_ok(batch, 0, h)
+    assert (h.record_count, h.producer_id, h.base_sequence) == (3, producer[0], producer[2])
+    flipped = bytearray(batch)
+    flipped[-1] ^= 0x01
+    with pytest.raises(CorruptMessageError, match="CRC mismatch"):
+        check_batch(bytes(flipped))
+
+
+@pytest.mark.parametrize("producer", [{}, {"producer_id": 7, "producer_epoch": 2, "base_sequence": 40}],
+                         ids=["plain", "idempotent"])
+def test_a_raftka_batch_passes_kafka_pythons_crc_check(producer):
+    batch = bytearray(build_batch([(b"k", b"v", 5), (None, b"w" * 300, 9), (b"", None, 7)], **producer))
+    assert DefaultRecordBatch(bytes(batch)).validate_crc()
+    stamp(batch, 0, 1234, 7)   # the leader's fields lie outside the CRC, in Kafka too
+    kafka = DefaultRecordBatch(bytes(batch))
+    assert (kafka.base_offset, kafka.leader_epoch, kafka.crc) == (1234, 7, parse_header(batch).crc)
+    assert kafka.validate_crc()
+    batch[30] ^= 0x01   # max_timestamp: under the CRC
+    assert not DefaultRecordBatch(bytes(batch)).validate_crc()
 
 
 # ---- stamp -------------------------------------------------------------------------
@@ -210,7 +258,7 @@ def test_decode_all_with_min_offset_does_not_check_skipped_batches():
 
 def test_decode_all_raises_on_a_crc_mismatch_and_not_when_told_to_skip_the_check():
     buf = bytearray(build_batch([(None, b"value", 1)]))
-    buf[-1] ^= 0x20  # b"value" -> b"valuE"
+    buf[-2] ^= 0x20  # b"value" -> b"valuE" (the last byte is the record's header count)
     with pytest.raises(CorruptMessageError):
         decode_all(buf)
     assert decode_all(buf, verify_crc=False)[0].value == b"valuE"
@@ -280,7 +328,7 @@ def test_property_build_then_decode_round_trips(records, ts_base, base_offset, e
     h = check_batch(batch)
     assert h.record_count == len(recs)
     assert (h.base_offset, h.partition_leader_epoch) == (base_offset, epoch)
-    assert h.base_timestamp == min(r[2] for r in recs)
+    assert h.base_timestamp == recs[0][2]
     assert h.max_timestamp == max(r[2] for r in recs)
     assert h.next_offset == base_offset + len(recs)
     assert decode_all(batch) == [Record("", -1, base_offset + i, t, k, v) for i, (k, v, t) in enumerate(recs)]
@@ -292,51 +340,61 @@ def _batch_with_body(body: bytes, count: int) -> bytes:
     return _assemble(body, count, 0, 0, 0, -1, -1, -1, -1)
 
 
+def _varint(n: int) -> bytes:
+    """Kafka's zigzag varint, written here independently of the codec under test."""
+    v, out = (n << 1) ^ (n >> 63), b""
+    while v >= 0x80:
+        out, v = out + bytes([(v & 0x7F) | 0x80]), v >> 7
+    return out + bytes([v])
+
+
+def _record(offset_delta: int, key_length: int, value: bytes, length_fix: int = 0, tail: bytes = b"") -> bytes:
+    inner = (b"\x00" + _varint(0) + _varint(offset_delta) + _varint(key_length) + _varint(len(value)) + value
+             + _varint(0) + tail)
+    return _varint(len(inner) + length_fix) + inner
+
+
 @pytest.mark.parametrize("body,count,reason", [
-    (RECORD_HEADER.pack(0, -2, 1) + b"v", 1, "negative record length"),
-    (RECORD_HEADER.pack(0, -1, 50) + b"v" * 10, 1, "do not fill the body"),
-    (RECORD_HEADER.pack(0, -1, 1) + b"v" + b"extra", 1, "do not fill the body"),
-    (RECORD_HEADER.pack(0, -1, 1) + b"v", 2, "overrun the body"),
+    (_record(0, -1, b"v", length_fix=40), 1, "Can't read|Invalid record size"),
+    (_record(0, -1, b"v") + b"extra", 1, "unconsumed bytes"),
+    (_record(0, -1, b"v"), 2, "Can't read"),
 ])
 def test_record_lengths_that_disagree_with_the_body_are_corrupt_even_with_a_good_crc(body, count, reason):
     batch = _batch_with_body(body, count)
     check_batch(batch)  # the broker's header-and-CRC check passes: the records are the decoder's to judge
     with pytest.raises(CorruptMessageError, match=reason):
         decode_all(batch)
+    assert record_framing_error(batch) is not None
 
 
-def _walk_framing_ok(batch: bytes) -> bool:
-    """The reference: walk every record's lengths."""
+def test_offset_deltas_that_do_not_count_from_zero_are_refused():
+    batch = _batch_with_body(_record(0, -1, b"a") + _record(5, -1, b"b"), 2)
+    assert "offset delta 5" in record_framing_error(batch)
+
+
+def _kafka_python_framing_ok(batch: bytes) -> bool:
+    """The reference: kafka-python's own (pure Python) record reader, and Kafka's rule that the
+    offset deltas count 0, 1, 2... up to the header's record count."""
+    from kafka.record.default_records import DefaultRecordBatch as Reference
     h = parse_header(batch)
-    p = HEADER_SIZE
-    for _ in range(h.record_count):
-        if p + RECORD_HEADER.size > h.size:
-            return False
-        _, klen, vlen = RECORD_HEADER.unpack_from(batch, p)
-        if klen < -1 or vlen < -1:
-            return False
-        p += RECORD_HEADER.size + max(klen, 0) + max(vlen, 0)
-    return p == h.size
+    try:
+        offsets = [r.offset for r in Reference(bytes(batch))]
+    except Exception:   # noqa: BLE001 - any refusal of the reference reader
+        return False
+    return offsets == list(range(h.base_offset, h.base_offset + h.record_count))
 
 
 @settings(max_examples=300)
-@given(sizes=st.lists(st.tuples(st.integers(-1, 6), st.integers(-1, 6)), min_size=1, max_size=8),
-       uniform=st.booleans(), poke=st.integers(0, 10_000), value=st.integers(-3, 40))
-def test_record_framing_error_agrees_with_a_full_walk(sizes, uniform, poke, value):
-    """The C-speed check for batches of same-size records must judge exactly as the walk does,
-    on good batches and on ones whose count or record lengths were tampered with."""
-    if uniform:
-        sizes = [sizes[0]] * len(sizes)
+@given(sizes=st.lists(st.tuples(st.integers(-1, 6), st.integers(-1, 200)), min_size=1, max_size=8),
+       poke=st.integers(0, 10_000), value=st.integers(0, 255))
+def test_record_framing_error_agrees_with_kafka_pythons_reader(sizes, poke, value):
+    """On good batches and on ones whose record count or one body byte was tampered with, the
+    broker's framing check judges as kafka-python's reader does."""
     records = [(None if k < 0 else b"k" * k, None if v < 0 else b"v" * v, 1) for k, v in sizes]
     batch = bytearray(build_batch(records))
-    assert record_framing_error(bytes(batch)) is None
+    assert record_framing_error(bytes(batch)) is None and _kafka_python_framing_ok(bytes(batch))
     if poke % 3 == 0:   # lie about the record count
         struct.pack_into(">i", batch, 57, max(1, len(records) + value % 5 - 2))
-    else:               # change one record's key or value length
-        starts, p = [], HEADER_SIZE
-        for k, v in sizes:
-            starts.append(p)
-            p += RECORD_HEADER.size + max(k, 0) + max(v, 0)
-        at = starts[poke % len(starts)] + (8 if poke % 2 else 12)
-        struct.pack_into(">i", batch, at, value)
-    assert (record_framing_error(bytes(batch)) is None) == _walk_framing_ok(bytes(batch))
+    else:               # change one byte of the records
+        batch[HEADER_SIZE + poke % (len(batch) - HEADER_SIZE)] = value
+    assert (record_framing_error(bytes(batch)) is None) == _kafka_python_framing_ok(bytes(batch))

@@ -9,13 +9,14 @@ import time
 
 import pytest
 
-from client.accumulator import BATCH_HEADER, RecordAccumulator
+from client.accumulator import BATCH_HEADER, RecordAccumulator, record_size
 from client.client import KafkaClient
 from client.errors import OutOfOrderSequenceNumberError
 from client.protocol.v1 import common_pb2, kafka_pb2
 from client.sender import InFlightRequest, Sender, SenderConfig
 
 OLD_LEADER, NEW_LEADER = ("127.0.0.1", 1), ("127.0.0.1", 2)
+FULL = next(b"x" * n for n in range(100) if record_size(None, b"x" * n) == 100)   # one record fills a batch
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def sender():
 def _sent(sender: Sender, count: int):
     """``count`` full batches of t-0, drained and numbered (built) as the sender sends them."""
     for i in range(count):
-        sender._acc.append("t", 0, None, b"x" * 84, i)
+        sender._acc.append("t", 0, None, FULL, i)
     batches, _, _ = sender._acc.drain(time.monotonic())
     for b in batches:
         sender._records(b)

@@ -1,0 +1,192 @@
+"""Kafka-protocol requests -> KafkaApis calls -> Kafka-protocol answers. Translation only.
+
+Each handler reads a kio request entity (any version the listener serves), calls the request
+layer (broker/kafka_apis.py) with plain values, and returns the answer as plain values by Kafka
+field name; codec.py writes them at the request's version. The one thing added here is where
+this listener's clients reach a broker: every broker's Kafka host and port (never the gRPC port).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from broker.api_messages import (CreateTopicsRequest, DeleteTopicsRequest, FetchPartition, FetchRequest,
+                                 ListOffsetsPartition, ProducePartition, ProduceRequest)
+from broker.controller import TopicRequest
+from broker.kafka_apis import KafkaApis, PendingProduce
+from broker.kafka_protocol.codec import ZERO_UUID, millis
+from broker.kafka_protocol.versions import SUPPORTED
+from client.errors import KafkaError
+
+# Kafka's "no authorized operations were asked for" (topic_authorized_operations).
+AUTHORIZED_OPERATIONS_OMITTED = -2147483648
+
+Endpoint = Callable[[int], "tuple[str, int] | None"]   # broker id -> its Kafka listener, if it has one
+Answer = Callable[[], "dict[str, Any] | None"]          # the response values, or None: no response (acks=0)
+
+
+def _code(error: KafkaError | None) -> int:
+    if error is None:
+        return 0
+    return error.code if error.code is not None else -1
+
+
+def _message(error: KafkaError | None) -> str | None:
+    return None if error is None else error.message
+
+
+def _topic_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError):
+        return ZERO_UUID
+
+
+@dataclass
+class Connection:
+    """What a handler may know of the connection a request came on."""
+    call: object                       # the admission key of this connection's long polls
+    open: Callable[[], bool]           # False once the client has gone
+
+
+class KafkaProtocolHandlers:
+    def __init__(self, apis: KafkaApis, endpoint: Endpoint, slots):
+        self._apis = apis
+        self._endpoint = endpoint
+        self._slots = slots             # this listener's long-poll slots (one per connection is enough)
+
+    def begin(self, api_key: int, body, conn: Connection) -> Answer:
+        """Start serving one request; the returned function gives its answer. A Produce is appended
+        here, at once, so a client's pipelined produces land in the order they came on the wire."""
+        if api_key == 0:
+            return self._produce(body)
+        handler = self._HANDLERS[api_key]
+        return lambda: handler(self, body, conn)
+
+    # ---- ApiVersions ----------------------------------------------------------------------------
+
+    def api_versions(self, body, conn: Connection) -> dict:
+        return api_versions_answer(0)
+
+    # ---- Metadata -------------------------------------------------------------------------------
+
+    def metadata(self, body, conn: Connection) -> dict:
+        names = None if body.topics is None else [t.name for t in body.topics if t.name is not None]
+        if names == [] and body.__version__ == 0:
+            names = None                  # v0: an empty list asks for every topic (v1+: null does)
+        answer = self._apis.metadata(names, auto_create=bool(getattr(body, "allow_auto_topic_creation", True)))
+        topics = [{"error_code": _code(t.error), "name": t.name, "topic_id": ZERO_UUID, "is_internal": False,
+                   "partitions": [{"error_code": _code(p.error), "partition_index": p.partition,
+                                   "leader_id": p.leader_id, "leader_epoch": p.leader_epoch,
+                                   "replica_nodes": p.replicas, "isr_nodes": p.isr,
+                                   "offline_replicas": p.offline_replicas} for p in t.partitions],
+                   "topic_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED} for t in answer.topics]
+        brokers = [{"node_id": b.broker_id, "host": ep[0], "port": ep[1], "rack": None}
+                   for b in answer.brokers if b.alive and (ep := self._endpoint(b.broker_id)) is not None]
+        return {"brokers": brokers, "cluster_id": answer.cluster_id, "controller_id": answer.controller_id,
+                "topics": topics}
+
+    def _current_leader(self, error: KafkaError | None) -> dict:
+        hint = error.leader_hint if error is not None else None
+        if hint is None:
+            return {"leader_id": -1, "leader_epoch": -1}
+        return {"leader_id": hint.leader_id, "leader_epoch": hint.leader_epoch}
+
+    def _node_endpoints(self, errors: list[KafkaError | None]) -> list[dict]:
+        """KIP-951: the brokers the current_leader fields name, so the client goes there at once."""
+        ids = sorted({e.leader_hint.leader_id for e in errors if e is not None and e.leader_hint is not None
+                      and e.leader_hint.leader_id >= 0})
+        return [{"node_id": i, "host": ep[0], "port": ep[1], "rack": None}
+                for i in ids if (ep := self._endpoint(i)) is not None]
+
+    # ---- Produce --------------------------------------------------------------------------------
+
+    def _produce(self, body) -> Answer:
+        partitions = [ProducePartition(t.name, p.index, p.records or b"")
+                      for t in body.topic_data for p in t.partition_data]
+        request = ProduceRequest(int(body.acks), millis(body.timeout), partitions)
+        pending = self._apis.append_produce(request)
+        if request.acks == 0:
+            return lambda: None        # Kafka sends no response to acks=0
+        return lambda: self._produce_answer(pending)
+
+    def _produce_answer(self, pending: PendingProduce) -> dict:
+        results = self._apis.complete_produce(pending).results
+        by_topic: dict[str, list[dict]] = {}
+        for r in results:
+            by_topic.setdefault(r.topic, []).append({
+                "index": r.partition, "error_code": _code(r.error), "base_offset": r.base_offset,
+                "log_append_time": None, "log_start_offset": r.log_start_offset, "record_errors": [],
+                "error_message": _message(r.error), "current_leader": self._current_leader(r.error)})
+        return {"responses": [{"name": t, "partition_responses": ps} for t, ps in by_topic.items()],
+                "node_endpoints": self._node_endpoints([r.error for r in results])}
+
+    # ---- Fetch ----------------------------------------------------------------------------------
+
+    def fetch(self, body, conn: Connection) -> dict:
+        partitions = [FetchPartition(t.topic, p.partition, p.fetch_offset, getattr(p, "current_leader_epoch", -1),
+                                     p.partition_max_bytes)
+                      for t in body.topics for p in t.partitions]
+        request = FetchRequest(-1, millis(body.max_wait), body.min_bytes, getattr(body, "max_bytes", 0) or 0,
+                               partitions)
+        results = self._apis.fetch(request, conn.call, caller_waiting=conn.open, slots=self._slots)
+        by_topic: dict[str, list[dict]] = {}
+        for r in results:
+            by_topic.setdefault(r.topic, []).append({
+                "partition_index": r.partition, "error_code": _code(r.error), "high_watermark": r.high_watermark,
+                "last_stable_offset": r.high_watermark, "log_start_offset": r.log_start_offset,
+                "current_leader": self._current_leader(r.error), "aborted_transactions": [],
+                "preferred_read_replica": -1, "records": r.records})
+        return {"error_code": 0, "session_id": 0,
+                "responses": [{"topic": t, "partitions": ps} for t, ps in by_topic.items()]}
+
+    # ---- ListOffsets ----------------------------------------------------------------------------
+
+    def list_offsets(self, body, conn: Connection) -> dict:
+        partitions = [ListOffsetsPartition(t.name, p.partition_index, p.timestamp,
+                                           getattr(p, "current_leader_epoch", -1))
+                      for t in body.topics for p in t.partitions]
+        by_topic: dict[str, list[dict]] = {}
+        for r in self._apis.list_offsets(partitions, read_from_replica=False):
+            by_topic.setdefault(r.topic, []).append({
+                "partition_index": r.partition, "error_code": _code(r.error), "timestamp": r.timestamp,
+                "offset": r.offset, "leader_epoch": r.leader_epoch})
+        return {"topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()]}
+
+    # ---- InitProducerId -------------------------------------------------------------------------
+
+    def init_producer_id(self, body, conn: Connection) -> dict:
+        answer = self._apis.init_producer_id(millis(body.transaction_timeout))
+        return {"error_code": _code(answer.error), "producer_id": answer.producer_id,
+                "producer_epoch": answer.producer_epoch}
+
+    # ---- CreateTopics / DeleteTopics ---------------------------------------------------------------
+
+    def create_topics(self, body, conn: Connection) -> dict:
+        topics = [TopicRequest(t.name, t.num_partitions, t.replication_factor,
+                               {c.name: c.value for c in t.configs if c.value is not None})
+                  for t in body.topics]
+        answer = self._apis.create_topics(CreateTopicsRequest(topics, bool(body.validate_only), millis(body.timeout)))
+        requested = {t.name: t for t in topics}
+        return {"topics": [{"name": o.name, "topic_id": ZERO_UUID, "error_code": _code(o.error),
+                            "error_message": _message(o.error),
+                            "num_partitions": requested[o.name].num_partitions,
+                            "replication_factor": requested[o.name].replication_factor}
+                           for o in answer.outcomes]}
+
+    def delete_topics(self, body, conn: Connection) -> dict:
+        names = list(body.topic_names) if hasattr(body, "topic_names") else [t.name for t in body.topics]
+        answer = self._apis.delete_topics(DeleteTopicsRequest(names, millis(body.timeout)))
+        return {"responses": [{"name": o.name, "topic_id": ZERO_UUID, "error_code": _code(o.error),
+                               "error_message": _message(o.error)} for o in answer.outcomes]}
+
+    _HANDLERS = {1: fetch, 2: list_offsets, 3: metadata, 18: api_versions, 19: create_topics, 20: delete_topics,
+                 22: init_producer_id}
+
+
+def api_versions_answer(error_code: int) -> dict:
+    """ApiVersions' answer: every API this listener serves, with the versions it serves."""
+    return {"error_code": error_code,
+            "api_keys": [{"api_key": k, "min_version": lo, "max_version": hi} for k, (lo, hi) in sorted(SUPPORTED.items())]}

@@ -1,0 +1,29 @@
+"""The APIs and versions the Kafka listener serves: what ApiVersions advertises, nothing more.
+
+Clients switch features on by this list, so an API is here only once it is served end to end.
+Produce and Fetch stop below the versions that address topics by id (Produce 13, Fetch 13), which
+raftka does not serve on this listener yet; Produce starts at 3 and Fetch at 4, the first versions
+of RecordBatch v2 (the only batch format raftka stores).
+"""
+
+from __future__ import annotations
+
+PRODUCE, FETCH, LIST_OFFSETS, METADATA = 0, 1, 2, 3
+API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID = 18, 19, 20, 22
+
+# api key -> (min version, max version)
+SUPPORTED: dict[int, tuple[int, int]] = {
+    PRODUCE: (3, 10),          # v10: KIP-951 current_leader and node_endpoints on NOT_LEADER_OR_FOLLOWER
+    FETCH: (4, 12),            # v12: diverging_epoch and current_leader, flexible; v13 needs topic ids
+    LIST_OFFSETS: (1, 7),
+    METADATA: (0, 12),
+    API_VERSIONS: (0, 3),
+    CREATE_TOPICS: (2, 7),
+    DELETE_TOPICS: (1, 6),
+    INIT_PRODUCER_ID: (0, 4),
+}
+
+
+def supported(api_key: int, api_version: int) -> bool:
+    lo, hi = SUPPORTED.get(api_key, (0, -1))
+    return lo <= api_version <= hi

@@ -1,0 +1,284 @@
+"""Real Kafka clients against three real brokers' Kafka-protocol listeners (kafka_port).
+
+confluent-kafka (librdkafka), kafka-python and aiokafka, unchanged, run the seed lesson: create a
+topic through broker 2, describe it, produce through broker 2 only, read it back through every
+broker. Batches cross doors: written over gRPC by raftka's producer and read by a Kafka consumer
+(which checks their CRC-32C), and the reverse. Garbage on the Kafka port closes that connection
+with one warning; the broker lives on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+
+import aiokafka          # the three real Kafka clients: test dependencies in pyproject.toml
+import confluent_kafka
+import kafka
+import kafka.admin
+import pytest
+
+from broker.kafka_protocol.versions import SUPPORTED
+from client import Admin, Consumer, Producer
+from tests.integration.cluster import wait_for, write_cluster
+
+pytestmark = pytest.mark.integration
+
+
+TOPIC = "email.send"
+GROUP_APIS = {8, 9, 10, 11, 12, 13, 14, 15, 16}   # OffsetCommit .. ListGroups: not served yet
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = write_cluster(tmp_path_factory.mktemp("kafka-clients"), 3,
+                      {"default.replication.factor": 3, "min.insync.replicas": 2})
+    c.start_all()
+    for b in c.brokers.values():
+        wait_for(lambda b=b: accepts(b.kafka_port), 20, f"broker {b.broker_id}'s Kafka listener")
+    yield c
+    c.stop_all()
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def kafka_python_read(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[bytes]:
+    tp = kafka.TopicPartition(topic, 0)
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                   check_crcs=True)
+    try:
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        got: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                got += [r.value for r in records]
+        return got
+    finally:
+        consumer.close()
+
+
+def confluent_read(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[bytes]:
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
+                                         "enable.auto.commit": False, "check.crcs": True})
+    try:
+        consumer.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+        got: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < expected and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+        return got
+    finally:
+        consumer.close()
+
+
+def aiokafka_read(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[bytes]:
+    async def read() -> list[bytes]:
+        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                             auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            tp = aiokafka.TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            got: list[bytes] = []
+            deadline = time.monotonic() + timeout
+            while len(got) < expected and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    got += [r.value for r in records]
+            return got
+        finally:
+            await consumer.stop()
+    return asyncio.run(read())
+
+
+def api_versions_v0(port: int, version: int) -> tuple[int, int, set[tuple[int, int, int]]]:
+    """(correlation id, error code, {(api_key, min, max)}) of an ApiVersions request at ``version``
+    (written by hand: header v1, empty body; the broker answers at v0 whatever it cannot serve)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        body = struct.pack(">hhih", 18, version, 42, 1) + b"t" + (b"\x00" * 3 if version >= 3 else b"")
+        s.sendall(struct.pack(">i", len(body)) + body)
+        size, = struct.unpack(">i", recv_exactly(s, 4))
+        answer = recv_exactly(s, size)
+    correlation_id, error_code, count = struct.unpack_from(">ihi", answer)
+    return correlation_id, error_code, {struct.unpack_from(">hhh", answer, 10 + 6 * i) for i in range(count)}
+
+
+def test_api_versions_lists_what_is_served_and_no_group_apis(cluster):
+    correlation_id, error_code, keys = api_versions_v0(cluster.brokers[1].kafka_port, 0)
+    assert (correlation_id, error_code) == (42, 0)
+    assert {k: (lo, hi) for k, lo, hi in keys} == SUPPORTED
+    assert not GROUP_APIS & {k for k, _, _ in keys}
+
+
+def test_an_api_versions_version_it_does_not_know_is_answered_at_v0(cluster):
+    """KIP-511: UNSUPPORTED_VERSION (35) and the list, so the client can pick a version it shares."""
+    correlation_id, error_code, keys = api_versions_v0(cluster.brokers[1].kafka_port, 99)
+    assert (correlation_id, error_code) == (42, 35)
+    assert {k: (lo, hi) for k, lo, hi in keys} == SUPPORTED
+
+
+def recv_exactly(s: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        assert chunk, f"connection closed after {len(out)} of {n} bytes"
+        out += chunk
+    return out
+
+
+def test_the_seed_lesson_with_kafka_clients(cluster):
+    """Create and describe through broker 2, produce through broker 2's Kafka port only, read it
+    through every broker's Kafka port with each client."""
+    b2 = cluster.brokers[2].kafka_bootstrap
+    admin = kafka.KafkaAdminClient(bootstrap_servers=b2)
+    try:
+        admin.create_topics([kafka.admin.NewTopic(TOPIC, num_partitions=1, replication_factor=3)])
+        wait_for(lambda: len(described(admin)["isr_nodes"]) == 3, 20, "the ISR to fill")
+        described_partition = described(admin)
+    finally:
+        admin.close()
+    assert sorted(described_partition["replica_nodes"]) == [1, 2, 3]
+
+    values = [f"mail-{i}".encode() for i in range(50)]
+    acked: list[int] = []
+    producer = confluent_kafka.Producer({"bootstrap.servers": b2, "acks": "all", "linger.ms": 5})
+    for v in values:
+        producer.produce(TOPIC, value=v, partition=0,
+                         on_delivery=lambda err, msg: acked.append(msg.offset() if err is None else -1))
+    assert producer.flush(30) == 0
+    assert sorted(acked) == list(range(50)), acked
+
+    for b in cluster.brokers.values():
+        assert kafka_python_read(b.kafka_bootstrap, TOPIC, 50) == values, f"kafka-python via broker {b.broker_id}"
+        assert confluent_read(b.kafka_bootstrap, TOPIC, 50) == values, f"confluent-kafka via broker {b.broker_id}"
+    assert aiokafka_read(cluster.brokers[3].kafka_bootstrap, TOPIC, 50) == values
+    print(f"\n[seed lesson] 50 acked through broker 2; read back whole through brokers 1, 2, 3 "
+          f"(kafka-python, confluent-kafka) and 3 (aiokafka); leader {described_partition['leader_id']}")
+
+
+def described(admin) -> dict:
+    [topic] = admin.describe_topics([TOPIC])
+    [p] = topic["partitions"]
+    return p
+
+
+def test_metadata_advertises_kafka_ports_only(cluster):
+    client = kafka.KafkaAdminClient(bootstrap_servers=cluster.brokers[1].kafka_bootstrap)
+    try:
+        brokers = {b["broker_id"]: (b["host"], b["port"]) for b in client.describe_cluster()["brokers"]}
+    finally:
+        client.close()
+    assert brokers == {b.broker_id: ("127.0.0.1", b.kafka_port) for b in cluster.brokers.values()}
+
+
+def test_batches_cross_doors(cluster):
+    """raftka's producer writes over gRPC, kafka-python reads (checking CRC-32C); librdkafka writes
+    over the Kafka port, raftka's consumer reads over gRPC."""
+    b1 = cluster.brokers[1]
+    Admin(b1.bootstrap).create_topic("from-grpc", partitions=1, replication_factor=3)
+    Admin(b1.bootstrap).create_topic("from-kafka", partitions=1, replication_factor=3)
+    values = [b"v%d" % i for i in range(30)]
+    with Producer(b1.bootstrap, acks="all") as p:
+        for v in values:
+            p.send("from-grpc", v, partition=0).result(timeout=20)
+    assert kafka_python_read(b1.kafka_bootstrap, "from-grpc", 30) == values
+
+    producer = confluent_kafka.Producer({"bootstrap.servers": b1.kafka_bootstrap, "acks": "all"})
+    for v in values:
+        producer.produce("from-kafka", value=v, key=b"k", partition=0)
+    assert producer.flush(30) == 0
+    got = []
+    deadline = time.monotonic() + 20
+    with Consumer(b1.bootstrap, "from-kafka", auto_offset_reset="earliest", partition=0) as c:
+        while len(got) < 30 and time.monotonic() < deadline:
+            got += c.poll(timeout=0.5)
+    assert [(r.key, r.value) for r in got] == [(b"k", v) for v in values]
+
+
+@pytest.mark.parametrize("frame", [
+    struct.pack(">i", -1),                                        # a negative size
+    struct.pack(">i", 200 * 1024 * 1024),                         # over socket.request.max.bytes
+    struct.pack(">i", 10) + struct.pack(">hhi", 999, 0, 1) + b"\x00\x00",   # an unknown API
+    struct.pack(">i", 10) + struct.pack(">hhi", 3, 77, 1) + b"\x00\x00",    # Metadata v77
+    struct.pack(">i", 10) + struct.pack(">hhi", 3, 12, 1) + b"\xff\xff",    # a body that does not parse
+], ids=["negative-size", "too-large", "unknown-api", "unsupported-version", "garbage-body"])
+def test_a_bad_frame_closes_its_connection_and_the_broker_lives(cluster, frame):
+    b = cluster.brokers[1]
+    with socket.create_connection(("127.0.0.1", b.kafka_port), timeout=5) as s:
+        s.sendall(frame)
+        s.settimeout(5)
+        assert s.recv(1024) == b"", "the broker answered a frame it must refuse"
+    assert b.alive()
+    assert "kafka_connection_closed" in b.log() and "kafka_answer_failed" not in b.log()
+    client = kafka.KafkaAdminClient(bootstrap_servers=b.kafka_bootstrap)
+    try:
+        assert client.describe_cluster()["controller_id"] in cluster.brokers
+    finally:
+        client.close()
+
+
+def test_librdkafkas_idempotent_producer_across_a_leader_kill(tmp_path):
+    """enable.idempotence, acks=all, 5 in flight, while the partition's leader is killed with -9:
+    every acknowledged record is read back once, in the order it was sent."""
+    c = write_cluster(tmp_path / "idempotent", 3, {"default.replication.factor": 3, "min.insync.replicas": 2,
+                                                   "broker.session.timeout.ms": 2000})
+    c.start_all()
+    try:
+        for b in c.brokers.values():
+            wait_for(lambda b=b: accepts(b.kafka_port), 20, f"broker {b.broker_id}'s Kafka listener")
+        Admin(c.brokers[1].bootstrap).create_topic("orders", partitions=1, replication_factor=3)
+        bootstrap = ",".join(b.kafka_bootstrap for b in c.brokers.values())
+        producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                                            "acks": "all", "max.in.flight.requests.per.connection": 5,
+                                            "linger.ms": 2, "message.timeout.ms": 60000})
+        acked: list[int] = []
+        failed: list[str] = []
+
+        def on_delivery(err, msg):
+            if err is None:
+                acked.append(int(msg.value()))
+            else:
+                failed.append(str(err))
+
+        leader = wait_for(lambda: kafka_leader(c, "orders"), 10, "a leader for orders-0")
+        for i in range(3000):
+            producer.produce("orders", value=str(i).encode(), partition=0, on_delivery=on_delivery)
+            producer.poll(0)
+            if i == 1000:
+                # poll() runs the delivery callbacks
+                wait_for(lambda: producer.poll(0.05) is not None and len(acked) >= 500, 30, "500 acks before the kill")
+                c.brokers[leader].kill()
+        assert producer.flush(60) == 0
+        c.brokers[leader].start()
+        values = [int(v) for v in kafka_python_read(c.brokers[1].kafka_bootstrap if leader != 1
+                                                    else c.brokers[2].kafka_bootstrap, "orders", len(acked))]
+        lost = sorted(set(acked) - set(values))
+        duplicates = len(values) - len(set(values))
+        print(f"\n[librdkafka idempotent] killed leader {leader}: acked {len(acked)}, failed {len(failed)}, "
+              f"read {len(values)}, lost {len(lost)}, duplicates {duplicates}")
+        assert not lost and duplicates == 0
+        assert values == sorted(values), "order kept"
+        assert not failed, failed[:3]
+    finally:
+        c.stop_all()
+
+
+def kafka_leader(c, topic: str) -> int | None:
+    from tests.integration.cluster import metadata
+    for b in c.running():
+        r = metadata(b, [topic])
+        if r is not None and r.topics and r.topics[0].partitions and r.topics[0].partitions[0].leader_id > 0:
+            return r.topics[0].partitions[0].leader_id
+    return None
