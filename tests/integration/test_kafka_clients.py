@@ -282,3 +282,31 @@ def kafka_leader(c, topic: str) -> int | None:
         if r is not None and r.topics and r.topics[0].partitions and r.topics[0].partitions[0].leader_id > 0:
             return r.topics[0].partitions[0].leader_id
     return None
+
+
+def kcat(*args: str, stdin: bytes | None = None) -> str:
+    import shutil
+    import subprocess
+    path = shutil.which("kcat")
+    if path is None:
+        pytest.fail("kcat is not installed (Debian package kcat; .ci/run installs it)", pytrace=False)
+    done = subprocess.run([path, *args], input=stdin, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout.decode()
+
+
+def test_the_readmes_kcat_lesson(cluster):
+    """The README's kcat steps: metadata from broker 2 lists the Kafka ports, produce through broker 2,
+    read back through every broker's Kafka port."""
+    Admin(cluster.brokers[1].bootstrap).create_topic("kcat.lesson", partitions=3, replication_factor=3)
+    b2 = cluster.brokers[2].kafka_bootstrap
+    listing = wait_for(lambda: (lambda out: out if "isrs: " in out and "leader -1" not in out else None)(
+        kcat("-b", b2, "-L", "-t", "kcat.lesson")), 20, "kcat -L to show three led partitions")
+    for b in cluster.brokers.values():
+        assert f"broker {b.broker_id} at 127.0.0.1:{b.kafka_port}" in listing, listing
+    assert listing.count("partition ") == 3
+    for i in (1, 2):
+        kcat("-b", b2, "-P", "-t", "kcat.lesson", "-p", "0", stdin=f"follower-message-{i}\n".encode())
+    for b in cluster.brokers.values():
+        out = kcat("-b", b.kafka_bootstrap, "-C", "-t", "kcat.lesson", "-p", "0", "-o", "beginning", "-e", "-q")
+        assert out.split() == ["follower-message-1", "follower-message-2"], (b.broker_id, out)
