@@ -41,6 +41,7 @@ from pathlib import Path
 import grpc
 from google import protobuf
 
+from bench import kafka_port
 from bench.stats import Figure, Target, failover_window, read_back, table
 from client import Consumer, Producer
 from client.perf import LatencyStats
@@ -241,6 +242,11 @@ FIGURES: dict[str, tuple[str, str, Target | None, int]] = {
     "w2_mb_per_s": ("W2 produce-pipelined", "MB/s", None, 1),
     "w3_records_per_s": ("W3 consume", "records/s", Target(500_000, higher_is_better=True), 0),
     "w3_mb_per_s": ("W3 consume", "MB/s", None, 1),
+    "kw1_p50_ms": ("Kafka port, librdkafka: W1 produce-sync p50", "ms", Target(1.0), 2),
+    "kw1_p99_ms": ("Kafka port, librdkafka: W1 produce-sync p99", "ms", None, 2),
+    "kw2_records_per_s": ("Kafka port, librdkafka: W2 produce-pipelined", "records/s",
+                          Target(300_000, higher_is_better=True), 0),
+    "kw3_records_per_s": ("Kafka port, librdkafka: W3 consume", "records/s", Target(500_000, higher_is_better=True), 0),
     "broker_peak_rss_mb": ("broker peak RSS since start, after W2 (3 brokers)", "MB", Target(100, judged_on="max"), 1),
     "broker_rss_mb": ("broker RSS after W2 (3 brokers)", "MB", None, 1),
     "w4_window_s": ("W4 failover: last ack before kill -9 to first after", "s", Target(1.0), 2),
@@ -297,6 +303,7 @@ def run(cluster: Cluster, settings: Settings, samples: Samples, log) -> dict[str
         r = consume_all(bootstrap, f"w2-{rep}", settings.w2_records + 1, settings.fetch_max_wait_ms)
         samples.add(**r)
         log(f"W3 rep {rep}: {r['w3_records_per_s']:,.0f} records/s, {r['w3_mb_per_s']:.1f} MB/s")
+    run_kafka_port(cluster, settings, samples, log)
     rounds = []
     for n in range(1, settings.failover_rounds + 1):
         r = failover_round(cluster, f"w4-{n}", settings)
@@ -306,6 +313,24 @@ def run(cluster: Cluster, settings: Settings, samples: Samples, log) -> dict[str
             f"window {r['window_s']:.2f} s, {r['acked']} acked, {r['lost']} missing, {r['duplicates']} duplicates, "
             f"{r['failed_sends']} failed sends")
     return {"brokers_after_w2": memory, "failover_rounds": rounds}
+
+
+def run_kafka_port(cluster: Cluster, settings: Settings, samples: Samples, log) -> None:
+    """W1-W3 again through the Kafka-protocol port, with librdkafka (bench/kafka_port.py)."""
+    bootstrap = ",".join(b.kafka_bootstrap for b in cluster.brokers.values())
+    for rep in range(1, settings.reps + 1):
+        create_ready(cluster, f"kw1-{rep}", 1)
+        r = kafka_port.produce_sync(bootstrap, f"kw1-{rep}", settings.w1_records)
+        samples.add(**r)
+        log(f"Kafka port W1 rep {rep}: p50 {r['kw1_p50_ms']:.2f} ms, p99 {r['kw1_p99_ms']:.2f} ms")
+    for rep in range(1, settings.reps + 1):
+        create_ready(cluster, f"kw2-{rep}", settings.w2_partitions)
+        r = kafka_port.produce_pipelined(bootstrap, f"kw2-{rep}", settings.w2_records)
+        samples.add(**r)
+        log(f"Kafka port W2 rep {rep}: {r['kw2_records_per_s']:,.0f} records/s")
+        r = kafka_port.consume_all(bootstrap, f"kw2-{rep}", settings.w2_partitions, settings.w2_records + 1)
+        samples.add(**r)
+        log(f"Kafka port W3 rep {rep}: {r['kw3_records_per_s']:,.0f} records/s")
 
 
 def main(argv: list[str] | None = None) -> int:

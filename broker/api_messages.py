@@ -84,6 +84,17 @@ class ListOffsetsPartition:
     current_leader_epoch: int = -1
 
 
+# ---- offsets for leader epochs (KIP-320: a client checks for truncation after a leader change) ----
+
+
+@dataclass(frozen=True)
+class OffsetForLeaderEpochPartition:
+    topic: str
+    partition: int
+    leader_epoch: int               # the epoch of the last record the client has
+    current_leader_epoch: int = -1  # the epoch the client believes current (fencing)
+
+
 # ---- metadata -------------------------------------------------------------------------------------
 
 

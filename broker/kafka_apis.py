@@ -24,14 +24,14 @@ import structlog
 from broker.admission import StreamSlots
 from broker.api_messages import (CONSUMER_REPLICA_ID, BrokerMetadata, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
                                  ElectLeadersResponse, FetchRequest, InitProducerIdResponse, ListOffsetsPartition,
-                                 MalformedRequestError, MetadataResponse, PartitionMetadata, ProduceRequest,
+                                 MalformedRequestError, MetadataResponse, OffsetForLeaderEpochPartition, PartitionMetadata, ProduceRequest,
                                  ProduceResponse, TopicMetadata, TopicsResponse)
 from broker.controller import Controller, TopicOutcome, TopicRequest
 from broker.fault_injection import AnswerDroppedForTest, FaultBudget
 from broker.forwarding import AdminCall, ControllerForwarder
 from broker.metadata.image import MetadataImage
 from broker.metadata.quorum import MetadataQuorum
-from broker.partition import FetchRequestPartition, FetchResult, ListOffsetsResult, ProduceResult
+from broker.partition import EpochEndOffset, FetchRequestPartition, FetchResult, ListOffsetsResult, ProduceResult
 from broker.replica_manager import ReplicaManager
 from client.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
@@ -121,11 +121,14 @@ class KafkaApis:
         return results
 
     def replica_fetch_stream(self, requests: Iterable[FetchRequest], call: object,
-                             caller_waiting: Callable[[], bool]) -> Iterator[list[FetchResult]]:
-        """A follower's fetch stream, in lock step: each request is answered before the next is read."""
+                             caller_waiting: Callable[[], bool],
+                             time_left_s: Callable[[], float | None] = lambda: None) -> Iterator[list[FetchResult]]:
+        """A follower's fetch stream, in lock step: each request is answered before the next is read,
+        and before the stream's own deadline (``time_left_s``)."""
         with self.follower_slots.hold(call, "ReplicaFetchStream"):
             for request in requests:
-                yield self.fetch(request, call, follower=True, caller_waiting=caller_waiting)
+                yield self.fetch(request, call, follower=True, caller_waiting=caller_waiting,
+                                 time_left_s=time_left_s())
                 if not caller_waiting() or self.stopping.is_set():
                     return   # stopping: the follower reconnects, to the new leader
 
@@ -134,6 +137,11 @@ class KafkaApis:
         return [self._hinted(self._replica_manager.list_offset(p.topic, p.partition, p.timestamp,
                                                                p.current_leader_epoch, read_from_replica))
                 for p in partitions]
+
+    def offset_for_leader_epoch(self, partitions: list[OffsetForLeaderEpochPartition]) -> list[EpochEndOffset]:
+        _check_count(len(partitions))
+        return [self._hinted(self._replica_manager.offset_for_leader_epoch(
+            p.topic, p.partition, p.current_leader_epoch, p.leader_epoch)) for p in partitions]
 
     # ---- metadata -----------------------------------------------------------------------------
 
@@ -281,7 +289,9 @@ def _or_refused(answer: Callable[[], object], refuse: Callable[[KafkaError], obj
 
 
 def _admin_timeout_s(timeout_ms: int, time_left_s: float | None) -> float:
-    timeout_s = (timeout_ms or DEFAULT_ADMIN_TIMEOUT_MS) / 1000
+    # <= 0 (a Kafka client's "do not wait") still gives the controller time to answer: the request is
+    # forwarded, and refused as timed out only once that time has passed.
+    timeout_s = (timeout_ms if timeout_ms > 0 else DEFAULT_ADMIN_TIMEOUT_MS) / 1000
     return min(timeout_s, time_left_s) if time_left_s is not None else timeout_s
 
 

@@ -82,6 +82,16 @@ class ListOffsetsResult:
 
 
 @dataclass(frozen=True)
+class EpochEndOffset:
+    """OffsetForLeaderEpoch: where ``leader_epoch`` ends in this replica's log (-1, -1 when unknown)."""
+    topic: str
+    partition: int
+    error: KafkaError | None = None
+    leader_epoch: int = -1
+    end_offset: int = -1
+
+
+@dataclass(frozen=True)
 class FollowerRead:
     """What a follower's fetch did besides the read: the HW moved; an ISR expansion to send."""
     result: FetchResult
@@ -364,6 +374,16 @@ class Partition:
         if found is None or found[0] >= hw:
             return ListOffsetsResult(topic, partition, None, -1, -1, state.leader_epoch)
         return ListOffsetsResult(topic, partition, None, found[0], found[1], state.leader_epoch)
+
+    def offset_for_leader_epoch(self, current_leader_epoch: int, leader_epoch: int) -> EpochEndOffset:
+        """The largest epoch <= ``leader_epoch`` this leader's log knows and where it ends (the log end
+        for the latest epoch): a client after a leader change compares it with its position to find
+        out whether the log it read was truncated (KIP-320)."""
+        error = self.state.check_leader_epoch(current_leader_epoch)
+        if error is not None:
+            return EpochEndOffset(self.topic, self.partition, error)
+        epoch, end_offset = self.log.end_offset_for_epoch(leader_epoch)
+        return EpochEndOffset(self.topic, self.partition, None, epoch, end_offset)
 
     def delete_expired_segments(self, now_ms: int) -> int:
         with self.lock:

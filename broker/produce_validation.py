@@ -24,16 +24,16 @@ def acks_error(acks: int) -> KafkaError | None:
 
 def validate_batch(batch: bytes, max_message_bytes: int) -> BatchHeader | KafkaError:
     """The batch's header when it may be appended: one whole v2 batch no larger than max.message.bytes,
-    a good CRC, records that frame its body. Else the error that refuses it (RECORD_TOO_LARGE,
+    a good CRC, records that frame its body (decompressed first: a compressed batch is checked, then
+    stored and served as it came). Else the error that refuses it (RECORD_TOO_LARGE,
     CORRUPT_MESSAGE): a batch that lied about its records would break every consumer of the partition."""
     if len(batch) > max_message_bytes:
         return RecordTooLargeError(f"The record batch is {len(batch)} bytes, larger than max.message.bytes "
                                    f"({max_message_bytes}).")
-    if len(batch) > CODEC_ATTRIBUTE and batch[CODEC_ATTRIBUTE] & record_batch.COMPRESSION_MASK:
-        # Stored as they came once the broker can decompress them to check their records.
-        return UnsupportedCompressionTypeError(
-            f"compression codec {batch[CODEC_ATTRIBUTE] & record_batch.COMPRESSION_MASK} is not supported yet: "
-            "raftka stores uncompressed batches only")
+    codec = batch[CODEC_ATTRIBUTE] & record_batch.COMPRESSION_MASK if len(batch) > CODEC_ATTRIBUTE else 0
+    if codec not in record_batch.COMPRESSION_TYPES.values():
+        return UnsupportedCompressionTypeError(f"compression codec {codec} is none of Kafka's "
+                                               "(0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd)")
     problem = record_batch.record_framing_error(batch)
     if problem is not None:
         return CorruptMessageError(problem)

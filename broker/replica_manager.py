@@ -20,7 +20,7 @@ from broker.append_notifier import HIGH_WATERMARK, LOG_END, AppendNotifier
 from broker.config import BrokerSettings
 from broker.log import LogConfig, LogManager
 from broker.metadata.image import MetadataImage, PartitionRegistration, local_changes
-from broker.partition import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, FetchRequestPartition, FetchResult,
+from broker.partition import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, EpochEndOffset, FetchRequestPartition, FetchResult,
                               ListOffsetsResult, Partition, ProduceResult)
 from broker.partition_state import PartitionState
 from broker.produce_validation import acks_error, validate_batch
@@ -326,6 +326,13 @@ class ReplicaManager:
         if isinstance(hosted, KafkaError):
             return ListOffsetsResult(topic, partition, hosted)
         return hosted.list_offset(timestamp, current_leader_epoch, read_from_replica)
+
+    def offset_for_leader_epoch(self, topic: str, partition: int, current_leader_epoch: int,
+                                leader_epoch: int) -> EpochEndOffset:
+        hosted = self._hosted(topic, partition)
+        if isinstance(hosted, KafkaError):
+            return EpochEndOffset(topic, partition, hosted)
+        return hosted.offset_for_leader_epoch(current_leader_epoch, leader_epoch)
 
     # ---- housekeeping -------------------------------------------------------------
 

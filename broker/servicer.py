@@ -111,7 +111,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     def ReplicaFetchStream(self, request_iterator, context):
         with _refusals_as_status(context):
             for results in self._apis.replica_fetch_stream((wire.fetch_request(r) for r in request_iterator),
-                                                           context, context.is_active):
+                                                           context, context.is_active, context.time_remaining):
                 yield wire.fetch_response(results, self._apis.broker_id)
 
 

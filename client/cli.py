@@ -100,6 +100,7 @@ def add_produce_parser(sub: Subparsers) -> None:
                    help="how long to wait for the topic's metadata (default 10000)")
     p.add_argument("--request-timeout-ms", type=int, default=30000)
     p.add_argument("--linger-ms", type=int, default=5)
+    p.add_argument("--compression-type", default="none", choices=("none", "gzip", "snappy", "lz4", "zstd"))
     p.add_argument("--first-to-bootstrap", action="store_true",
                    help="send the first produce to the bootstrap broker, leader or not, to see its "
                         "NOT_LEADER_OR_FOLLOWER answer and leader hint (the lesson's redirect, hop by hop)")
@@ -278,7 +279,7 @@ def run_produce(args) -> int:
 
     with Producer(args.bootstrap, acks=args.acks, linger_ms=args.linger_ms, max_block_ms=args.max_block_ms,
                   request_timeout_ms=args.request_timeout_ms, first_to_bootstrap=args.first_to_bootstrap,
-                  tracer=_tracer(args)) as producer:
+                  tracer=_tracer(args), compression_type=args.compression_type) as producer:
         for number, line in enumerate(_lines(interactive), start=1):
             key, value = split_key(line, args.key_separator, number)
             fut = producer.send(args.topic, value, key=key, partition=args.partition)

@@ -24,6 +24,7 @@ import threading
 import time
 from concurrent.futures import Future
 
+from client import record_batch
 from client.accumulator import RecordAccumulator, RecordFuture, RecordMetadata
 from client.client import KafkaClient, backoff_s
 from client.errors import KafkaError, KafkaTimeoutError, ProducerClosedError, UnknownTopicOrPartitionError
@@ -51,9 +52,14 @@ class Producer:
                  retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1000, max_block_ms: int = 60000,
                  enable_idempotence: bool | None = None, first_to_bootstrap: bool = False,
                  metadata_max_age_ms: int = 300000, max_in_flight_requests_per_connection: int = 5,
-                 tracer: Tracer | None = None):
+                 tracer: Tracer | None = None, compression_type: str = "none"):
         """first_to_bootstrap: send the first batch to the first bootstrap broker whoever leads (a
-        teaching aid: a follower answers NOT_LEADER_OR_FOLLOWER with a hint and the batch follows it)."""
+        teaching aid: a follower answers NOT_LEADER_OR_FOLLOWER with a hint and the batch follows it).
+        compression_type: Kafka's none, gzip, snappy, lz4 or zstd; every batch's records are compressed
+        with it, and brokers store and serve the batch as it is."""
+        if compression_type not in record_batch.COMPRESSION_TYPES:
+            raise ValueError(f"compression_type must be one of {', '.join(record_batch.COMPRESSION_TYPES)}, "
+                             f"not {compression_type!r}")
         self.acks = parse_acks(acks)
         if enable_idempotence and self.acks != -1:
             raise ValueError("enable_idempotence needs acks='all' (Kafka's rule)")
@@ -72,7 +78,7 @@ class Producer:
         self._closed = False
         self._sender = Sender(self._client, self._acc, SenderConfig(
             self.acks, request_timeout_ms, delivery_timeout_ms, retry_backoff_ms, retry_backoff_max_ms,
-            self.idempotent, first_to_bootstrap))
+            self.idempotent, first_to_bootstrap, record_batch.COMPRESSION_TYPES[compression_type]))
         self._sender.start()
 
     # ---- public API ---------------------------------------------------------------

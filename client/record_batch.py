@@ -41,11 +41,13 @@ raftka's batches, and ``check_batch`` accepts a Kafka client's. Data dirs writte
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Sequence
 
 from aiokafka.record._crecords.default_records import (CorruptRecordException, DefaultRecordBatch,
                                                        DefaultRecordBatchBuilder)
+import cramjam
 from crc32c import crc32c
 
 from client.errors import CorruptMessageError
@@ -56,6 +58,8 @@ LOG_OVERHEAD = 12  # base_offset + batch_length: the bytes outside batch_length
 CRC_START = 21
 MAGIC = 2
 COMPRESSION_MASK = 0x07   # attributes: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd
+# Kafka's compression.type names -> the codec id in a batch's attributes.
+COMPRESSION_TYPES = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 _NO_SIZE_LIMIT = 1 << 62  # the builder's batch_size: the caller sized the batch already
 NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
@@ -117,11 +121,13 @@ def build_batch(
     producer_id: int = NO_PRODUCER_ID,
     producer_epoch: int = -1,
     base_sequence: int = NO_SEQUENCE,
+    compression_type: int = 0,
 ) -> bytes:
-    """Encode (key, value, timestamp_ms) tuples as one batch (Kafka's RecordBatch v2, uncompressed)."""
+    """Encode (key, value, timestamp_ms) tuples as one batch (Kafka's RecordBatch v2); its records
+    compressed with ``compression_type`` (a COMPRESSION_TYPES id: 0 none ... 4 zstd)."""
     if not records:
         raise ValueError("a batch needs at least one record")
-    builder = DefaultRecordBatchBuilder(magic=MAGIC, compression_type=0, is_transactional=0,
+    builder = DefaultRecordBatchBuilder(magic=MAGIC, compression_type=compression_type, is_transactional=0,
                                         producer_id=producer_id, producer_epoch=producer_epoch,
                                         base_sequence=base_sequence, batch_size=_NO_SIZE_LIMIT)
     append = builder.append
@@ -202,21 +208,23 @@ def iter_batches(buf: bytes | bytearray | memoryview) -> Iterator[tuple[int, Bat
 
 def decode_records(buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader, min_offset: int = 0,
                    topic: str = "", partition: int = -1) -> list[Record]:
-    """Decode the records of one batch (whose CRC the caller trusts or checked)."""
-    if header.attributes & COMPRESSION_MASK:
-        raise CorruptMessageError(f"batch at offset {header.base_offset} is compressed "
-                                  f"(codec {header.attributes & COMPRESSION_MASK}); raftka reads uncompressed batches only")
+    """Decode the records of one batch (whose CRC the caller trusts or checked), decompressing them
+    if the batch is compressed."""
     new = _new_record
     try:
         batch = DefaultRecordBatch(bytes(memoryview(buf)[pos:pos + header.size]))
         # The consumer's hot loop: one tuple per record, built by one C call.
         return [new(Record, (topic, partition, r.offset, r.timestamp, r.key, r.value))
                 for r in batch if r.offset >= min_offset]
-    except (CorruptRecordException, UnicodeDecodeError) as e:   # a header key must be UTF-8
+    except _UNREADABLE as e:
         raise CorruptMessageError(f"batch at offset {header.base_offset}: {_reason(e)}") from None
 
 
 _new_record = tuple.__new__
+# What reading a batch's records raises on bytes that are not records: aiokafka's corrupt-record error,
+# a header key that is not UTF-8, a compressed body its codec cannot read (each codec raises its own).
+_UNREADABLE = (CorruptRecordException, UnicodeDecodeError, ValueError, OSError, EOFError, RuntimeError,
+               zlib.error, cramjam.DecompressionError)
 
 
 def _reason(e: Exception) -> str:
@@ -246,15 +254,17 @@ def record_framing_error(buf: bytes | bytearray | memoryview) -> str | None:
     order); stored, it would break every consumer of the partition. Kafka's
     LogValidator walks the records of every produced batch; so does this, in C
     (aiokafka's record iterator reads each record's varints, about 0.4 us per
-    record). A compressed batch is not walked here (produce_validation.py decides
-    on its codec). A header that does not parse is left to ``check_batch``.
+    record); a compressed batch is decompressed first, as Kafka does. A header that
+    does not parse is left to ``check_batch``.
     """
     try:
         h = parse_header(buf)
     except CorruptMessageError:
         return None
-    if h.size != len(buf) or h.record_count < 1 or h.attributes & COMPRESSION_MASK:
+    if h.size != len(buf) or h.record_count < 1:
         return None
+    if h.attributes & COMPRESSION_MASK not in COMPRESSION_TYPES.values():
+        return f"unknown compression codec {h.attributes & COMPRESSION_MASK}"
     expected = h.base_offset
     try:
         for r in DefaultRecordBatch(bytes(buf)):
@@ -262,7 +272,7 @@ def record_framing_error(buf: bytes | bytearray | memoryview) -> str | None:
                 return (f"record {expected - h.base_offset} has offset delta {r.offset - h.base_offset}; "
                         "the deltas must count from 0")
             expected += 1
-    except (CorruptRecordException, UnicodeDecodeError) as e:   # a header key must be UTF-8
+    except _UNREADABLE as e:
         return _reason(e)
     if expected - h.base_offset != h.record_count:
         return f"the body holds {expected - h.base_offset} records, the header says {h.record_count}"

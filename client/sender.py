@@ -46,6 +46,7 @@ class SenderConfig:
     retry_backoff_max_ms: int
     idempotent: bool = False
     first_to_bootstrap: bool = False   # teaching aid: the first batch goes to the bootstrap broker
+    compression_type: int = 0          # record_batch.COMPRESSION_TYPES: the codec of every batch built
 
 
 @dataclass
@@ -203,12 +204,13 @@ class Sender(threading.Thread):
     def _records(self, batch: ProducerBatch) -> bytes:
         """The batch's bytes: built once when idempotent (with the next sequence of its partition)."""
         if not self._config.idempotent:
-            return record_batch.build_batch(batch.records)
+            return record_batch.build_batch(batch.records, compression_type=self._config.compression_type)
         if batch.built is None:
             tp = (batch.topic, batch.partition)
             sequence = self._next_sequence.get(tp, 0)
             batch.built = record_batch.build_batch(batch.records, producer_id=self._producer_id,
-                                                   producer_epoch=self._producer_epoch, base_sequence=sequence)
+                                                   producer_epoch=self._producer_epoch, base_sequence=sequence,
+                                                   compression_type=self._config.compression_type)
             batch.producer_id, batch.base_sequence = self._producer_id, sequence
             self._next_sequence[tp] = sequence + len(batch.records)
         return batch.built
@@ -337,7 +339,8 @@ class Sender(threading.Thread):
             for piece, start in ((first, 0), (second, half)):
                 piece.built = record_batch.build_batch(piece.records, producer_id=h.producer_id,
                                                        producer_epoch=h.producer_epoch,
-                                                       base_sequence=h.base_sequence + start)
+                                                       base_sequence=h.base_sequence + start,
+                                                       compression_type=self._config.compression_type)
                 piece.producer_id, piece.base_sequence = h.producer_id, h.base_sequence + start
         self._client.trace("retry", "Produce", address, answered_by,
                            f"RECORD_TOO_LARGE for {batch.topic}-{batch.partition}: splitting its "

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from broker.api_messages import (CreateTopicsRequest, DeleteTopicsRequest, FetchPartition, FetchRequest,
-                                 ListOffsetsPartition, ProducePartition, ProduceRequest)
+                                 ListOffsetsPartition, OffsetForLeaderEpochPartition, ProducePartition,
+                                 ProduceRequest)
 from broker.controller import TopicRequest
 from broker.kafka_apis import KafkaApis, PendingProduce
 from broker.kafka_protocol.codec import ZERO_UUID, millis
@@ -155,10 +156,24 @@ class KafkaProtocolHandlers:
                 "offset": r.offset, "leader_epoch": r.leader_epoch})
         return {"topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()]}
 
+    # ---- OffsetForLeaderEpoch ----------------------------------------------------------------------
+
+    def offset_for_leader_epoch(self, body, conn: Connection) -> dict:
+        partitions = [OffsetForLeaderEpochPartition(t.topic, p.partition, p.leader_epoch,
+                                                    getattr(p, "current_leader_epoch", -1))
+                      for t in body.topics for p in t.partitions]
+        by_topic: dict[str, list[dict]] = {}
+        for r in self._apis.offset_for_leader_epoch(partitions):
+            by_topic.setdefault(r.topic, []).append({"error_code": _code(r.error), "partition": r.partition,
+                                                     "leader_epoch": r.leader_epoch, "end_offset": r.end_offset})
+        return {"topics": [{"topic": t, "partitions": ps} for t, ps in by_topic.items()]}
+
     # ---- InitProducerId -------------------------------------------------------------------------
 
     def init_producer_id(self, body, conn: Connection) -> dict:
-        answer = self._apis.init_producer_id(millis(body.transaction_timeout))
+        # transaction_timeout is the transaction's (librdkafka sends -1 without one), not the request's:
+        # the request gets the broker's admin timeout.
+        answer = self._apis.init_producer_id()
         return {"error_code": _code(answer.error), "producer_id": answer.producer_id,
                 "producer_epoch": answer.producer_epoch}
 
@@ -183,7 +198,7 @@ class KafkaProtocolHandlers:
                                "error_message": _message(o.error)} for o in answer.outcomes]}
 
     _HANDLERS = {1: fetch, 2: list_offsets, 3: metadata, 18: api_versions, 19: create_topics, 20: delete_topics,
-                 22: init_producer_id}
+                 22: init_producer_id, 23: offset_for_leader_epoch}
 
 
 def api_versions_answer(error_code: int) -> dict:

@@ -171,6 +171,9 @@ class _KafkaConnection:
             self._refuse(f"idle or stalled for connections.max.idle.ms ({self._limits.idle_ms} ms)")
         except (_Closed, OSError):
             self.close()
+        except Exception as e:  # noqa: BLE001 - one bad request closes its connection, never the broker
+            log.exception("kafka_request_failed", peer=self._peer, error=str(e))
+            self.close()
         finally:
             self._queue_end()
 

@@ -542,7 +542,7 @@ def test_thousands_of_partitions_get_one_answer_each_or_a_clear_refusal(target):
     batch = record_batch.build_batch([(None, b"x", 1)])
     n = 5000
     r = stub.Produce(kafka_pb2.ProduceRequest(acks=1, partitions=[kafka_pb2.PartitionProduceData(
-        topic="no-such-topic", partition=i, records=batch) for i in range(n)]), timeout=30)
+        topic="never-created-by-any-fuzz", partition=i, records=batch) for i in range(n)]), timeout=30)
     assert [p.error_code for p in r.partitions] == [common_pb2.UNKNOWN_TOPIC_OR_PARTITION] * n
     r = stub.Fetch(kafka_pb2.FetchRequest(replica_id=-1, max_bytes=2**31 - 1, partitions=[kafka_pb2.FetchPartition(
         topic=ACKED_TOPIC, partition=i, fetch_offset=0, current_leader_epoch=-1) for i in range(n)]), timeout=30)

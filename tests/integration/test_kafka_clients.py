@@ -221,7 +221,8 @@ def test_a_bad_frame_closes_its_connection_and_the_broker_lives(cluster, frame):
         s.settimeout(5)
         assert s.recv(1024) == b"", "the broker answered a frame it must refuse"
     assert b.alive()
-    assert "kafka_connection_closed" in b.log() and "kafka_answer_failed" not in b.log()
+    assert "kafka_connection_closed" in b.log()
+    assert "kafka_answer_failed" not in b.log() and "kafka_request_failed" not in b.log()
     client = kafka.KafkaAdminClient(bootstrap_servers=b.kafka_bootstrap)
     try:
         assert client.describe_cluster()["controller_id"] in cluster.brokers
@@ -310,3 +311,88 @@ def test_the_readmes_kcat_lesson(cluster):
     for b in cluster.brokers.values():
         out = kcat("-b", b.kafka_bootstrap, "-C", "-t", "kcat.lesson", "-p", "0", "-o", "beginning", "-e", "-q")
         assert out.split() == ["follower-message-1", "follower-message-2"], (b.broker_id, out)
+
+
+CODECS = ["gzip", "snappy", "lz4", "zstd"]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_compressed_batches_from_each_client_round_trip(cluster, codec):
+    """Each producer compresses with ``codec``; the broker checks the records inside and stores the
+    batch as it came; librdkafka and raftka's own consumer read every record back."""
+    b1 = cluster.brokers[1]
+    values = {name: [f"{name}-{codec}-{i}".encode() * 5 for i in range(40)]
+              for name in ("librdkafka", "aiokafka", "raftka")}
+    topic = f"compressed.{codec}"
+    Admin(b1.bootstrap).create_topic(topic, partitions=1, replication_factor=3)
+
+    producer = confluent_kafka.Producer({"bootstrap.servers": b1.kafka_bootstrap, "compression.type": codec,
+                                        "linger.ms": 20})
+    for v in values["librdkafka"]:
+        producer.produce(topic, value=v, partition=0)
+    assert producer.flush(30) == 0
+
+    async def aio_produce():
+        p = aiokafka.AIOKafkaProducer(bootstrap_servers=b1.kafka_bootstrap, compression_type=codec,
+                                      enable_idempotence=False, acks="all")
+        await p.start()
+        try:
+            batch = [await p.send(topic, v, partition=0) for v in values["aiokafka"]]
+            await asyncio.gather(*batch)
+        finally:
+            await p.stop()
+    asyncio.run(aio_produce())
+
+    with Producer(b1.bootstrap, compression_type=codec, linger_ms=20) as p:
+        for f in [p.send(topic, v, partition=0) for v in values["raftka"]]:
+            f.result(timeout=20)
+
+    expected = values["librdkafka"] + values["aiokafka"] + values["raftka"]
+    assert confluent_read(b1.kafka_bootstrap, topic, len(expected)) == expected
+    got = []
+    deadline = time.monotonic() + 20
+    with Consumer(b1.bootstrap, topic, auto_offset_reset="earliest", partition=0) as c:
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            got += [r.value for r in c.poll(timeout=0.5)]
+    assert got == expected
+    # Stored as they came: compressed (a client may send a batch that would not shrink uncompressed).
+    codecs_stored = stored_codecs(b1, topic)
+    assert CODECS.index(codec) + 1 in codecs_stored and codecs_stored <= {0, CODECS.index(codec) + 1}, codecs_stored
+
+
+def stored_codecs(broker, topic: str) -> set[int]:
+    """The codec id of every batch in the broker's own log of topic-0: stored as it came."""
+    from client import record_batch
+    from tests.integration.cluster import log_bytes
+    return {h.attributes & record_batch.COMPRESSION_MASK for _, h in record_batch.iter_batches(log_bytes(broker, topic))}
+
+
+def offset_for_leader_epoch_v2(port: int, topic: str, leader_epoch: int) -> tuple[int, int, int]:
+    """(error code, leader epoch, end offset) for partition 0, from a request written by hand (v2)."""
+    name = topic.encode()
+    body = (struct.pack(">hhih", 23, 2, 7, 1) + b"t" + struct.pack(">ih", 1, len(name)) + name
+            + struct.pack(">iiii", 1, 0, -1, leader_epoch))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        size, = struct.unpack(">i", recv_exactly(s, 4))
+        answer = recv_exactly(s, size)
+    correlation_id, _throttle, _topics, name_length = struct.unpack_from(">iiih", answer)
+    assert correlation_id == 7
+    _partitions, error_code, _partition, epoch, end_offset = struct.unpack_from(">ihiiq", answer, 14 + name_length)
+    return error_code, epoch, end_offset
+
+
+def test_offset_for_leader_epoch_tells_a_client_where_an_epoch_ends(cluster):
+    """KIP-320: after a leader change a client asks where its last epoch ends to detect truncation."""
+    b1 = cluster.brokers[1]
+    Admin(b1.bootstrap).create_topic("epochs", partitions=1, replication_factor=3)
+    producer = confluent_kafka.Producer({"bootstrap.servers": b1.kafka_bootstrap, "acks": "all"})
+    for i in range(5):
+        producer.produce("epochs", value=b"%d" % i, partition=0)
+    assert producer.flush(30) == 0
+    leader = kafka_leader(cluster, "epochs")
+    ports = {b.broker_id: b.kafka_port for b in cluster.brokers.values()}
+    assert offset_for_leader_epoch_v2(ports[leader], "epochs", 0) == (0, 0, 5)
+    assert offset_for_leader_epoch_v2(ports[leader], "epochs", 3) == (0, -1, -1)     # an epoch it never had
+    follower = next(b for b in ports if b != leader)
+    assert offset_for_leader_epoch_v2(ports[follower], "epochs", 0)[0] == 6         # NOT_LEADER_OR_FOLLOWER

@@ -157,3 +157,14 @@ def test_a_produce_stream_answers_in_order_and_ends_at_a_malformed_request(apis)
             answers.append(answer)
     assert [(a.correlation_id, a.results[0].base_offset) for a in answers] == [(0, 0), (1, 1), (2, 2)]
     assert values(apis) == [b"0", b"1", b"2"]
+
+
+def test_offset_for_leader_epoch_answers_where_an_epoch_ends(apis):
+    from broker.api_messages import OffsetForLeaderEpochPartition
+    apis.produce(produce("orders", batch(b"a", b"b", b"c")))
+    [latest, unknown, elsewhere] = apis.offset_for_leader_epoch([
+        OffsetForLeaderEpochPartition("orders", 0, 0), OffsetForLeaderEpochPartition("orders", 0, 9),
+        OffsetForLeaderEpochPartition("elsewhere", 0, 0)])
+    assert (latest.error, latest.leader_epoch, latest.end_offset) == (None, 0, 3)   # the latest epoch: the log end
+    assert (unknown.leader_epoch, unknown.end_offset) == (-1, -1)
+    assert isinstance(elsewhere.error, NotLeaderOrFollowerError) and elsewhere.error.leader_hint.leader_id == 2

@@ -398,3 +398,24 @@ def test_record_framing_error_agrees_with_kafka_pythons_reader(sizes, poke, valu
     else:               # change one byte of the records
         batch[HEADER_SIZE + poke % (len(batch) - HEADER_SIZE)] = value
     assert (record_framing_error(bytes(batch)) is None) == _kafka_python_framing_ok(bytes(batch))
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_a_compressed_batch_round_trips_and_its_records_are_checked(codec):
+    from client.record_batch import COMPRESSION_MASK, COMPRESSION_TYPES
+    records = [(b"k%d" % i, b"v" * 50 + b"%d" % i, 1000 + i) for i in range(200)]
+    batch = build_batch(records, base_offset=7, compression_type=COMPRESSION_TYPES[codec])
+    h = check_batch(batch)
+    assert h.attributes & COMPRESSION_MASK == COMPRESSION_TYPES[codec]
+    assert len(batch) < len(build_batch(records)) / 2, "the records were not compressed"
+    assert record_framing_error(batch) is None
+    assert decode_all(batch) == [Record("", -1, 7 + i, t, k, v) for i, (k, v, t) in enumerate(records)]
+    bad = bytearray(batch)
+    bad[57:61] = (201).to_bytes(4, "big")   # one record more than the compressed body holds
+    assert record_framing_error(bytes(bad)) is not None
+
+
+def test_a_gzip_batch_is_read_by_kafka_pythons_own_reader():
+    from kafka.record.default_records import DefaultRecordBatch as Reference
+    batch = build_batch([(None, b"hello", 1), (b"k", b"world", 2)], compression_type=1)
+    assert [(r.key, r.value) for r in Reference(batch)] == [(None, b"hello"), (b"k", b"world")]

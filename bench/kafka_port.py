@@ -1,0 +1,80 @@
+"""W1-W3 through the Kafka-protocol port, with librdkafka (confluent-kafka) as the client.
+
+The same workloads as bench/run.py's gRPC ones, on topics of their own: W1 one record at a time
+(acks=all, 1 in flight, linger 0), W2 as fast as the producer takes them (acks=all, idempotent,
+linger 5 ms, 5 in flight), W3 W2's topic from the beginning with one consumer (assign, no group).
+"""
+
+from __future__ import annotations
+
+import time
+
+import confluent_kafka
+
+from client.perf import LatencyStats
+
+VALUE_SIZE = 100
+VALUE = b"x" * VALUE_SIZE
+
+
+def produce_sync(bootstrap: str, topic: str, records: int) -> dict[str, float]:
+    stats = LatencyStats(records)
+    p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
+                                  "max.in.flight.requests.per.connection": 1, "enable.idempotence": False})
+    p.produce(topic, VALUE)
+    if p.flush(30) != 0:   # warm up: metadata, connections
+        raise RuntimeError("KW1: the warm-up record was not acknowledged")
+    started = time.perf_counter()
+    for _ in range(records):
+        sent = time.perf_counter()
+        p.produce(topic, VALUE)
+        if p.flush(30) != 0:
+            raise RuntimeError("KW1: a record was not acknowledged within 30 s")
+        stats.record((time.perf_counter() - sent) * 1000)
+    elapsed = time.perf_counter() - started
+    p50, p99 = stats.percentiles(0.5, 0.99)
+    return {"kw1_p50_ms": p50, "kw1_p99_ms": p99, "kw1_records_per_s": records / elapsed}
+
+
+def produce_pipelined(bootstrap: str, topic: str, records: int) -> dict[str, float]:
+    failed: list[str] = []
+    p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                                  "linger.ms": 5, "batch.size": 524288, "queue.buffering.max.messages": 1000000})
+    p.produce(topic, VALUE)
+    p.flush(30)
+    started = time.perf_counter()
+    for _ in range(records):
+        while True:
+            try:
+                p.produce(topic, VALUE, on_delivery=lambda err, _msg: failed.append(str(err)) if err else None)
+                break
+            except BufferError:
+                p.poll(0.01)
+    if p.flush(120) != 0:
+        raise RuntimeError("KW2: records left unacknowledged after 120 s")
+    elapsed = time.perf_counter() - started
+    if failed:
+        raise RuntimeError(f"KW2: {len(failed)} of {records} records failed, the first with {failed[0]}")
+    return {"kw2_records_per_s": records / elapsed, "kw2_mb_per_s": records * VALUE_SIZE / elapsed / 1e6}
+
+
+def consume_all(bootstrap: str, topic: str, partitions: int, records: int, timeout: float = 120) -> dict[str, float]:
+    c = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-unused",
+                                  "enable.auto.commit": False, "fetch.max.bytes": 52428800})
+    try:
+        c.assign([confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+                  for p in range(partitions)])
+        count = nbytes = 0
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        while count < records:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"KW3: read {count} of {records} records in {timeout} s")
+            for m in c.consume(num_messages=10000, timeout=1.0):
+                if m.error() is None:
+                    count += 1
+                    nbytes += len(m.value())
+        elapsed = time.perf_counter() - started
+    finally:
+        c.close()
+    return {"kw3_records_per_s": count / elapsed, "kw3_mb_per_s": nbytes / elapsed / 1e6}
