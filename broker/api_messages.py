@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from broker.controller import ElectionOutcome, TopicOutcome, TopicRequest
+from broker.controller import ElectionOutcome, PartitionsIncrease, TopicOutcome, TopicRequest
 from broker.partition import FetchResult, ListOffsetsResult, ProduceResult
 from broker.request_errors import MalformedRequestError
 from client.errors import KafkaError
 
-__all__ = ["BrokerMetadata", "CreateTopicsRequest", "DeleteTopicsRequest", "ElectLeadersRequest",
-           "ElectLeadersResponse", "FetchPartition", "FetchRequest", "FetchResult", "InitProducerIdResponse",
-           "ListOffsetsPartition", "ListOffsetsResult", "MalformedRequestError", "MetadataResponse",
-           "PartitionMetadata", "ProducePartition", "ProduceRequest", "ProduceResponse", "ProduceResult",
-           "TopicMetadata", "TopicOutcome", "TopicRequest", "TopicsResponse"]
+__all__ = ["BrokerMetadata", "CreatePartitionsRequest", "CreateTopicsRequest", "DeleteTopicsRequest",
+           "ElectLeadersRequest", "ElectLeadersResponse", "FetchPartition", "FetchRequest", "FetchResult",
+           "InitProducerIdResponse", "ListOffsetsPartition", "ListOffsetsResult", "MalformedRequestError",
+           "MetadataResponse", "PartitionMetadata", "PartitionsIncrease", "ProducePartition", "ProduceRequest",
+           "ProduceResponse", "ProduceResult", "TopicMetadata", "TopicOutcome", "TopicRequest", "TopicsResponse"]
 
 CONSUMER_REPLICA_ID = -1
 
@@ -42,6 +42,7 @@ class ProduceRequest:
     timeout_ms: int                 # 0: the broker's default
     partitions: list[ProducePartition]
     correlation_id: int = 0         # echoed: a stream's answers are matched to its requests by it
+    zstd_allowed: bool = True       # False for Kafka's Produce v3-6 (KIP-110)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class FetchRequest:
     max_bytes: int                  # 0: the broker's fetch.max.bytes
     partitions: list[FetchPartition]
     read_from_replica: bool = False  # KIP-392: a consumer may read a follower, up to its HW
+    client_rack: str | None = None   # KIP-392: the consumer's client.rack; the leader may send it elsewhere
 
 
 # ---- list offsets ---------------------------------------------------------------------------------
@@ -151,8 +153,15 @@ class DeleteTopicsRequest:
 
 
 @dataclass(frozen=True)
+class CreatePartitionsRequest:
+    topics: list[PartitionsIncrease]
+    validate_only: bool = False
+    timeout_ms: int = 0
+
+
+@dataclass(frozen=True)
 class TopicsResponse:
-    """CreateTopics' and DeleteTopics' answer: one outcome per topic asked about, in order."""
+    """CreateTopics', DeleteTopics' and CreatePartitions' answer: one outcome per topic asked about, in order."""
     outcomes: list[TopicOutcome]
 
 
@@ -174,3 +183,23 @@ class InitProducerIdResponse:
     error: KafkaError | None = None
     producer_id: int = -1
     producer_epoch: int = -1
+
+
+# ---- describe configs ------------------------------------------------------------------------------
+
+TOPIC_RESOURCE, BROKER_RESOURCE = 2, 4     # Kafka's ConfigResource.Type ids
+
+
+@dataclass(frozen=True)
+class ConfigResource:
+    resource_type: int
+    resource_name: str
+    keys: list[str] | None = None              # None: every config
+
+
+@dataclass(frozen=True)
+class ConfigsResult:
+    resource_type: int
+    resource_name: str
+    error: KafkaError | None = None
+    entries: list = field(default_factory=list)   # describe_configs.ConfigEntry

@@ -34,7 +34,7 @@ import structlog
 
 from broker.alter_partition import AlterPartitionManager
 from broker.append_notifier import AppendNotifier
-from broker.config import BrokerSettings, ClusterConfig
+from broker.config import BrokerAddress, BrokerSettings, ClusterConfig
 from broker.controller import Controller
 from broker.inter_broker_auth import BrokerOnly, broker_token, with_token
 from broker.invariants import InvariantViolation, set_violation_handler
@@ -51,7 +51,7 @@ from broker.admission import StreamSlots
 from broker.fault_injection import FaultBudget
 from broker.forwarding import ControllerForwarder
 from broker.kafka_apis import KafkaApis
-from broker.kafka_protocol.handlers import KafkaProtocolHandlers
+from broker.kafka_protocol.handlers import KafkaEndpoint, KafkaProtocolHandlers
 from broker.kafka_protocol.listener import KafkaListener, ListenerLimits
 from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer
 # Exit code 3 after a storage failure (not 2: the supervisor does not restart that one, and a
@@ -177,7 +177,8 @@ class Broker:
                                                       s.metadata_commit_timeout_ms / 1000, Connections(as_broker))
         self._alter_partition.start()
         self.replica_manager = ReplicaManager(a.broker_id, self._logs, self.quorum, s, notifier,
-                                       fetchers=self._fetchers, alter_partition=self._alter_partition.submit)
+                                       fetchers=self._fetchers, alter_partition=self._alter_partition.submit,
+                                       rack_of=self._kafka_rack)
         self._fetchers.attach(self.replica_manager)
         self.controller = Controller(self.quorum, self.cluster, a.broker_id)
         self.controller.start()
@@ -191,7 +192,7 @@ class Broker:
                                follower_slots=StreamSlots(s.inter_broker_max_concurrent_streams, a.broker_id,
                                                           "inter.broker.max.concurrent.streams"),
                                fetch_max_bytes=s.fetch_max_bytes, drop_produce_answers=FaultBudget.from_env(),
-                               auto_create_topics=bool(s.auto_create_topics_enable))
+                               auto_create_topics=bool(s.auto_create_topics_enable), settings=s, rack=a.rack)
         if a.kafka_port:
             self._kafka_listener = self._bind_kafka_listener()
         kafka_pb2_grpc.add_KafkaServicer_to_server(KafkaServicer(self._apis), self._server)
@@ -231,14 +232,23 @@ class Broker:
             a.host, a.inter_broker_port, "inter_broker_port", s, s.inter_broker_max_workers,
             s.inter_broker_max_concurrent_rpcs, [BrokerOnly(self._broker_token)], [])
 
+    def _kafka_address(self, broker_id: int) -> BrokerAddress | None:
+        """A broker that Kafka clients can reach (it has a kafka_port), from the cluster file."""
+        b = next((b for b in self.cluster.brokers if b.broker_id == broker_id), None)
+        return b if b is not None and b.kafka_port else None
+
+    def _kafka_rack(self, broker_id: int) -> str | None:
+        b = self._kafka_address(broker_id)
+        return b.rack if b is not None else None
+
     def _bind_kafka_listener(self) -> KafkaListener:
         """Kafka clients get every broker's Kafka listener in Metadata, never a gRPC port. Its long polls
         hold a connection's own thread, so its slots are one per connection."""
         a, s = self.address, self.settings
 
-        def kafka_endpoint(broker_id: int) -> tuple[str, int] | None:
-            b = next((b for b in self.cluster.brokers if b.broker_id == broker_id), None)
-            return (b.host, b.kafka_port) if b is not None and b.kafka_port else None
+        def kafka_endpoint(broker_id: int) -> KafkaEndpoint | None:
+            b = self._kafka_address(broker_id)
+            return KafkaEndpoint(b.host, b.kafka_port, b.rack) if b is not None else None
 
         handlers = KafkaProtocolHandlers(self._apis, kafka_endpoint,
                                          StreamSlots(s.kafka_max_connections, a.broker_id, "kafka.max.connections"))

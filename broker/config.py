@@ -32,6 +32,9 @@ class BrokerAddress:
     data_dir: Path
     # The Kafka-protocol listener (kcat, librdkafka, kafka-python, aiokafka); 0: none.
     kafka_port: int = 0
+    # Kafka's broker.rack: a Kafka consumer whose client.rack names it is sent to read from this
+    # broker's replica (KIP-392); None: no rack.
+    rack: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class BrokerSettings:
     connections_max_idle_ms: int = 600000
     kafka_max_connections: int = 256
     log: LogConfig = field(default_factory=LogConfig)
+    # The [config] keys cluster.toml sets (DescribeConfigs: STATIC_BROKER_CONFIG, the others DEFAULT_CONFIG).
+    set_in_file: frozenset[str] = frozenset()
 
 
 # cluster.toml [config] key -> (BrokerSettings field or "log.<LogConfig field>")
@@ -237,7 +242,16 @@ def _parse_broker(entry: Any, index: int, path: Path) -> BrokerAddress:
     port, raft_port, inter_broker_port = (_int(entry[k], f"{where} {k}", 1, 65535)
                                           for k in ("port", "raft_port", "inter_broker_port"))
     kafka_port = _int(entry["kafka_port"], f"{where} kafka_port", 1, 65535) if "kafka_port" in entry else 0
-    return BrokerAddress(broker_id, host, port, raft_port, inter_broker_port, data_dir, kafka_port)
+    return BrokerAddress(broker_id, host, port, raft_port, inter_broker_port, data_dir, kafka_port,
+                         _rack(entry.get("rack"), where))
+
+
+def _rack(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable():
+        raise ConfigError(f"{where} rack must be a non-empty string of at most 255 printable characters")
+    return value
 
 
 def _check_unique(brokers: tuple[BrokerAddress, ...], path: Path) -> None:
@@ -304,7 +318,7 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
         raise ConfigError(f"{path}: need 3 x controller.quorum.heartbeat.interval.ms < "
                           "controller.quorum.election.timeout.ms < controller.quorum.election.timeout.max.ms")
     try:
-        return BrokerSettings(**top, log=LogConfig(**log))
+        return BrokerSettings(**top, log=LogConfig(**log), set_in_file=frozenset(table))
     except ValueError as e:  # the log layer's own range checks
         raise ConfigError(f"{path}: {e}") from None
 
@@ -328,6 +342,17 @@ def _check_limits(top: dict[str, int], path: Path) -> None:
         if value[key] + GRPC_ENVELOPE_BYTES > value["grpc_max_message_bytes"]:
             raise ConfigError(f"{path}: {_key_of(key)} ({value[key]}) plus {GRPC_ENVELOPE_BYTES} bytes of envelope "
                               f"must fit in grpc.max.message.bytes ({value['grpc_max_message_bytes']})")
+
+
+def setting_names() -> list[str]:
+    """Every [config] key a broker takes, in Kafka's names."""
+    return list(_SETTING_KEYS)
+
+
+def setting_value(settings: BrokerSettings, key: str) -> int:
+    """The value in force of [config] ``key``."""
+    target = _SETTING_KEYS[key]
+    return getattr(settings.log, target[4:]) if target.startswith("log.") else getattr(settings, target)
 
 
 def _key_of(field_name: str) -> str:

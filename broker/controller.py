@@ -1,10 +1,11 @@
 """The controller: the broker whose metadata-quorum node is the Raft leader decides for the cluster.
 
 It registers brokers, tracks their heartbeats and connections, fences the dead
-and unfences the returned, elects partition leaders, and creates and deletes
-topics. Every decision is made here, outside apply, from the committed image,
-and written as one all-or-nothing batch of epoch-fenced records; a batch decided
-from a stale image (a deposed controller, a lost race) changes nothing.
+and unfences the returned, elects partition leaders, creates and deletes
+topics and adds partitions to them. Every decision is made here, outside apply,
+from the committed image, and written as one all-or-nothing batch of
+epoch-fenced records; a batch decided from a stale image (a deposed controller,
+a lost race) changes nothing.
 
 Every broker runs a Controller object; only the one on the Raft leader is
 active. Its thread ticks every 50 ms and holds no locks while waiting.
@@ -33,16 +34,17 @@ import structlog
 from broker.config import BrokerSettings, ClusterConfig
 from broker.liveness import BrokerLiveness
 from broker.metadata import topic_rules
-from broker.metadata.image import BatchOutcome, MetadataImage, PartitionRegistration
+from broker.metadata.image import BatchOutcome, MetadataImage, PartitionRegistration, TopicImage
 from broker.metadata.partition_change import (fence_batch, preferred_election, reconcile_partitions, register_batch,
                                               unclean_election, unfence_batch, validate_alter_partition)
-from broker.metadata.placement import assign_replicas
+from broker.metadata.placement import assign_new_partitions, assign_replicas
 from broker.metadata.quorum import CommitError, MetadataQuorum
-from broker.metadata.records import AllocateProducerIds, ChangePartition, CreateTopic, DeleteTopic, RegisterBroker
+from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreatePartitions, CreateTopic, DeleteTopic,
+                                     RegisterBroker)
 from broker.request_errors import MalformedRequestError
-from client.errors import (InconsistentClusterIdError, InvalidRequestError, InvalidUpdateVersionError, KafkaError,
-                           NotControllerError, RequestTimedOutError, StaleBrokerEpochError, TopicAlreadyExistsError,
-                           UnknownTopicOrPartitionError)
+from client.errors import (InconsistentClusterIdError, InvalidReplicaAssignmentError, InvalidRequestError,
+                           InvalidUpdateVersionError, KafkaError, NotControllerError, RequestTimedOutError,
+                           StaleBrokerEpochError, TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +58,15 @@ class TopicRequest:
     num_partitions: int        # -1: the cluster default (num.partitions)
     replication_factor: int    # -1: the cluster default (default.replication.factor)
     configs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PartitionsIncrease:
+    """One topic of a CreatePartitions request (Kafka's CreatePartitionsTopic)."""
+    name: str
+    count: int                                    # the new total number of partitions
+    # The replica lists of the new partitions, in order; None: the controller places them.
+    assignments: list[list[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -345,6 +356,78 @@ class Controller:
             raise UnknownTopicOrPartitionError(f"Topic '{name}' does not exist.")
         log.info("topic_deleted", topic=name, topic_id=topic.topic_id)
 
+    # ---- partitions added to a topic (kafka-topics.sh --alter --partitions) ------------
+
+    def create_partitions(self, requests: Sequence[PartitionsIncrease],
+                          validate_only: bool = False) -> list[TopicOutcome]:
+        """One outcome per topic, in order (Kafka's ReplicationControlManager.createPartitions); raises
+        NotControllerError when this controller is not active. Each topic commits on its own."""
+        self._require_active()
+        names = [req.name for req in requests]
+        duplicate = InvalidRequestError("Duplicate topic name.")   # Kafka answers each copy with it
+        return [TopicOutcome(req.name, duplicate if names.count(req.name) > 1 else
+                             _item_error(partial(self._create_partitions_one, req, validate_only)))
+                for req in requests]
+
+    def _create_partitions_one(self, req: PartitionsIncrease, validate_only: bool) -> None:
+        with self._write_lock:
+            record = self._plan_create_partitions(req)
+            if validate_only:
+                return
+            outcome = self._commit([record])
+        if not outcome.applied:
+            topic = self.image.topics.get(req.name)
+            if topic is None or topic.topic_id != record.topic_id:
+                raise UnknownTopicOrPartitionError(f"Topic '{req.name}' does not exist.")
+            raise RequestTimedOutError(f"The partitions were not created: the topic changed meanwhile "
+                                       f"({outcome.reason}); retry.")
+        partitions = self.image.topics[req.name].partitions
+        log.info("partitions_created", topic=req.name, topic_id=record.topic_id, count=len(partitions),
+                 previous_count=record.start_partition, assignments=[list(a) for a in record.assignments],
+                 leaders=[p.leader for p in partitions[record.start_partition:]])
+
+    def _plan_create_partitions(self, req: PartitionsIncrease) -> CreatePartitions:
+        # Checked per topic too: a later topic of the request must not be decided by a deposed controller.
+        self._require_active()
+        image = self.image
+        topic = image.topics.get(req.name)
+        if topic is None:
+            raise UnknownTopicOrPartitionError(f"Topic '{req.name}' does not exist.")
+        current = len(topic.partitions)
+        error = topic_rules.partition_increase_error(current, req.count)
+        if error is not None:
+            raise error
+        if req.assignments is None:
+            assignments = self._place_new_partitions(image, topic, req.count - current)
+        else:
+            assignments = self._check_manual_assignments(image, topic, req)
+        return CreatePartitions(req.name, topic.topic_id, current, assignments)
+
+    @staticmethod
+    def _place_new_partitions(image: MetadataImage, topic: TopicImage, additional: int) -> tuple[tuple[int, ...], ...]:
+        """Kafka's automatic placement for added partitions, on unfenced brokers only."""
+        existing = tuple(p.replicas for p in topic.partitions)
+        live = image.live_broker_ids()
+        error = topic_rules.replication_factor_error(len(existing[0]), len(live))
+        if error is not None:
+            raise error
+        return assign_new_partitions(existing, additional, live)
+
+    @staticmethod
+    def _check_manual_assignments(image: MetadataImage, topic: TopicImage,
+                                  req: PartitionsIncrease) -> tuple[tuple[int, ...], ...]:
+        current = len(topic.partitions)
+        error = topic_rules.replica_assignment_error(req.assignments, req.count - current,
+                                                     len(topic.partitions[0].replicas), set(image.brokers))
+        if error is not None:
+            raise error
+        for p, replicas in enumerate(req.assignments, start=current):
+            # Fenced brokers may hold replicas, but someone must lead: the ISR starts as the live ones.
+            if not any(image.is_live(r) for r in replicas):
+                raise InvalidReplicaAssignmentError(f"All brokers specified in the manual partition assignment for "
+                                                    f"partition {p} are fenced or in controlled shutdown.")
+        return tuple(tuple(replicas) for replicas in req.assignments)
+
     # ---- elections (kafka-leader-election.sh) -------------------------------------
 
     def elect_leaders(self, election_type: int,
@@ -409,4 +492,5 @@ class Controller:
         return outcome.producer_id_start
 
 
-__all__ = ["Controller", "TopicRequest", "TopicOutcome", "HeartbeatReply", "ElectionOutcome", "PREFERRED", "UNCLEAN"]
+__all__ = ["Controller", "TopicRequest", "TopicOutcome", "HeartbeatReply", "ElectionOutcome", "PartitionsIncrease",
+           "PREFERRED", "UNCLEAN"]

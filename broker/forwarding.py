@@ -1,8 +1,8 @@
 """Admin requests reach the active controller from any broker (Kafka's ForwardingManager).
 
-Any broker takes CreateTopics, DeleteTopics, ElectLeaders and InitProducerId. The active controller
-answers them itself; another broker forwards the request once, marked as forwarded so the receiver
-never forwards it again, and retries while the controller moves until the request's deadline.
+Any broker takes CreateTopics, DeleteTopics, CreatePartitions, ElectLeaders and InitProducerId. The active
+controller answers them itself; another broker forwards the request once, marked as forwarded so the
+receiver never forwards it again, and retries while the controller moves until the request's deadline.
 After a success it waits (briefly) until its own image shows the change, so a Metadata, Produce or
 Fetch sent to this broker right after sees it.
 """
@@ -37,6 +37,7 @@ SETTLE_WAIT_MAX_S = 2.0
 _WIRE: dict[str, tuple[Callable, Callable]] = {
     "CreateTopics": (wire.create_topics_request_pb, wire.topics_response),
     "DeleteTopics": (wire.delete_topics_request_pb, wire.topics_response),
+    "CreatePartitions": (wire.create_partitions_request_pb, wire.topics_response),
     "ElectLeaders": (wire.elect_leaders_request_pb, wire.elect_leaders_response),
     "InitProducerId": (wire.init_producer_id_request_pb, wire.init_producer_id_response),
 }

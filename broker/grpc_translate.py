@@ -7,10 +7,11 @@ the controller. Translation only: no function here decides anything.
 
 from __future__ import annotations
 
-from broker.api_messages import (CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest, ElectLeadersResponse,
-                                 FetchPartition, FetchRequest, InitProducerIdResponse, ListOffsetsPartition,
-                                 MetadataResponse, ProducePartition, ProduceRequest, ProduceResponse, TopicsResponse)
-from broker.controller import ElectionOutcome, TopicOutcome, TopicRequest
+from broker.api_messages import (CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+                                 ElectLeadersRequest, ElectLeadersResponse, FetchPartition, FetchRequest,
+                                 InitProducerIdResponse, ListOffsetsPartition, MetadataResponse, ProducePartition,
+                                 ProduceRequest, ProduceResponse, TopicsResponse)
+from broker.controller import ElectionOutcome, PartitionsIncrease, TopicOutcome, TopicRequest
 from broker.partition import FetchResult, ListOffsetsResult
 from client.errors import KafkaError, LeaderHintInfo, error_for_code
 from client.protocol.v1 import common_pb2, kafka_pb2
@@ -146,8 +147,22 @@ def delete_topics_request_pb(r: DeleteTopicsRequest) -> kafka_pb2.DeleteTopicsRe
     return kafka_pb2.DeleteTopicsRequest(topics=r.names, timeout_ms=r.timeout_ms)
 
 
+def create_partitions_request(pb: kafka_pb2.CreatePartitionsRequest) -> CreatePartitionsRequest:
+    # proto3 cannot tell an empty list from none: no assignments means the controller places them.
+    return CreatePartitionsRequest([PartitionsIncrease(t.name, t.count, [list(a.broker_ids) for a in t.assignments]
+                                                       or None) for t in pb.topics], pb.validate_only, pb.timeout_ms)
+
+
+def create_partitions_request_pb(r: CreatePartitionsRequest) -> kafka_pb2.CreatePartitionsRequest:
+    return kafka_pb2.CreatePartitionsRequest(
+        topics=[kafka_pb2.CreatePartitionsTopic(
+            name=t.name, count=t.count,
+            assignments=[kafka_pb2.CreatePartitionsAssignment(broker_ids=a) for a in t.assignments or ()])
+            for t in r.topics], timeout_ms=r.timeout_ms, validate_only=r.validate_only)
+
+
 def topics_response_pb(r: TopicsResponse, response_type):
-    """CreateTopicsResponse or DeleteTopicsResponse (the same shape)."""
+    """CreateTopicsResponse, DeleteTopicsResponse or CreatePartitionsResponse (the same shape)."""
     return response_type(topics=[kafka_pb2.TopicResult(name=o.name, **error_fields(o.error)) for o in r.outcomes])
 
 

@@ -22,18 +22,25 @@ from typing import Callable, Iterable, Iterator
 import structlog
 
 from broker.admission import StreamSlots
-from broker.api_messages import (CONSUMER_REPLICA_ID, BrokerMetadata, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
+from broker.config import BrokerSettings
+from broker.describe_configs import broker_configs, topic_configs
+from broker.api_messages import (BROKER_RESOURCE, CONSUMER_REPLICA_ID, TOPIC_RESOURCE, BrokerMetadata, ConfigResource,
+                                 ConfigsResult, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
                                  ElectLeadersResponse, FetchRequest, InitProducerIdResponse, ListOffsetsPartition,
                                  MalformedRequestError, MetadataResponse, OffsetForLeaderEpochPartition, PartitionMetadata, ProduceRequest,
                                  ProduceResponse, TopicMetadata, TopicsResponse)
 from broker.controller import Controller, TopicOutcome, TopicRequest
 from broker.fault_injection import AnswerDroppedForTest, FaultBudget
 from broker.forwarding import AdminCall, ControllerForwarder
+from broker.api_messages import CreatePartitionsRequest
+from broker.metadata.topic_rules import MAX_PARTITIONS_PER_TOPIC
 from broker.metadata.image import MetadataImage
 from broker.metadata.quorum import MetadataQuorum
+from broker.produce_validation import zstd_refused
 from broker.partition import EpochEndOffset, FetchRequestPartition, FetchResult, ListOffsetsResult, ProduceResult
 from broker.replica_manager import ReplicaManager
-from client.errors import KafkaError, LeaderNotAvailableError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from client.errors import (ElectionNotNeededError, InvalidRequestError, KafkaError, LeaderNotAvailableError,
+                           TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +64,7 @@ class KafkaApis:
     def __init__(self, broker_id: int, controller: Controller, quorum: MetadataQuorum, replica_manager: ReplicaManager,
                  forwarder: ControllerForwarder, client_slots: StreamSlots, follower_slots: StreamSlots,
                  fetch_max_bytes: int, drop_produce_answers: FaultBudget | None = None,
-                 auto_create_topics: bool = True):
+                 auto_create_topics: bool = True, settings: BrokerSettings | None = None, rack: str | None = None):
         self.broker_id = broker_id
         self._controller = controller
         self._quorum = quorum
@@ -68,6 +75,8 @@ class KafkaApis:
         self._fetch_max_bytes = fetch_max_bytes
         self._drop_produce_answers = drop_produce_answers or FaultBudget(0)
         self._auto_create_topics = auto_create_topics   # auto.create.topics.enable
+        self._settings = settings or BrokerSettings()    # what DescribeConfigs shows of this broker
+        self._rack = rack
         # Set while stopping: streams answer what they appended and end, long polls answer now.
         self.stopping = threading.Event()
 
@@ -82,8 +91,14 @@ class KafkaApis:
         one connection's requests are handled one at a time)."""
         _check_count(len(request.partitions))
         deadline = time.monotonic() + max(request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS, 0) / 1000
-        entries = [(p.topic, p.partition, p.records, p.current_leader_epoch) for p in request.partitions]
-        return PendingProduce(request, self._replica_manager.append_to_leader(request.acks, entries), deadline)
+        refused = {i: e for i, p in enumerate(request.partitions)
+                   if not request.zstd_allowed and (e := zstd_refused(p.records)) is not None}
+        entries = [(p.topic, p.partition, p.records, p.current_leader_epoch)
+                   for i, p in enumerate(request.partitions) if i not in refused]
+        appended = iter(self._replica_manager.append_to_leader(request.acks, entries))
+        results = [ProduceResult(p.topic, p.partition, refused[i]) if i in refused else next(appended)
+                   for i, p in enumerate(request.partitions)]
+        return PendingProduce(request, results, deadline)
 
     def complete_produce(self, pending: PendingProduce) -> ProduceResponse:
         """The second half: with acks=all, wait until every in-sync replica has each batch."""
@@ -115,7 +130,8 @@ class KafkaApis:
         with slots.hold(call, "a long-polling Fetch") if long_poll else contextlib.nullcontext():
             results = self._replica_manager.fetch(
                 request.replica_id, wait_ms, request.min_bytes, min(request.max_bytes or cap, cap), parts,
-                request.read_from_replica, lambda: caller_waiting() and not self.stopping.is_set())
+                request.read_from_replica, lambda: caller_waiting() and not self.stopping.is_set(),
+                None if follower else request.client_rack)
         for r in results:
             r.error = self._hint_for(r.topic, r.partition, r.error)
         return results
@@ -178,6 +194,33 @@ class KafkaApis:
                      error=str(o.error))
         return out
 
+    # ---- configs: answered by any broker, from its image and its own settings ------------------------
+
+    def describe_configs(self, resources: list[ConfigResource]) -> list[ConfigsResult]:
+        _check_count(len(resources))
+        return [self._describe_one(r) for r in resources]
+
+    def _describe_one(self, r: ConfigResource) -> ConfigsResult:
+        def refused(error: KafkaError) -> ConfigsResult:
+            return ConfigsResult(r.resource_type, r.resource_name, error)
+
+        if r.resource_type == TOPIC_RESOURCE:
+            topic = self._quorum.image.topics.get(r.resource_name)
+            if topic is None:
+                return refused(UnknownTopicOrPartitionError(f"Topic {r.resource_name} does not exist."))
+            return ConfigsResult(r.resource_type, r.resource_name, None,
+                                 topic_configs(topic.configs, self._settings, r.keys))
+        if r.resource_type == BROKER_RESOURCE:
+            if r.resource_name == "":
+                return ConfigsResult(r.resource_type, r.resource_name)   # cluster-wide dynamic defaults: none
+            if r.resource_name != str(self.broker_id):
+                return refused(InvalidRequestError(f"Unexpected broker id, expected {self.broker_id} or empty "
+                                                   f"string, but received {r.resource_name}"))
+            return ConfigsResult(r.resource_type, r.resource_name, None,
+                                 broker_configs(self._settings, self._rack, r.keys))
+        return refused(InvalidRequestError(f"Unsupported resource type {r.resource_type}: raftka describes "
+                                           "topics (2) and brokers (4)"))
+
     # ---- admin: answered by the active controller, forwarded there by any other broker -------------
 
     def create_topics(self, request: CreateTopicsRequest, time_left_s: float | None = None,
@@ -210,6 +253,29 @@ class KafkaApis:
                          lambda image: not any(n in image.topics for n in request.names))
         return self._forwarder.run(call, _admin_timeout_s(request.timeout_ms, time_left_s), forwarded)
 
+    def create_partitions(self, request: CreatePartitionsRequest, time_left_s: float | None = None,
+                          forwarded: bool = False) -> TopicsResponse:
+        """Grow topics (Kafka's CreatePartitions); done when this broker's image shows the new counts."""
+        _check_count(len(request.topics) + sum(len(t.assignments or ()) for t in request.topics))
+        names = [t.name for t in request.topics]
+
+        def refuse(error: KafkaError) -> TopicsResponse:
+            return TopicsResponse([TopicOutcome(n, error) for n in names])
+
+        def handle() -> TopicsResponse:
+            return _or_refused(lambda: TopicsResponse(self._controller.create_partitions(
+                request.topics, validate_only=request.validate_only)), refuse)
+
+        def settled(image: MetadataImage) -> bool:
+            # A count over the limit is refused and never shows: waiting for it would only delay the answer.
+            return request.validate_only or all(
+                t.count > MAX_PARTITIONS_PER_TOPIC
+                or (t.name in image.topics and len(image.topics[t.name].partitions) >= t.count)
+                for t in request.topics)
+
+        call = AdminCall("CreatePartitions", request, handle, refuse, settled)
+        return self._forwarder.run(call, _admin_timeout_s(request.timeout_ms, time_left_s), forwarded)
+
     def elect_leaders(self, request: ElectLeadersRequest, time_left_s: float | None = None,
                       forwarded: bool = False) -> ElectLeadersResponse:
         if request.election_type not in (0, 1):
@@ -217,9 +283,15 @@ class KafkaApis:
                                         "nor 1 (UNCLEAN)")
         _check_count(sum(max(len(ps), 1) for _, ps in request.topic_partitions or ()))
 
+        def elect() -> ElectLeadersResponse:
+            outcomes = self._controller.elect_leaders(request.election_type, self._election_targets(request))
+            if request.topic_partitions is None:
+                # Kafka: "every partition" answers only for those it elected or failed to.
+                outcomes = [o for o in outcomes if not isinstance(o.error, ElectionNotNeededError)]
+            return ElectLeadersResponse(None, outcomes)
+
         def handle() -> ElectLeadersResponse:
-            return _or_refused(lambda: ElectLeadersResponse(None, self._controller.elect_leaders(
-                request.election_type, self._election_targets(request))), ElectLeadersResponse)
+            return _or_refused(elect, ElectLeadersResponse)
 
         call = AdminCall("ElectLeaders", request, handle, ElectLeadersResponse, lambda image: True)
         return self._forwarder.run(call, _admin_timeout_s(request.timeout_ms, time_left_s), forwarded)

@@ -23,6 +23,7 @@ import structlog
 from broker.log import PartitionLog
 from broker.metadata.image import PartitionRegistration
 from broker.partition_state import PartitionState, truncation_offset
+from broker.replica_selector import ReplicaView, read_candidates, select_read_replica
 from broker.producer_state import (Duplicate, ProducerStateManager, observe_batches, truncate_producer_state)
 from client.errors import (InvalidRequestError, KafkaError, KafkaStorageError, NotEnoughReplicasError,
                            NotLeaderOrFollowerError, OffsetOutOfRangeError)
@@ -69,6 +70,7 @@ class FetchResult:
     log_end_offset: int = -1
     records: bytes = b""
     diverging_epoch: tuple[int, int] | None = None   # (epoch, end offset): the follower must truncate
+    preferred_read_replica: int = -1   # KIP-392: no records; the consumer should fetch from this broker
 
 
 @dataclass(frozen=True)
@@ -196,9 +198,11 @@ class Partition:
     # ---- fetch (the leader answers consumers and followers) -------------------------------
 
     def read(self, replica_id: int, p: FetchRequestPartition, max_bytes: int, read_from_replica: bool,
-             lag_now_ms: int, is_live: Callable[[int], bool]) -> FollowerRead:
+             lag_now_ms: int, is_live: Callable[[int], bool], client_rack: str | None = None,
+             rack_of: Callable[[int], str | None] = lambda broker_id: None) -> FollowerRead:
         """Read for a consumer (below the HW) or a follower (to the log end; its fetch offset records
-        what it holds, which may move the HW or bring it back into the ISR)."""
+        what it holds, which may move the HW or bring it back into the ISR). A consumer in another rack
+        than this leader's may be sent to a follower in its own (``client_rack``, KIP-392)."""
         state = self.state
         is_follower_fetch = replica_id >= 0
         error = (state.check_epoch(p.current_leader_epoch) if read_from_replica and not is_follower_fetch
@@ -208,6 +212,13 @@ class Partition:
         if error is not None:
             return FollowerRead(FetchResult(p.topic, p.partition, error))
         plog = self.log
+        if client_rack and not is_follower_fetch and state.is_leader:
+            preferred = self._preferred_read_replica(client_rack, p.fetch_offset, rack_of, lag_now_ms)
+            if preferred is not None:
+                # Kafka skips the read: the answer only points the consumer to its replica.
+                return FollowerRead(FetchResult(p.topic, p.partition, None, state.high_watermark,
+                                                plog.log_start_offset, plog.log_end_offset,
+                                                preferred_read_replica=preferred))
         if is_follower_fetch:
             diverging = self._diverging_epoch(p)
             if diverging is not None:
@@ -230,6 +241,15 @@ class Partition:
             moved, request = self._on_follower_fetch(replica_id, p.fetch_offset, lag_now_ms, is_live)
         return FollowerRead(FetchResult(p.topic, p.partition, None, state.high_watermark, plog.log_start_offset,
                                         plog.log_end_offset, records), moved, request)
+
+    def _preferred_read_replica(self, client_rack: str, fetch_offset: int, rack_of: Callable[[int], str | None],
+                                now_ms: int) -> int | None:
+        with self.lock:
+            state = self.state
+            leader = ReplicaView(state.local_broker_id, rack_of(state.local_broker_id), state.log_end_offset, 0)
+            followers = read_candidates(state.followers.values(), state.isr, fetch_offset, rack_of, now_ms)
+        chosen = select_read_replica(client_rack, leader, followers)
+        return None if chosen is leader else chosen.broker_id
 
     def _diverging_epoch(self, p: FetchRequestPartition) -> tuple[int, int] | None:
         """KIP-595's check: does the follower's last epoch end, in our log, before its fetch offset?"""

@@ -41,3 +41,14 @@ def validate_batch(batch: bytes, max_message_bytes: int) -> BatchHeader | KafkaE
         return record_batch.check_batch(batch)
     except CorruptMessageError as e:
         return e
+
+
+ZSTD = 4
+
+
+def zstd_refused(batch: bytes) -> KafkaError | None:
+    """KIP-110: a Produce below v7 may not carry zstd (a client that old could not read it back)."""
+    if len(batch) > CODEC_ATTRIBUTE and batch[CODEC_ATTRIBUTE] & record_batch.COMPRESSION_MASK == ZSTD:
+        return UnsupportedCompressionTypeError("Produce requests with version < 7 are not allowed to use "
+                                               "ZStandard compression")
+    return None

@@ -67,8 +67,11 @@ class ReplicaManager:
     def __init__(self, broker_id: int, logs: LogManager, metadata, settings: BrokerSettings,
                  notifier: AppendNotifier, clock_ms: Callable[[], int] = wall_clock_ms,
                  fetchers: "FetcherControl | None" = None, alter_partition: "AlterPartitionSubmit | None" = None,
-                 lag_clock_ms: Callable[[], int] = monotonic_ms):
+                 lag_clock_ms: Callable[[], int] = monotonic_ms,
+                 rack_of: Callable[[int], str | None] = lambda broker_id: None):
         self.broker_id = broker_id
+        # A broker's rack as Kafka clients see it (KIP-392's choice of a replica to read); None: none.
+        self._rack_of = rack_of
         self._fetchers = fetchers or NoFetchers()
         self._alter_partition = alter_partition or (lambda request, not_applied, still_pending: not_applied())
         self._logs = logs
@@ -248,37 +251,38 @@ class ReplicaManager:
 
     def fetch(self, replica_id: int, max_wait_ms: int, min_bytes: int, max_bytes: int,
               partitions: list[FetchRequestPartition], read_from_replica: bool = False,
-              still_wanted: Callable[[], bool] = lambda: True) -> list[FetchResult]:
-        """Read each partition; long-poll until ``min_bytes`` are there or ``max_wait_ms`` passed."""
+              still_wanted: Callable[[], bool] = lambda: True, client_rack: str | None = None) -> list[FetchResult]:
+        """Read each partition; long-poll until ``min_bytes`` are there or ``max_wait_ms`` passed. A
+        consumer's ``client_rack`` may get it sent to a replica in its rack (answered at once)."""
         deadline = time.monotonic() + max(0, min(max_wait_ms, self._settings.fetch_max_wait_cap_ms)) / 1000
         results: list[FetchResult] = []
 
         def ready() -> bool:
-            results[:] = self._read_all(replica_id, max_bytes, partitions, read_from_replica)
+            results[:] = self._read_all(replica_id, max_bytes, partitions, read_from_replica, client_rack)
             total = sum(len(r.records) for r in results)
-            return total >= min_bytes or any(r.error is not None for r in results)
+            return total >= min_bytes or any(r.error is not None or r.preferred_read_replica >= 0 for r in results)
 
         # A follower reads to the log end; a consumer below the HW: each waits for what can feed it.
         self._notifier.wait_until(ready, deadline, still_wanted, on=LOG_END if replica_id >= 0 else HIGH_WATERMARK)
         return results
 
     def _read_all(self, replica_id: int, max_bytes: int, partitions: list[FetchRequestPartition],
-                  read_from_replica: bool) -> list[FetchResult]:
+                  read_from_replica: bool, client_rack: str | None = None) -> list[FetchResult]:
         out = []
         budget = max_bytes
         for p in partitions:
-            r = self._read_one(replica_id, p, min(p.max_bytes, max(budget, 0)), read_from_replica)
+            r = self._read_one(replica_id, p, min(p.max_bytes, max(budget, 0)), read_from_replica, client_rack)
             budget -= len(r.records)
             out.append(r)
         return out
 
     def _read_one(self, replica_id: int, p: FetchRequestPartition, max_bytes: int,
-                  read_from_replica: bool) -> FetchResult:
+                  read_from_replica: bool, client_rack: str | None) -> FetchResult:
         hosted = self._hosted(p.topic, p.partition)
         if isinstance(hosted, KafkaError):
             return FetchResult(p.topic, p.partition, hosted)
         read = hosted.read(replica_id, p, max_bytes, read_from_replica, self._lag_clock_ms(),
-                           self._metadata.image.is_live)
+                           self._metadata.image.is_live, client_rack, self._rack_of)
         if read.high_watermark_moved:
             self._notifier.notify(HIGH_WATERMARK)
         if read.alter_request is not None:

@@ -56,6 +56,12 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                                               _forwarded(context))
             return wire.topics_response_pb(answer, kafka_pb2.CreateTopicsResponse)
 
+    def CreatePartitions(self, request, context):
+        with _refusals_as_status(context):
+            answer = self._apis.create_partitions(wire.create_partitions_request(request), context.time_remaining(),
+                                                  _forwarded(context))
+            return wire.topics_response_pb(answer, kafka_pb2.CreatePartitionsResponse)
+
     def DeleteTopics(self, request, context):
         with _refusals_as_status(context):
             answer = self._apis.delete_topics(wire.delete_topics_request(request), context.time_remaining(),

@@ -1,7 +1,8 @@
-"""Admin: create, delete, list and describe topics; describe the cluster.
+"""Admin: create, grow, delete, list and describe topics; describe the cluster.
 
     admin = Admin(bootstrap=":9092")
     admin.create_topic("t", partitions=3, replication_factor=3, config={"min.insync.replicas": "2"})
+    admin.create_partitions("t", 6)
     admin.describe_topic("t").partitions[0].leader
 """
 
@@ -94,6 +95,22 @@ class Admin:
             configs={str(k): str(v) for k, v in (config or {}).items()})])
         response = self._call_controller("CreateTopics", request,
                                          f"create {name} ({partitions} partitions, RF {replication_factor})")
+        self._raise_for(response.topics)
+
+    def create_partitions(self, topic: str, total_count: int, assignments: list[list[int]] | None = None,
+                          validate_only: bool = False) -> None:
+        """Grow ``topic`` to ``total_count`` partitions (Kafka's Admin.createPartitions with
+        NewPartitions.increaseTo). ``assignments``: the replica list of each new partition, in order;
+        None (or []) lets the controller place them. Raises InvalidPartitionsError (not an increase, over the
+        limit), InvalidReplicaAssignmentError, UnknownTopicOrPartitionError, ... on refusal."""
+        try:
+            new_partitions = kafka_pb2.CreatePartitionsTopic(
+                name=topic, count=total_count,
+                assignments=[kafka_pb2.CreatePartitionsAssignment(broker_ids=a) for a in assignments or ()])
+        except (TypeError, ValueError) as e:   # not an int32 where the wire has one
+            raise InvalidRequestError(f"Invalid partition count or broker id: {e}") from None
+        request = kafka_pb2.CreatePartitionsRequest(validate_only=validate_only, topics=[new_partitions])
+        response = self._call_controller("CreatePartitions", request, f"grow {topic} to {total_count} partitions")
         self._raise_for(response.topics)
 
     def delete_topic(self, name: str) -> None:

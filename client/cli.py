@@ -75,13 +75,15 @@ def add_common_args(p: argparse.ArgumentParser, trace: bool = True) -> None:
 
 
 def add_topics_parser(sub: Subparsers) -> None:
-    t = sub.add_parser("topics", help="create, list, describe, delete topics (kafka-topics.sh)")
+    t = sub.add_parser("topics", help="create, list, describe, alter, delete topics (kafka-topics.sh)")
     add_common_args(t)
     action = t.add_mutually_exclusive_group(required=True)
-    for flag in ("--create", "--list", "--describe", "--delete"):
+    for flag in ("--create", "--list", "--describe", "--alter", "--delete"):
         action.add_argument(flag, action="store_true")
     t.add_argument("--topic")
-    t.add_argument("--partitions", type=int, default=-1)
+    t.add_argument("--partitions", type=int, default=-1,
+                   help="with --create: the partition count (default: num.partitions); with --alter: the new, "
+                        "higher count (keyed records may then map to other partitions)")
     t.add_argument("--replication-factor", type=int, default=-1)
     t.add_argument("--config", action="append", default=[], metavar="K=V", help="topic config (repeatable)")
     t.add_argument("--if-not-exists", action="store_true")
@@ -219,7 +221,9 @@ def run_topics(args) -> int:
                 print(describe_lines(topic))
             return 0
         if not args.topic:
-            raise UsageError("--topic is required with --create and --delete")
+            raise UsageError("--topic is required with --create, --alter and --delete")
+        if args.alter:
+            return alter_topic(admin, args)
         if args.create:
             configs = parse_configs(args.config)
             try:
@@ -237,6 +241,21 @@ def run_topics(args) -> int:
                 return 0
             raise
         return 0
+
+
+def alter_topic(admin: Admin, args) -> int:
+    """kafka-topics.sh --alter --partitions N: grow the topic; silent on success, as Kafka is."""
+    if args.partitions == -1:
+        raise UsageError("--partitions is required with --alter (raftka alters only the partition count)")
+    if args.replication_factor != -1 or args.config:
+        raise UsageError("--replication-factor and --config cannot be used with --alter")
+    try:
+        admin.create_partitions(args.topic, args.partitions)
+    except KafkaError as e:
+        if args.if_exists and e.name == "UNKNOWN_TOPIC_OR_PARTITION":
+            return 0
+        raise
+    return 0
 
 
 def parse_configs(pairs: list[str]) -> dict[str, str]:

@@ -299,7 +299,7 @@ def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, 
         cluster.brokers[i] = b
         lines += ["[[broker]]", f"id = {i}", 'host = "127.0.0.1"', f"port = {b.port}",
                   f"raft_port = {b.raft_port}", f"inter_broker_port = {b.inter_broker_port}",
-                  f"kafka_port = {b.kafka_port}",
+                  f"kafka_port = {b.kafka_port}", f'rack = "rack-{i}"',
                   f'data_dir = "{b.data_dir}"']
     if config:
         lines.append("[config]")
@@ -409,18 +409,22 @@ def create_ready(cluster: Cluster, topic: str, count: int, timeout: float = 20.0
     and hosts its replica."""
     with Admin(cluster.bootstrap) as admin:
         admin.create_topic(topic, count, 3)
+    wait_for(lambda: served_everywhere(cluster, topic, count), timeout,
+             f"{topic}: {count} partition(s) led, full ISR, hosted by every broker", 0.05)
 
-    def ready() -> bool:
-        for b in cluster.running():
-            parts = partitions(b, topic)
-            if parts is None or len(parts) != count:
-                return False
-            if any(p.leader_id < 0 or len(p.isr) != 3 for p in parts.values()):
-                return False
-            if any(replica_offsets(b, topic, n) is None for n in range(count)):
-                return False
-        return True
-    wait_for(ready, timeout, f"{topic}: {count} partition(s) led, full ISR, hosted by every broker", 0.05)
+
+def served_everywhere(cluster: Cluster, topic: str, count: int) -> bool:
+    """Every running broker's own metadata shows ``count`` partitions of ``topic``, each led with a full
+    ISR (RF 3), and it hosts each one."""
+    for b in cluster.running():
+        parts = partitions(b, topic)
+        if parts is None or len(parts) != count:
+            return False
+        if any(p.leader_id < 0 or len(p.isr) != 3 for p in parts.values()):
+            return False
+        if any(replica_offsets(b, topic, n) is None for n in range(count)):
+            return False
+    return True
 
 
 def read_all(bootstrap: str, topic: str, ends: dict[int, int], timeout: float = 30.0) -> dict[int, list]:

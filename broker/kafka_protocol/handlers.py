@@ -12,10 +12,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from broker.api_messages import (CreateTopicsRequest, DeleteTopicsRequest, FetchPartition, FetchRequest,
+from broker.api_messages import (ConfigResource, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
+                                 FetchPartition, FetchRequest,
                                  ListOffsetsPartition, OffsetForLeaderEpochPartition, ProducePartition,
                                  ProduceRequest)
-from broker.controller import TopicRequest
+from broker.controller import PartitionsIncrease, TopicRequest
+from broker.describe_configs import ConfigEntry
 from broker.kafka_apis import KafkaApis, PendingProduce
 from broker.kafka_protocol.codec import ZERO_UUID, millis
 from broker.kafka_protocol.versions import SUPPORTED
@@ -23,8 +25,19 @@ from client.errors import KafkaError
 
 # Kafka's "no authorized operations were asked for" (topic_authorized_operations).
 AUTHORIZED_OPERATIONS_OMITTED = -2147483648
+UNSUPPORTED_ENDPOINT_TYPE = 119   # KIP-919: DescribeCluster asked for controller endpoints
 
-Endpoint = Callable[[int], "tuple[str, int] | None"]   # broker id -> its Kafka listener, if it has one
+
+
+@dataclass(frozen=True)
+class KafkaEndpoint:
+    """Where Kafka clients reach one broker: its Kafka listener, and its rack (broker.rack)."""
+    host: str
+    port: int
+    rack: str | None = None
+
+
+Endpoint = Callable[[int], "KafkaEndpoint | None"]   # broker id -> its Kafka listener, if it has one
 Answer = Callable[[], "dict[str, Any] | None"]          # the response values, or None: no response (acks=0)
 
 
@@ -84,8 +97,8 @@ class KafkaProtocolHandlers:
                                    "replica_nodes": p.replicas, "isr_nodes": p.isr,
                                    "offline_replicas": p.offline_replicas} for p in t.partitions],
                    "topic_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED} for t in answer.topics]
-        brokers = [{"node_id": b.broker_id, "host": ep[0], "port": ep[1], "rack": None}
-                   for b in answer.brokers if b.alive and (ep := self._endpoint(b.broker_id)) is not None]
+        brokers = [self._node(b.broker_id, ep) for b in answer.brokers
+                   if b.alive and (ep := self._endpoint(b.broker_id)) is not None]
         return {"brokers": brokers, "cluster_id": answer.cluster_id, "controller_id": answer.controller_id,
                 "topics": topics}
 
@@ -99,15 +112,19 @@ class KafkaProtocolHandlers:
         """KIP-951: the brokers the current_leader fields name, so the client goes there at once."""
         ids = sorted({e.leader_hint.leader_id for e in errors if e is not None and e.leader_hint is not None
                       and e.leader_hint.leader_id >= 0})
-        return [{"node_id": i, "host": ep[0], "port": ep[1], "rack": None}
-                for i in ids if (ep := self._endpoint(i)) is not None]
+        return [self._node(i, ep) for i in ids if (ep := self._endpoint(i)) is not None]
+
+    @staticmethod
+    def _node(broker_id: int, ep: KafkaEndpoint) -> dict:
+        return {"node_id": broker_id, "host": ep.host, "port": ep.port, "rack": ep.rack}
 
     # ---- Produce --------------------------------------------------------------------------------
 
     def _produce(self, body) -> Answer:
         partitions = [ProducePartition(t.name, p.index, p.records or b"")
                       for t in body.topic_data for p in t.partition_data]
-        request = ProduceRequest(int(body.acks), millis(body.timeout), partitions)
+        request = ProduceRequest(int(body.acks), millis(body.timeout), partitions,
+                                 zstd_allowed=body.__version__ >= 7)
         pending = self._apis.append_produce(request)
         if request.acks == 0:
             return lambda: None        # Kafka sends no response to acks=0
@@ -130,8 +147,10 @@ class KafkaProtocolHandlers:
         partitions = [FetchPartition(t.topic, p.partition, p.fetch_offset, getattr(p, "current_leader_epoch", -1),
                                      p.partition_max_bytes)
                       for t in body.topics for p in t.partitions]
+        # v11+ (KIP-392): a consumer may read a follower, and its rack may send it to one.
         request = FetchRequest(-1, millis(body.max_wait), body.min_bytes, getattr(body, "max_bytes", 0) or 0,
-                               partitions)
+                               partitions, read_from_replica=body.__version__ >= 11,
+                               client_rack=getattr(body, "rack_id", "") or None)
         results = self._apis.fetch(request, conn.call, caller_waiting=conn.open, slots=self._slots)
         by_topic: dict[str, list[dict]] = {}
         for r in results:
@@ -139,7 +158,7 @@ class KafkaProtocolHandlers:
                 "partition_index": r.partition, "error_code": _code(r.error), "high_watermark": r.high_watermark,
                 "last_stable_offset": r.high_watermark, "log_start_offset": r.log_start_offset,
                 "current_leader": self._current_leader(r.error), "aborted_transactions": [],
-                "preferred_read_replica": -1, "records": r.records})
+                "preferred_read_replica": r.preferred_read_replica, "records": r.records})
         return {"error_code": 0, "session_id": 0,
                 "responses": [{"topic": t, "partitions": ps} for t, ps in by_topic.items()]}
 
@@ -197,8 +216,66 @@ class KafkaProtocolHandlers:
         return {"responses": [{"name": o.name, "topic_id": ZERO_UUID, "error_code": _code(o.error),
                                "error_message": _message(o.error)} for o in answer.outcomes]}
 
+    # ---- CreatePartitions -----------------------------------------------------------------------
+
+    def create_partitions(self, body, conn: Connection) -> dict:
+        topics = [PartitionsIncrease(t.name, t.count, None if t.assignments is None
+                                     else [list(a.broker_ids) for a in t.assignments]) for t in body.topics]
+        answer = self._apis.create_partitions(CreatePartitionsRequest(topics, bool(body.validate_only),
+                                                                      millis(body.timeout)))
+        return {"results": [{"name": o.name, "error_code": _code(o.error), "error_message": _message(o.error)}
+                            for o in answer.outcomes]}
+
+    # ---- ElectLeaders ---------------------------------------------------------------------------
+
+    def elect_leaders(self, body, conn: Connection) -> dict:
+        targets = (None if body.topic_partitions is None
+                   else [(t.topic, list(t.partitions)) for t in body.topic_partitions])
+        election_type = int(getattr(body, "election_type", 0))   # v0: preferred only
+        answer = self._apis.elect_leaders(ElectLeadersRequest(election_type, targets, millis(body.timeout)))
+        by_topic: dict[str, list[dict]] = {}
+        for o in answer.outcomes:
+            by_topic.setdefault(o.topic, []).append({"partition_id": o.partition, "error_code": _code(o.error),
+                                                     "error_message": _message(o.error)})
+        return {"error_code": _code(answer.error),
+                "replica_election_results": [{"topic": t, "partition_result": ps} for t, ps in by_topic.items()]}
+
+    # ---- DescribeConfigs --------------------------------------------------------------------------
+
+    def describe_configs(self, body, conn: Connection) -> dict:
+        resources = [ConfigResource(int(r.resource_type), r.resource_name,
+                                    None if r.configuration_keys is None else list(r.configuration_keys))
+                     for r in body.resources]
+        with_synonyms = bool(getattr(body, "include_synonyms", False))
+        return {"results": [{"error_code": _code(r.error), "error_message": _message(r.error),
+                             "resource_type": r.resource_type, "resource_name": r.resource_name,
+                             "configs": [_config_entry(e, with_synonyms) for e in r.entries]}
+                            for r in self._apis.describe_configs(resources)]}
+
+    # ---- DescribeCluster --------------------------------------------------------------------------
+
+    def describe_cluster(self, body, conn: Connection) -> dict:
+        if int(getattr(body, "endpoint_type", 1)) != 1:
+            return {"error_code": UNSUPPORTED_ENDPOINT_TYPE, "cluster_id": "", "controller_id": -1,
+                    "error_message": "raftka's Kafka listeners are broker endpoints (endpoint_type 1)"}
+        with_fenced = bool(getattr(body, "include_fenced_brokers", False))
+        answer = self._apis.metadata([])
+        brokers = [dict(self._node(b.broker_id, ep), broker_id=b.broker_id, is_fenced=not b.alive)
+                   for b in answer.brokers
+                   if (b.alive or with_fenced) and (ep := self._endpoint(b.broker_id)) is not None]
+        return {"error_code": 0, "cluster_id": answer.cluster_id, "controller_id": answer.controller_id,
+                "brokers": brokers, "cluster_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
+
     _HANDLERS = {1: fetch, 2: list_offsets, 3: metadata, 18: api_versions, 19: create_topics, 20: delete_topics,
-                 22: init_producer_id, 23: offset_for_leader_epoch}
+                 22: init_producer_id, 23: offset_for_leader_epoch, 32: describe_configs, 37: create_partitions,
+                 43: elect_leaders, 60: describe_cluster}
+
+
+def _config_entry(e: ConfigEntry, with_synonyms: bool) -> dict:
+    return {"name": e.name, "value": e.value, "read_only": e.read_only, "config_source": e.source,
+            "is_sensitive": False, "config_type": e.config_type, "documentation": None,
+            "synonyms": [{"name": s.name, "value": s.value, "source": s.source} for s in e.synonyms]
+            if with_synonyms else []}
 
 
 def api_versions_answer(error_code: int) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 PRODUCE, FETCH, LIST_OFFSETS, METADATA = 0, 1, 2, 3
 API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID, OFFSET_FOR_LEADER_EPOCH = 18, 19, 20, 22, 23
+DESCRIBE_CONFIGS, CREATE_PARTITIONS, ELECT_LEADERS, DESCRIBE_CLUSTER = 32, 37, 43, 60
 
 # api key -> (min version, max version)
 SUPPORTED: dict[int, tuple[int, int]] = {
@@ -22,6 +23,10 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     DELETE_TOPICS: (1, 6),
     INIT_PRODUCER_ID: (0, 4),
     OFFSET_FOR_LEADER_EPOCH: (2, 4),   # v2: current_leader_epoch (fencing); v4 flexible
+    DESCRIBE_CONFIGS: (1, 4),          # v0 has no schema in kio; v1 adds synonyms, v3 types
+    CREATE_PARTITIONS: (0, 3),
+    ELECT_LEADERS: (0, 2),             # v1: election_type (preferred / unclean)
+    DESCRIBE_CLUSTER: (0, 2),          # v2: fenced brokers on request (KIP-1073)
 }
 
 

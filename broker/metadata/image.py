@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
-from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreateTopic, DeleteTopic, FenceBroker,
-                                     MetadataRecord, RegisterBroker, UnfenceBroker)
+from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreatePartitions, CreateTopic, DeleteTopic,
+                                     FenceBroker, MetadataRecord, RegisterBroker, UnfenceBroker)
 
 NO_LEADER = -1
 SNAPSHOT_VERSION = 1
@@ -133,6 +133,8 @@ def apply(image: MetadataImage, record: MetadataRecord, offset: int | None = Non
             return replace(image, topics=MappingProxyType(topics))
         case ChangePartition():
             return _change_partition(image, record)
+        case CreatePartitions():
+            return _create_partitions(image, record)
         case AllocateProducerIds(broker_id, count):
             if count < 1:
                 raise StaleRecordError(f"cannot allocate {count} producer ids")
@@ -141,13 +143,32 @@ def apply(image: MetadataImage, record: MetadataRecord, offset: int | None = Non
             raise TypeError(f"unknown metadata record {record!r}")
 
 
+def _new_partition(image: MetadataImage, replicas: Sequence[int]) -> PartitionRegistration:
+    """Initial ISR: the live replicas; leader: the first of them (Kafka's topic and partition creation)."""
+    isr = tuple(r for r in replicas if image.is_live(r))
+    return PartitionRegistration(replicas=tuple(replicas), isr=isr, leader=isr[0] if isr else NO_LEADER)
+
+
 def _new_topic(image: MetadataImage, record: CreateTopic) -> TopicImage:
-    """Initial ISR: the live replicas; leader: the first of them (Kafka's topic creation)."""
-    parts = []
-    for replicas in record.assignments:
-        isr = tuple(r for r in replicas if image.is_live(r))
-        parts.append(PartitionRegistration(replicas=tuple(replicas), isr=isr, leader=isr[0] if isr else NO_LEADER))
-    return TopicImage(record.name, tuple(parts), MappingProxyType(dict(record.configs)), record.topic_id)
+    parts = tuple(_new_partition(image, replicas) for replicas in record.assignments)
+    return TopicImage(record.name, parts, MappingProxyType(dict(record.configs)), record.topic_id)
+
+
+def _create_partitions(image: MetadataImage, c: CreatePartitions) -> MetadataImage:
+    topic = image.topics.get(c.topic)
+    if topic is None or topic.topic_id != c.topic_id:
+        raise StaleRecordError(f"topic {c.topic} ({c.topic_id}) does not exist")
+    if len(topic.partitions) != c.start_partition:
+        raise StaleRecordError(f"topic {c.topic} has {len(topic.partitions)} partitions, not {c.start_partition}")
+    if not c.assignments:
+        raise StaleRecordError(f"no partitions to add to topic {c.topic}")
+    new = tuple(_new_partition(image, replicas) for replicas in c.assignments)
+    for p, reg in enumerate(new, start=c.start_partition):
+        # A partition born with an empty ISR could never elect a leader (only an unclean election):
+        # its replicas were fenced after the controller chose them, so the batch changes nothing.
+        if not reg.isr:
+            raise StaleRecordError(f"partition {c.topic}-{p} has no live replica among {list(reg.replicas)}")
+    return replace(image, topics=_with(image.topics, c.topic, replace(topic, partitions=topic.partitions + new)))
 
 
 def _change_partition(image: MetadataImage, c: ChangePartition) -> MetadataImage:

@@ -70,6 +70,21 @@ class ChangePartition:
 
 
 @dataclass(frozen=True)
+class CreatePartitions:
+    """New partitions appended to an existing topic (Kafka: one PartitionRecord per new partition).
+
+    As with CreateTopic, apply makes each new partition's ISR its live replicas and its leader
+    the first of them, at epochs 0. ``start_partition`` is the topic's partition count the
+    controller decided from (compare-and-set): a batch decided on a stale image, by a deposed
+    controller or before another increase, changes nothing instead of numbering partitions twice.
+    """
+    topic: str
+    topic_id: str
+    start_partition: int
+    assignments: tuple[tuple[int, ...], ...]   # the replica lists of partitions start_partition, ...
+
+
+@dataclass(frozen=True)
 class AllocateProducerIds:
     """Hands out the block [next_producer_id, next_producer_id + count) to a broker."""
     broker_id: int
@@ -77,9 +92,10 @@ class AllocateProducerIds:
 
 
 MetadataRecord = (RegisterBroker | FenceBroker | UnfenceBroker | CreateTopic | DeleteTopic | ChangePartition
-                  | AllocateProducerIds)
+                  | CreatePartitions | AllocateProducerIds)
 _TYPES: dict[str, type] = {cls.__name__: cls for cls in (
-    RegisterBroker, FenceBroker, UnfenceBroker, CreateTopic, DeleteTopic, ChangePartition, AllocateProducerIds)}
+    RegisterBroker, FenceBroker, UnfenceBroker, CreateTopic, DeleteTopic, ChangePartition, CreatePartitions,
+    AllocateProducerIds)}
 
 
 def record_to_dict(record: MetadataRecord) -> dict[str, Any]:
@@ -89,7 +105,7 @@ def record_to_dict(record: MetadataRecord) -> dict[str, Any]:
 def record_from_dict(data: dict[str, Any]) -> MetadataRecord:
     data = dict(data)
     cls = _TYPES[data.pop("type")]
-    if cls is CreateTopic:
+    if cls in (CreateTopic, CreatePartitions):
         data["assignments"] = tuple(tuple(r) for r in data["assignments"])
     if cls is ChangePartition:
         data["isr"] = tuple(data["isr"])

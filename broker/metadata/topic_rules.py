@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from client.errors import (InvalidConfigError, InvalidPartitionsError, InvalidReplicationFactorError,
-                           InvalidTopicError, KafkaError)
+from client.errors import (InvalidConfigError, InvalidPartitionsError, InvalidReplicaAssignmentError,
+                           InvalidReplicationFactorError, InvalidTopicError, KafkaError)
 
 MAX_TOPIC_NAME_LENGTH = 249
 MAX_PARTITIONS_PER_TOPIC = 10000
@@ -37,6 +37,42 @@ def partition_count_error(num_partitions: int) -> KafkaError | None:
     if num_partitions > MAX_PARTITIONS_PER_TOPIC:
         return InvalidPartitionsError(f"Number of partitions {num_partitions} is larger than the limit "
                                       f"of {MAX_PARTITIONS_PER_TOPIC} per topic.")
+    return None
+
+
+def partition_increase_error(current: int, requested: int) -> KafkaError | None:
+    """CreatePartitions only grows a topic (Kafka's ZkAdminManager wording), up to the per-topic limit."""
+    if requested < current:
+        return InvalidPartitionsError(f"Topic currently has {current} partitions, which is higher than the "
+                                      f"requested {requested}.")
+    if requested == current:
+        return InvalidPartitionsError(f"Topic already has {current} partitions.")
+    return partition_count_error(requested)
+
+
+def replica_assignment_error(assignments: list[list[int]], additional: int, replication_factor: int,
+                             registered: set[int]) -> KafkaError | None:
+    """A manual assignment of the partitions a CreatePartitions adds (Kafka's
+    ReplicationControlManager.validateManualPartitionAssignment): one replica list per new
+    partition, each of the topic's replication factor, of distinct registered brokers."""
+    if len(assignments) != additional:
+        return InvalidReplicaAssignmentError(f"Attempted to add {additional} additional partition(s), but "
+                                             f"{len(assignments)} assignment(s) were specified.")
+    for replicas in assignments:
+        if not replicas:
+            return InvalidReplicaAssignmentError("The manual partition assignment includes an empty replica list.")
+        unknown = sorted(set(replicas) - registered)
+        if unknown:
+            return InvalidReplicaAssignmentError(f"The manual partition assignment includes broker {unknown[0]}, "
+                                                 "but no such broker is registered.")
+        twice = sorted(b for b in set(replicas) if replicas.count(b) > 1)
+        if twice:
+            return InvalidReplicaAssignmentError(f"The manual partition assignment includes the broker {twice[0]} "
+                                                 "more than once.")
+        if len(replicas) != replication_factor:
+            return InvalidReplicaAssignmentError(
+                f"The manual partition assignment includes a partition with {len(replicas)} replica(s), but this "
+                f"is not consistent with previous partitions, which have {replication_factor} replica(s).")
     return None
 
 

@@ -33,13 +33,18 @@ GROUP_APIS = {8, 9, 10, 11, 12, 13, 14, 15, 16}   # OffsetCommit .. ListGroups: 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = write_cluster(tmp_path_factory.mktemp("kafka-clients"), 3,
-                      {"default.replication.factor": 3, "min.insync.replicas": 2})
+    c = start_kafka_cluster(tmp_path_factory.mktemp("kafka-clients"))
+    yield c
+    c.stop_all()
+
+
+def start_kafka_cluster(root):
+    """Three brokers (RF 3, min ISR 2), each Kafka listener accepting."""
+    c = write_cluster(root, 3, {"default.replication.factor": 3, "min.insync.replicas": 2})
     c.start_all()
     for b in c.brokers.values():
         wait_for(lambda b=b: accepts(b.kafka_port), 20, f"broker {b.broker_id}'s Kafka listener")
-    yield c
-    c.stop_all()
+    return c
 
 
 def accepts(port: int) -> bool:
@@ -311,6 +316,10 @@ def test_the_readmes_kcat_lesson(cluster):
     for b in cluster.brokers.values():
         out = kcat("-b", b.kafka_bootstrap, "-C", "-t", "kcat.lesson", "-p", "0", "-o", "beginning", "-e", "-q")
         assert out.split() == ["follower-message-1", "follower-message-2"], (b.broker_id, out)
+    for rack in ("rack-1", "rack-2", "rack-3"):   # the follower in the consumer's rack serves it (KIP-392)
+        out = kcat("-b", cluster.brokers[1].kafka_bootstrap, "-C", "-t", "kcat.lesson", "-p", "0", "-o", "beginning",
+                   "-e", "-q", "-X", f"client.rack={rack}")
+        assert out.split() == ["follower-message-1", "follower-message-2"], (rack, out)
 
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]

@@ -64,6 +64,8 @@ def test_the_repository_cluster_toml_loads():
     assert cfg.settings.min_insync_replicas == 2
     assert cfg.settings.log.retention_ms == 604800000
     assert len(cfg.cluster_secret) >= 8
+    assert [(b.kafka_port, b.rack) for b in cfg.brokers] == [(9094, "rack-1"), (19094, "rack-2"), (29094, "rack-3")]
+    assert "min.insync.replicas" in cfg.settings.set_in_file
 
 
 def test_defaults_and_relative_data_dir_resolved_against_the_file(tmp_path):
@@ -129,6 +131,9 @@ def test_missing_file(tmp_path):
     (_broker(1, 9092.5, 9093), "must be an integer"),
     (_broker(1, "true", 9093), "must be an integer"),
     (_broker(1, 1, 2, 'host = "example.com"'), "not an IP address"),
+    (_broker(1, 1, 2, 'rack = ""'), "rack must be a non-empty string"),
+    (_broker(1, 1, 2, 'rack = 3'), "rack must be a non-empty string"),
+    (_broker(1, 1, 2, 'rack = "a\\nb"'), "rack must be a non-empty string"),
     (_broker(1, 1, 2, 'data_dir = "same"') + _broker(2, 3, 4, 'data_dir = "same"'), "data_dir"),
     (_broker(1, 1, 2) + '[config]\n"no.such.setting" = 1\n', "no.such.setting"),
     (_broker(1, 1, 2) + '[config]\n"num.partitions" = "lots"\n', "must be an integer"),

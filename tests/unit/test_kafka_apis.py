@@ -23,7 +23,8 @@ from broker.metadata.records import CreateTopic, RegisterBroker, UnfenceBroker
 from broker.produce_pipeline import ProducePipeline
 from broker.replica_manager import ReplicaManager
 from broker.request_errors import MalformedRequestError
-from client.errors import (CorruptMessageError, InvalidRequiredAcksError, NotLeaderOrFollowerError, RecordTooLargeError, UnknownTopicOrPartitionError)
+from client.errors import (CorruptMessageError, InvalidRequiredAcksError, NotLeaderOrFollowerError, RecordTooLargeError,
+                           UnknownTopicOrPartitionError, UnsupportedCompressionTypeError)
 from client.record_batch import build_batch, decode_all
 
 MAX_MESSAGE_BYTES = 4096
@@ -168,3 +169,20 @@ def test_offset_for_leader_epoch_answers_where_an_epoch_ends(apis):
     assert (latest.error, latest.leader_epoch, latest.end_offset) == (None, 0, 3)   # the latest epoch: the log end
     assert (unknown.leader_epoch, unknown.end_offset) == (-1, -1)
     assert isinstance(elsewhere.error, NotLeaderOrFollowerError) and elsewhere.error.leader_hint.leader_id == 2
+
+
+def test_zstd_below_produce_v7_is_refused_and_the_others_in_the_request_appended(apis):
+    """KIP-110: Kafka's Produce v3-6 may not carry zstd (UNSUPPORTED_COMPRESSION_TYPE); v7+ may."""
+    zstd, plain = batch_with(b"z", compression_type=4), batch(b"p")
+    old = ProduceRequest(1, 1000, [ProducePartition("orders", 0, zstd), ProducePartition("orders", 0, plain)],
+                         zstd_allowed=False)
+    refused, appended = apis.produce(old).results
+    assert isinstance(refused.error, UnsupportedCompressionTypeError), refused.error
+    assert (appended.error, appended.base_offset) == (None, 0)
+    [new] = apis.produce(ProduceRequest(1, 1000, [ProducePartition("orders", 0, zstd)])).results
+    assert (new.error, new.base_offset) == (None, 1)
+    assert values(apis) == [b"p", b"z"]
+
+
+def batch_with(*values: bytes, compression_type: int) -> bytes:
+    return build_batch([(None, v, 1000 + i) for i, v in enumerate(values)], compression_type=compression_type)

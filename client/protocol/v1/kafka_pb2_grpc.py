@@ -44,6 +44,11 @@ class KafkaStub:
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.CreateTopicsRequest.SerializeToString,
                 response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.CreateTopicsResponse.FromString,
                 _registered_method=True)
+        self.CreatePartitions = channel.unary_unary(
+                '/raftka.v1.Kafka/CreatePartitions',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.CreatePartitionsRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.CreatePartitionsResponse.FromString,
+                _registered_method=True)
         self.DeleteTopics = channel.unary_unary(
                 '/raftka.v1.Kafka/DeleteTopics',
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DeleteTopicsRequest.SerializeToString,
@@ -92,6 +97,14 @@ class KafkaServicer:
 
     def CreateTopics(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePartitions(self, request, context):
+        """Kafka's CreatePartitions (kafka-topics.sh --alter --partitions): grows a
+        topic; answered by the controller, forwarded there like CreateTopics.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -158,6 +171,11 @@ def add_KafkaServicer_to_server(servicer, server):
                     servicer.CreateTopics,
                     request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.CreateTopicsRequest.FromString,
                     response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.CreateTopicsResponse.SerializeToString,
+            ),
+            'CreatePartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePartitions,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.CreatePartitionsRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.CreatePartitionsResponse.SerializeToString,
             ),
             'DeleteTopics': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteTopics,
@@ -249,6 +267,33 @@ class Kafka:
             '/raftka.v1.Kafka/CreateTopics',
             client_dot_protocol_dot_v1_dot_kafka__pb2.CreateTopicsRequest.SerializeToString,
             client_dot_protocol_dot_v1_dot_kafka__pb2.CreateTopicsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/CreatePartitions',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.CreatePartitionsRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.CreatePartitionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
