@@ -34,6 +34,9 @@ def validate_batch(batch: bytes, max_message_bytes: int) -> BatchHeader | KafkaE
     if codec not in record_batch.COMPRESSION_TYPES.values():
         return UnsupportedCompressionTypeError(f"compression codec {codec} is none of Kafka's "
                                                "(0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd)")
+    if record_batch.decompressed_over(batch):
+        return RecordTooLargeError(f"The records of the compressed batch are larger than "
+                                   f"{record_batch.DECOMPRESSED_BATCH_MAX_BYTES} bytes once decompressed.")
     problem = record_batch.record_framing_error(batch)
     if problem is not None:
         return CorruptMessageError(problem)

@@ -40,6 +40,7 @@ raftka's batches, and ``check_batch`` accepts a Kafka client's. Data dirs writte
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
 from dataclasses import dataclass
@@ -277,3 +278,57 @@ def record_framing_error(buf: bytes | bytearray | memoryview) -> str | None:
     if expected - h.base_offset != h.record_count:
         return f"the body holds {expected - h.base_offset} records, the header says {h.record_count}"
     return None
+
+
+# A produced compressed batch whose records decompress to more than this is refused (a decompression
+# bomb: 1 MiB of zstd can hold gigabytes of zeros). Kafka has no such bound; raftka's brokers share
+# one small machine.
+DECOMPRESSED_BATCH_MAX_BYTES = 64 * 1024 * 1024
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+_STREAM_CODECS = {1: cramjam.gzip, 3: cramjam.lz4, 4: cramjam.zstd}
+
+
+def decompressed_over(buf: bytes | bytearray | memoryview, limit: int = DECOMPRESSED_BATCH_MAX_BYTES) -> bool | None:
+    """Whether a compressed batch's records decompress to more than ``limit`` bytes (False for an
+    uncompressed one; None when the body cannot be read at all: the framing check says why).
+
+    Found without holding more than ``limit``: snappy states its lengths up front; gzip, lz4 and zstd
+    decompress into an anonymous mapping of ``limit`` bytes, whose pages become memory only as
+    they are written, and a body that does not fit fails there (cramjam: "failed to write whole
+    buffer")."""
+    try:
+        h = parse_header(buf)
+    except CorruptMessageError:
+        return None
+    codec = h.attributes & COMPRESSION_MASK
+    body = memoryview(buf)[HEADER_SIZE:h.size]
+    if codec == 0:
+        return False
+    if codec == 2:
+        size = _snappy_length(body)
+        return None if size is None else size > limit
+    if codec not in _STREAM_CODECS:
+        return None
+    with mmap.mmap(-1, limit) as out:
+        try:
+            _STREAM_CODECS[codec].decompress_into(body, out)
+        except cramjam.DecompressionError as e:
+            return True if "failed to write whole buffer" in str(e) else None
+    return False
+
+
+def _snappy_length(body: memoryview) -> int | None:
+    """The decompressed length a snappy body states: raw, or xerial-framed blocks (Java's producer)."""
+    try:
+        if bytes(body[:8]) != _XERIAL_MAGIC:
+            return cramjam.snappy.decompress_raw_len(body)
+        total, cursor = 0, 16
+        while cursor < len(body):
+            size, = struct.unpack_from(">i", body, cursor)
+            if size < 0:
+                return None
+            total += cramjam.snappy.decompress_raw_len(body[cursor + 4:cursor + 4 + size])
+            cursor += 4 + size
+        return total
+    except (cramjam.DecompressionError, struct.error, ValueError):
+        return None

@@ -186,3 +186,13 @@ def test_zstd_below_produce_v7_is_refused_and_the_others_in_the_request_appended
 
 def batch_with(*values: bytes, compression_type: int) -> bytes:
     return build_batch([(None, v, 1000 + i) for i, v in enumerate(values)], compression_type=compression_type)
+
+
+def test_a_decompression_bomb_is_refused_as_too_large(apis):
+    """65 MiB of zeros in a few KiB of zstd: RECORD_TOO_LARGE, found without decompressing it whole."""
+    from client.record_batch import DECOMPRESSED_BATCH_MAX_BYTES
+    bomb = batch_with(b"\0" * (DECOMPRESSED_BATCH_MAX_BYTES + (1 << 20)), compression_type=4)
+    assert len(bomb) < MAX_MESSAGE_BYTES
+    [r] = apis.produce(produce("orders", bomb)).results
+    assert isinstance(r.error, RecordTooLargeError), r.error
+    assert values(apis) == []

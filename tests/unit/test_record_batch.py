@@ -419,3 +419,24 @@ def test_a_gzip_batch_is_read_by_kafka_pythons_own_reader():
     from kafka.record.default_records import DefaultRecordBatch as Reference
     batch = build_batch([(None, b"hello", 1), (b"k", b"world", 2)], compression_type=1)
     assert [(r.key, r.value) for r in Reference(batch)] == [(None, b"hello"), (b"k", b"world")]
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_a_compressed_batch_is_measured_against_a_decompressed_limit_without_holding_more(codec):
+    from client.record_batch import COMPRESSION_TYPES, decompressed_over
+    small = build_batch([(None, b"x" * 1000, 1)], compression_type=COMPRESSION_TYPES[codec])
+    big = build_batch([(None, b"\0" * (3 << 20), 1)], compression_type=COMPRESSION_TYPES[codec])
+    assert decompressed_over(small, 1 << 20) is False
+    assert decompressed_over(big, 1 << 20) is True
+    assert decompressed_over(big, 8 << 20) is False
+    mangled = small[:70] + b"\xff" * 20 + small[90:]
+    assert decompressed_over(mangled, 1 << 20) is None        # unreadable: the framing check says why
+
+
+def test_raw_and_xerial_snappy_state_their_length():
+    import cramjam
+    from aiokafka.codec import snappy_encode
+    from client.record_batch import _snappy_length
+    data = bytes(range(256)) * 1000
+    assert _snappy_length(memoryview(bytes(cramjam.snappy.compress_raw(data)))) == len(data)
+    assert _snappy_length(memoryview(snappy_encode(data, xerial_compatible=True, xerial_blocksize=4096))) == len(data)
