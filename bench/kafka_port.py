@@ -36,20 +36,31 @@ def produce_sync(bootstrap: str, topic: str, records: int) -> dict[str, float]:
     return {"kw1_p50_ms": p50, "kw1_p99_ms": p99, "kw1_records_per_s": records / elapsed}
 
 
-def produce_pipelined(bootstrap: str, topic: str, records: int) -> dict[str, float]:
+def produce_pipelined(bootstrap: str, topic: str, records: int, chunk: int = 1000) -> dict[str, float]:
+    """As fast as librdkafka takes them: its batch call queues ``chunk`` records per Python call, so the
+    figure is the cluster's and librdkafka's, not the Python loop's (one produce() call each cost
+    ~5 us of the client's own CPU, a ceiling near 175k/s on this machine)."""
     failed: list[str] = []
+
+    def delivered(err, _msg) -> None:
+        if err is not None:
+            failed.append(str(err))
+
     p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                                  "linger.ms": 5, "batch.size": 524288, "queue.buffering.max.messages": 1000000})
+                                  "linger.ms": 5, "batch.size": 524288, "queue.buffering.max.messages": 1000000,
+                                  "on_delivery": delivered})
     p.produce(topic, VALUE)
     p.flush(30)
+    messages = [{"value": VALUE}] * chunk
     started = time.perf_counter()
-    for _ in range(records):
-        while True:
-            try:
-                p.produce(topic, VALUE, on_delivery=lambda err, _msg: failed.append(str(err)) if err else None)
-                break
-            except BufferError:
-                p.poll(0.01)
+    sent = 0
+    while sent < records:
+        batch = messages if records - sent >= chunk else messages[:records - sent]
+        try:
+            sent += p.produce_batch(topic, batch)
+        except BufferError:
+            p.poll(0.01)
+        p.poll(0)
     if p.flush(120) != 0:
         raise RuntimeError("KW2: records left unacknowledged after 120 s")
     elapsed = time.perf_counter() - started
