@@ -15,6 +15,7 @@ import struct
 import time
 
 import aiokafka          # the three real Kafka clients: test dependencies in pyproject.toml
+import aiokafka.admin
 import confluent_kafka
 import kafka
 import kafka.admin
@@ -171,6 +172,36 @@ def test_the_seed_lesson_with_kafka_clients(cluster):
     assert aiokafka_read(cluster.brokers[3].kafka_bootstrap, TOPIC, 50) == values
     print(f"\n[seed lesson] 50 acked through broker 2; read back whole through brokers 1, 2, 3 "
           f"(kafka-python, confluent-kafka) and 3 (aiokafka); leader {described_partition['leader_id']}")
+
+
+def test_the_seed_lesson_with_aiokafka_alone(cluster):
+    """aiokafka end to end: create and describe through broker 2's Kafka port, an idempotent acks=all
+    producer bootstrapped on broker 2 only, read back through every broker."""
+    topic, b2 = "email.aio", cluster.brokers[2].kafka_bootstrap
+    values = [f"aio-{i}".encode() for i in range(40)]
+
+    async def lesson() -> tuple[list[int], dict]:
+        admin = aiokafka.admin.AIOKafkaAdminClient(bootstrap_servers=b2)
+        await admin.start()
+        try:
+            await admin.create_topics([aiokafka.admin.NewTopic(topic, num_partitions=1, replication_factor=3)])
+            [described_topic] = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=b2, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            sent = [await producer.send_and_wait(topic, v, partition=0) for v in values]
+        finally:
+            await producer.stop()
+        return [m.offset for m in sent], described_topic
+
+    offsets, described_topic = asyncio.run(lesson())
+    assert offsets == list(range(40))
+    [p] = described_topic["partitions"]
+    assert sorted(p["replicas"]) == [1, 2, 3], described_topic
+    for b in cluster.brokers.values():
+        assert aiokafka_read(b.kafka_bootstrap, topic, 40) == values, f"aiokafka via broker {b.broker_id}"
 
 
 def described(admin) -> dict:
