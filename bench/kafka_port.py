@@ -70,8 +70,12 @@ def produce_pipelined(bootstrap: str, topic: str, records: int, chunk: int = 100
 
 
 def consume_all(bootstrap: str, topic: str, partitions: int, records: int, timeout: float = 120) -> dict[str, float]:
+    # fetch.queue.backoff.ms (librdkafka 2.x, 1000 by default): once more than queued.min.messages wait
+    # in the client, its fetcher pauses that long; this Python loop drains slower than the brokers
+    # serve, so at 500k records W3 was 1 s stalls after every ~130k records (150k records/s).
     c = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-unused",
-                                  "enable.auto.commit": False, "fetch.max.bytes": 52428800})
+                                  "enable.auto.commit": False, "fetch.max.bytes": 52428800,
+                                  "fetch.queue.backoff.ms": 10})
     try:
         c.assign([confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
                   for p in range(partitions)])
