@@ -203,3 +203,15 @@ class ConfigsResult:
     resource_name: str
     error: KafkaError | None = None
     entries: list = field(default_factory=list)   # describe_configs.ConfigEntry
+
+
+# ---- group coordination ----------------------------------------------------------------------------
+
+GROUP_KEY_TYPE = 0        # FindCoordinator key_type: 0 a group, 1 a transactional id
+
+
+@dataclass(frozen=True)
+class CoordinatorResult:
+    key: str
+    error: KafkaError | None = None
+    node_id: int = -1          # the coordinator's broker id; each door adds its own address for it

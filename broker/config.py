@@ -104,6 +104,17 @@ class BrokerSettings:
     socket_request_max_bytes: int = 104857600
     connections_max_idle_ms: int = 600000
     kafka_max_connections: int = 256
+    # Consumer groups (Kafka's names and defaults): committed offsets and group metadata live in the
+    # internal topic __consumer_offsets, created on first use; a group's coordinator is the leader of
+    # its partition. Session timeouts outside [min, max] are refused; a new group waits the initial
+    # delay for more members before its first rebalance.
+    offsets_topic_num_partitions: int = 50
+    offsets_topic_replication_factor: int = 3
+    offset_metadata_max_bytes: int = 4096
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1800000
+    group_initial_rebalance_delay_ms: int = 3000
+    group_max_size: int = 2147483647
     log: LogConfig = field(default_factory=LogConfig)
     # The [config] keys cluster.toml sets (DescribeConfigs: STATIC_BROKER_CONFIG, the others DEFAULT_CONFIG).
     set_in_file: frozenset[str] = frozenset()
@@ -147,6 +158,13 @@ _SETTING_KEYS = {
     "socket.request.max.bytes": "socket_request_max_bytes",
     "connections.max.idle.ms": "connections_max_idle_ms",
     "kafka.max.connections": "kafka_max_connections",
+    "offsets.topic.num.partitions": "offsets_topic_num_partitions",
+    "offsets.topic.replication.factor": "offsets_topic_replication_factor",
+    "offset.metadata.max.bytes": "offset_metadata_max_bytes",
+    "group.min.session.timeout.ms": "group_min_session_timeout_ms",
+    "group.max.session.timeout.ms": "group_max_session_timeout_ms",
+    "group.initial.rebalance.delay.ms": "group_initial_rebalance_delay_ms",
+    "group.max.size": "group_max_size",
     "log.segment.bytes": "log.segment_bytes",
     "log.roll.ms": "log.segment_ms",
     "log.retention.ms": "log.retention_ms",
@@ -300,7 +318,9 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
                 "grpc_max_connection_idle_ms", "grpc_max_connection_age_ms", "grpc_max_connection_age_grace_ms",
                 "fetch_max_bytes", "inter_broker_max_workers", "inter_broker_max_concurrent_rpcs",
                 "inter_broker_max_concurrent_streams", "producer_id_expiration_ms", "socket_request_max_bytes",
-                "connections_max_idle_ms", "kafka_max_connections"):
+                "connections_max_idle_ms", "kafka_max_connections", "offsets_topic_num_partitions",
+                "offsets_topic_replication_factor", "group_min_session_timeout_ms", "group_max_session_timeout_ms",
+                "group_max_size"):
         if top.get(key, 1) < 1:
             raise ConfigError(f"{path}: {_key_of(key)} must be at least 1")
     _check_limits(top, path)
@@ -311,6 +331,11 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
     heartbeat = top.get("broker_heartbeat_interval_ms", defaults.broker_heartbeat_interval_ms)
     if top.get("broker_session_timeout_ms", defaults.broker_session_timeout_ms) <= 2 * heartbeat:
         raise ConfigError(f"{path}: broker.session.timeout.ms must be more than twice broker.heartbeat.interval.ms")
+    if top.get("group_min_session_timeout_ms", defaults.group_min_session_timeout_ms) > top.get(
+            "group_max_session_timeout_ms", defaults.group_max_session_timeout_ms):
+        raise ConfigError(f"{path}: group.min.session.timeout.ms must be at most group.max.session.timeout.ms")
+    if top.get("offsets_topic_num_partitions", defaults.offsets_topic_num_partitions) > 10000:
+        raise ConfigError(f"{path}: offsets.topic.num.partitions must be at most 10000 (partitions per topic)")
     low = top.get("quorum_election_timeout_ms", defaults.quorum_election_timeout_ms)
     high = top.get("quorum_election_timeout_max_ms", defaults.quorum_election_timeout_max_ms)
     raft_heartbeat = top.get("quorum_heartbeat_interval_ms", defaults.quorum_heartbeat_interval_ms)

@@ -24,8 +24,10 @@ import structlog
 from broker.admission import StreamSlots
 from broker.config import BrokerSettings
 from broker.describe_configs import broker_configs, topic_configs
-from broker.api_messages import (BROKER_RESOURCE, CONSUMER_REPLICA_ID, TOPIC_RESOURCE, BrokerMetadata, ConfigResource,
-                                 ConfigsResult, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
+from broker.group.offsets_records import partition_for
+from broker.group.offsets_topic import OFFSETS_TOPIC, is_internal, offsets_topic_request
+from broker.api_messages import (BROKER_RESOURCE, CONSUMER_REPLICA_ID, GROUP_KEY_TYPE, TOPIC_RESOURCE, BrokerMetadata,
+                                 ConfigResource, ConfigsResult, CoordinatorResult, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
                                  ElectLeadersResponse, FetchRequest, InitProducerIdResponse, ListOffsetsPartition,
                                  MalformedRequestError, MetadataResponse, OffsetForLeaderEpochPartition, PartitionMetadata, ProduceRequest,
                                  ProduceResponse, TopicMetadata, TopicsResponse)
@@ -39,7 +41,7 @@ from broker.metadata.quorum import MetadataQuorum
 from broker.produce_validation import zstd_refused
 from broker.partition import EpochEndOffset, FetchRequestPartition, FetchResult, ListOffsetsResult, ProduceResult
 from broker.replica_manager import ReplicaManager
-from client.errors import (ElectionNotNeededError, InvalidRequestError, KafkaError, LeaderNotAvailableError,
+from client.errors import (CoordinatorNotAvailableError, ElectionNotNeededError, InvalidRequestError, InvalidTopicError, KafkaError, LeaderNotAvailableError,
                            TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
@@ -91,8 +93,7 @@ class KafkaApis:
         one connection's requests are handled one at a time)."""
         _check_count(len(request.partitions))
         deadline = time.monotonic() + max(request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS, 0) / 1000
-        refused = {i: e for i, p in enumerate(request.partitions)
-                   if not request.zstd_allowed and (e := zstd_refused(p.records)) is not None}
+        refused = {i: e for i, p in enumerate(request.partitions) if (e := _produce_refusal(request, p)) is not None}
         entries = [(p.topic, p.partition, p.records, p.current_leader_epoch)
                    for i, p in enumerate(request.partitions) if i not in refused]
         appended = iter(self._replica_manager.append_to_leader(request.acks, entries))
@@ -220,6 +221,35 @@ class KafkaApis:
                                  broker_configs(self._settings, self._rack, r.keys))
         return refused(InvalidRequestError(f"Unsupported resource type {r.resource_type}: raftka describes "
                                            "topics (2) and brokers (4)"))
+
+    # ---- group coordination: where a group's coordinator is ------------------------------------------
+
+    def find_coordinator(self, key_type: int, keys: list[str]) -> list[CoordinatorResult]:
+        """The leader of each group's __consumer_offsets partition. The topic is created on first use
+        (and waited for, so the first answer already names a coordinator); COORDINATOR_NOT_AVAILABLE
+        while it cannot be, or while that partition has no leader."""
+        _check_count(len(keys))
+        if key_type != GROUP_KEY_TYPE:
+            return [CoordinatorResult(k, InvalidRequestError(
+                f"key_type {key_type}: raftka has group coordinators (0) only, no transactions")) for k in keys]
+        topic = self._quorum.image.topics.get(OFFSETS_TOPIC)
+        if topic is None:
+            outcome = self.create_topics(CreateTopicsRequest([offsets_topic_request(self._settings)])).outcomes[0]
+            topic = self._quorum.image.topics.get(OFFSETS_TOPIC)
+            if topic is None:
+                why = f"{OFFSETS_TOPIC} could not be created: {outcome.error}"
+                log.warning("offsets_topic_not_created", error=str(outcome.error))
+                return [CoordinatorResult(k, CoordinatorNotAvailableError(why)) for k in keys]
+        image = self._quorum.image
+        out = []
+        for key in keys:
+            reg = topic.partitions[partition_for(key, len(topic.partitions))]
+            if reg.leader < 0 or not image.is_live(reg.leader):
+                out.append(CoordinatorResult(key, CoordinatorNotAvailableError(
+                    f"The coordinator of group {key!r} is not available.")))
+            else:
+                out.append(CoordinatorResult(key, None, reg.leader))
+        return out
 
     # ---- admin: answered by the active controller, forwarded there by any other broker -------------
 
@@ -365,6 +395,14 @@ def _admin_timeout_s(timeout_ms: int, time_left_s: float | None) -> float:
     # forwarded, and refused as timed out only once that time has passed.
     timeout_s = (timeout_ms if timeout_ms > 0 else DEFAULT_ADMIN_TIMEOUT_MS) / 1000
     return min(timeout_s, time_left_s) if time_left_s is not None else timeout_s
+
+
+def _produce_refusal(request: ProduceRequest, p) -> KafkaError | None:
+    """What refuses one partition of a client's produce before any log sees it: the group coordinator
+    alone writes __consumer_offsets (Kafka's rule), and zstd needs Produce v7+ (KIP-110)."""
+    if is_internal(p.topic):
+        return InvalidTopicError(f"Cannot append to internal topic {p.topic}")
+    return None if request.zstd_allowed else zstd_refused(p.records)
 
 
 def _check_count(n: int) -> None:

@@ -18,6 +18,7 @@ from broker.api_messages import (ConfigResource, CreatePartitionsRequest, Create
                                  ProduceRequest)
 from broker.controller import PartitionsIncrease, TopicRequest
 from broker.describe_configs import ConfigEntry
+from broker.group.offsets_topic import is_internal
 from broker.kafka_apis import KafkaApis, PendingProduce
 from broker.kafka_protocol.codec import ZERO_UUID, millis
 from broker.kafka_protocol.versions import SUPPORTED
@@ -91,7 +92,7 @@ class KafkaProtocolHandlers:
         if names == [] and body.__version__ == 0:
             names = None                  # v0: an empty list asks for every topic (v1+: null does)
         answer = self._apis.metadata(names, auto_create=bool(getattr(body, "allow_auto_topic_creation", True)))
-        topics = [{"error_code": _code(t.error), "name": t.name, "topic_id": ZERO_UUID, "is_internal": False,
+        topics = [{"error_code": _code(t.error), "name": t.name, "topic_id": ZERO_UUID, "is_internal": is_internal(t.name),
                    "partitions": [{"error_code": _code(p.error), "partition_index": p.partition,
                                    "leader_id": p.leader_id, "leader_epoch": p.leader_epoch,
                                    "replica_nodes": p.replicas, "isr_nodes": p.isr,

@@ -301,3 +301,23 @@ def test_producer_id_expiration_defaults_to_kafkas_day_and_is_settable(tmp_path)
 def test_producer_id_expiration_must_be_positive(tmp_path, value):
     with pytest.raises(ConfigError, match="producer.id.expiration.ms must be at least 1"):
         _settings(tmp_path, **{"producer.id.expiration.ms": value})
+
+
+def test_group_settings_take_kafkas_names_and_defaults(tmp_path):
+    cfg = load_cluster_config(_write(tmp_path, SECRET + _broker(1, 1, 2) + '[config]\n"offsets.topic.num.partitions" = 5\n'
+                                     '"group.initial.rebalance.delay.ms" = 0\n'))
+    s = cfg.settings
+    assert (s.offsets_topic_num_partitions, s.group_initial_rebalance_delay_ms) == (5, 0)
+    assert (s.offsets_topic_replication_factor, s.offset_metadata_max_bytes) == (3, 4096)
+    assert (s.group_min_session_timeout_ms, s.group_max_session_timeout_ms) == (6000, 1800000)
+
+
+@pytest.mark.parametrize("config,message", [
+    ('"group.min.session.timeout.ms" = 9000\n"group.max.session.timeout.ms" = 8000\n', "at most group.max"),
+    ('"offsets.topic.num.partitions" = 10001\n', "at most 10000"),
+    ('"offsets.topic.replication.factor" = 0\n', "at least 1"),
+])
+def test_bad_group_settings_are_one_line_errors(tmp_path, config, message):
+    with pytest.raises(ConfigError) as e:
+        load_cluster_config(_write(tmp_path, SECRET + _broker(1, 1, 2) + "[config]\n" + config))
+    assert message in str(e.value) and "\n" not in str(e.value)

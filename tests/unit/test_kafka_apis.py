@@ -24,7 +24,7 @@ from broker.produce_pipeline import ProducePipeline
 from broker.replica_manager import ReplicaManager
 from broker.request_errors import MalformedRequestError
 from client.errors import (CorruptMessageError, InvalidRequiredAcksError, NotLeaderOrFollowerError, RecordTooLargeError,
-                           UnknownTopicOrPartitionError, UnsupportedCompressionTypeError)
+                           InvalidTopicError, UnknownTopicOrPartitionError, UnsupportedCompressionTypeError)
 from client.record_batch import build_batch, decode_all
 
 MAX_MESSAGE_BYTES = 4096
@@ -196,3 +196,32 @@ def test_a_decompression_bomb_is_refused_as_too_large(apis):
     [r] = apis.produce(produce("orders", bomb)).results
     assert isinstance(r.error, RecordTooLargeError), r.error
     assert values(apis) == []
+
+
+def test_clients_cannot_append_to_an_internal_topic(apis):
+    [r] = apis.produce(produce("__consumer_offsets", batch(b"x"))).results
+    assert isinstance(r.error, InvalidTopicError) and "internal topic" in str(r.error)
+
+
+def test_find_coordinator_names_the_leader_of_the_groups_offsets_partition(tmp_path):
+    """Kafka's placement: partition abs(hash(group)) % partitions of __consumer_offsets, its leader."""
+    from broker.api_messages import GROUP_KEY_TYPE
+    from broker.group.offsets_records import partition_for
+    from client.errors import CoordinatorNotAvailableError, InvalidRequestError
+    image, outcome = apply_batch(MetadataImage("unit-cluster"), [
+        RegisterBroker(1, "127.0.0.1", 9001, "inc-1"), RegisterBroker(2, "127.0.0.2", 9002, "inc-2"),
+        UnfenceBroker(1, 0), UnfenceBroker(2, 0),
+        CreateTopic("__consumer_offsets", "id-offsets", ((1, 2), (2, 1), (3,)), {})])
+    assert outcome.applied, outcome.reason
+    apis = KafkaApis(1, controller=None, quorum=Quorum(image), replica_manager=None, forwarder=None,
+                     client_slots=StreamSlots(1, 1), follower_slots=StreamSlots(1, 1), fetch_max_bytes=1 << 20)
+    groups = [g for g in (f"group-{i}" for i in range(40))]
+    by_partition = {p: [g for g in groups if partition_for(g, 3) == p] for p in range(3)}
+    assert all(by_partition.values()), "40 names cover the 3 partitions"
+    answers = {r.key: r for r in apis.find_coordinator(GROUP_KEY_TYPE, groups)}
+    for p, leader in ((0, 1), (1, 2)):
+        assert {(answers[g].error, answers[g].node_id) for g in by_partition[p]} == {(None, leader)}
+    # partition 2 lives on broker 3 alone, never registered: no leader, no coordinator
+    assert all(isinstance(answers[g].error, CoordinatorNotAvailableError) for g in by_partition[2])
+    [txn] = apis.find_coordinator(1, ["a-transactional-id"])
+    assert isinstance(txn.error, InvalidRequestError)
