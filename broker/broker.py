@@ -50,6 +50,7 @@ from broker.replica_manager import ReplicaManager, wall_clock_ms
 from broker.admission import StreamSlots
 from broker.fault_injection import FaultBudget
 from broker.forwarding import ControllerForwarder
+from broker.group.coordinator import GroupCoordinator
 from broker.kafka_apis import KafkaApis
 from broker.kafka_protocol.handlers import KafkaEndpoint, KafkaProtocolHandlers
 from broker.kafka_protocol.listener import KafkaListener, ListenerLimits
@@ -125,6 +126,7 @@ class Broker:
         self.quorum: MetadataQuorum | None = None
         self.controller: Controller | None = None
         self._publisher: MetadataPublisher | None = None
+        self.group_coordinator: GroupCoordinator | None = None
         self._lifecycle: BrokerLifecycleManager | None = None
         self._apis: KafkaApis | None = None           # the request layer every listener's services call
         self._kafka_listener: KafkaListener | None = None   # the Kafka protocol, on `kafka_port`
@@ -186,13 +188,16 @@ class Broker:
         self._publisher.start()
         self._forwarder = ControllerForwarder(a.broker_id, self.controller, self.quorum, self._client_address,
                                               self._publisher.wait_published)
+        self.group_coordinator = GroupCoordinator(a.broker_id, self.replica_manager, self.quorum, s)
+        self.group_coordinator.start()
         # Followers' fetch streams get slots of their own: a client port full of streams refuses no follower.
         self._apis = KafkaApis(a.broker_id, self.controller, self.quorum, self.replica_manager, self._forwarder,
                                client_slots=StreamSlots(s.grpc_max_concurrent_streams, a.broker_id),
                                follower_slots=StreamSlots(s.inter_broker_max_concurrent_streams, a.broker_id,
                                                           "inter.broker.max.concurrent.streams"),
                                fetch_max_bytes=s.fetch_max_bytes, drop_produce_answers=FaultBudget.from_env(),
-                               auto_create_topics=bool(s.auto_create_topics_enable), settings=s, rack=a.rack)
+                               auto_create_topics=bool(s.auto_create_topics_enable), settings=s, rack=a.rack,
+                               group_coordinator=self.group_coordinator)
         if a.kafka_port:
             self._kafka_listener = self._bind_kafka_listener()
         kafka_pb2_grpc.add_KafkaServicer_to_server(KafkaServicer(self._apis), self._server)
@@ -369,7 +374,7 @@ class Broker:
         self._stop_servers(grace_s=2.0)
         if self.quorum is not None:
             self.quorum.refuse_commits()   # a commit the controller waits on may never come now
-        for part in (self.controller, self._publisher):
+        for part in (self.group_coordinator, self.controller, self._publisher):
             if part is not None:
                 part.stop()
         if self._fetchers is not None:

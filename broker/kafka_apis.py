@@ -24,6 +24,9 @@ import structlog
 from broker.admission import StreamSlots
 from broker.config import BrokerSettings
 from broker.describe_configs import broker_configs, topic_configs
+from broker.group.coordinator import GroupCoordinator, OffsetCommitPartition
+from broker.group.group_metadata import (HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+                                         LeaveGroupResponse, MemberIdentity, SyncGroupRequest, SyncGroupResponse)
 from broker.group.offsets_records import partition_for
 from broker.group.offsets_topic import OFFSETS_TOPIC, is_internal, offsets_topic_request
 from broker.api_messages import (BROKER_RESOURCE, CONSUMER_REPLICA_ID, GROUP_KEY_TYPE, TOPIC_RESOURCE, BrokerMetadata,
@@ -66,7 +69,8 @@ class KafkaApis:
     def __init__(self, broker_id: int, controller: Controller, quorum: MetadataQuorum, replica_manager: ReplicaManager,
                  forwarder: ControllerForwarder, client_slots: StreamSlots, follower_slots: StreamSlots,
                  fetch_max_bytes: int, drop_produce_answers: FaultBudget | None = None,
-                 auto_create_topics: bool = True, settings: BrokerSettings | None = None, rack: str | None = None):
+                 auto_create_topics: bool = True, settings: BrokerSettings | None = None, rack: str | None = None,
+                 group_coordinator: GroupCoordinator | None = None):
         self.broker_id = broker_id
         self._controller = controller
         self._quorum = quorum
@@ -79,6 +83,7 @@ class KafkaApis:
         self._auto_create_topics = auto_create_topics   # auto.create.topics.enable
         self._settings = settings or BrokerSettings()    # what DescribeConfigs shows of this broker
         self._rack = rack
+        self.groups = group_coordinator      # the groups this broker coordinates (classic protocol)
         # Set while stopping: streams answer what they appended and end, long polls answer now.
         self.stopping = threading.Event()
 
@@ -250,6 +255,43 @@ class KafkaApis:
             else:
                 out.append(CoordinatorResult(key, None, reg.leader))
         return out
+
+    # The group protocol itself: every decision is the coordinator's (broker/group/), reached from here.
+
+    def join_group(self, group_id: str, request: JoinGroupRequest) -> JoinGroupResponse:
+        return self.groups.join_group(group_id, request)
+
+    def sync_group(self, group_id: str, request: SyncGroupRequest) -> SyncGroupResponse:
+        return self.groups.sync_group(group_id, request)
+
+    def heartbeat(self, group_id: str, request: HeartbeatRequest) -> HeartbeatResponse:
+        return self.groups.heartbeat(group_id, request)
+
+    def leave_group(self, group_id: str, members: list[MemberIdentity]) -> LeaveGroupResponse:
+        return self.groups.leave_group(group_id, members)
+
+    def offset_commit(self, group_id: str, member_id: str, generation_id: int, group_instance_id: str | None,
+                      offsets: list[OffsetCommitPartition]) -> list[tuple[str, int, KafkaError | None]]:
+        _check_count(len(offsets))
+        return self.groups.offset_commit(group_id, member_id, generation_id, group_instance_id, offsets)
+
+    def offset_fetch(self, group_id: str, partitions: list[tuple[str, int]] | None):
+        _check_count(len(partitions or ()))
+        return self.groups.offset_fetch(group_id, partitions)
+
+    def list_groups(self) -> list[tuple[str, str, str]]:
+        return self.groups.list_groups()
+
+    def describe_group(self, group_id: str):
+        return self.groups.describe_group(group_id)
+
+    def delete_groups(self, group_ids: list[str]) -> list[tuple[str, KafkaError | None]]:
+        _check_count(len(group_ids))
+        return [(g, self.groups.delete_group(g)) for g in group_ids]
+
+    def offset_delete(self, group_id: str, partitions: list[tuple[str, int]]):
+        _check_count(len(partitions))
+        return self.groups.offset_delete(group_id, partitions)
 
     # ---- admin: answered by the active controller, forwarded there by any other broker -------------
 

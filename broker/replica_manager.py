@@ -185,6 +185,23 @@ class ReplicaManager:
             return UnknownTopicOrPartitionError(f"Topic-partition {topic}-{partition} does not exist.")
         return NotLeaderOrFollowerError(f"Broker {self.broker_id} does not host {topic}-{partition}.")
 
+    def led_partitions(self, topic: str) -> dict[int, int]:
+        """partition -> leader epoch of ``topic``'s partitions this broker leads (a group coordinator
+        serves the groups of exactly these)."""
+        return {tp[1]: h.state.leader_epoch for tp, h in list(self._partitions.items())
+                if tp[0] == topic and h.state.is_leader}
+
+    def read_local_log(self, topic: str, partition: int, from_offset: int,
+                       max_bytes: int = 1 << 20) -> tuple[bytes, int]:
+        """(whole batches from ``from_offset`` up to the log end, the log end offset) of a hosted
+        partition: a new group coordinator loads its partition this way, as Kafka's does."""
+        hosted = self._hosted(topic, partition)
+        if isinstance(hosted, KafkaError):
+            raise hosted
+        end = hosted.log.log_end_offset
+        start = max(from_offset, hosted.log.log_start_offset)
+        return (hosted.log.read(start, max_bytes) if start < end else b""), end
+
     def high_watermarks(self) -> dict[tuple[str, int], int]:
         return {tp: h.state.high_watermark for tp, h in list(self._partitions.items())}
 

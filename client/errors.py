@@ -106,6 +106,46 @@ class NetworkError(KafkaError):
     description = "The server disconnected before a response was received."
 
 
+class OffsetMetadataTooLargeError(KafkaError):
+    code, name = 12, "OFFSET_METADATA_TOO_LARGE"
+    description = "The metadata field of the offset request was too large."
+
+
+class CoordinatorLoadInProgressError(KafkaError):
+    code, name, retriable = 14, "COORDINATOR_LOAD_IN_PROGRESS", True
+    description = "The coordinator is loading and hence can't process requests."
+
+
+class NonEmptyGroupError(KafkaError):
+    code, name = 68, "NON_EMPTY_GROUP"
+    description = "The group is not empty."
+
+
+class GroupIdNotFoundError(KafkaError):
+    code, name = 69, "GROUP_ID_NOT_FOUND"
+    description = "The group id does not exist."
+
+
+class GroupSubscribedToTopicError(KafkaError):
+    code, name = 86, "GROUP_SUBSCRIBED_TO_TOPIC"
+    description = "The consumer group is actively subscribed to the topic."
+
+
+class InvalidGroupIdError(KafkaError):
+    code, name = 24, "INVALID_GROUP_ID"
+    description = "The configured groupId is invalid."
+
+
+class CoordinatorNotAvailableError(KafkaError):
+    code, name, retriable = 15, "COORDINATOR_NOT_AVAILABLE", True
+    description = "The coordinator is not available."
+
+
+class NotCoordinatorError(KafkaError):
+    code, name, retriable = 16, "NOT_COORDINATOR", True
+    description = "This is not the correct coordinator."
+
+
 class InvalidTopicError(KafkaError):
     code, name = 17, "INVALID_TOPIC_EXCEPTION"
     description = "The request attempted to perform an operation on an invalid topic."
@@ -129,6 +169,32 @@ class NotEnoughReplicasAfterAppendError(KafkaError):
 class InvalidRequiredAcksError(KafkaError):
     code, name = 21, "INVALID_REQUIRED_ACKS"
     description = "Produce request specified an invalid value for required acks."
+
+
+class IllegalGenerationError(KafkaError):
+    code, name = 22, "ILLEGAL_GENERATION"
+    description = "Specified group generation id is not valid."
+
+
+class InconsistentGroupProtocolError(KafkaError):
+    code, name = 23, "INCONSISTENT_GROUP_PROTOCOL"
+    description = "The group member's supported protocols are incompatible with those of existing members."
+
+
+class UnknownMemberIdError(KafkaError):
+    code, name = 25, "UNKNOWN_MEMBER_ID"
+    description = "The coordinator is not aware of this member."
+
+
+class InvalidSessionTimeoutError(KafkaError):
+    code, name = 26, "INVALID_SESSION_TIMEOUT"
+    description = ("The session timeout is not within the range allowed by the broker "
+                   "(as configured by group.min.session.timeout.ms and group.max.session.timeout.ms).")
+
+
+class RebalanceInProgressError(KafkaError):
+    code, name = 27, "REBALANCE_IN_PROGRESS"
+    description = "The group is rebalancing, so a rejoin is needed."
 
 
 class InvalidTimestampError(KafkaError):
@@ -221,9 +287,25 @@ class OffsetNotAvailableError(KafkaError):
     description = "The leader high watermark has not caught up from a recent leader election."
 
 
+class MemberIdRequiredError(KafkaError):
+    code, name = 79, "MEMBER_ID_REQUIRED"
+    description = "The group member needs to have a valid member id before actually entering a consumer group."
+
+
 class PreferredLeaderNotAvailableError(KafkaError):
     code, name, retriable = 80, "PREFERRED_LEADER_NOT_AVAILABLE", True
     description = "The preferred leader was not available."
+
+
+class GroupMaxSizeReachedError(KafkaError):
+    code, name = 81, "GROUP_MAX_SIZE_REACHED"
+    description = "The consumer group has reached its max size."
+
+
+class FencedInstanceIdError(KafkaError):
+    code, name = 82, "FENCED_INSTANCE_ID"
+    description = ("The broker rejected this static consumer since another consumer with the same "
+                   "group.instance.id has registered with a different member.id.")
 
 
 class EligibleLeadersNotAvailableError(KafkaError):

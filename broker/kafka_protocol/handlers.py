@@ -20,6 +20,7 @@ from broker.controller import PartitionsIncrease, TopicRequest
 from broker.describe_configs import ConfigEntry
 from broker.group.offsets_topic import is_internal
 from broker.kafka_apis import KafkaApis, PendingProduce
+from broker.kafka_protocol import group_handlers
 from broker.kafka_protocol.codec import ZERO_UUID, millis
 from broker.kafka_protocol.versions import SUPPORTED
 from client.errors import KafkaError
@@ -64,6 +65,7 @@ class Connection:
     """What a handler may know of the connection a request came on."""
     call: object                       # the admission key of this connection's long polls
     open: Callable[[], bool]           # False once the client has gone
+    client_host: str = ""              # as Kafka shows a member's host: "/127.0.0.1"
 
 
 class KafkaProtocolHandlers:
@@ -72,13 +74,22 @@ class KafkaProtocolHandlers:
         self._endpoint = endpoint
         self._slots = slots             # this listener's long-poll slots (one per connection is enough)
 
-    def begin(self, api_key: int, body, conn: Connection) -> Answer:
+    def begin(self, api_key: int, body, conn: Connection, client_id: str | None = None) -> Answer:
         """Start serving one request; the returned function gives its answer. A Produce is appended
         here, at once, so a client's pipelined produces land in the order they came on the wire."""
         if api_key == 0:
             return self._produce(body)
+        if api_key in _GROUP_HANDLERS:
+            return lambda: self._group_request(api_key, body, conn, client_id)
         handler = self._HANDLERS[api_key]
         return lambda: handler(self, body, conn)
+
+    def _group_request(self, api_key: int, body, conn: Connection, client_id: str | None) -> dict:
+        if api_key == FIND_COORDINATOR:
+            return group_handlers.find_coordinator(self._apis, self._endpoint, body)
+        if api_key == JOIN_GROUP:
+            return group_handlers.join_group(self._apis, body, client_id, conn.client_host)
+        return _GROUP_HANDLERS[api_key](self._apis, body)
 
     # ---- ApiVersions ----------------------------------------------------------------------------
 
@@ -270,6 +281,13 @@ class KafkaProtocolHandlers:
     _HANDLERS = {1: fetch, 2: list_offsets, 3: metadata, 18: api_versions, 19: create_topics, 20: delete_topics,
                  22: init_producer_id, 23: offset_for_leader_epoch, 32: describe_configs, 37: create_partitions,
                  43: elect_leaders, 60: describe_cluster}
+
+
+_GROUP_HANDLERS = {8: group_handlers.offset_commit, 9: group_handlers.offset_fetch, 10: None, 11: None,
+                   12: group_handlers.heartbeat, 13: group_handlers.leave_group, 14: group_handlers.sync_group,
+                   15: group_handlers.describe_groups, 16: group_handlers.list_groups,
+                   42: group_handlers.delete_groups, 47: group_handlers.offset_delete}
+FIND_COORDINATOR, JOIN_GROUP = 10, 11
 
 
 def _config_entry(e: ConfigEntry, with_synonyms: bool) -> dict:

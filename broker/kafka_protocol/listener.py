@@ -114,7 +114,7 @@ class _KafkaConnection:
         self._answers: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_REQUESTS)
         self._open = threading.Event()
         self._open.set()
-        self._info = Connection(call=self, open=self._open.is_set)
+        self._info = Connection(call=self, open=self._open.is_set, client_host=f"/{peer[0]}")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def start(self) -> None:
@@ -189,7 +189,7 @@ class _KafkaConnection:
                 return None
             request = codec.parse_request(frame)
             return api_key, version, correlation_id, self._listener._handlers.begin(api_key, request.body,
-                                                                                   self._info)
+                                                                                   self._info, request.client_id)
         except codec.FrameError as e:
             self._refuse(f"a request that does not parse: {e}")
         except MalformedRequestError as e:

@@ -11,6 +11,8 @@ from __future__ import annotations
 PRODUCE, FETCH, LIST_OFFSETS, METADATA = 0, 1, 2, 3
 API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID, OFFSET_FOR_LEADER_EPOCH = 18, 19, 20, 22, 23
 DESCRIBE_CONFIGS, CREATE_PARTITIONS, ELECT_LEADERS, DESCRIBE_CLUSTER = 32, 37, 43, 60
+OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR, JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP = 8, 9, 10, 11, 12, 13, 14
+DESCRIBE_GROUPS, LIST_GROUPS, DELETE_GROUPS, OFFSET_DELETE = 15, 16, 42, 47
 
 # api key -> (min version, max version)
 SUPPORTED: dict[int, tuple[int, int]] = {
@@ -27,6 +29,19 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     CREATE_PARTITIONS: (0, 3),
     ELECT_LEADERS: (0, 2),             # v1: election_type (preferred / unclean)
     DESCRIBE_CLUSTER: (0, 2),          # v2: fenced brokers on request (KIP-1073)
+    # The classic group protocol (librdkafka turns its group consumer on only when all seven of
+    # OffsetCommit .. SyncGroup are listed). OffsetCommit/OffsetFetch stop below v10 (topic ids).
+    OFFSET_COMMIT: (2, 9),
+    OFFSET_FETCH: (1, 9),
+    FIND_COORDINATOR: (0, 5),
+    JOIN_GROUP: (0, 9),
+    HEARTBEAT: (0, 4),
+    LEAVE_GROUP: (0, 5),
+    SYNC_GROUP: (0, 5),
+    DESCRIBE_GROUPS: (0, 5),
+    LIST_GROUPS: (0, 5),
+    DELETE_GROUPS: (0, 2),
+    OFFSET_DELETE: (0, 0),
 }
 
 
