@@ -7,13 +7,15 @@ the controller. Translation only: no function here decides anything.
 
 from __future__ import annotations
 
-from broker.api_messages import (CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-                                 ElectLeadersRequest, ElectLeadersResponse, FetchPartition, FetchRequest,
-                                 InitProducerIdResponse, ListOffsetsPartition, MetadataResponse, ProducePartition,
-                                 ProduceRequest, ProduceResponse, TopicsResponse)
+from broker.api_messages import (CoordinatorResult, CreatePartitionsRequest, CreateTopicsRequest,
+                                 DeleteTopicsRequest, ElectLeadersRequest, ElectLeadersResponse, FetchPartition,
+                                 FetchRequest, InitProducerIdResponse, ListOffsetsPartition, MetadataResponse,
+                                 ProducePartition, ProduceRequest, ProduceResponse, TopicsResponse)
 from broker.controller import ElectionOutcome, PartitionsIncrease, TopicOutcome, TopicRequest
+from broker.group.coordinator import CommittedOffset, OffsetCommitPartition
+from broker.group.group_metadata import GroupDescription
 from broker.partition import FetchResult, ListOffsetsResult
-from client.errors import KafkaError, LeaderHintInfo, error_for_code
+from client.errors import CoordinatorNotAvailableError, KafkaError, LeaderHintInfo, error_for_code
 from client.protocol.v1 import common_pb2, kafka_pb2
 
 
@@ -202,3 +204,108 @@ def init_producer_id_response_pb(r: InitProducerIdResponse) -> kafka_pb2.InitPro
 
 def init_producer_id_response(pb: kafka_pb2.InitProducerIdResponse) -> InitProducerIdResponse:
     return InitProducerIdResponse(error_from(pb), pb.producer_id, pb.producer_epoch)
+
+
+# ---- groups: the requests the servicer reads, the coordinator's answers it writes ------------------
+
+
+def find_coordinator_response(results: list[CoordinatorResult], endpoints: dict[int, tuple[str, int]],
+                              broker_id: int) -> kafka_pb2.FindCoordinatorResponse:
+    """``endpoints``: each broker's client (gRPC) address; a coordinator without one is not available
+    to this door (as the Kafka door answers for a broker without a Kafka listener)."""
+    out = []
+    for r in results:
+        where = endpoints.get(r.node_id) if r.error is None else None
+        error = r.error if r.error is not None or where is not None else CoordinatorNotAvailableError(
+            f"The coordinator of {r.key!r} (broker {r.node_id}) has no client address.")
+        out.append(kafka_pb2.Coordinator(key=r.key, node_id=r.node_id if where else -1,
+                                         host=where[0] if where else "", port=where[1] if where else -1,
+                                         **error_fields(error)))
+    return kafka_pb2.FindCoordinatorResponse(coordinators=out, answered_by=broker_id)
+
+
+def list_groups_response(groups: list[tuple[str, str, str]], states_filter, broker_id: int
+                         ) -> kafka_pb2.ListGroupsResponse:
+    states = set(states_filter)
+    return kafka_pb2.ListGroupsResponse(
+        groups=[kafka_pb2.ListedGroup(group_id=g, protocol_type=ptype, group_state=state)
+                for g, ptype, state in groups if not states or state in states],
+        answered_by=broker_id, **error_fields(None))
+
+
+def described_group(group_id: str, error: KafkaError | None, d: GroupDescription | None) -> kafka_pb2.DescribedGroup:
+    if error is not None or d is None:
+        return kafka_pb2.DescribedGroup(group_id=group_id, **error_fields(error))
+    members = [kafka_pb2.DescribedGroupMember(member_id=m.member_id, group_instance_id=m.group_instance_id,
+                                              client_id=m.client_id, client_host=m.client_host,
+                                              member_metadata=m.metadata, member_assignment=m.assignment)
+               for m in d.members]
+    return kafka_pb2.DescribedGroup(group_id=group_id, group_state=d.state, protocol_type=d.protocol_type,
+                                    protocol_data=d.protocol, members=members, **error_fields(None))
+
+
+def describe_groups_response(described: list[kafka_pb2.DescribedGroup], broker_id: int
+                             ) -> kafka_pb2.DescribeGroupsResponse:
+    return kafka_pb2.DescribeGroupsResponse(groups=described, answered_by=broker_id)
+
+
+def _optional(message, field: str) -> str | None:
+    """A proto3 ``optional string``: None when unset (Kafka's null)."""
+    return getattr(message, field) if message.HasField(field) else None
+
+
+def offset_fetch_request(pb: kafka_pb2.OffsetFetchRequest) -> tuple[str, list[tuple[str, int]] | None]:
+    """(group id, the partitions asked for; None: every partition the group committed)."""
+    wanted = [(t.name, p) for t in pb.topics for p in t.partition_indexes]
+    return pb.group_id, (wanted if pb.topics else None)
+
+
+def offset_fetch_response(error: KafkaError | None, committed: list[CommittedOffset], broker_id: int
+                          ) -> kafka_pb2.OffsetFetchResponse:
+    topics: dict[str, kafka_pb2.OffsetFetchTopic] = {}
+    for c in committed:
+        topic = topics.setdefault(c.topic, kafka_pb2.OffsetFetchTopic(name=c.topic))
+        topic.partitions.append(kafka_pb2.OffsetFetchPartition(
+            partition_index=c.partition, committed_offset=c.offset, committed_leader_epoch=c.leader_epoch,
+            metadata=c.metadata, **error_fields(c.error)))
+    return kafka_pb2.OffsetFetchResponse(topics=list(topics.values()), answered_by=broker_id, **error_fields(error))
+
+
+def offset_commit_request(pb: kafka_pb2.OffsetCommitRequest
+                          ) -> tuple[str, str, int, str | None, list[OffsetCommitPartition]]:
+    """(group id, member id, generation id, group instance id, offsets): KafkaApis.offset_commit's arguments."""
+    offsets = [OffsetCommitPartition(t.name, p.partition_index, p.committed_offset, p.committed_leader_epoch,
+                                     _optional(p, "committed_metadata"))
+               for t in pb.topics for p in t.partitions]
+    return pb.group_id, pb.member_id, pb.generation_id, _optional(pb, "group_instance_id"), offsets
+
+
+def _topic_results(results: list[tuple[str, int, KafkaError | None]]) -> list[kafka_pb2.OffsetTopicResults]:
+    """Per-partition outcomes grouped by topic, in the order they came (Kafka's response shape)."""
+    topics: dict[str, kafka_pb2.OffsetTopicResults] = {}
+    for topic, partition, error in results:
+        topics.setdefault(topic, kafka_pb2.OffsetTopicResults(name=topic)).partitions.append(
+            kafka_pb2.OffsetPartitionResult(partition_index=partition, **error_fields(error)))
+    return list(topics.values())
+
+
+def offset_commit_response(results: list[tuple[str, int, KafkaError | None]], broker_id: int
+                           ) -> kafka_pb2.OffsetCommitResponse:
+    return kafka_pb2.OffsetCommitResponse(topics=_topic_results(results), answered_by=broker_id)
+
+
+def offset_delete_request(pb: kafka_pb2.OffsetDeleteRequest) -> tuple[str, list[tuple[str, int]]]:
+    return pb.group_id, [(t.name, p) for t in pb.topics for p in t.partition_indexes]
+
+
+def offset_delete_response(error: KafkaError | None, results: list[tuple[str, int, KafkaError | None]],
+                           broker_id: int) -> kafka_pb2.OffsetDeleteResponse:
+    return kafka_pb2.OffsetDeleteResponse(topics=_topic_results(results), answered_by=broker_id,
+                                          **error_fields(error))
+
+
+def delete_groups_response(results: list[tuple[str, KafkaError | None]], broker_id: int
+                           ) -> kafka_pb2.DeleteGroupsResponse:
+    return kafka_pb2.DeleteGroupsResponse(
+        results=[kafka_pb2.DeletableGroupResult(group_id=g, **error_fields(e)) for g, e in results],
+        answered_by=broker_id)

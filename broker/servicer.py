@@ -100,6 +100,44 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
             results = self._apis.list_offsets(wire.list_offsets_request(request), request.read_from_replica)
             return wire.list_offsets_response(results, self._apis.broker_id)
 
+    # ---- groups: every answer is the coordinator's (KafkaApis -> broker/group/) ------------------
+
+    def FindCoordinator(self, request, context):
+        with _refusals_as_status(context):
+            results = self._apis.find_coordinator(request.key_type, list(request.keys))
+            # This door's address for a broker is the one its Metadata answers give (the client port).
+            endpoints = {b.broker_id: (b.host, b.port) for b in self._apis.metadata([]).brokers}
+            return wire.find_coordinator_response(results, endpoints, self._apis.broker_id)
+
+    def ListGroups(self, request, context):
+        with _refusals_as_status(context):
+            return wire.list_groups_response(self._apis.list_groups(), request.states_filter, self._apis.broker_id)
+
+    def DescribeGroups(self, request, context):
+        with _refusals_as_status(context):
+            described = [wire.described_group(g, *self._apis.describe_group(g)) for g in request.groups]
+            return wire.describe_groups_response(described, self._apis.broker_id)
+
+    def OffsetFetch(self, request, context):
+        with _refusals_as_status(context):
+            error, committed = self._apis.offset_fetch(*wire.offset_fetch_request(request))
+            return wire.offset_fetch_response(error, committed, self._apis.broker_id)
+
+    def OffsetCommit(self, request, context):
+        with _refusals_as_status(context):
+            results = self._apis.offset_commit(*wire.offset_commit_request(request))
+            return wire.offset_commit_response(results, self._apis.broker_id)
+
+    def DeleteGroups(self, request, context):
+        with _refusals_as_status(context):
+            results = self._apis.delete_groups(list(request.groups_names))
+            return wire.delete_groups_response(results, self._apis.broker_id)
+
+    def OffsetDelete(self, request, context):
+        with _refusals_as_status(context):
+            error, results = self._apis.offset_delete(*wire.offset_delete_request(request))
+            return wire.offset_delete_response(error, results, self._apis.broker_id)
+
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     """The broker-to-broker API, on the inter-broker server: followers pull the leader's log here.

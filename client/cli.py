@@ -1,7 +1,8 @@
-"""kclient: Kafka's console tools for raftka (topics, produce, consume, cluster, perf).
+"""kclient: Kafka's console tools for raftka (topics, produce, consume, groups, cluster, perf).
 
-Output follows kafka-topics.sh / kafka-console-producer.sh / kafka-console-consumer.sh, and
-kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh for perf (client/perf.py).
+Output follows kafka-topics.sh / kafka-console-producer.sh / kafka-console-consumer.sh,
+kafka-consumer-groups.sh for groups, and kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh
+for perf (client/perf.py).
 Errors are one line on stderr and a non-zero exit status, never a traceback.
 """
 
@@ -11,11 +12,12 @@ import argparse
 import os
 import sys
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TypeAlias
 
-from client.admin import Admin, TopicDescription
+from client.admin import Admin, GroupDescription, TopicDescription
 from client.consumer import Consumer
-from client.errors import InvalidRequestError, KafkaError
+from client.errors import InvalidRequestError, KafkaError, UnknownTopicOrPartitionError
 from client.perf import SettingError, producer_prop, run_consumer, run_producer
 from client.producer import Producer
 from client.trace import MermaidTracer, stderr_tracer
@@ -27,6 +29,10 @@ class UsageError(Exception):
     """A bad combination of flags: printed like argparse's own errors, exit 2."""
 
 
+class CommandError(Exception):
+    """A refusal the tool itself decides (Kafka's tool prints "Error: ..."): one line, exit 1."""
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no C-level gRPC lines in a user's terminal
     parser = build_parser()
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except UsageError as e:
         parser.error(str(e))
-    except KafkaError as e:
+    except (KafkaError, CommandError) as e:
         print(f"{args.error_prefix}{e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -56,9 +62,9 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kclient", description="Talk to a raftka cluster.")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{topics,produce,consume,cluster,leader-election,perf}")
+                                metavar="{topics,produce,consume,groups,cluster,leader-election,perf}")
     # The order here is the order `kclient --help` lists the subcommands in.
-    for add in (add_topics_parser, add_produce_parser, add_consume_parser, add_cluster_parser,
+    for add in (add_topics_parser, add_produce_parser, add_consume_parser, add_groups_parser, add_cluster_parser,
                 add_leader_election_parser, add_perf_parser):
         add(sub)
     return parser
@@ -125,6 +131,34 @@ def add_consume_parser(sub: Subparsers) -> None:
     c.add_argument("--replica", type=int, metavar="ID",
                    help="read broker ID's local copy (up to its own high watermark) instead of the leader's")
     c.set_defaults(run=run_consume, error_prefix="Error: ")
+
+
+def add_groups_parser(sub: Subparsers) -> None:
+    g = sub.add_parser("groups", help="list, describe, reset and delete consumer groups (kafka-consumer-groups.sh)")
+    add_common_args(g)
+    action = g.add_mutually_exclusive_group(required=True)
+    action.add_argument("--list", action="store_true", help="every consumer group of the cluster")
+    action.add_argument("--describe", action="store_true",
+                        help="each partition's committed offset, log end offset, lag and owner")
+    action.add_argument("--reset-offsets", action="store_true",
+                        help="move the group's committed offsets (an inactive group only); a plan unless --execute")
+    action.add_argument("--delete", action="store_true", help="delete an empty group and its offsets")
+    action.add_argument("--delete-offsets", action="store_true",
+                        help="delete the group's offsets of --topic (not of a topic its members subscribe to)")
+    g.add_argument("--group", metavar="G")
+    g.add_argument("--topic", action="append", default=[], metavar="T[:P,P...]",
+                   help="with --reset-offsets / --delete-offsets: a topic, or some of its partitions (repeatable)")
+    g.add_argument("--all-topics", action="store_true",
+                   help="with --reset-offsets: every partition the group has committed an offset for")
+    scenario = g.add_mutually_exclusive_group()
+    scenario.add_argument("--to-earliest", action="store_true", help="each partition's log start offset")
+    scenario.add_argument("--to-latest", action="store_true", help="each partition's log end offset")
+    scenario.add_argument("--to-offset", type=int, metavar="N", help="offset N (kept within the log)")
+    scenario.add_argument("--shift-by", type=int, metavar="N", help="the committed offset + N (kept within the log)")
+    run = g.add_mutually_exclusive_group()
+    run.add_argument("--execute", action="store_true", help="commit the new offsets (default: print the plan)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan only (the default)")
+    g.set_defaults(run=run_groups, error_prefix="Error: ")
 
 
 def add_cluster_parser(sub: Subparsers) -> None:
@@ -386,6 +420,224 @@ def format_record(r, args) -> str:
         fields.append(r.key.decode(errors="replace") if r.key is not None else "null")
     fields.append(r.value.decode(errors="replace") if r.value is not None else "null")
     return "\t".join(fields)
+
+
+# ---- groups -------------------------------------------------------------------------
+
+MISSING = "-"        # kafka-consumer-groups.sh's MISSING_COLUMN_VALUE
+REBALANCING = ("PreparingRebalance", "CompletingRebalance")
+
+
+def run_groups(args) -> int:
+    resetting = args.to_earliest or args.to_latest or args.to_offset is not None or args.shift_by is not None
+    if not args.reset_offsets and (resetting or args.execute or args.dry_run or args.all_topics):
+        raise UsageError("--to-earliest, --to-latest, --to-offset, --shift-by, --all-topics, --execute and "
+                         "--dry-run go with --reset-offsets")
+    if args.topic and not (args.reset_offsets or args.delete_offsets):
+        raise UsageError("--topic goes with --reset-offsets and --delete-offsets")
+    if not args.list and not args.group:
+        raise UsageError("--group is required with --describe, --reset-offsets, --delete and --delete-offsets")
+    if args.reset_offsets and not resetting:
+        raise UsageError("--reset-offsets needs one of --to-earliest, --to-latest, --to-offset, --shift-by")
+    if args.reset_offsets and not args.topic and not args.all_topics:
+        raise UsageError("One of the reset scopes should be defined: --all-topics, --topic.")
+    if args.delete_offsets and not args.topic:
+        raise UsageError("--delete-offsets needs --topic")
+    with Admin(args.bootstrap, tracer=_tracer(args)) as admin:
+        if args.list:
+            for group in admin.list_groups():
+                if group.protocol_type in ("consumer", ""):    # consumer groups only, as Kafka's tool lists
+                    print(group.group_id)
+            return 0
+        if args.describe:
+            return describe_group(admin, args.group)
+        if args.reset_offsets:
+            return reset_offsets(admin, args)
+        if args.delete_offsets:
+            return delete_offsets(admin, args)
+        try:
+            admin.delete_group(args.group)
+        except KafkaError as e:
+            raise CommandError(f"Deletion of some consumer groups failed: Group '{args.group}' could not be "
+                               f"deleted due to: {e}") from None
+        print(f"Deletion of requested consumer groups ('{args.group}') was successful.")
+        return 0
+
+
+@dataclass(frozen=True)
+class LagRow:
+    """One line of kafka-consumer-groups.sh --describe (None / "-": unknown)."""
+    group: str
+    topic: str
+    partition: int
+    current_offset: int | None
+    log_end_offset: int | None
+    consumer_id: str = MISSING
+    host: str = MISSING
+    client_id: str = MISSING
+
+    @property
+    def lag(self) -> int | None:
+        """Kafka's getLag: the log end minus the committed offset, when both are known."""
+        if self.current_offset is None or self.current_offset == -1 or self.log_end_offset is None:
+            return None
+        return self.log_end_offset - self.current_offset
+
+
+def lag_rows(description: GroupDescription, committed: dict[tuple[str, int], int],
+             log_ends: dict[tuple[str, int], int]) -> list[LagRow]:
+    """Kafka's collectGroupOffsets: a row per partition a member owns (members with the most partitions
+    first, each member's partitions in topic, partition order), then a row per partition with a committed
+    offset that no member owns."""
+    def row(tp: tuple[str, int], *owner: str) -> LagRow:
+        return LagRow(description.group_id, tp[0], tp[1], committed.get(tp), log_ends.get(tp), *owner)
+
+    rows: list[LagRow] = []
+    owned: set[tuple[str, int]] = set()
+    members = [m for m in description.members if m.assignment.partitions]
+    for m in sorted(members, key=lambda m: len(set(m.assignment.partitions)), reverse=True):
+        mine = sorted(set(m.assignment.partitions))
+        owned.update(mine)
+        rows += [row(tp, m.member_id, m.host, m.client_id) for tp in mine]
+    rows += [row(tp) for tp in sorted(set(committed) - owned)]
+    return rows
+
+
+def lag_table(rows: list[LagRow]) -> str:
+    """kafka-consumer-groups.sh --describe: a blank line, the header, a line per row; the group, topic,
+    consumer id and host columns are as wide as their longest value (at least 15)."""
+    def shown(value: object) -> str:
+        return MISSING if value is None else str(value)
+
+    g = max([15] + [len(r.group) for r in rows])
+    t = max([15] + [len(r.topic) for r in rows])
+    c = max([15] + [len(r.consumer_id) for r in rows])
+    h = max([15] + [len(r.host) for r in rows])
+
+    def line(*cols: object) -> str:
+        group, topic, partition, current, end, lag, consumer, host, client = map(shown, cols)
+        return (f"{group:<{g}} {topic:<{t}} {partition:<10} {current:<15} {end:<15} {lag:<15} "
+                f"{consumer:<{c}} {host:<{h}} {client}")
+
+    lines = [line("GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST",
+                  "CLIENT-ID")]
+    lines += [line(r.group, r.topic, r.partition, r.current_offset, r.log_end_offset, r.lag, r.consumer_id, r.host,
+                   r.client_id) for r in rows]
+    return "\n" + "\n".join(lines) + "\n"
+
+
+def reset_table(group: str, offsets: dict[tuple[str, int], int]) -> str:
+    """kafka-consumer-groups.sh --reset-offsets' plan (and, with --execute, what it committed)."""
+    if not offsets:
+        return "\n"
+    g = max(15, len(group))
+    t = max([15] + [len(topic) for topic, _ in offsets])
+    lines = [f"{'GROUP':<{g}} {'TOPIC':<{t}} {'PARTITION':<10} NEW-OFFSET"]
+    lines += [f"{group:<{g}} {topic:<{t}} {partition:<10} {offsets[(topic, partition)]}"
+              for topic, partition in sorted(offsets)]
+    return "\n" + "\n".join(lines) + "\n"
+
+
+def describe_group(admin: Admin, group: str) -> int:
+    description = admin.describe_group(group)
+    committed = admin.committed_offsets(group)
+    state = description.state
+    if state == "Dead":
+        if not committed:
+            raise CommandError(f"Consumer group '{group}' does not exist.")
+        state = "Empty"     # offsets without a membership: a group Kafka's coordinator knows as Empty
+    owned = [tp for m in description.members for tp in m.assignment.partitions]
+    log_ends = admin.list_offsets(list(dict.fromkeys([*committed, *owned])), "latest", missing_ok=True)
+    if state == "Empty":
+        print(f"\nConsumer group '{group}' has no active members.", file=sys.stderr)
+    elif state in REBALANCING:
+        print(f"\nWarning: Consumer group '{group}' is rebalancing.", file=sys.stderr)
+    rows = lag_rows(description, committed, log_ends)
+    if rows:
+        print(lag_table(rows), end="")
+    return 0
+
+
+def topic_partitions(admin: Admin, topic_args: list[str]) -> list[tuple[str, int]]:
+    """Kafka's --topic: "T" is every partition of T, "T:0,2" those partitions; each must exist."""
+    out: list[tuple[str, int]] = []
+    for arg in topic_args:
+        topic, sep, listed = arg.partition(":")
+        partitions = [p.partition for p in admin.describe_topic(topic).partitions]
+        if not sep:
+            out += [(topic, p) for p in partitions]
+            continue
+        try:
+            wanted = [int(p) for p in listed.split(",")]
+        except ValueError:
+            raise UsageError(f"Invalid topic arg '{arg}', expected topic name and partitions") from None
+        absent = [f"{topic}-{p}" for p in wanted if p not in partitions]
+        if absent:
+            raise UnknownTopicOrPartitionError(f'The partitions "{",".join(absent)}" do not exist')
+        out += [(topic, p) for p in wanted]
+    return list(dict.fromkeys(out))
+
+
+def reset_offsets(admin: Admin, args) -> int:
+    """Kafka's --reset-offsets: only while the group is inactive (Empty, or unknown); a plan unless
+    --execute, which commits it as a standalone commit."""
+    group = args.group
+    state = admin.describe_group(group).state
+    if state not in ("Empty", "Dead"):
+        raise CommandError(f"Assignments can only be reset if the group '{group}' is inactive, but the current "
+                           f"state is {state}.")
+    if args.all_topics:
+        partitions = sorted(admin.committed_offsets(group))
+    else:
+        partitions = topic_partitions(admin, args.topic)
+    if args.to_earliest or args.to_latest:
+        new = admin.list_offsets(partitions, "earliest" if args.to_earliest else "latest")
+    else:
+        if args.shift_by is not None:
+            current = admin.committed_offsets(group, partitions)
+            missing = [tp for tp in partitions if tp not in current]
+            if missing:
+                raise CommandError(f"Cannot shift offset for partition {missing[0][0]}-{missing[0][1]} since there "
+                                   "is no current committed offset")
+            requested = {tp: current[tp] + args.shift_by for tp in partitions}
+        else:
+            requested = {tp: args.to_offset for tp in partitions}
+        new = within_log(requested, admin.list_offsets(partitions, "earliest"), admin.list_offsets(partitions))
+    if args.execute:
+        admin.commit_offsets(group, new)
+    print(reset_table(group, new), end="")
+    return 0
+
+
+def within_log(requested: dict[tuple[str, int], int], starts: dict[tuple[str, int], int],
+               ends: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """Kafka's checkOffsetsRange: an offset past the log end becomes the end, one before its start the start."""
+    out = {}
+    for (topic, partition), offset in requested.items():
+        end, start = ends[(topic, partition)], starts[(topic, partition)]
+        if offset > end:
+            print(f"WARN: New offset ({offset}) is higher than latest offset for topic partition {topic}-{partition}. "
+                  f"Value will be set to {end}.", file=sys.stderr)
+            offset = end
+        elif offset < start:
+            print(f"WARN: New offset ({offset}) is lower than earliest offset for topic partition {topic}-{partition}. "
+                  f"Value will be set to {start}.", file=sys.stderr)
+            offset = start
+        out[(topic, partition)] = offset
+    return out
+
+
+def delete_offsets(admin: Admin, args) -> int:
+    """Kafka's --delete-offsets: the table of each partition's outcome after one summary line."""
+    partitions = topic_partitions(admin, args.topic)
+    admin.delete_offsets(args.group, partitions)
+    print(f"Request succeeded for deleting offsets from group {args.group}.")
+    t = max([15] + [len(topic) for topic, _ in partitions])
+    print()
+    print(f"{'TOPIC':<{t}} {'PARTITION':<10} STATUS")
+    for topic, partition in sorted(partitions):
+        print(f"{topic:<{t}} {partition:<10} Successful")
+    return 0
 
 
 # ---- perf -------------------------------------------------------------------------

@@ -158,12 +158,18 @@ class GroupCoordinator:
 
     def _tick(self) -> None:
         now = self._clock_ms()
+        stores = []
         with self._lock:
             for cp in self._partitions.values():
                 for group in list(cp.groups.values()):
                     deadline = group.next_deadline_ms()
                     if deadline is not None and deadline <= now:
                         _answer(group.tick(now))
+                        store = self._metadata_to_store(cp, group)   # e.g. the last member's session expired
+                        if store is not None:
+                            stores.append((cp, group.group_id, store))
+        for cp, group_id, store in stores:
+            self._store_group(cp, group_id, store)
 
     # ---- loading --------------------------------------------------------------------------------
 
@@ -193,15 +199,19 @@ class GroupCoordinator:
             if cp is None or cp.leader_epoch != leader_epoch:
                 return   # lost the leadership while loading
             cp.image = image
-            cp.groups = {g: self._restore(g, value, now) for g, value in image.groups.items()}
+            # A group with offsets and no metadata (a "simple" group: commits without membership) loads
+            # as an Empty group, as in Kafka.
+            cp.groups = {g: self._restore(g, image.groups.get(g), now) for g in image.group_ids()}
             cp.stored_generation = {g: value.generation for g, value in image.groups.items()}
             cp.loaded = True
         log.info("offsets_partition_loaded", partition=partition, leader_epoch=leader_epoch, records=records,
                  groups=len(image.group_ids()), elapsed_ms=round((time.monotonic() - started) * 1000, 1))
 
-    def _restore(self, group_id: str, value: GroupMetadataValue, now_ms: int) -> GroupMetadata:
-        """A group as its last stored metadata left it: its members must heartbeat within their
-        session timeout from now, or they are removed and the group rebalances (Kafka's rule)."""
+    def _restore(self, group_id: str, value: GroupMetadataValue | None, now_ms: int) -> GroupMetadata:
+        """A group as its last stored metadata left it (None: it has offsets only, Empty): its members must
+        heartbeat within their session timeout from now, or they are removed and the group rebalances."""
+        if value is None:
+            return GroupMetadata(group_id, self._config)
         group = GroupMetadata(group_id, self._config, generation_id=value.generation,
                               protocol_type=value.protocol_type or None, protocol_name=value.protocol,
                               leader_id=value.leader)
@@ -225,8 +235,13 @@ class GroupCoordinator:
         topic = self._metadata.image.topics.get(OFFSETS_TOPIC)
         if topic is None:
             return NotCoordinatorError(f"{OFFSETS_TOPIC} does not exist yet.")
-        cp = self._partitions.get(partition_for(group_id, len(topic.partitions)))
+        partition = partition_for(group_id, len(topic.partitions))
+        cp = self._partitions.get(partition)
         if cp is None:
+            if partition in self._replica_manager.led_partitions(OFFSETS_TOPIC):
+                # Led here, not picked up by poll() yet: Kafka's loadingPartitions. NOT_COORDINATOR would send
+                # the client to FindCoordinator, which names this broker again.
+                return CoordinatorLoadInProgressError(f"Broker {self.broker_id} is about to load group {group_id!r}.")
             return NotCoordinatorError(f"Broker {self.broker_id} is not the coordinator of group {group_id!r}.")
         if not cp.loaded:
             return CoordinatorLoadInProgressError(f"Broker {self.broker_id} is loading group {group_id!r}.")
@@ -253,7 +268,15 @@ class GroupCoordinator:
             cp, group, error = self._group(group_id, create=True)
             if error is not None:
                 return JoinGroupResponse(error, request.member_id)
+            unborn = group.generation_id == 0 and group.state is GroupState.EMPTY and not group.pending_members
             _answer(group.join_group(ticket, request, self._clock_ms()))
+            if unborn and group.state is GroupState.EMPTY and not group.members and not group.pending_members \
+                    and group_id not in cp.image.group_ids():
+                # Refused outright (e.g. INVALID_SESSION_TIMEOUT): Kafka checks before it creates the group.
+                del cp.groups[group_id]
+            store = self._metadata_to_store(cp, group)
+        if store is not None:
+            self._store_group(cp, group_id, store)
         # A join waits for the rebalance, which ends within the rebalance timeout (or the initial delay).
         wait_s = (max(request.rebalance_timeout_ms, self._config.group_initial_rebalance_delay_ms) + 5000) / 1000
         if not ticket.wait(wait_s):
@@ -292,10 +315,13 @@ class GroupCoordinator:
             return refused(error)
         ticket = Ticket()
         with self._lock:
-            _, group, error = self._group(group_id, create=False)
+            cp, group, error = self._group(group_id, create=False)
             if error is not None or group is None:
                 return refused(error or _unknown_member())
             _answer(call(group, ticket))
+            store = self._metadata_to_store(cp, group)    # the last member left: the group is Empty
+        if store is not None:
+            self._store_group(cp, group_id, store)
         return ticket.response
 
     # ---- group metadata on the log --------------------------------------------------------------
@@ -303,8 +329,11 @@ class GroupCoordinator:
     def _metadata_to_store(self, cp: CoordinatorPartition, group: GroupMetadata) -> GroupMetadataValue | None:
         """A group that reached a new stable generation is written down, so a new coordinator knows its
         members and generation (Kafka stores it before answering the leader's SyncGroup; raftka writes it
-        just after: a coordinator lost in between costs the group one rebalance, never an offset)."""
-        if group.state is not GroupState.STABLE or cp.stored_generation.get(group.group_id) == group.generation_id:
+        just after: a coordinator lost in between costs the group one rebalance, never an offset). So is
+        a group a rebalance left Empty (its last member left or expired), with no members, as Kafka's
+        onCompleteJoin does: else a new coordinator would load the last Stable generation's members."""
+        if group.generation_id == 0 or group.state not in (GroupState.STABLE, GroupState.EMPTY) \
+                or cp.stored_generation.get(group.group_id) == group.generation_id:
             return None
         cp.stored_generation[group.group_id] = group.generation_id
         members = [MemberMetadata(m.member_id, m.group_instance_id, m.client_id, m.client_host,
@@ -356,6 +385,10 @@ class GroupCoordinator:
             with self._lock:
                 for (topic, partition), value in values.items():
                     cp.image.apply(OffsetCommitKey(group_id, topic, partition), value)
+                if group_id not in cp.groups and self._partitions.get(cp.partition) is cp:
+                    # A commit without membership (generation -1) makes the group known, Empty, with no
+                    # protocol type: ListGroups and DescribeGroups show it, as Kafka's handleCommitOffsets.
+                    cp.groups[group_id] = GroupMetadata(group_id, self._config)
         return [(o.topic, o.partition, per[(o.topic, o.partition)] or written) for o in offsets]
 
     def _commit_error(self, o: OffsetCommitPartition) -> KafkaError | None:

@@ -8,7 +8,7 @@ DescribeGroups (the classic protocol); every decision is the group coordinator's
 from __future__ import annotations
 
 from broker.api_messages import GROUP_KEY_TYPE
-from broker.group.coordinator import OffsetCommitPartition
+from broker.group.coordinator import CommittedOffset, OffsetCommitPartition
 from broker.group.group_metadata import (HeartbeatRequest, JoinGroupRequest, MemberIdentity, SyncGroupRequest)
 from broker.kafka_protocol.codec import millis
 from client.errors import KafkaError
@@ -102,13 +102,17 @@ def offset_commit(apis, body) -> dict:
 def offset_fetch(apis, body) -> dict:
     if hasattr(body, "groups"):   # v8+: several groups per request
         return {"groups": [_fetched_group(apis, g.group_id, g.topics, nested=True) for g in body.groups]}
-    answer = _fetched_group(apis, body.group_id, body.topics, nested=False)
+    answer = _fetched_group(apis, body.group_id, body.topics, nested=False, partition_errors=body.__version__ < 2)
     return {"topics": answer["topics"], "error_code": answer["error_code"]}
 
 
-def _fetched_group(apis, group_id: str, topics, nested: bool) -> dict:
+def _fetched_group(apis, group_id: str, topics, nested: bool, partition_errors: bool = False) -> dict:
     wanted = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
     error, committed = apis.offset_fetch(group_id, wanted)
+    if error is not None and partition_errors:
+        # v0-v1 have no group-level error code: Kafka puts the group's error (NOT_COORDINATOR, ...) on every
+        # partition asked for; an answer without them reads as "nothing committed" (auto.offset.reset).
+        committed = [CommittedOffset(t, p, error=error) for t, p in wanted or ()]
     by_topic: dict[str, list[dict]] = {}
     for c in committed:
         by_topic.setdefault(c.topic, []).append({

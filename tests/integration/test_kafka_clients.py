@@ -40,12 +40,16 @@ def cluster(tmp_path_factory):
     c.stop_all()
 
 
-def start_kafka_cluster(root):
-    """Three brokers (RF 3, min ISR 2), each Kafka listener accepting."""
-    c = write_cluster(root, 3, {"default.replication.factor": 3, "min.insync.replicas": 2})
+def start_kafka_cluster(root, config: dict | None = None):
+    """Three brokers (RF 3, min ISR 2 unless ``config`` says otherwise), each Kafka listener accepting."""
+    c = write_cluster(root, 3, config or {"default.replication.factor": 3, "min.insync.replicas": 2})
     c.start_all()
-    for b in c.brokers.values():
-        wait_for(lambda b=b: accepts(b.kafka_port), 20, f"broker {b.broker_id}'s Kafka listener")
+    try:
+        for b in c.brokers.values():
+            wait_for(lambda b=b: accepts(b.kafka_port), 20, f"broker {b.broker_id}'s Kafka listener")
+    except BaseException:
+        c.stop_all()
+        raise
     return c
 
 

@@ -84,6 +84,41 @@ class KafkaStub:
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdRequest.SerializeToString,
                 response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdResponse.FromString,
                 _registered_method=True)
+        self.FindCoordinator = channel.unary_unary(
+                '/raftka.v1.Kafka/FindCoordinator',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FindCoordinatorRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FindCoordinatorResponse.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/raftka.v1.Kafka/ListGroups',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.DescribeGroups = channel.unary_unary(
+                '/raftka.v1.Kafka/DescribeGroups',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeGroupsRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeGroupsResponse.FromString,
+                _registered_method=True)
+        self.OffsetFetch = channel.unary_unary(
+                '/raftka.v1.Kafka/OffsetFetch',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetFetchRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetFetchResponse.FromString,
+                _registered_method=True)
+        self.OffsetCommit = channel.unary_unary(
+                '/raftka.v1.Kafka/OffsetCommit',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetCommitRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetCommitResponse.FromString,
+                _registered_method=True)
+        self.DeleteGroups = channel.unary_unary(
+                '/raftka.v1.Kafka/DeleteGroups',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DeleteGroupsRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DeleteGroupsResponse.FromString,
+                _registered_method=True)
+        self.OffsetDelete = channel.unary_unary(
+                '/raftka.v1.Kafka/OffsetDelete',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteResponse.FromString,
+                _registered_method=True)
 
 
 class KafkaServicer:
@@ -159,6 +194,54 @@ class KafkaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindCoordinator(self, request, context):
+        """Group administration (Kafka's classic consumer groups; the members
+        themselves join on the Kafka port). FindCoordinator is answered by any
+        broker; every other group RPC only by the group's coordinator: another
+        broker answers NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS while it loads
+        the group, and the client asks FindCoordinator again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """The groups this broker coordinates (Kafka's ListGroups: ask every broker).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OffsetFetch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OffsetCommit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OffsetDelete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KafkaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -211,6 +294,41 @@ def add_KafkaServicer_to_server(servicer, server):
                     servicer.InitProducerId,
                     request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdRequest.FromString,
                     response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdResponse.SerializeToString,
+            ),
+            'FindCoordinator': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindCoordinator,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FindCoordinatorRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.FindCoordinatorResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ListGroupsRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'DescribeGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeGroups,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeGroupsRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeGroupsResponse.SerializeToString,
+            ),
+            'OffsetFetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffsetFetch,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetFetchRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetFetchResponse.SerializeToString,
+            ),
+            'OffsetCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffsetCommit,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetCommitRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetCommitResponse.SerializeToString,
+            ),
+            'DeleteGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroups,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DeleteGroupsRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DeleteGroupsResponse.SerializeToString,
+            ),
+            'OffsetDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffsetDelete,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -483,6 +601,195 @@ class Kafka:
             '/raftka.v1.Kafka/InitProducerId',
             client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdRequest.SerializeToString,
             client_dot_protocol_dot_v1_dot_kafka__pb2.InitProducerIdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindCoordinator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/FindCoordinator',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.FindCoordinatorRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.FindCoordinatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/ListGroups',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.ListGroupsRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/DescribeGroups',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeGroupsRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffsetFetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/OffsetFetch',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetFetchRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetFetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffsetCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/OffsetCommit',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetCommitRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetCommitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/DeleteGroups',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.DeleteGroupsRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.DeleteGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffsetDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/OffsetDelete',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
