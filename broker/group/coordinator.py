@@ -31,6 +31,7 @@ from broker.group.offsets_records import (GroupMetadataValue, MemberMetadata, Of
                                           OffsetsPartitionImage, offset_delete_records,
                                           group_metadata_records, offset_commit_records, partition_for)
 from broker.group.offsets_topic import OFFSETS_TOPIC
+from broker.replica_manager import monotonic_ms
 from client.errors import (CoordinatorLoadInProgressError, GroupIdNotFoundError, GroupSubscribedToTopicError,
                            InvalidGroupIdError, KafkaError, NonEmptyGroupError, NotCoordinatorError,
                            OffsetMetadataTooLargeError, RequestTimedOutError, UnknownMemberIdError,
@@ -42,10 +43,6 @@ log = structlog.get_logger(__name__)
 OFFSETS_COMMIT_TIMEOUT_MS = 5000      # Kafka's offsets.commit.timeout.ms
 MAX_GROUP_ID_LENGTH = 255             # raftka's bound (Kafka has none): a group id is a record key
 POLL_INTERVAL_S = 0.05
-
-
-def monotonic_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 def wall_ms() -> int:
@@ -165,9 +162,8 @@ class GroupCoordinator:
                     deadline = group.next_deadline_ms()
                     if deadline is not None and deadline <= now:
                         _answer(group.tick(now))
-                        store = self._metadata_to_store(cp, group)   # e.g. the last member's session expired
-                        if store is not None:
-                            stores.append((cp, group.group_id, store))
+                        # e.g. the last member's session expired: written once the lock is released
+                        stores.append((cp, group.group_id, self._metadata_to_store(cp, group)))
         for cp, group_id, store in stores:
             self._store_group(cp, group_id, store)
 
@@ -275,8 +271,7 @@ class GroupCoordinator:
                 # Refused outright (e.g. INVALID_SESSION_TIMEOUT): Kafka checks before it creates the group.
                 del cp.groups[group_id]
             store = self._metadata_to_store(cp, group)
-        if store is not None:
-            self._store_group(cp, group_id, store)
+        self._store_group(cp, group_id, store)
         # A join waits for the rebalance, which ends within the rebalance timeout (or the initial delay).
         wait_s = (max(request.rebalance_timeout_ms, self._config.group_initial_rebalance_delay_ms) + 5000) / 1000
         if not ticket.wait(wait_s):
@@ -294,8 +289,7 @@ class GroupCoordinator:
                 return SyncGroupResponse(error or _unknown_member())
             _answer(group.sync_group(ticket, request, self._clock_ms()))
             store = self._metadata_to_store(cp, group)
-        if store is not None:
-            self._store_group(cp, group_id, store)
+        self._store_group(cp, group_id, store)
         if not ticket.wait(timeout_s):
             return SyncGroupResponse(RequestTimedOutError("The group's leader did not send its assignment in time."))
         return ticket.response
@@ -320,8 +314,7 @@ class GroupCoordinator:
                 return refused(error or _unknown_member())
             _answer(call(group, ticket))
             store = self._metadata_to_store(cp, group)    # the last member left: the group is Empty
-        if store is not None:
-            self._store_group(cp, group_id, store)
+        self._store_group(cp, group_id, store)
         return ticket.response
 
     # ---- group metadata on the log --------------------------------------------------------------
@@ -343,7 +336,10 @@ class GroupCoordinator:
         return GroupMetadataValue(group.protocol_type or "", group.generation_id, group.protocol_name,
                                   group.leader_id, self._wall_ms(), members)
 
-    def _store_group(self, cp: CoordinatorPartition, group_id: str, value: GroupMetadataValue) -> None:
+    def _store_group(self, cp: CoordinatorPartition, group_id: str, value: GroupMetadataValue | None) -> None:
+        """Write what _metadata_to_store decided under the lock (None: nothing to write), outside it."""
+        if value is None:
+            return
         error = self._append(cp, group_metadata_records(group_id, value))
         if error is None:
             with self._lock:
