@@ -13,7 +13,9 @@ from broker.api_messages import (CoordinatorResult, CreatePartitionsRequest, Cre
                                  ProducePartition, ProduceRequest, ProduceResponse, TopicsResponse)
 from broker.controller import ElectionOutcome, PartitionsIncrease, TopicOutcome, TopicRequest
 from broker.group.coordinator import CommittedOffset, OffsetCommitPartition
-from broker.group.group_metadata import GroupDescription
+from broker.group.group_metadata import (GroupDescription, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+                                         JoinGroupResponse, LeaveGroupResponse, MemberIdentity, SyncGroupRequest,
+                                         SyncGroupResponse)
 from broker.partition import FetchResult, ListOffsetsResult
 from client.errors import CoordinatorNotAvailableError, KafkaError, LeaderHintInfo, error_for_code
 from client.protocol.v1 import common_pb2, kafka_pb2
@@ -309,3 +311,60 @@ def delete_groups_response(results: list[tuple[str, KafkaError | None]], broker_
     return kafka_pb2.DeleteGroupsResponse(
         results=[kafka_pb2.DeletableGroupResult(group_id=g, **error_fields(e)) for g, e in results],
         answered_by=broker_id)
+
+
+# ---- group membership: JoinGroup / SyncGroup / Heartbeat / LeaveGroup ------------------------------
+
+
+def client_host(peer: str) -> str:
+    """gRPC's peer ("ipv4:127.0.0.1:5555", "ipv6:[::1]:5555") as Kafka shows a member's host: "/127.0.0.1"."""
+    address = peer.split(":", 1)[1] if ":" in peer else peer
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    return "/" + host.strip("[]")
+
+
+def join_group_request(pb: kafka_pb2.JoinGroupRequest, host: str) -> tuple[str, JoinGroupRequest]:
+    # Like Kafka's JoinGroup v4+: a first join ("" member id) is answered MEMBER_ID_REQUIRED.
+    return pb.group_id, JoinGroupRequest(pb.member_id, pb.client_id, host, pb.session_timeout_ms,
+                                         pb.rebalance_timeout_ms, pb.protocol_type,
+                                         tuple((p.name, bytes(p.metadata)) for p in pb.protocols),
+                                         _optional(pb, "group_instance_id"), require_known_member_id=True)
+
+
+def join_group_response(r: JoinGroupResponse, broker_id: int) -> kafka_pb2.JoinGroupResponse:
+    return kafka_pb2.JoinGroupResponse(
+        generation_id=r.generation_id, protocol_type=r.protocol_type, protocol_name=r.protocol_name,
+        leader=r.leader, member_id=r.member_id, answered_by=broker_id, **error_fields(r.error),
+        members=[kafka_pb2.JoinGroupMember(member_id=m.member_id, group_instance_id=m.group_instance_id,
+                                           metadata=m.metadata) for m in r.members])
+
+
+def sync_group_request(pb: kafka_pb2.SyncGroupRequest) -> tuple[str, SyncGroupRequest]:
+    return pb.group_id, SyncGroupRequest(pb.member_id, pb.generation_id,
+                                         tuple((a.member_id, bytes(a.assignment)) for a in pb.assignments),
+                                         _optional(pb, "group_instance_id"), _optional(pb, "protocol_type"),
+                                         _optional(pb, "protocol_name"))
+
+
+def sync_group_response(r: SyncGroupResponse, broker_id: int) -> kafka_pb2.SyncGroupResponse:
+    return kafka_pb2.SyncGroupResponse(protocol_type=r.protocol_type, protocol_name=r.protocol_name,
+                                       assignment=r.assignment, answered_by=broker_id, **error_fields(r.error))
+
+
+def heartbeat_request(pb: kafka_pb2.HeartbeatRequest) -> tuple[str, HeartbeatRequest]:
+    return pb.group_id, HeartbeatRequest(pb.member_id, pb.generation_id, _optional(pb, "group_instance_id"))
+
+
+def heartbeat_response(r: HeartbeatResponse, broker_id: int) -> kafka_pb2.HeartbeatResponse:
+    return kafka_pb2.HeartbeatResponse(answered_by=broker_id, **error_fields(r.error))
+
+
+def leave_group_request(pb: kafka_pb2.LeaveGroupRequest) -> tuple[str, list[MemberIdentity]]:
+    return pb.group_id, [MemberIdentity(m.member_id, _optional(m, "group_instance_id")) for m in pb.members]
+
+
+def leave_group_response(r: LeaveGroupResponse, broker_id: int) -> kafka_pb2.LeaveGroupResponse:
+    return kafka_pb2.LeaveGroupResponse(
+        answered_by=broker_id, **error_fields(r.error),
+        members=[kafka_pb2.MemberResponse(member_id=m.member_id, group_instance_id=m.group_instance_id,
+                                          **error_fields(m.error)) for m in r.members])

@@ -258,11 +258,20 @@ class KafkaApis:
 
     # The group protocol itself: every decision is the coordinator's (broker/group/), reached from here.
 
-    def join_group(self, group_id: str, request: JoinGroupRequest) -> JoinGroupResponse:
-        return self.groups.join_group(group_id, request)
+    # JoinGroup and SyncGroup wait for the rest of the group. On gRPC (``call`` given) each holds a slot
+    # of the client listener while it waits, as a long-polling Fetch does; on the Kafka port the
+    # connection's own thread waits, so its slots are one per connection already.
 
-    def sync_group(self, group_id: str, request: SyncGroupRequest) -> SyncGroupResponse:
-        return self.groups.sync_group(group_id, request)
+    def join_group(self, group_id: str, request: JoinGroupRequest, call: object | None = None) -> JoinGroupResponse:
+        with self._held(call, "a JoinGroup"):
+            return self.groups.join_group(group_id, request)
+
+    def sync_group(self, group_id: str, request: SyncGroupRequest, call: object | None = None) -> SyncGroupResponse:
+        with self._held(call, "a SyncGroup"):
+            return self.groups.sync_group(group_id, request)
+
+    def _held(self, call: object | None, what: str):
+        return contextlib.nullcontext() if call is None else self.client_slots.hold(call, what)
 
     def heartbeat(self, group_id: str, request: HeartbeatRequest) -> HeartbeatResponse:
         return self.groups.heartbeat(group_id, request)

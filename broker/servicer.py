@@ -138,6 +138,25 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
             error, results = self._apis.offset_delete(*wire.offset_delete_request(request))
             return wire.offset_delete_response(error, results, self._apis.broker_id)
 
+    def JoinGroup(self, request, context):
+        with _refusals_as_status(context):
+            group_id, join = wire.join_group_request(request, wire.client_host(context.peer()))
+            return wire.join_group_response(self._apis.join_group(group_id, join, call=context), self._apis.broker_id)
+
+    def SyncGroup(self, request, context):
+        with _refusals_as_status(context):
+            return wire.sync_group_response(self._apis.sync_group(*wire.sync_group_request(request), call=context),
+                                            self._apis.broker_id)
+
+    def Heartbeat(self, request, context):
+        with _refusals_as_status(context):
+            return wire.heartbeat_response(self._apis.heartbeat(*wire.heartbeat_request(request)), self._apis.broker_id)
+
+    def LeaveGroup(self, request, context):
+        with _refusals_as_status(context):
+            return wire.leave_group_response(self._apis.leave_group(*wire.leave_group_request(request)),
+                                             self._apis.broker_id)
+
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     """The broker-to-broker API, on the inter-broker server: followers pull the leader's log here.

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from client.client import KafkaClient, backoff_s
+from client.coordinator_lookup import (RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS, CoordinatorLookup,
+                                       first_partition_error, offset_commit_request, offset_fetch_error,
+                                       offset_fetch_request)
 from client.connection import Address
-from client.errors import (CoordinatorLoadInProgressError, CoordinatorNotAvailableError, InvalidRequestError,
-                           KafkaError, NoBrokersAvailable, NotCoordinatorError, UnknownTopicOrPartitionError,
-                           error_for_code)
+from client.errors import InvalidRequestError, KafkaError, UnknownTopicOrPartitionError, error_for_code
 from client.protocol.v1 import kafka_pb2
 from client.trace import Tracer
 
@@ -70,9 +71,6 @@ class ClusterDescription:
 
 TopicPartition = tuple[str, int]
 
-# What a group request answers while the group's coordinator moves or loads: find it again and retry.
-COORDINATOR_RETRIABLE = (NotCoordinatorError, CoordinatorLoadInProgressError, CoordinatorNotAvailableError)
-GROUP_RETRY_BACKOFF_MS, GROUP_RETRY_BACKOFF_MAX_MS = 100, 1000
 GROUP_MAX_ATTEMPTS = 30
 EARLIEST, LATEST = -2, -1      # ListOffsets' timestamps
 
@@ -337,57 +335,13 @@ class Admin:
     def find_coordinator(self, group: str) -> tuple[int, tuple[str, int]]:
         """(broker id, client address) of ``group``'s coordinator, asked of any broker; the offsets topic
         is created by the first FindCoordinator. COORDINATOR_NOT_AVAILABLE (retriable) while there is none."""
-        if not self._client.metadata.brokers:
-            self._client.refresh_metadata([])
-        last: KafkaError | None = None
-        for address in self._client.candidate_addresses():
-            try:
-                response = self._client.call(address, "FindCoordinator", kafka_pb2.FindCoordinatorRequest(
-                    key_type=kafka_pb2.GROUP, keys=[group]), detail=f"who coordinates group {group}?")
-            except KafkaError as e:
-                last = e
-                if not e.retriable:
-                    raise
-                continue
-            for c in response.coordinators:
-                if c.key != group:
-                    continue
-                if c.error_code:
-                    raise error_for_code(c.error_code, c.error_message)
-                self._client.trace("response", "FindCoordinator", address, response.answered_by,
-                                   f"group {group}: coordinator {c.node_id} at {c.host}:{c.port}")
-                return c.node_id, (c.host, c.port)
-            raise CoordinatorNotAvailableError(f"FindCoordinator answered nothing for group {group!r}")
-        raise last or CoordinatorNotAvailableError(f"no broker answered FindCoordinator for group {group!r}")
+        return CoordinatorLookup(self._client, group).find()
 
     def _group_call(self, group: str, api: str, request, error_of: Callable[[object], KafkaError | None],
                     detail: str):
-        """Send ``request`` to ``group``'s coordinator and return its answer. ``error_of`` names the
-        group-level error the answer carries (None: done). The coordinator's moving and loading errors,
-        and a coordinator that cannot be reached, find the coordinator again after a bounded backoff."""
-        deadline = time.monotonic() + self._client.request_timeout_s
-        for attempt in itertools.count(1):
-            try:
-                broker_id, address = self.find_coordinator(group)
-                response = self._client.call(address, api, request, detail=f"{detail} (coordinator {broker_id})")
-            except NoBrokersAvailable:
-                raise                                   # nobody to ask at all: no use waiting
-            except KafkaError as e:
-                error, retry = e, e.retriable           # no coordinator yet, or it could not be reached
-            else:
-                error = error_of(response)
-                if error is None:
-                    return response
-                retry = isinstance(error, COORDINATOR_RETRIABLE)   # any other error in the answer is final
-            if not retry or attempt >= GROUP_MAX_ATTEMPTS or time.monotonic() >= deadline:
-                raise error
-            time.sleep(backoff_s(attempt, GROUP_RETRY_BACKOFF_MS, GROUP_RETRY_BACKOFF_MAX_MS))
-            if getattr(error, "invalid_metadata", False):
-                try:
-                    self._client.refresh_metadata([])
-                except KafkaError:
-                    pass
-        raise AssertionError("unreachable")
+        """Send ``request`` to ``group``'s coordinator (found anew for each admin request) and return its
+        answer; client/coordinator_lookup.py follows the coordinator while it moves or loads."""
+        return CoordinatorLookup(self._client, group).call(api, request, error_of, detail)
 
     def list_groups(self, states: Iterable[str] = ()) -> list[GroupListing]:
         """Every group of the cluster: ListGroups asks each broker for the groups it coordinates (Kafka's
@@ -415,7 +369,7 @@ class Admin:
                 return sorted(found.values(), key=lambda g: g.group_id)
             if attempt >= GROUP_MAX_ATTEMPTS or time.monotonic() >= deadline:
                 raise failed
-            time.sleep(backoff_s(attempt, GROUP_RETRY_BACKOFF_MS, GROUP_RETRY_BACKOFF_MAX_MS))
+            time.sleep(backoff_s(attempt, RETRY_BACKOFF_MS, RETRY_BACKOFF_MAX_MS))
         raise AssertionError("unreachable")
 
     def describe_group(self, group: str) -> GroupDescription:
@@ -439,19 +393,10 @@ class Admin:
         """What ``group`` committed: {(topic, partition): offset} for ``partitions`` (None: every partition
         it committed); a partition with nothing committed is left out (Kafka's listConsumerGroupOffsets)."""
         wanted = None if partitions is None else list(partitions)
-        by_topic: dict[str, list[int]] = {}
-        for topic, partition in wanted or ():
-            by_topic.setdefault(topic, []).append(partition)
         if wanted is not None and not wanted:
             return {}
-        request = kafka_pb2.OffsetFetchRequest(group_id=group, topics=[
-            kafka_pb2.OffsetTopicPartitions(name=t, partition_indexes=ps) for t, ps in by_topic.items()])
-
-        def error_of(response) -> KafkaError | None:
-            if response.error_code:
-                return error_for_code(response.error_code, response.error_message)
-            return next((error_for_code(p.error_code, p.error_message)
-                         for t in response.topics for p in t.partitions if p.error_code), None)
+        request = offset_fetch_request(group, wanted)
+        error_of = offset_fetch_error
 
         response = self._group_call(group, "OffsetFetch", request, error_of, f"committed offsets of group {group}")
         return {(t.name, p.partition_index): p.committed_offset for t in response.topics for p in t.partitions
@@ -460,16 +405,10 @@ class Admin:
     def commit_offsets(self, group: str, offsets: dict[TopicPartition, int], metadata: str = "") -> None:
         """A standalone commit (generation -1, no member id), as kafka-consumer-groups.sh --reset-offsets
         --execute sends one; the coordinator accepts it only while the group has no members."""
-        by_topic: dict[str, list[kafka_pb2.OffsetCommitPartition]] = {}
-        for (topic, partition), offset in offsets.items():
-            by_topic.setdefault(topic, []).append(kafka_pb2.OffsetCommitPartition(
-                partition_index=partition, committed_offset=offset, committed_leader_epoch=-1,
-                committed_metadata=metadata))
-        if not by_topic:
+        if not offsets:
             return
-        request = kafka_pb2.OffsetCommitRequest(group_id=group, generation_id=-1, member_id="", topics=[
-            kafka_pb2.OffsetCommitTopic(name=t, partitions=ps) for t, ps in by_topic.items()])
-        self._group_call(group, "OffsetCommit", request, _first_partition_error,
+        request = offset_commit_request(group, offsets, metadata)
+        self._group_call(group, "OffsetCommit", request, first_partition_error,
                          f"commit {len(offsets)} offset(s) for group {group}")
 
     def delete_group(self, group: str) -> None:
@@ -494,7 +433,7 @@ class Admin:
         def error_of(response) -> KafkaError | None:
             if response.error_code:
                 return error_for_code(response.error_code, response.error_message)
-            return _first_partition_error(response)
+            return first_partition_error(response)
 
         self._group_call(group, "OffsetDelete", request, error_of, f"delete offsets of group {group}")
 
@@ -520,14 +459,6 @@ def _only(items, key: str, key_of: Callable[[object], str]):
         if key_of(item) == key:
             return item
     raise InvalidRequestError(f"the answer has no entry for {key!r}")
-
-
-def _first_partition_error(response) -> KafkaError | None:
-    """The first per-partition error of an OffsetCommit / OffsetDelete answer. A coordinator error on any
-    partition comes first: the whole request is then sent again to the coordinator found anew."""
-    errors = [error_for_code(p.error_code, p.error_message)
-              for t in response.topics for p in t.partitions if p.error_code]
-    return next((e for e in errors if isinstance(e, COORDINATOR_RETRIABLE)), errors[0] if errors else None)
 
 
 __all__ = ["Admin", "TopicDescription", "PartitionDescription", "ClusterDescription", "BrokerDescription",

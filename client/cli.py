@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import TypeAlias
 from client.admin import Admin, GroupDescription, TopicDescription
 from client.consumer import Consumer
 from client.errors import InvalidRequestError, KafkaError, UnknownTopicOrPartitionError
-from client.perf import SettingError, producer_prop, run_consumer, run_producer
+from client.perf import SettingError, consumer_prop, producer_prop, run_consumer, run_producer
 from client.producer import Producer
 from client.trace import MermaidTracer, stderr_tracer
 
@@ -44,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KafkaError, CommandError) as e:
         print(f"{args.error_prefix}{e}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet exit under `| head`
         return 0
@@ -130,6 +131,10 @@ def add_consume_parser(sub: Subparsers) -> None:
     c.add_argument("--print-offset", action="store_true")
     c.add_argument("--replica", type=int, metavar="ID",
                    help="read broker ID's local copy (up to its own high watermark) instead of the leader's")
+    c.add_argument("--group", help="consume as a member of this consumer group: the group splits the "
+                                   "topic's partitions among its members and keeps their committed offsets")
+    c.add_argument("--consumer-property", type=consumer_prop, action="append", default=[], metavar="KEY=VALUE",
+                   help="a consumer setting, e.g. session.timeout.ms=6000 (repeatable)")
     c.set_defaults(run=run_consume, error_prefix="Error: ")
 
 
@@ -146,6 +151,8 @@ def add_groups_parser(sub: Subparsers) -> None:
     action.add_argument("--delete-offsets", action="store_true",
                         help="delete the group's offsets of --topic (not of a topic its members subscribe to)")
     g.add_argument("--group", metavar="G")
+    g.add_argument("--state", action="store_true",
+                   help="with --describe: the group's coordinator, assignment strategy, state and member count")
     g.add_argument("--topic", action="append", default=[], metavar="T[:P,P...]",
                    help="with --reset-offsets / --delete-offsets: a topic, or some of its partitions (repeatable)")
     g.add_argument("--all-topics", action="store_true",
@@ -372,6 +379,9 @@ def split_key(line: bytes, separator: str | None, number: int) -> tuple[bytes | 
 def run_consume(args) -> int:
     offset = None
     reset = "earliest" if args.from_beginning else "latest"
+    if args.group is not None and (args.partition is not None or args.offset is not None):
+        raise UsageError("Options group and partition/offset cannot be specified together: a group hands "
+                         "out the partitions and starts each at its committed offset.")
     if args.offset is not None:
         if args.partition is None:
             raise UsageError("The partition is required when offset is specified.")
@@ -384,9 +394,17 @@ def run_consume(args) -> int:
                 raise UsageError(f"--offset must be earliest, latest or a number, not {args.offset!r}") from None
     count = 0
     idle_limit = args.timeout_ms / 1000 if args.timeout_ms is not None else None
-    with Consumer(args.bootstrap, args.topic, auto_offset_reset=reset, offset=offset, partition=args.partition,
-                  replica=args.replica, tracer=_tracer(args)) as consumer:
-        consumer.assignment()  # fail fast on an unknown topic or partition
+    settings = {"auto_offset_reset": reset}
+    settings.update((k.replace(".", "_"), v) for k, v in args.consumer_property)
+    if args.group is not None:
+        settings.update(group_id=args.group, on_assign=_said("assigned"), on_revoke=_said("revoked"),
+                        on_lost=_said("lost"))
+        # As Java's shutdown hook does for kafka-console-consumer.sh: SIGTERM closes the consumer like
+        # Ctrl-C, so it commits and leaves the group instead of waiting out its session timeout.
+        signal.signal(signal.SIGTERM, _interrupt)
+    with Consumer(args.bootstrap, args.topic, offset=offset, partition=args.partition, replica=args.replica,
+                  tracer=_tracer(args), **settings) as consumer:
+        consumer.ensure_topics()  # fail fast on an unknown topic or partition
         idle = 0.0
         try:
             while args.max_messages is None or count < args.max_messages:
@@ -407,6 +425,22 @@ def run_consume(args) -> int:
         finally:
             print(f"Processed a total of {count} messages", file=sys.stderr)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C; the exit status is 143 (128 + 15), as a JVM's is."""
+
+
+def _interrupt(signum, frame) -> None:
+    raise Terminated
+
+
+def _said(what: str):
+    """A rebalance callback that tells the user (on stderr, apart from the records) what the group did."""
+    def say(partitions) -> None:
+        listed = ", ".join(f"{t}-{p}" for t, p in sorted(partitions)) or "nothing"
+        print(f"[group] {what}: {listed}", file=sys.stderr, flush=True)
+    return say
 
 
 def format_record(r, args) -> str:
@@ -433,6 +467,8 @@ def run_groups(args) -> int:
     if not args.reset_offsets and (resetting or args.execute or args.dry_run or args.all_topics):
         raise UsageError("--to-earliest, --to-latest, --to-offset, --shift-by, --all-topics, --execute and "
                          "--dry-run go with --reset-offsets")
+    if args.state and not args.describe:
+        raise UsageError("--state goes with --describe")
     if args.topic and not (args.reset_offsets or args.delete_offsets):
         raise UsageError("--topic goes with --reset-offsets and --delete-offsets")
     if not args.list and not args.group:
@@ -450,7 +486,7 @@ def run_groups(args) -> int:
                     print(group.group_id)
             return 0
         if args.describe:
-            return describe_group(admin, args.group)
+            return describe_state(admin, args.group) if args.state else describe_group(admin, args.group)
         if args.reset_offsets:
             return reset_offsets(admin, args)
         if args.delete_offsets:
@@ -555,6 +591,23 @@ def describe_group(admin: Admin, group: str) -> int:
     rows = lag_rows(description, committed, log_ends)
     if rows:
         print(lag_table(rows), end="")
+    return 0
+
+
+def describe_state(admin: Admin, group: str) -> int:
+    """kafka-consumer-groups.sh --describe --state: one line of GROUP, COORDINATOR (ID), ASSIGNMENT-STRATEGY,
+    STATE and #MEMBERS (the coordinator's client address: where kill -9 moves the group)."""
+    description = admin.describe_group(group)
+    if description.state == "Dead" and not admin.committed_offsets(group):
+        raise CommandError(f"Consumer group '{group}' does not exist.")
+    broker_id, (host, port) = admin.find_coordinator(group)
+    coordinator = f"{host}:{port}  ({broker_id})"
+    state = "Empty" if description.state == "Dead" else description.state
+    g, c = max(15, len(group)), max(25, len(coordinator))
+    for cols in (("GROUP", "COORDINATOR (ID)", "ASSIGNMENT-STRATEGY", "STATE", "#MEMBERS"),
+                 (group, coordinator, description.protocol or "", state, len(description.members))):
+        print(f"\n{cols[0]:<{g}} {cols[1]:<{c}} {cols[2]:<20} {cols[3]:<20} {cols[4]}", end="")
+    print()
     return 0
 
 

@@ -381,6 +381,13 @@ class NoBrokersAvailable(KafkaError):
     description = "No bootstrap broker could be reached."
 
 
+class CommitFailedError(KafkaError):
+    # Kafka's CommitFailedException: a client-side verdict, not an error code on the wire.
+    name = "CommitFailedError"
+    description = ("The commit cannot be completed: the group rebalanced and the partitions may now belong to "
+                   "another member (its generation or member id is no longer the group's).")
+
+
 class ProducerClosedError(KafkaError):
     name = "ProducerClosedError"
     description = "The producer is closed."

@@ -153,13 +153,15 @@ def _wall(ms: int) -> str:
 
 # Kafka's producer config names -> how to read the value; the Producer's keyword is the name with
 # '_' for '.', except bootstrap.servers, which is its first argument.
+_BOOL = {"true": True, "false": False}
+
 PRODUCER_PROPS: dict[str, Callable[[str], object]] = {
     "bootstrap.servers": str,
     "acks": parse_acks,
     "linger.ms": int,
     "batch.size": int,
     "buffer.memory": int,
-    "enable.idempotence": lambda v: {"true": True, "false": False}[v.lower()],
+    "enable.idempotence": lambda v: _BOOL[v.lower()],
     "max.in.flight.requests.per.connection": int,
     "request.timeout.ms": int,
     "delivery.timeout.ms": int,
@@ -170,15 +172,41 @@ PRODUCER_PROPS: dict[str, Callable[[str], object]] = {
 }
 
 
+# kafka-console-consumer.sh --consumer-property: the Consumer settings kclient passes on.
+CONSUMER_PROPS: dict[str, Callable[[str], object]] = {
+    "auto.offset.reset": lambda v: {"earliest": "earliest", "latest": "latest", "none": "none"}[v.lower()],
+    "enable.auto.commit": lambda v: _BOOL[v.lower()],
+    "auto.commit.interval.ms": int,
+    "session.timeout.ms": int,
+    "heartbeat.interval.ms": int,
+    "max.poll.interval.ms": int,
+    "partition.assignment.strategy": str,
+    "group.instance.id": str,
+    "client.id": str,
+    "fetch.max.wait.ms": int,
+    "request.timeout.ms": int,
+    "metadata.max.age.ms": int,
+}
+
+
 def producer_prop(text: str) -> tuple[str, object]:
     """One --producer-props KEY=VALUE, checked and converted (an argparse type: a bad one exits 2)."""
+    return _prop(text, PRODUCER_PROPS, "producer")
+
+
+def consumer_prop(text: str) -> tuple[str, object]:
+    """One --consumer-property KEY=VALUE, checked and converted (an argparse type: a bad one exits 2)."""
+    return _prop(text, CONSUMER_PROPS, "consumer")
+
+
+def _prop(text: str, table: dict[str, Callable[[str], object]], kind: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, not {text!r}")
-    read = PRODUCER_PROPS.get(key)
+    read = table.get(key)
     if read is None:
-        raise argparse.ArgumentTypeError(f"unknown producer config {key!r} (known: {', '.join(PRODUCER_PROPS)})")
+        raise argparse.ArgumentTypeError(f"unknown {kind} config {key!r} (known: {', '.join(table)})")
     try:
         return key, read(value.strip())
     except (ValueError, KeyError):

@@ -382,10 +382,10 @@ def read_replica(broker: BrokerProcess, topic: str, partition: int = 0, upto_off
     with Consumer(broker.bootstrap, topic, partition=partition, replica=broker.broker_id,
                   auto_offset_reset="earliest", fetch_max_wait_ms=100) as consumer:
         deadline = time.monotonic() + timeout
-        while consumer.positions.get(partition, -1) < upto_offset:
+        while consumer.positions.get((topic, partition), -1) < upto_offset:
             if time.monotonic() >= deadline:
                 raise AssertionError(f"broker {broker.broker_id}: read only up to offset "
-                                     f"{consumer.positions.get(partition)} of {upto_offset} in {timeout} s")
+                                     f"{consumer.positions.get((topic, partition))} of {upto_offset} in {timeout} s")
             out += [(r.offset, r.value) for r in consumer.poll(0.5) if r.offset < upto_offset]
     return out
 
@@ -435,7 +435,7 @@ def read_all(bootstrap: str, topic: str, ends: dict[int, int], timeout: float = 
                   request_timeout_ms=5000) as c:
         deadline = time.monotonic() + timeout
         for _ in range(100_000):
-            if all(c.positions.get(p, -1) >= end for p, end in ends.items()):
+            if all(c.positions.get((topic, p), -1) >= end for p, end in ends.items()):
                 break
             assert time.monotonic() < deadline, (f"read only up to {c.positions} of {ends} in {timeout} s")
             for r in c.poll(0.5):

@@ -33,7 +33,8 @@ from broker.group.offsets_records import (GroupMetadataValue, MemberMetadata, Of
 from broker.group.offsets_topic import OFFSETS_TOPIC
 from broker.replica_manager import monotonic_ms
 from client.errors import (CoordinatorLoadInProgressError, GroupIdNotFoundError, GroupSubscribedToTopicError,
-                           InvalidGroupIdError, KafkaError, NonEmptyGroupError, NotCoordinatorError,
+                           IllegalGenerationError, InvalidGroupIdError, KafkaError, NonEmptyGroupError,
+                           NotCoordinatorError,
                            OffsetMetadataTooLargeError, RequestTimedOutError, UnknownMemberIdError,
                            UnknownTopicOrPartitionError)
 from client.record_batch import build_batch, decode_all
@@ -367,9 +368,12 @@ class GroupCoordinator:
             cp, group, routed = self._group(group_id, create=False) if error is None else (None, None, error)
             error = error or routed
             if error is None and group is not None:
-                error = group.validate_offset_commit(member_id, generation_id, group_instance_id)
+                # An accepted member commit restarts the member's session, as Kafka's doCommitOffsets.
+                error = group.validate_offset_commit(member_id, generation_id, group_instance_id,
+                                                     now_ms=self._clock_ms())
             elif error is None and generation_id >= 0:
-                error = _unknown_member()     # a generation for a group that does not exist
+                # Kafka's handleCommitOffsets: a generation for a group the coordinator does not have.
+                error = IllegalGenerationError(f"Group {group_id} has no generation {generation_id}.")
         if error is not None:
             return [(o.topic, o.partition, error) for o in offsets]
         per = {(o.topic, o.partition): self._commit_error(o) for o in offsets}

@@ -246,7 +246,7 @@ class Workload:
                     self.history.write({"f": "poll", "consumer": name, "session": session, "topic": self.label,
                                         "partition": p, "records": recs, "time": t})
                     next_offset[p] = recs[-1][0] + 1
-                positions.update(consumer.positions)
+                positions.update({p: o for (_, p), o in consumer.positions.items()})
         finally:
             consumer.close()
 

@@ -40,6 +40,23 @@ def cluster(tmp_path_factory):
     c.stop_all()
 
 
+# A cluster for group tests: a small __consumer_offsets, no initial rebalance delay, short sessions allowed.
+OFFSETS_PARTITIONS = 3
+GROUP_CONFIG = {"default.replication.factor": 3, "min.insync.replicas": 2,
+                "offsets.topic.num.partitions": OFFSETS_PARTITIONS, "group.initial.rebalance.delay.ms": 0,
+                "group.min.session.timeout.ms": 1000}
+
+
+def group_cluster_fixture(name: str):
+    """A module-scoped pytest fixture: three brokers with GROUP_CONFIG, stopped after the module."""
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory):
+        c = start_kafka_cluster(tmp_path_factory.mktemp(name), GROUP_CONFIG)
+        yield c
+        c.stop_all()
+    return cluster
+
+
 def start_kafka_cluster(root, config: dict | None = None):
     """Three brokers (RF 3, min ISR 2 unless ``config`` says otherwise), each Kafka listener accepting."""
     c = write_cluster(root, 3, config or {"default.replication.factor": 3, "min.insync.replicas": 2})

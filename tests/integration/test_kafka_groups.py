@@ -33,25 +33,17 @@ from broker.group.offsets_records import partition_for
 from broker.group.offsets_topic import OFFSETS_TOPIC
 from raftka_testing.cluster import create_ready
 from tests.integration.cluster import metadata, wait_for
-from tests.integration.test_kafka_clients import recv_exactly, start_kafka_cluster
+from tests.integration.test_kafka_clients import OFFSETS_PARTITIONS, group_cluster_fixture, recv_exactly
 
 pytestmark = pytest.mark.integration
 
-OFFSETS_PARTITIONS = 3
-CONFIG = {"default.replication.factor": 3, "min.insync.replicas": 2,
-          "offsets.topic.num.partitions": OFFSETS_PARTITIONS, "group.initial.rebalance.delay.ms": 0,
-          "group.min.session.timeout.ms": 1000}
 SESSION_TIMEOUT_MS, HEARTBEAT_MS = 6000, 1000
 # Kafka's error codes, as the wire carries them.
 UNKNOWN_TOPIC_OR_PARTITION, OFFSET_METADATA_TOO_LARGE, INVALID_GROUP_ID, INVALID_SESSION_TIMEOUT = 3, 12, 24, 26
 NOT_COORDINATOR, NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND = 16, 68, 69
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = start_kafka_cluster(tmp_path_factory.mktemp("kafka-groups"), CONFIG)
-    yield c
-    c.stop_all()
+cluster = group_cluster_fixture("kafka-groups")
 
 
 # ---- helpers ---------------------------------------------------------------------------------------

@@ -24,25 +24,17 @@ from client.errors import GroupIdNotFoundError, UnknownTopicOrPartitionError
 from client.protocol.v1 import kafka_pb2, kafka_pb2_grpc
 from raftka_testing.cluster import create_ready
 from tests.integration.cluster import free_ports, kclient, metadata, wait_for
-from tests.integration.test_kafka_clients import start_kafka_cluster
+from tests.integration.test_kafka_clients import OFFSETS_PARTITIONS, group_cluster_fixture
 
 pytestmark = pytest.mark.integration
 
-OFFSETS_PARTITIONS = 3
-CONFIG = {"default.replication.factor": 3, "min.insync.replicas": 2,
-          "offsets.topic.num.partitions": OFFSETS_PARTITIONS, "group.initial.rebalance.delay.ms": 0,
-          "group.min.session.timeout.ms": 1000}
 SESSION_TIMEOUT_MS, HEARTBEAT_MS = 6000, 1000
 NONE, NOT_COORDINATOR = 0, 16
 HEADER = ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST",
           "CLIENT-ID"]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = start_kafka_cluster(tmp_path_factory.mktemp("kclient-groups"), CONFIG)
-    yield c
-    c.stop_all()
+cluster = group_cluster_fixture("kclient-groups")
 
 
 # ---- helpers ---------------------------------------------------------------------------------------

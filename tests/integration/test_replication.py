@@ -171,8 +171,9 @@ def read_from_leader(bootstrap: str, topic: str, upto_offset: int, partition: in
     with Consumer(bootstrap, topic, partition=partition, auto_offset_reset="earliest",
                   fetch_max_wait_ms=100) as c:
         deadline = time.monotonic() + timeout
-        while c.positions.get(partition, -1) < upto_offset:
-            assert time.monotonic() < deadline, f"the leader served up to {c.positions.get(partition)} of {upto_offset}"
+        while c.positions.get((topic, partition), -1) < upto_offset:
+            assert time.monotonic() < deadline, \
+                f"the leader served up to {c.positions.get((topic, partition))} of {upto_offset}"
             out += [(r.offset, r.value) for r in c.poll(0.5) if r.offset < upto_offset]
     return out
 

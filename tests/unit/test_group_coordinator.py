@@ -92,7 +92,9 @@ def test_commits_are_checked_per_partition_and_per_group(broker):
         OffsetMetadataTooLargeError, UnknownTopicOrPartitionError, UnknownTopicOrPartitionError, None]
     # A generation for a group that has none: not a member.
     assert isinstance(commit(c, LOCAL, {("orders", 0): 1}, generation=3, member="m-1")[0][2], UnknownMemberIdError)
-    assert isinstance(commit(c, "", {("orders", 0): 1}, generation=3)[0][2], (UnknownMemberIdError, NotCoordinatorError))
+    # A generation for a group the coordinator does not have: Kafka's handleCommitOffsets says ILLEGAL_GENERATION.
+    assert isinstance(commit(c, "", {("orders", 0): 1}, generation=3)[0][2], (IllegalGenerationError,
+                                                                              NotCoordinatorError))
     assert isinstance(commit(c, REMOTE, {("orders", 0): 1})[0][2], NotCoordinatorError)
     assert isinstance(c.offset_fetch(REMOTE, None)[0], NotCoordinatorError)
 

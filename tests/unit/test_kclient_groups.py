@@ -269,7 +269,7 @@ def test_other_errors_raise_their_class_at_once(scripted):
 
 
 def test_the_retries_are_bounded(scripted, monkeypatch):
-    monkeypatch.setattr("client.admin.GROUP_MAX_ATTEMPTS", 4)
+    monkeypatch.setattr("client.coordinator_lookup.MAX_ATTEMPTS", 4)
     admin, client = scripted(FindCoordinator=[coordinator(1)] * 4, DescribeGroups=[group_answer(NOT_COORDINATOR)] * 4)
     with pytest.raises(NotCoordinatorError):
         admin.describe_group("g")

@@ -119,6 +119,26 @@ class KafkaStub:
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteRequest.SerializeToString,
                 response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteResponse.FromString,
                 _registered_method=True)
+        self.JoinGroup = channel.unary_unary(
+                '/raftka.v1.Kafka/JoinGroup',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.JoinGroupRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.JoinGroupResponse.FromString,
+                _registered_method=True)
+        self.SyncGroup = channel.unary_unary(
+                '/raftka.v1.Kafka/SyncGroup',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.SyncGroupRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.SyncGroupResponse.FromString,
+                _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/raftka.v1.Kafka/Heartbeat',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.LeaveGroup = channel.unary_unary(
+                '/raftka.v1.Kafka/LeaveGroup',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupResponse.FromString,
+                _registered_method=True)
 
 
 class KafkaServicer:
@@ -242,6 +262,35 @@ class KafkaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JoinGroup(self, request, context):
+        """Group membership (Kafka's classic protocol), answered by the coordinator
+        only. JoinGroup and SyncGroup are long polls: JoinGroup returns when the
+        rebalance completes (within the group's rebalance timeout), SyncGroup when
+        the leader has sent the assignment; each holds a slot of
+        grpc.max.concurrent.streams while it waits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaveGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KafkaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +378,26 @@ def add_KafkaServicer_to_server(servicer, server):
                     servicer.OffsetDelete,
                     request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteRequest.FromString,
                     response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteResponse.SerializeToString,
+            ),
+            'JoinGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinGroup,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.JoinGroupRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.JoinGroupResponse.SerializeToString,
+            ),
+            'SyncGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncGroup,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.SyncGroupRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.SyncGroupResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.HeartbeatRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'LeaveGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaveGroup,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -790,6 +859,114 @@ class Kafka:
             '/raftka.v1.Kafka/OffsetDelete',
             client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteRequest.SerializeToString,
             client_dot_protocol_dot_v1_dot_kafka__pb2.OffsetDeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/JoinGroup',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.JoinGroupRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.JoinGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/SyncGroup',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.SyncGroupRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.SyncGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/Heartbeat',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.HeartbeatRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaveGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/LeaveGroup',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,
