@@ -115,6 +115,9 @@ class BrokerSettings:
     group_max_session_timeout_ms: int = 1800000
     group_initial_rebalance_delay_ms: int = 3000
     group_max_size: int = 2147483647
+    # raftka's own bound (Kafka has none): the groups one coordinator holds in memory. A new group past
+    # it is refused with GROUP_MAX_SIZE_REACHED; existing groups, and groups loaded at failover, go on.
+    group_max_count: int = 100000
     log: LogConfig = field(default_factory=LogConfig)
     # The [config] keys cluster.toml sets (DescribeConfigs: STATIC_BROKER_CONFIG, the others DEFAULT_CONFIG).
     set_in_file: frozenset[str] = frozenset()
@@ -165,6 +168,7 @@ _SETTING_KEYS = {
     "group.max.session.timeout.ms": "group_max_session_timeout_ms",
     "group.initial.rebalance.delay.ms": "group_initial_rebalance_delay_ms",
     "group.max.size": "group_max_size",
+    "group.max.count": "group_max_count",
     "log.segment.bytes": "log.segment_bytes",
     "log.roll.ms": "log.segment_ms",
     "log.retention.ms": "log.retention_ms",
@@ -320,7 +324,7 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
                 "inter_broker_max_concurrent_streams", "producer_id_expiration_ms", "socket_request_max_bytes",
                 "connections_max_idle_ms", "kafka_max_connections", "offsets_topic_num_partitions",
                 "offsets_topic_replication_factor", "group_min_session_timeout_ms", "group_max_session_timeout_ms",
-                "group_max_size"):
+                "group_max_size", "group_max_count"):
         if top.get(key, 1) < 1:
             raise ConfigError(f"{path}: {_key_of(key)} must be at least 1")
     _check_limits(top, path)

@@ -32,11 +32,10 @@ from broker.group.offsets_records import (GroupMetadataValue, MemberMetadata, Of
                                           group_metadata_records, offset_commit_records, partition_for)
 from broker.group.offsets_topic import OFFSETS_TOPIC
 from broker.replica_manager import monotonic_ms
-from client.errors import (CoordinatorLoadInProgressError, GroupIdNotFoundError, GroupSubscribedToTopicError,
-                           IllegalGenerationError, InvalidGroupIdError, KafkaError, NonEmptyGroupError,
-                           NotCoordinatorError,
-                           OffsetMetadataTooLargeError, RequestTimedOutError, UnknownMemberIdError,
-                           UnknownTopicOrPartitionError)
+from client.errors import (CoordinatorLoadInProgressError, GroupIdNotFoundError, GroupMaxSizeReachedError,
+                           GroupSubscribedToTopicError, IllegalGenerationError, InvalidGroupIdError, KafkaError,
+                           NonEmptyGroupError, NotCoordinatorError, OffsetMetadataTooLargeError, RequestTimedOutError,
+                           UnknownMemberIdError, UnknownTopicOrPartitionError)
 from client.record_batch import build_batch, decode_all
 
 log = structlog.get_logger(__name__)
@@ -251,8 +250,19 @@ class GroupCoordinator:
             return None, None, cp
         group = cp.groups.get(group_id)
         if group is None and create:
+            error = self._no_room_for(group_id)
+            if error is not None:
+                return cp, None, error
             group = cp.groups[group_id] = GroupMetadata(group_id, self._config)
         return cp, group, None
+
+    def _no_room_for(self, group_id: str) -> KafkaError | None:
+        """group.max.count: a new group is refused once this coordinator holds that many (memory bound)."""
+        held = sum(len(p.groups) for p in self._partitions.values())
+        if held < self._settings.group_max_count:
+            return None
+        return GroupMaxSizeReachedError(f"Broker {self.broker_id} already coordinates {held} groups "
+                                        f"(group.max.count); group {group_id!r} cannot be created.")
 
     # ---- the group protocol ---------------------------------------------------------------------
 
@@ -374,6 +384,8 @@ class GroupCoordinator:
             elif error is None and generation_id >= 0:
                 # Kafka's handleCommitOffsets: a generation for a group the coordinator does not have.
                 error = IllegalGenerationError(f"Group {group_id} has no generation {generation_id}.")
+            elif error is None and group_id not in cp.image.group_ids():
+                error = self._no_room_for(group_id)      # a standalone commit would create the group
         if error is not None:
             return [(o.topic, o.partition, error) for o in offsets]
         per = {(o.topic, o.partition): self._commit_error(o) for o in offsets}

@@ -6,6 +6,8 @@ and not running); topic ``orders`` has two partitions. Groups are picked by the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 from dataclasses import dataclass
 
@@ -20,9 +22,9 @@ from broker.log import LogManager
 from broker.metadata.image import MetadataImage, apply_batch
 from broker.metadata.records import CreateTopic, RegisterBroker, UnfenceBroker
 from broker.replica_manager import ReplicaManager
-from client.errors import (GroupIdNotFoundError, IllegalGenerationError, InvalidGroupIdError, NonEmptyGroupError,
-                           NotCoordinatorError, OffsetMetadataTooLargeError, UnknownMemberIdError,
-                           UnknownTopicOrPartitionError)
+from client.errors import (GroupIdNotFoundError, GroupMaxSizeReachedError, IllegalGenerationError,
+                           InvalidGroupIdError, NonEmptyGroupError, NotCoordinatorError, OffsetMetadataTooLargeError,
+                           UnknownMemberIdError, UnknownTopicOrPartitionError)
 from client.record_batch import decode_all
 
 LOCAL = next(f"group-{i}" for i in range(100) if partition_for(f"group-{i}", 2) == 0)
@@ -157,3 +159,19 @@ def test_losing_the_leadership_unloads_and_answers_waiting_joins(broker):
     assert 0 in c._partitions and c._partitions[0].leader_epoch != 99   # reloaded at the real epoch
     error, fetched = c.offset_fetch(LOCAL, None)
     assert [(f.partition, f.offset) for f in fetched] == [(0, 1)]
+
+
+def test_group_max_count_refuses_a_new_group_but_serves_the_ones_it_has(broker):
+    manager, quorum, settings = broker
+    c = GroupCoordinator(1, manager, quorum, dataclasses.replace(settings, group_max_count=2))
+    c.poll()
+    local = [g for g in (f"bounded-{i}" for i in range(400)) if partition_for(g, 2) == 0][:3]
+    assert commit(c, local[0], {("orders", 0): 1})[0][2] is None
+    assert commit(c, local[1], {("orders", 0): 1})[0][2] is None
+    refused = commit(c, local[2], {("orders", 0): 1})[0][2]
+    assert isinstance(refused, GroupMaxSizeReachedError) and "group.max.count" in str(refused)
+    out: dict = {}
+    join(c, local[2], "", out, "late").join(10)
+    assert isinstance(out["late"].error, GroupMaxSizeReachedError)
+    assert commit(c, local[0], {("orders", 0): 2})[0][2] is None        # an existing group goes on
+    assert c.offset_fetch(local[2], None) == (None, [])                  # nothing was written for it
