@@ -335,6 +335,11 @@ class ConsumerCoordinator:
             return                # the coordinator is gone: forgotten; the poll thread's calls find it again
         if not response.error_code:
             return
+        with self._lock:
+            # Kafka's generationUnchanged(): an answer about a generation the member has since left (it
+            # rejoined while the heartbeat was out) says nothing about the one it has now.
+            if (self.generation_id, self.member_id) != (request.generation_id, request.member_id):
+                return
         error = error_for_code(response.error_code, response.error_message)
         if isinstance(error, RebalanceInProgressError):
             self.request_rejoin("the coordinator started a rebalance")

@@ -48,8 +48,31 @@ NOTES = {"poll_resets": "consumer jumps a legitimate reason explains",
 MAX_EXAMPLES = 5
 
 
+class AnomalyCounts:
+    """Counters named in ``anomaly_names`` plus a few examples of each (both checkers' results)."""
+
+    anomaly_names: tuple[str, ...] = ()
+    examples: dict[str, list[str]]
+
+    @property
+    def ok(self) -> bool:
+        return not any(getattr(self, name) for name in self.anomaly_names)
+
+    @property
+    def anomalies(self) -> dict[str, int]:
+        """The anomalies that occurred, with their counts."""
+        return {name: getattr(self, name) for name in self.anomaly_names if getattr(self, name)}
+
+    def note(self, name: str, example: str) -> None:
+        """Count one occurrence of ``name`` (an anomaly or a note), keeping the first few examples."""
+        setattr(self, name, getattr(self, name) + 1)
+        kept = self.examples.setdefault(name, [])
+        if len(kept) < MAX_EXAMPLES:
+            kept.append(example)
+
+
 @dataclass
-class CheckResult:
+class CheckResult(AnomalyCounts):
     """Counts of each anomaly (0 = the invariant held) and a few examples of each."""
     # what happened
     acked: int = 0                 # ok sends
@@ -75,22 +98,7 @@ class CheckResult:
     metadata_violations: int = 0
     not_healed: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not any(getattr(self, name) for name in ANOMALIES)
-
-    @property
-    def anomalies(self) -> dict[str, int]:
-        """The anomalies that occurred, with their counts."""
-        return {name: getattr(self, name) for name in ANOMALIES if getattr(self, name)}
-
-    def note(self, name: str, example: str) -> None:
-        """Count one occurrence of ``name`` (an anomaly, "unseen" or a NOTES), keeping the first few examples."""
-        setattr(self, name, getattr(self, name) + 1)
-        kept = self.examples.setdefault(name, [])
-        if len(kept) < MAX_EXAMPLES:
-            kept.append(example)
+    anomaly_names = ANOMALIES
 
     def format(self) -> str:
         found = ", ".join(f"{name} {count}" for name, count in self.anomalies.items())

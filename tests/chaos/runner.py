@@ -20,6 +20,12 @@ round prints the seed and the commit, and ``--seeds S --rounds N`` replays it (w
 
     python -m tests.chaos.runner --rounds 50 --seeds 7 --out chaos-report      (make chaos)
     python -m tests.chaos.runner --rounds 8 --brokers 4 --nemeses topic-recreate,wipe-data
+    python -m tests.chaos.runner --rounds 4 --nemeses group-kill-member,group-pause-member
+
+Consumer-group faults (group_nemesis.py: kill -9 of the group's coordinator in a rebalance or under
+commits, a member paused past its session, a member killed) run as group rounds (group_round.py:
+member processes, a committed-offsets sampler, group_checker.py); the soak runs each once after the
+broker faults, and picks among all kinds after that.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from pathlib import Path
 
 from raftka_testing.cluster import REPO, replica_offsets, wait_for
 from tests.chaos.checker import CheckResult, check
+from tests.chaos.group_nemesis import GROUP_NEMESES
+from tests.chaos.group_round import (GROUP_CONFIG, MEMBERS, PARTITIONS as GROUP_PARTITIONS, SESSION_TIMEOUT_MS,
+                                    STABLE_BOUND_S, run_group_round, spread)
 from tests.chaos.harness import N_BROKERS, ChaosCluster
 from tests.chaos.history import History, read_history
 from tests.chaos.nemesis import NEMESES, make
@@ -48,6 +57,7 @@ PARTITIONS = 3
 HEAL_BOUND_S = 30.0
 # Shorter than the defaults so that a round's failover fits in seconds; the same rules apply.
 CLUSTER_CONFIG = {"broker.session.timeout.ms": 2000, "replica.lag.time.max.ms": 2000}
+KINDS = [*NEMESES, *GROUP_NEMESES]   # every fault kind --nemeses accepts
 
 
 @dataclass
@@ -82,10 +92,15 @@ def commit() -> str:
 
 
 def schedule(seed: int, rounds: int, kinds: list[str] | None = None) -> list[str]:
-    """The nemeses of ``rounds`` rounds: each kind once in a seeded order, then seeded random picks."""
+    """The nemeses of ``rounds`` rounds: each kind once in a seeded order, then seeded random picks.
+    Without ``kinds`` (the soak): every broker fault once, then every group fault once, then picks among all
+    (the first len(NEMESES) rounds are what they were before group faults existed)."""
     rng = random.Random(seed)
-    kinds = kinds or list(NEMESES)
-    first = rng.sample(kinds, len(kinds))
+    if kinds:
+        first = rng.sample(kinds, len(kinds))
+    else:
+        first = rng.sample(list(NEMESES), len(NEMESES)) + rng.sample(list(GROUP_NEMESES), len(GROUP_NEMESES))
+        kinds = KINDS
     return (first + [rng.choice(kinds) for _ in range(max(rounds - len(first), 0))])[:rounds]
 
 
@@ -233,6 +248,7 @@ def failure_message(result: RoundResult, seed: int, commit_id: str) -> str:
     return (f"chaos round {result.index} ({result.nemesis} on {result.targets}: {result.detail}) FAILED\n"
             f"seed {seed}, commit {commit_id}; replay: {replay}\nhistory: {result.history_path}\n"
             f"{result.check.format()}\n"
+            + (f"{result.group_check.format()}\n{result.summary()}\n" if hasattr(result, "group_check") else "")
             + "".join(f"workload error: {e}\n" for e in result.workload_errors))
 
 
@@ -246,16 +262,23 @@ def run(seeds: list[int], rounds: int, out_dir: Path, kinds: list[str] | None = 
         shutil.rmtree(seed_dir / "cluster", ignore_errors=True)   # a replay starts from empty logs
         seed_dir.mkdir(parents=True, exist_ok=True)
         run_started = time.monotonic()
-        with ChaosCluster(seed_dir / "cluster", CLUSTER_CONFIG, brokers) as cluster:
+        names = schedule(seed, rounds, kinds)
+        config = {**CLUSTER_CONFIG, **GROUP_CONFIG} if set(names) & set(GROUP_NEMESES) else CLUSTER_CONFIG
+        with ChaosCluster(seed_dir / "cluster", config, brokers) as cluster:
             cluster.start()
-            for index, name in enumerate(schedule(seed, rounds, kinds)):
-                result = run_round(cluster, index, seed, name, seed_dir, run_started)
+            for index, name in enumerate(names):
+                if name in GROUP_NEMESES:
+                    result = run_group_round(cluster, index, seed, name, seed_dir, run_started)
+                else:
+                    result = run_round(cluster, index, seed, name, seed_dir, run_started)
                 result.replay = replay_command(seed, index + 1, brokers, kinds)
                 results.append(result)
                 w = result.windows[0].window_s if result.windows else None
                 log(f"  round {index:3d} {name:<23} targets {result.targets} acked {result.check.acked:5d} "
                     f"unknown {result.check.unknown:3d} window {_s(w)} recovery {_s(result.recovery_s)} "
                     f"{'ok' if result.ok else 'FAILED'}")
+                if name in GROUP_NEMESES:
+                    log(f"      {result.summary()}")
                 if not result.ok:
                     log(failure_message(result, seed, commit_id))
     return results
@@ -287,7 +310,7 @@ def report(results: list[RoundResult], seeds: list[int], commit_id: str, duratio
              "max); recovery = heal to every partition led with a full ISR.", "",
              "| fault | rounds | acked | unknown | lost | duplicates | other anomalies | window s | recovery s |",
              "|---|---:|---:|---:|---:|---:|---:|---|---|"]
-    for kind in NEMESES:
+    for kind in KINDS:
         rs = [r for r in results if r.nemesis == kind]
         if not rs:
             continue
@@ -301,6 +324,7 @@ def report(results: list[RoundResult], seeds: list[int], commit_id: str, duratio
               f"{sum(sum(r.check.anomalies.values()) for r in results) - total[2] - total[3]} | "
               f"{_spread([w.window_s for r in results for w in r.windows if w.window_s is not None])} | "
               f"{_spread([r.recovery_s for r in results if r.recovery_s is not None])} |", ""]
+    lines += _group_summary([r for r in results if r.nemesis in GROUP_NEMESES])
     failing = [r for r in results if not r.ok]
     if failing:
         lines += ["## Failing rounds", ""]
@@ -314,8 +338,38 @@ def report(results: list[RoundResult], seeds: list[int], commit_id: str, duratio
                             for w in r.windows for c in w.leader_changes) if r.windows else ""
         w = r.windows[0].window_s if r.windows else None
         lines.append(f"| {r.seed} | {r.index} | {r.started:.1f} | {r.nemesis} | {r.targets} | {changes or '-'} "
-                     f"| {_s(w)} | {_s(r.recovery_s)} | {'ok' if r.ok else 'FAILED: ' + str(r.check.anomalies)} |")
+                     f"| {_s(w)} | {_s(r.recovery_s)} | {'ok' if r.ok else 'FAILED: ' + str(_anomalies(r))} |")
     return "\n".join(lines) + "\n"
+
+
+def _anomalies(r) -> dict[str, int]:
+    return {**r.check.anomalies, **(r.group_check.anomalies if hasattr(r, "group_check") else {})}
+
+
+def _group_summary(results: list) -> list[str]:
+    """The group rounds (group_round.py): their own invariants (group_checker.py) and times."""
+    if not results:
+        return []
+    lines = ["## Consumer-group rounds", "",
+             f"Group config {GROUP_CONFIG}; topic per round: {GROUP_PARTITIONS} partitions, RF 3, min ISR 2; {MEMBERS} "
+             f"member processes (session {SESSION_TIMEOUT_MS / 1000:.0f} s), a committed-offsets sampler. Stable = "
+             "every live member in one generation, assignments disjoint and covering, the coordinator Stable with "
+             f"them (bound {STABLE_BOUND_S:.0f} s after the heal); times min / median / max.", "",
+             "| fault | rounds | acked | read | lost | commits ok | commits failed | samples | max commit regression "
+             "| group anomalies | heal -> stable s | fault -> stable s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for kind in GROUP_NEMESES:
+        rs = [r for r in results if r.nemesis == kind]
+        if not rs:
+            continue
+        g = [r.group_check for r in rs]
+        lines.append(f"| {kind} | {len(rs)} | {sum(c.acked for c in g)} | {sum(c.read for c in g)} "
+                     f"| {sum(c.lost for c in g)} | {sum(c.commits for c in g)} "
+                     f"| {sum(sum(c.commit_errors.values()) for c in g)} | {sum(c.samples for c in g)} "
+                     f"| {max(c.max_commit_regression for c in g)} | {sum(sum(c.anomalies.values()) for c in g)} "
+                     f"| {spread([r.stable_s for r in rs if r.stable_s is not None])} "
+                     f"| {spread([r.fault_to_stable_s for r in rs if r.fault_to_stable_s is not None])} |")
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="", help="report folder (default: a new temporary folder)")
     parser.add_argument("--brokers", type=int, default=N_BROKERS,
                         help=f"brokers in the cluster (default {N_BROKERS}; 4 supported); topics keep RF 3")
-    parser.add_argument("--nemeses", default="", help=f"comma-separated fault kinds (default: all of {', '.join(NEMESES)})")
+    parser.add_argument("--nemeses", default="", help=f"comma-separated fault kinds (default: all of {', '.join(KINDS)})")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [random.randrange(1 << 31)]
@@ -336,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.brokers < 3:
         parser.error("--brokers must be at least 3 (the topics have RF 3)")
     kinds = [k.strip() for k in args.nemeses.split(",") if k.strip()] or None
-    unknown = [k for k in kinds or [] if k not in NEMESES]
+    unknown = [k for k in kinds or [] if k not in KINDS]
     if unknown:
-        parser.error(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(NEMESES)}")
+        parser.error(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="raftka-chaos-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

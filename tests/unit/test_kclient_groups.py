@@ -214,7 +214,7 @@ def group_answer(error: int = 0, by: int = 2) -> kafka_pb2.DescribeGroupsRespons
 
 @pytest.fixture
 def scripted(monkeypatch):
-    monkeypatch.setattr("client.admin.backoff_s", lambda *args: 0.0)
+    monkeypatch.setattr("client.coordinator_lookup.backoff_s", lambda *args: 0.0)
 
     def make(**answers) -> tuple[Admin, ScriptedClient]:
         admin = Admin("127.0.0.1:9092")
