@@ -72,7 +72,9 @@ class CoordinatorPartition:
     image: OffsetsPartitionImage = field(default_factory=OffsetsPartitionImage)
     groups: dict[str, GroupMetadata] = field(default_factory=dict)
     loaded: bool = False
-    stored_generation: dict[str, int] = field(default_factory=dict)   # group -> generation last written
+    # group -> (generation, member ids) last written: a static member replaced in a Stable group changes
+    # the members without a new generation, and that is written down too.
+    stored_generation: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,8 @@ class GroupCoordinator:
             # A group with offsets and no metadata (a "simple" group: commits without membership) loads
             # as an Empty group, as in Kafka.
             cp.groups = {g: self._restore(g, image.groups.get(g), now) for g in image.group_ids()}
-            cp.stored_generation = {g: value.generation for g, value in image.groups.items()}
+            cp.stored_generation = {g: (value.generation, tuple(sorted(m.member_id for m in value.members)))
+                                    for g, value in image.groups.items()}
             cp.loaded = True
         log.info("offsets_partition_loaded", partition=partition, leader_epoch=leader_epoch, records=records,
                  groups=len(image.group_ids()), elapsed_ms=round((time.monotonic() - started) * 1000, 1))
@@ -336,10 +339,11 @@ class GroupCoordinator:
         just after: a coordinator lost in between costs the group one rebalance, never an offset). So is
         a group a rebalance left Empty (its last member left or expired), with no members, as Kafka's
         onCompleteJoin does: else a new coordinator would load the last Stable generation's members."""
+        stored = (group.generation_id, tuple(sorted(group.members)))
         if group.generation_id == 0 or group.state not in (GroupState.STABLE, GroupState.EMPTY) \
-                or cp.stored_generation.get(group.group_id) == group.generation_id:
+                or cp.stored_generation.get(group.group_id) == stored:
             return None
-        cp.stored_generation[group.group_id] = group.generation_id
+        cp.stored_generation[group.group_id] = stored
         members = [MemberMetadata(m.member_id, m.group_instance_id, m.client_id, m.client_host,
                                   m.rebalance_timeout_ms, m.session_timeout_ms,
                                   m.metadata(group.protocol_name) if group.protocol_name in m.protocol_names() else b"",

@@ -17,10 +17,13 @@ Every ticket is answered exactly once. Where Kafka would drop a waiting request'
 its assignment is removed) this class answers the older one: REBALANCE_IN_PROGRESS for a
 superseded request (the Java consumer retries it), UNKNOWN_MEMBER_ID for a removed member.
 
-Static membership (KIP-345) is left out: ``group_instance_id`` is kept on the member, echoed in
-the leader's JoinGroup answer and in describe(), and used by LeaveGroup to find a member by its
-instance id, but a join that sets it is answered like a dynamic member's (MEMBER_ID_REQUIRED
-first, no replacement of an earlier member with the same instance id, no FENCED_INSTANCE_ID).
+Static membership (KIP-345): a member that sets ``group_instance_id`` joins without
+MEMBER_ID_REQUIRED; one that comes back with the same instance id and no member id (a restarted
+process) replaces the old member id. In a Stable group whose protocol does not change that is done
+without a rebalance: the member gets the current generation (and, on SyncGroup, its old
+assignment), the old id's waiting requests are answered FENCED_INSTANCE_ID, and every later
+request naming the instance id with another member id gets FENCED_INSTANCE_ID (Kafka's
+ClassicGroup.validateMember).
 Persisting the group (Kafka's storeGroup into __consumer_offsets) is the caller's: the leader's
 SyncGroup makes the group Stable at once.
 """
@@ -33,8 +36,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from broker.invariants import violated
-from client.errors import (CoordinatorNotAvailableError, GroupMaxSizeReachedError, IllegalGenerationError,
-                           InconsistentGroupProtocolError, InvalidSessionTimeoutError, KafkaError,
+from client.errors import (CoordinatorNotAvailableError, FencedInstanceIdError, GroupMaxSizeReachedError,
+                           IllegalGenerationError, InconsistentGroupProtocolError, InvalidSessionTimeoutError, KafkaError,
                            MemberIdRequiredError, NotCoordinatorError, RebalanceInProgressError,
                            UnknownMemberIdError)
 
@@ -77,7 +80,7 @@ class JoinGroupRequest:
     rebalance_timeout_ms: int                   # JoinGroup v0 has none: pass the session timeout (Kafka does)
     protocol_type: str                          # "consumer" for consumers
     protocols: tuple[tuple[str, bytes], ...]    # (name, metadata), the member's most preferred first
-    group_instance_id: str | None = None        # kept, not acted on (module doc)
+    group_instance_id: str | None = None        # static membership (module doc)
     require_known_member_id: bool = True        # JoinGroup v4+: a first join gets MEMBER_ID_REQUIRED
 
 
@@ -275,6 +278,13 @@ class GroupMetadata:
             return [(ticket, JoinGroupResponse(CoordinatorNotAvailableError(), UNKNOWN_MEMBER_ID))]
         if not self._supports_protocols(request):
             return [(ticket, JoinGroupResponse(self._inconsistent(request), UNKNOWN_MEMBER_ID))]
+        if request.group_instance_id is not None:
+            # A static member joins at once (no MEMBER_ID_REQUIRED), replacing its earlier self if any.
+            member_id = f"{request.group_instance_id}-{uuid.uuid4()}"
+            old_id = self._static_member_id(request.group_instance_id)
+            if old_id is not None:
+                return self._update_static_member_and_rebalance(ticket, request, old_id, member_id, now_ms)
+            return self._add_member_and_rebalance(ticket, request, member_id, now_ms)
         member_id = f"{request.client_id}-{uuid.uuid4()}"
         if request.require_known_member_id:
             # The member must come back with this id: until then it is pending, and a rebalance
@@ -291,6 +301,8 @@ class GroupMetadata:
             return [(ticket, JoinGroupResponse(self._inconsistent(request), member_id))]
         if member_id in self.pending_members:
             return self._add_member_and_rebalance(ticket, request, member_id, now_ms)
+        if self._is_static_member_fenced(request.group_instance_id, member_id):
+            return [(ticket, JoinGroupResponse(self._fenced(request.group_instance_id, member_id), member_id))]
         member = self.members.get(member_id)
         if member is None or self.state is GroupState.EMPTY:
             return [(ticket, JoinGroupResponse(UnknownMemberIdError(
@@ -343,6 +355,71 @@ class GroupMetadata:
         member.session_timeout_ms = request.session_timeout_ms
         member.join_ticket = ticket
         return out + self._maybe_prepare_rebalance(now_ms)
+
+    def _update_static_member_and_rebalance(self, ticket: object, request: JoinGroupRequest, old_id: str,
+                                            new_id: str, now_ms: int) -> list[Completion]:
+        """Kafka's updateStaticMemberAndRebalance: the instance's member id is replaced. A Stable group
+        whose chosen protocol stays goes on without a rebalance; the answer names the current leader
+        (the old id if it led), so the returning member does not take itself for the leader and assign."""
+        current_leader = self.leader_id
+        out = self._replace_static_member(old_id, new_id)
+        member = self.members[new_id]
+        member.protocols = request.protocols
+        member.rebalance_timeout_ms = request.rebalance_timeout_ms
+        member.session_timeout_ms = request.session_timeout_ms
+        member.client_id, member.client_host = request.client_id, request.client_host
+        member.heartbeat_deadline_ms = now_ms + request.session_timeout_ms
+        if self.state is GroupState.STABLE and self.protocol_name == self._select_protocol():
+            return out + [(ticket, JoinGroupResponse(None, new_id, self.generation_id, self.protocol_type,
+                                                     self.protocol_name, current_leader or NO_LEADER))]
+        member.join_ticket = ticket
+        if self.state is GroupState.PREPARING_REBALANCE:
+            return out                           # the rebalance under way now waits for the new id
+        return out + self._prepare_rebalance(now_ms)
+
+    def _replace_static_member(self, old_id: str, new_id: str) -> list[Completion]:
+        """The member object moves to ``new_id``; whatever the old id still waited on is fenced."""
+        member = self.members.pop(old_id)
+        out: list[Completion] = []
+        error = FencedInstanceIdError(f"Instance {member.group_instance_id} rejoined as {new_id}.")
+        if member.join_ticket is not None:
+            out.append((member.join_ticket, JoinGroupResponse(error, old_id)))
+        if member.sync_ticket is not None:
+            out.append((member.sync_ticket, SyncGroupResponse(error)))
+        member.join_ticket = member.sync_ticket = None
+        member.member_id = new_id
+        self.members[new_id] = member
+        if self.leader_id == old_id:
+            self.leader_id = new_id
+        if old_id in self.pending_sync_members:
+            self.pending_sync_members.discard(old_id)
+            self.pending_sync_members.add(new_id)
+        return out
+
+    def _static_member_id(self, group_instance_id: str | None) -> str | None:
+        if group_instance_id is None:
+            return None
+        return next((m.member_id for m in self.members.values() if m.group_instance_id == group_instance_id), None)
+
+    def _is_static_member_fenced(self, group_instance_id: str | None, member_id: str) -> bool:
+        existing = self._static_member_id(group_instance_id)
+        return existing is not None and existing != member_id
+
+    def _fenced(self, group_instance_id: str | None, member_id: str) -> KafkaError:
+        return FencedInstanceIdError(f"Instance {group_instance_id} of group {self.group_id} is now member "
+                                     f"{self._static_member_id(group_instance_id)}, not {member_id}.")
+
+    def member_error(self, member_id: str, group_instance_id: str | None) -> KafkaError | None:
+        """Kafka's ClassicGroup.validateMember: a static member is known by its instance id, which must
+        map to this member id (FENCED_INSTANCE_ID otherwise); a dynamic one by its member id."""
+        if group_instance_id is not None:
+            existing = self._static_member_id(group_instance_id)
+            if existing is None:
+                return UnknownMemberIdError(f"Instance {group_instance_id} is not in group {self.group_id}.")
+            return self._fenced(group_instance_id, member_id) if existing != member_id else None
+        if member_id not in self.members:
+            return UnknownMemberIdError(f"Member {member_id} is not in group {self.group_id}.")
+        return None
 
     def _join_response(self, member_id: str) -> JoinGroupResponse:
         members: tuple[JoinGroupMember, ...] = ()
@@ -462,8 +539,9 @@ class GroupMetadata:
     def _validate_sync(self, request: SyncGroupRequest) -> KafkaError | None:
         if self.state is GroupState.DEAD:
             return CoordinatorNotAvailableError()
-        if request.member_id not in self.members:
-            return UnknownMemberIdError(f"Member {request.member_id} is not in group {self.group_id}.")
+        error = self.member_error(request.member_id, request.group_instance_id)
+        if error is not None:
+            return error
         if request.generation_id != self.generation_id:
             return IllegalGenerationError(
                 f"Generation {request.generation_id} is not the group's {self.generation_id}.")
@@ -506,15 +584,17 @@ class GroupMetadata:
         """Kafka's handleHeartbeat: a current member's session restarts; in PreparingRebalance
         the answer is REBALANCE_IN_PROGRESS, which is how members learn to rejoin."""
         _require_ticket(ticket)
-        member = self.members.get(request.member_id)
         if self.state is GroupState.DEAD:
             error: KafkaError | None = CoordinatorNotAvailableError()
-        elif member is None or self.state is GroupState.EMPTY:
+        elif self.state is GroupState.EMPTY:
             error = UnknownMemberIdError(f"Member {request.member_id} is not in group {self.group_id}.")
-        elif request.generation_id != self.generation_id:
+        else:
+            error = self.member_error(request.member_id, request.group_instance_id)
+        if error is None and request.generation_id != self.generation_id:
             error = IllegalGenerationError(
                 f"Generation {request.generation_id} is not the group's {self.generation_id}.")
-        else:
+        if error is None:
+            member = self.members[request.member_id]
             member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms
             error = RebalanceInProgressError() if self.state is GroupState.PREPARING_REBALANCE else None
         return [(ticket, HeartbeatResponse(error))]
@@ -539,8 +619,9 @@ class GroupMetadata:
         member_id = identity.member_id
         if member_id == UNKNOWN_MEMBER_ID and identity.group_instance_id is not None:
             # The admin's removeMembersFromConsumerGroup names members by instance id alone.
-            member_id = next((m.member_id for m in self.members.values()
-                              if m.group_instance_id == identity.group_instance_id), UNKNOWN_MEMBER_ID)
+            member_id = self._static_member_id(identity.group_instance_id) or UNKNOWN_MEMBER_ID
+        elif self._is_static_member_fenced(identity.group_instance_id, member_id):
+            return self._fenced(identity.group_instance_id, member_id), []
         if member_id in self.pending_members:
             del self.pending_members[member_id]
             return None, self._maybe_complete_join(now_ms)
@@ -560,8 +641,9 @@ class GroupMetadata:
             return None
         member = self.members.get(member_id)
         if generation_id >= 0 or member_id != UNKNOWN_MEMBER_ID or group_instance_id is not None:
-            if member is None:
-                return UnknownMemberIdError(f"Member {member_id!r} is not in group {self.group_id}.")
+            error = self.member_error(member_id, group_instance_id)
+            if error is not None:
+                return error
             if generation_id != self.generation_id:
                 return IllegalGenerationError(f"Generation {generation_id} is not the group's {self.generation_id}.")
         elif self.state is not GroupState.EMPTY:

@@ -218,6 +218,30 @@ def test_cooperative_sticky_moves_only_what_it_must(cluster):
         a.stop()
 
 
+def test_a_static_member_restarts_into_its_place_without_a_rebalance(cluster):
+    topic, group = "static", "static-group"
+    new_topic(cluster, topic, 4, 5)
+    ledger = Ledger()
+    a = Member(cluster, group, topic, ledger, name="a", group_instance_id="host-a")
+    b = Member(cluster, group, topic, ledger, name="b")
+    try:
+        wait_for(lambda: split([a.owned(), b.owned()], 4), 60, "a static and a dynamic member splitting the topic")
+        generation, mine = a.consumer.generation()[0], a.owned()
+        b_events = len([e for e in ledger.events if e[0] == "b"])
+        a.stop()           # a static member's close commits but does not leave: its place is kept
+        with Admin(grpc_bootstrap(cluster)) as admin:
+            kept = admin.describe_group(group)
+        assert kept.state == "Stable" and sorted(m.group_instance_id or "" for m in kept.members) == ["", "host-a"]
+        a = Member(cluster, group, topic, ledger, name="a", group_instance_id="host-a")
+        wait_for(lambda: a.owned() == mine, 30, "the restarted static member given its old partitions")
+        no_errors(a, b)
+        assert a.consumer.generation()[0] == b.consumer.generation()[0] == generation, "the group rebalanced"
+        assert len([e for e in ledger.events if e[0] == "b"]) == b_events, ledger.events   # b saw nothing
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_auto_commit_commits_what_poll_returned(cluster):
     topic, group = "autocommit", "autocommit-group"
     new_topic(cluster, topic, 2, 30)

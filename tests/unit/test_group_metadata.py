@@ -11,8 +11,8 @@ from broker.group.group_metadata import (NEW_MEMBER_JOIN_TIMEOUT_MS, GroupConfig
                                          HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
                                          LeaveGroupResponse, MemberIdentity, SyncGroupRequest, SyncGroupResponse)
 from broker.invariants import InvariantViolation
-from client.errors import (CoordinatorNotAvailableError, GroupMaxSizeReachedError, IllegalGenerationError,
-                           InconsistentGroupProtocolError, InvalidSessionTimeoutError, MemberIdRequiredError,
+from client.errors import (CoordinatorNotAvailableError, FencedInstanceIdError, GroupMaxSizeReachedError,
+                           IllegalGenerationError, InconsistentGroupProtocolError, InvalidSessionTimeoutError, MemberIdRequiredError,
                            NotCoordinatorError, RebalanceInProgressError, UnknownMemberIdError)
 
 RANGE = (("range", b"meta-range"),)
@@ -276,13 +276,72 @@ def test_a_second_join_while_the_first_waits_answers_the_first():
     assert _only(g.tick(3010), "j2").generation_id == 1
 
 
-def test_a_group_instance_id_is_kept_and_answered_like_a_dynamic_member():
+def test_a_static_member_joins_without_member_id_required():
     g = GroupMetadata("g", GroupConfig(group_initial_rebalance_delay_ms=0))
-    resp = _only(g.join_group(1, _req(instance="host-7"), 0), 1)
-    assert type(resp.error) is MemberIdRequiredError
-    g.join_group(2, _req(resp.member_id, instance="host-7"), 0)
-    leader = _only(g.tick(0), 2)
-    assert [(m.member_id, m.group_instance_id) for m in leader.members] == [(resp.member_id, "host-7")]
+    assert g.join_group(1, _req(instance="host-7"), 0) == []          # waits for the rebalance, no round trip
+    leader = _only(g.tick(0), 1)
+    assert leader.error is None and leader.member_id.startswith("host-7-")
+    assert [(m.member_id, m.group_instance_id) for m in leader.members] == [(leader.member_id, "host-7")]
+
+
+def _static_stable_pair():
+    """Static a (instance "host-a", the leader) and dynamic b, Stable at generation 1 with b"A" / b"B"."""
+    g = GroupMetadata("g", GroupConfig(group_initial_rebalance_delay_ms=0))
+    b = _member_id(g, "b", 0)
+    assert g.join_group("ja", _req(client="a", instance="host-a"), 0) == []
+    g.join_group("jb", _req(b, "b"), 0)
+    joined = _answers(_complete_rebalance(g)[0])
+    a = joined["ja"].member_id
+    g.sync_group("sb", SyncGroupRequest(b, 1), 1)
+    g.sync_group("sa", SyncGroupRequest(a, 1, ((a, b"A"), (b, b"B")), "host-a"), 1)
+    assert g.state is GroupState.STABLE and g.leader_id == a
+    return g, a, b
+
+
+def test_a_restarted_static_member_takes_its_old_place_without_a_rebalance():
+    g, old, b = _static_stable_pair()
+    back = _only(g.join_group("again", _req(client="a", instance="host-a"), 100), "again")
+    # The same generation at once; the leader named is the old id, so the new one does not assign.
+    assert back.error is None and back.generation_id == 1 and back.leader == old and back.members == ()
+    new = back.member_id
+    assert new != old and new.startswith("host-a-") and g.state is GroupState.STABLE and g.leader_id == new
+    synced = _only(g.sync_group("s", SyncGroupRequest(new, 1, (), "host-a"), 101), "s")
+    assert (synced.error, synced.assignment) == (None, b"A")
+    # The old process, if it still runs, is fenced everywhere it names the instance.
+    assert type(_only(g.heartbeat("h", HeartbeatRequest(old, 1, "host-a"), 102), "h").error) is FencedInstanceIdError
+    assert type(g.validate_offset_commit(old, 1, "host-a")) is FencedInstanceIdError
+    assert g.validate_offset_commit(new, 1, "host-a") is None
+    left = _only(g.leave_group("l", [MemberIdentity(old, "host-a")], 103), "l")
+    assert type(left.members[0].error) is FencedInstanceIdError and new in g.members
+    assert _hb(g, b, 1, 104) is None                                  # b never noticed
+
+
+def test_a_static_member_returning_mid_rebalance_fences_its_old_join_and_takes_its_place():
+    g, old, b = _static_stable_pair()
+    assert g.join_group("ja2", _req(old, "a", instance="host-a"), 200) == []   # the leader asks for a rebalance
+    assert g.state is GroupState.PREPARING_REBALANCE
+    fenced = _only(g.join_group("again", _req(client="a", instance="host-a"), 201), "ja2")
+    assert type(fenced.error) is FencedInstanceIdError and old not in g.members
+    done = _answers(g.join_group("jb2", _req(b, "b"), 202))                  # everyone has joined now
+    assert set(done) == {"again", "jb2"}
+    new = done["again"].member_id
+    assert done["again"].error is None and done["again"].generation_id == 2 and done["again"].leader == new
+    assert [m.member_id for m in done["again"].members] == [b, new] or \
+        {m.member_id for m in done["again"].members} == {b, new}
+
+
+def test_a_static_member_returning_with_a_new_preferred_protocol_rebalances():
+    g = GroupMetadata("g", GroupConfig(group_initial_rebalance_delay_ms=0))
+    g.join_group("j", _req(client="a", instance="host-a"), 0)
+    old = _only(g.tick(0), "j").member_id
+    g.sync_group("s", SyncGroupRequest(old, 1, ((old, b"A"),), "host-a"), 1)
+    assert g.state is GroupState.STABLE
+    # Its vote now goes to roundrobin: the group's protocol would change, so it rebalances (at once: it is
+    # the only member, and it has joined).
+    joined = _only(g.join_group("again", _req(client="a", instance="host-a",
+                                              protocols=(("roundrobin", b"x"), ("range", b"y"))), 2), "again")
+    assert (joined.error, joined.generation_id, joined.protocol_name) == (None, 2, "roundrobin")
+    assert joined.leader == joined.member_id != old and old not in g.members
 
 
 # ---- sync --------------------------------------------------------------------------------------------
