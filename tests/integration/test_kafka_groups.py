@@ -475,6 +475,43 @@ class KafkaPythonMember:
         self._check()
 
 
+def test_a_librdkafka_static_member_restarts_into_its_place_without_a_rebalance(cluster):
+    """KIP-345 with librdkafka: a member with group.instance.id closes without leaving; a new process with
+    the same instance id gets the same partitions within the session timeout, and the other member hears
+    of no rebalance (no assign or revoke callback) and keeps its partitions."""
+    topic, group = "groups.static", "g-static"
+    create_ready(cluster, topic, 4)
+    client = admin(cluster)
+    events: list[str] = []
+    a = group_consumer(cluster, group, **{"group.instance.id": "host-a"})
+    b = group_consumer(cluster, group)
+    a.subscribe([topic])
+    b.subscribe([topic], on_assign=lambda c, ps: events.append("assign"),
+                on_revoke=lambda c, ps: events.append("revoke"))
+    try:
+        def split() -> bool:
+            poll_all([a, b], {0: [], 1: []})
+            return split_between([owned(a), owned(b)], 4) and describe(client, group).state == ConsumerGroupState.STABLE
+        wait_for(split, 30, "a static and a dynamic member splitting the topic", 0)
+        mine, theirs, seen = owned(a), owned(b), len(events)
+        a.close()
+        a = group_consumer(cluster, group, **{"group.instance.id": "host-a"})
+        a.subscribe([topic])
+
+        def back() -> bool:
+            poll_all([a, b], {0: [], 1: []})
+            return owned(a) == mine
+        wait_for(back, SESSION_TIMEOUT_MS / 1000, "the restarted static member given its old partitions", 0)
+        for _ in range(10):                       # a rebalance, if one came, would reach b within these polls
+            poll_all([a, b], {0: [], 1: []})
+        assert owned(b) == theirs and len(events) == seen, events
+        d = describe(client, group)
+        assert sorted(m.group_instance_id or "" for m in d.members) == ["", "host-a"], d.members
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_kafka_python_group_of_two_splits_commits_and_resumes(cluster):
     """Two KafkaConsumers split four partitions (two each), read the 40 records produced once they
     settled exactly once, each its own partitions', commit; a new member of the group reads only the
