@@ -226,13 +226,13 @@ def find_coordinator_response(results: list[CoordinatorResult], endpoints: dict[
     return kafka_pb2.FindCoordinatorResponse(coordinators=out, answered_by=broker_id)
 
 
-def list_groups_response(groups: list[tuple[str, str, str]], states_filter, broker_id: int
-                         ) -> kafka_pb2.ListGroupsResponse:
+def list_groups_response(error: KafkaError | None, groups: list[tuple[str, str, str]], states_filter,
+                         broker_id: int) -> kafka_pb2.ListGroupsResponse:
     states = set(states_filter)
     return kafka_pb2.ListGroupsResponse(
         groups=[kafka_pb2.ListedGroup(group_id=g, protocol_type=ptype, group_state=state)
                 for g, ptype, state in groups if not states or state in states],
-        answered_by=broker_id, **error_fields(None))
+        answered_by=broker_id, **error_fields(error))
 
 
 def described_group(group_id: str, error: KafkaError | None, d: GroupDescription | None) -> kafka_pb2.DescribedGroup:

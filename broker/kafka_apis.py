@@ -288,11 +288,13 @@ class KafkaApis:
         _check_count(len(partitions or ()))
         return self.groups.offset_fetch(group_id, partitions)
 
-    def list_groups(self) -> list[tuple[str, str, str]]:
+    def list_groups(self) -> tuple[KafkaError | None, list[tuple[str, str, str]]]:
         return self.groups.list_groups()
 
-    def describe_group(self, group_id: str):
-        return self.groups.describe_group(group_id)
+    def describe_groups(self, group_ids: list[str]):
+        """[(group id, error, description)] in the order asked."""
+        _check_count(len(group_ids))
+        return [(g, *self.groups.describe_group(g)) for g in group_ids]
 
     def delete_groups(self, group_ids: list[str]) -> list[tuple[str, KafkaError | None]]:
         _check_count(len(group_ids))

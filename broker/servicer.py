@@ -111,11 +111,11 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
 
     def ListGroups(self, request, context):
         with _refusals_as_status(context):
-            return wire.list_groups_response(self._apis.list_groups(), request.states_filter, self._apis.broker_id)
+            return wire.list_groups_response(*self._apis.list_groups(), request.states_filter, self._apis.broker_id)
 
     def DescribeGroups(self, request, context):
         with _refusals_as_status(context):
-            described = [wire.described_group(g, *self._apis.describe_group(g)) for g in request.groups]
+            described = [wire.described_group(*d) for d in self._apis.describe_groups(list(request.groups))]
             return wire.describe_groups_response(described, self._apis.broker_id)
 
     def OffsetFetch(self, request, context):

@@ -487,11 +487,16 @@ class GroupCoordinator:
 
     # ---- listing and describing -----------------------------------------------------------------
 
-    def list_groups(self) -> list[tuple[str, str, str]]:
-        """(group id, protocol type, state) of every group this broker coordinates."""
+    def list_groups(self) -> tuple[KafkaError | None, list[tuple[str, str, str]]]:
+        """(group id, protocol type, state) of every group this broker coordinates, and Kafka's
+        COORDINATOR_LOAD_IN_PROGRESS while a partition it leads is not loaded yet (the list is partial)."""
         with self._lock:
-            return [(g.group_id, g.protocol_type or "", g.state.value) for cp in self._partitions.values()
-                    if cp.loaded for g in cp.groups.values() if g.state is not GroupState.DEAD]
+            loading = any(not cp.loaded for cp in self._partitions.values()) or bool(
+                set(self._replica_manager.led_partitions(OFFSETS_TOPIC)) - set(self._partitions))
+            groups = [(g.group_id, g.protocol_type or "", g.state.value) for cp in self._partitions.values()
+                      if cp.loaded for g in cp.groups.values() if g.state is not GroupState.DEAD]
+        error = CoordinatorLoadInProgressError(f"Broker {self.broker_id} is loading groups.") if loading else None
+        return error, groups
 
     def describe_group(self, group_id: str) -> tuple[KafkaError | None, GroupDescription | None]:
         with self._lock:

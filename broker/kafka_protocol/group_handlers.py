@@ -125,16 +125,15 @@ def _fetched_group(apis, group_id: str, topics, nested: bool, partition_errors: 
 def list_groups(apis, body) -> dict:
     states = set(getattr(body, "states_filter", ()) or ())
     types = set(getattr(body, "types_filter", ()) or ())
+    error, listed = apis.list_groups()
     groups = [{"group_id": g, "protocol_type": ptype, "group_state": state, "group_type": "classic"}
-              for g, ptype, state in apis.list_groups()
-              if (not states or state in states) and (not types or "classic" in types)]
-    return {"error_code": 0, "groups": groups}
+              for g, ptype, state in listed if (not states or state in states) and (not types or "classic" in types)]
+    return {"error_code": code(error), "groups": groups}
 
 
 def describe_groups(apis, body) -> dict:
     out = []
-    for group_id in body.groups:
-        error, d = apis.describe_group(group_id)
+    for group_id, error, d in apis.describe_groups(list(body.groups)):
         if error is not None:
             out.append({"error_code": code(error), "group_id": group_id, "group_state": "", "protocol_type": "",
                         "protocol_data": "", "members": [], "authorized_operations": -2147483648})

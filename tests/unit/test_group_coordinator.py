@@ -22,9 +22,9 @@ from broker.log import LogManager
 from broker.metadata.image import MetadataImage, apply_batch
 from broker.metadata.records import CreateTopic, RegisterBroker, UnfenceBroker
 from broker.replica_manager import ReplicaManager
-from client.errors import (GroupIdNotFoundError, GroupMaxSizeReachedError, IllegalGenerationError,
-                           InvalidGroupIdError, NonEmptyGroupError, NotCoordinatorError, OffsetMetadataTooLargeError,
-                           UnknownMemberIdError, UnknownTopicOrPartitionError)
+from client.errors import (CoordinatorLoadInProgressError, GroupIdNotFoundError, GroupMaxSizeReachedError,
+                           IllegalGenerationError, InvalidGroupIdError, NonEmptyGroupError, NotCoordinatorError,
+                           OffsetMetadataTooLargeError, UnknownMemberIdError, UnknownTopicOrPartitionError)
 from client.record_batch import decode_all
 
 LOCAL = next(f"group-{i}" for i in range(100) if partition_for(f"group-{i}", 2) == 0)
@@ -126,7 +126,7 @@ def test_a_group_forms_stores_its_generation_and_fences_old_commits(broker):
         assert isinstance(c.delete_group(LOCAL), NonEmptyGroupError)
         error, described = c.describe_group(LOCAL)
         assert error is None and described.state == "Stable" and len(described.members) == 1
-        assert (LOCAL, "consumer", "Stable") in c.list_groups()
+        assert c.list_groups()[0] is None and (LOCAL, "consumer", "Stable") in c.list_groups()[1]
         # The stored group brings its member and generation to a new coordinator.
         error, restored = coordinator(broker).describe_group(LOCAL)
         assert restored.state == "Stable" and [m.member_id for m in restored.members] == [first.member_id]
@@ -175,3 +175,12 @@ def test_group_max_count_refuses_a_new_group_but_serves_the_ones_it_has(broker):
     assert isinstance(out["late"].error, GroupMaxSizeReachedError)
     assert commit(c, local[0], {("orders", 0): 2})[0][2] is None        # an existing group goes on
     assert c.offset_fetch(local[2], None) == (None, [])                  # nothing was written for it
+
+
+def test_list_groups_says_load_in_progress_until_every_led_partition_is_loaded(broker):
+    manager, quorum, settings = broker
+    c = GroupCoordinator(1, manager, quorum, settings)      # leads partition 0, has not loaded it yet
+    error, groups = c.list_groups()
+    assert isinstance(error, CoordinatorLoadInProgressError) and groups == []
+    c.poll()
+    assert c.list_groups() == (None, [])
