@@ -114,7 +114,7 @@ class ConsumerCoordinator:
             try:
                 self._join_once(deadline)
             except KafkaError as e:
-                if e.retriable or isinstance(e, (RebalanceInProgressError, *GENERATION_LOST)):
+                if e.retriable or isinstance(e, (RebalanceInProgressError, MemberIdRequiredError, *GENERATION_LOST)):
                     pause = backoff_s(attempt, self.settings.retry_backoff_ms, self.settings.retry_backoff_max_ms)
                     time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
                     continue
@@ -315,14 +315,17 @@ class ConsumerCoordinator:
                 if stable:
                     self._client.trace("event", "LeaveGroup", ("", 0), None,
                                        f"group {self.group_id}: poll timeout expired (max.poll.interval.ms)")
-                    self._leave()
+                    if self.settings.group_instance_id is None:
+                        self._leave()      # Kafka's maybeLeaveGroup: only a dynamic member says goodbye
                     self._reset_generation(UnknownMemberIdError("left the group: max.poll.interval.ms expired"))
                 continue
             self._heartbeat_once()
 
     def _heartbeat_once(self) -> None:
         with self._lock:
-            if not self._stable or self._rejoin_needed:
+            # Kafka heartbeats on while a rejoin is pending (until the poll thread starts it), or the
+            # session could expire before the member gets to rejoin.
+            if not self._stable:
                 return
             request = kafka_pb2.HeartbeatRequest(group_id=self.group_id, generation_id=self.generation_id,
                                                  member_id=self.member_id,
@@ -360,9 +363,8 @@ class ConsumerCoordinator:
         with self._lock:
             generation, member_id = self.generation_id, self.member_id
         if generation < 0:
-            # Kafka's rule: no generation, no commit (the offsets could overwrite a new owner's).
-            if member_id:
-                raise RebalanceInProgressError(f"group {self.group_id} is rebalancing: poll to rejoin, then commit")
+            # Kafka's rule: no generation, no commit (the offsets could overwrite a new owner's). A member
+            # in a rebalance still has its generation here (eager members commit as they revoke).
             raise CommitFailedError(f"Commit of group {self.group_id} failed: this consumer is not a member of "
                                     f"the group now (it left or was removed); poll to rejoin.")
         request = offset_commit_request(self.group_id, offsets, metadata, generation, member_id,
@@ -391,19 +393,19 @@ class ConsumerCoordinator:
 
     def close(self, revoke: bool = True) -> None:
         """Leave the group (a static member stays: its session timeout ends it, as in Kafka); the revoke
-        hook runs first so the consumer commits its partitions."""
-        with self._lock:
-            owned = list(self.assigned) if self._stable or self.assigned else []
-        if revoke and owned:
-            try:
-                self._hooks[0](owned)
-            finally:
-                with self._lock:
-                    self.assigned = []
+        hook runs first so the consumer commits its partitions, or the lose hook if the generation has
+        already ended (Kafka's onLeavePrepare). The heartbeat thread stops whatever the hooks do."""
         self._closed.set()
-        if self.settings.group_instance_id is None:
-            self._leave()
-        self._heartbeat.join(timeout=5)
+        try:
+            with self._lock:
+                owned, lost = list(self.assigned), self._generation_lost or self.generation_id < 0
+                self.assigned = []
+            if revoke and owned:
+                self._hooks[2 if lost else 0](owned)
+        finally:
+            if self.settings.group_instance_id is None:
+                self._leave()
+            self._heartbeat.join(timeout=5)
 
     def _leave(self) -> None:
         with self._lock:
