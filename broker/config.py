@@ -111,6 +111,10 @@ class BrokerSettings:
     offsets_topic_num_partitions: int = 50
     offsets_topic_replication_factor: int = 3
     offset_metadata_max_bytes: int = 4096
+    # Kafka's offset expiry (KIP-211): an Empty group's offsets go this long after it emptied, an offsets-only
+    # group's and a Stable group's unsubscribed ones this long after their commit; checked this often.
+    offsets_retention_minutes: int = 10080
+    offsets_retention_check_interval_ms: int = 600000
     group_min_session_timeout_ms: int = 6000
     group_max_session_timeout_ms: int = 1800000
     group_initial_rebalance_delay_ms: int = 3000
@@ -169,6 +173,8 @@ _SETTING_KEYS = {
     "group.initial.rebalance.delay.ms": "group_initial_rebalance_delay_ms",
     "group.max.size": "group_max_size",
     "group.max.count": "group_max_count",
+    "offsets.retention.minutes": "offsets_retention_minutes",
+    "offsets.retention.check.interval.ms": "offsets_retention_check_interval_ms",
     "log.segment.bytes": "log.segment_bytes",
     "log.roll.ms": "log.segment_ms",
     "log.retention.ms": "log.retention_ms",
@@ -324,7 +330,8 @@ def _parse_settings(table: Any, path: Path) -> BrokerSettings:
                 "inter_broker_max_concurrent_streams", "producer_id_expiration_ms", "socket_request_max_bytes",
                 "connections_max_idle_ms", "kafka_max_connections", "offsets_topic_num_partitions",
                 "offsets_topic_replication_factor", "group_min_session_timeout_ms", "group_max_session_timeout_ms",
-                "group_max_size", "group_max_count"):
+                "group_max_size", "group_max_count", "offsets_retention_minutes",
+                "offsets_retention_check_interval_ms"):
         if top.get(key, 1) < 1:
             raise ConfigError(f"{path}: {_key_of(key)} must be at least 1")
     _check_limits(top, path)

@@ -27,9 +27,10 @@ from broker.config import BrokerSettings
 from broker.group.group_metadata import (ClassicGroupMember, GroupConfig, GroupDescription, GroupMetadata, GroupState,
                                          HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
                                          LeaveGroupResponse, MemberIdentity, SyncGroupRequest, SyncGroupResponse)
-from broker.group.offsets_records import (GroupMetadataValue, MemberMetadata, OffsetCommitKey, OffsetCommitValue,
-                                          OffsetsPartitionImage, offset_delete_records,
-                                          group_metadata_records, offset_commit_records, partition_for)
+from broker.group.offset_expiry import Expiry, expired
+from broker.group.offsets_records import (GroupMetadataKey, GroupMetadataValue, MemberMetadata, OffsetCommitKey,
+                                          OffsetCommitValue, OffsetsPartitionImage, encode_key, group_metadata_records,
+                                          offset_commit_records, offset_delete_records, partition_for)
 from broker.group.offsets_topic import OFFSETS_TOPIC
 from broker.replica_manager import monotonic_ms
 from client.errors import (CoordinatorLoadInProgressError, GroupIdNotFoundError, GroupMaxSizeReachedError,
@@ -118,6 +119,7 @@ class GroupCoordinator:
         self._wall_ms = wall_clock_ms
         self._lock = threading.RLock()
         self._partitions: dict[int, CoordinatorPartition] = {}
+        self._next_expiry_check_ms = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -157,6 +159,9 @@ class GroupCoordinator:
 
     def _tick(self) -> None:
         now = self._clock_ms()
+        if now >= self._next_expiry_check_ms:
+            self._next_expiry_check_ms = now + self._settings.offsets_retention_check_interval_ms
+            self.expire_offsets()
         stores = []
         with self._lock:
             for cp in self._partitions.values():
@@ -484,6 +489,46 @@ class GroupCoordinator:
                 for key, value in records:
                     cp.image.replay(key, value)
         return None, [(t, p, e or written) for t, p, e in per]
+
+    # ---- offset expiry (offsets.retention.minutes) ------------------------------------------------
+
+    def expire_offsets(self) -> int:
+        """Write tombstones for the offsets (and the emptied groups) offset_expiry.py finds expired, with
+        acks=all like any commit; returns how many offsets expired. Kafka's cleanupGroupMetadata."""
+        now, retention = self._wall_ms(), self._settings.offsets_retention_minutes * 60_000
+        plans = []
+        with self._lock:
+            for cp in self._partitions.values():
+                if not cp.loaded:
+                    continue
+                for group_id in sorted(cp.image.group_ids() | set(cp.groups)):
+                    group = cp.groups.get(group_id)
+                    found = expired(cp.image, group_id, group, _subscribed_topics(group) if group else set(),
+                                    now, retention)
+                    if found is not None:
+                        plans.append((cp, found))
+        for cp, found in plans:
+            self._apply_expiry(cp, found)
+        return sum(len(found.offsets) for _, found in plans)
+
+    def _apply_expiry(self, cp: CoordinatorPartition, found: Expiry) -> None:
+        records = offset_delete_records(found.group_id, found.offsets)
+        if found.delete_group:
+            records += [(encode_key(GroupMetadataKey(found.group_id)), None)]
+        error = self._append(cp, records)
+        if error is not None:
+            log.warning("offsets_expiry_failed", group=found.group_id, error=str(error))
+            return
+        with self._lock:
+            for key, value in records:
+                cp.image.replay(key, value)
+            cp.stored_generation.pop(found.group_id, None)
+            group = cp.groups.get(found.group_id)
+            if found.delete_group and group is not None and group.state is GroupState.EMPTY:
+                del cp.groups[found.group_id]       # nobody joined meanwhile: the group is gone
+                _answer(group.mark_dead())
+        log.info("offsets_expired", group=found.group_id, offsets=len(found.offsets),
+                 group_deleted=found.delete_group)
 
     # ---- listing and describing -----------------------------------------------------------------
 
