@@ -34,9 +34,10 @@ from broker.group.offsets_records import (GroupMetadataKey, GroupMetadataValue, 
 from broker.group.offsets_topic import OFFSETS_TOPIC
 from broker.replica_manager import monotonic_ms
 from client.errors import (CoordinatorLoadInProgressError, GroupIdNotFoundError, GroupMaxSizeReachedError,
-                           GroupSubscribedToTopicError, IllegalGenerationError, InvalidGroupIdError, KafkaError,
-                           NonEmptyGroupError, NotCoordinatorError, OffsetMetadataTooLargeError, RequestTimedOutError,
-                           UnknownMemberIdError, UnknownTopicOrPartitionError)
+                           GroupSubscribedToTopicError, IllegalGenerationError, InvalidGroupIdError,
+                           InvalidRequestError, KafkaError, NonEmptyGroupError, NotCoordinatorError,
+                           OffsetMetadataTooLargeError, RequestTimedOutError, UnknownMemberIdError,
+                           UnknownTopicOrPartitionError)
 from client.record_batch import build_batch, decode_all
 
 log = structlog.get_logger(__name__)
@@ -103,6 +104,15 @@ def group_id_error(group_id: str | None, allow_empty: bool = False) -> KafkaErro
         return InvalidGroupIdError("The group id is empty.")
     if len(group_id) > MAX_GROUP_ID_LENGTH:
         return InvalidGroupIdError(f"The group id is longer than {MAX_GROUP_ID_LENGTH} characters.")
+    return None
+
+
+def instance_id_error(group_instance_id: str | None) -> KafkaError | None:
+    """A static member's id is stored with the group: not empty (Kafka's clients refuse that too) and
+    bounded like a group id."""
+    if group_instance_id is not None and not 0 < len(group_instance_id) <= MAX_GROUP_ID_LENGTH:
+        return InvalidRequestError(f"The group instance id must be 1 to {MAX_GROUP_ID_LENGTH} characters, "
+                                   f"not {len(group_instance_id)}.")
     return None
 
 
@@ -275,7 +285,7 @@ class GroupCoordinator:
     # ---- the group protocol ---------------------------------------------------------------------
 
     def join_group(self, group_id: str, request: JoinGroupRequest) -> JoinGroupResponse:
-        error = group_id_error(group_id)
+        error = group_id_error(group_id) or instance_id_error(request.group_instance_id)
         if error is not None:
             return JoinGroupResponse(error, request.member_id)
         ticket = Ticket()

@@ -23,8 +23,9 @@ from broker.metadata.image import MetadataImage, apply_batch
 from broker.metadata.records import CreateTopic, RegisterBroker, UnfenceBroker
 from broker.replica_manager import ReplicaManager
 from client.errors import (CoordinatorLoadInProgressError, GroupIdNotFoundError, GroupMaxSizeReachedError,
-                           IllegalGenerationError, InvalidGroupIdError, NonEmptyGroupError, NotCoordinatorError,
-                           OffsetMetadataTooLargeError, UnknownMemberIdError, UnknownTopicOrPartitionError)
+                           IllegalGenerationError, InvalidGroupIdError, InvalidRequestError, NonEmptyGroupError,
+                           NotCoordinatorError, OffsetMetadataTooLargeError, UnknownMemberIdError,
+                           UnknownTopicOrPartitionError)
 from client.record_batch import decode_all
 
 LOCAL = next(f"group-{i}" for i in range(100) if partition_for(f"group-{i}", 2) == 0)
@@ -184,3 +185,12 @@ def test_list_groups_says_load_in_progress_until_every_led_partition_is_loaded(b
     assert isinstance(error, CoordinatorLoadInProgressError) and groups == []
     c.poll()
     assert c.list_groups() == (None, [])
+
+
+def test_a_group_instance_id_is_bounded_like_a_group_id(broker):
+    c = coordinator(broker)
+    for bad in ("", "i" * 256):
+        request = JoinGroupRequest("", "client", "/127.0.0.1", 10000, 2000, "consumer", (("range", b"m"),), bad)
+        refused = c.join_group(LOCAL, request)
+        assert isinstance(refused.error, InvalidRequestError) and "instance id" in str(refused.error)
+    assert LOCAL not in [g for g, _, _ in c.list_groups()[1]]       # nothing was created
