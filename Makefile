@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run kill test chaos bench bench-failover bench-replication profile proto clean-data clean
+.PHONY: venv run kill test chaos bench bench-failover bench-replication bench-groups profile proto clean-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raftka needs Python >= 3.11"'
@@ -66,6 +66,11 @@ bench-failover: $(STAMP)
 # Replication figures: acks=all latency with 1 in flight (p50/p99), a restarted follower's catch-up rate.
 bench-replication: $(STAMP)
 	$(BIN)/python -m bench.replication
+
+# Consumer-group figures: fault -> group stable again after a member's kill -9 and after its coordinator's
+# kill -9 (5 runs each, min / median / max), with three member processes committing under a producer.
+bench-groups: $(STAMP)
+	$(BIN)/python -m tests.chaos.group_timings --runs 5
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py

@@ -332,8 +332,8 @@ class ConsumerCoordinator:
                                                  group_instance_id=self.settings.group_instance_id)
         try:
             # A heartbeat must not outlive the session it keeps alive.
-            response = self.lookup.call_once("Heartbeat", request, f"heartbeat of {request.member_id}",
-                                             min(self._client.request_timeout_s, self.settings.session_timeout_ms / 1000))
+            timeout_s = min(self._client.request_timeout_s, self.settings.session_timeout_ms / 1000)
+            response = self.lookup.call_once("Heartbeat", request, f"heartbeat of {request.member_id}", timeout_s)
         except KafkaError:
             return                # the coordinator is gone: forgotten; the poll thread's calls find it again
         if not response.error_code:

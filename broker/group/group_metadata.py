@@ -37,8 +37,8 @@ from enum import Enum
 
 from broker.invariants import violated
 from client.errors import (CoordinatorNotAvailableError, FencedInstanceIdError, GroupMaxSizeReachedError,
-                           IllegalGenerationError, InconsistentGroupProtocolError, InvalidSessionTimeoutError, KafkaError,
-                           MemberIdRequiredError, NotCoordinatorError, RebalanceInProgressError,
+                           IllegalGenerationError, InconsistentGroupProtocolError, InvalidSessionTimeoutError,
+                           KafkaError, MemberIdRequiredError, NotCoordinatorError, RebalanceInProgressError,
                            UnknownMemberIdError)
 
 UNKNOWN_MEMBER_ID = ""     # JoinGroupRequest.UNKNOWN_MEMBER_ID: a member's first join

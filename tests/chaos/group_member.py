@@ -64,8 +64,69 @@ class _Out:
             self._fh.flush()
 
 
+class _Member:
+    """One member's consumer and what it writes: its callbacks, and each poll's state and reads."""
+
+    def __init__(self, args: argparse.Namespace, out: _Out):
+        from client.consumer import Consumer
+
+        self.args, self.out = args, out
+        self.known = {"generation": -1, "member_id": ""}   # the last generation it had (lost resets it)
+        self.last_state: tuple | None = None
+        self.consumer = None
+        self.consumer = Consumer(
+            args.bootstrap, group_id=args.group, topics=[args.topic], auto_offset_reset="earliest",
+            enable_auto_commit=False, session_timeout_ms=args.session_timeout_ms,
+            heartbeat_interval_ms=args.heartbeat_interval_ms, max_poll_interval_ms=args.max_poll_interval_ms,
+            partition_assignment_strategy=args.strategy, fetch_max_wait_ms=100,
+            request_timeout_ms=args.request_timeout_ms, retry_backoff_ms=50, retry_backoff_max_ms=500,
+            on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_lost)
+
+    def generation(self) -> tuple[int, str]:
+        return self.consumer.generation() if self.consumer is not None else (-1, "")
+
+    def on_assign(self, tps) -> None:
+        g, m = self.generation()
+        self.known.update(generation=g, member_id=m)
+        self.out.write("gm-assign", generation=g, member_id=m, partitions=_parts(tps),
+                       assignment=_parts(self.consumer.assignment()))
+
+    def on_revoke(self, tps) -> None:
+        g, m = self.generation()
+        self.out.write("gm-revoke", generation=g, member_id=m, partitions=_parts(tps))
+
+    def on_lost(self, tps) -> None:
+        g, _ = self.generation()
+        self.out.write("gm-lost", generation=self.known["generation"], member_id=self.known["member_id"],
+                       now_generation=g, partitions=_parts(tps))
+
+    def handle(self, records) -> None:
+        """After a poll: the state if it changed, then the records read, then a sync commit."""
+        g, m = self.consumer.generation()
+        state = (g, m, tuple(_parts(self.consumer.assignment())))
+        if state != self.last_state:
+            self.last_state = state
+            if g >= 0:
+                self.known.update(generation=g, member_id=m)
+            self.out.write("gm-state", generation=g, member_id=m, assignment=list(state[2]))
+        if not records:
+            return
+        by_partition: dict[int, list[list]] = {}
+        for r in records:
+            value = (r.value or b"").decode("utf-8", errors="replace")
+            by_partition.setdefault(r.partition, []).append([r.offset, value])
+        now = time.time()
+        for p, recs in sorted(by_partition.items()):
+            self.out.write("gm-read", time=now, topic=self.args.topic, partition=p, generation=g, member_id=m,
+                           records=recs)
+        commit(self.consumer, self.out, self.args.topic)
+
+
+def _parts(tps) -> list[int]:
+    return sorted(p for _, p in tps)
+
+
 def run_member(args: argparse.Namespace) -> int:
-    from client.consumer import Consumer
     from client.errors import KafkaError
 
     stop = threading.Event()
@@ -75,40 +136,8 @@ def run_member(args: argparse.Namespace) -> int:
         out = _Out(fh, args.name)
         out.write("gm-start", pid=os.getpid(), group=args.group, topic=args.topic, strategy=args.strategy,
                   session_timeout_ms=args.session_timeout_ms)
-        known = {"generation": -1, "member_id": ""}   # the last generation the member had (lost resets it)
-        consumer: Consumer | None = None
-
-        def generation() -> tuple[int, str]:
-            return consumer.generation() if consumer is not None else (-1, "")
-
-        def parts(tps) -> list[int]:
-            return sorted(p for _, p in tps)
-
-        def on_assign(tps) -> None:
-            g, m = generation()
-            known.update(generation=g, member_id=m)
-            out.write("gm-assign", generation=g, member_id=m, partitions=parts(tps),
-                      assignment=parts(consumer.assignment()))
-
-        def on_revoke(tps) -> None:
-            g, m = generation()
-            out.write("gm-revoke", generation=g, member_id=m, partitions=parts(tps))
-
-        def on_lost(tps) -> None:
-            g, m = generation()
-            out.write("gm-lost", generation=known["generation"], member_id=known["member_id"],
-                      now_generation=g, partitions=parts(tps))
-
-        consumer = Consumer(args.bootstrap, group_id=args.group, topics=[args.topic], auto_offset_reset="earliest",
-                            enable_auto_commit=False, session_timeout_ms=args.session_timeout_ms,
-                            heartbeat_interval_ms=args.heartbeat_interval_ms,
-                            max_poll_interval_ms=args.max_poll_interval_ms,
-                            partition_assignment_strategy=args.strategy, fetch_max_wait_ms=100,
-                            request_timeout_ms=args.request_timeout_ms, retry_backoff_ms=50, retry_backoff_max_ms=500,
-                            on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
-        last_state = None
-        unexpected = 0
-        reason = "SIGTERM"
+        member = _Member(args, out)
+        unexpected, reason = 0, "SIGTERM"
         deadline = time.monotonic() + args.max_lifetime_s
         try:
             while not stop.is_set():
@@ -116,11 +145,10 @@ def run_member(args: argparse.Namespace) -> int:
                     reason = f"max lifetime {args.max_lifetime_s:.0f} s"
                     break
                 try:
-                    records = consumer.poll(POLL_S)
+                    member.handle(member.consumer.poll(POLL_S))
                 except KafkaError as e:
                     out.write("gm-error", error=type(e).__name__, detail=str(e)[:300])
                     stop.wait(0.2)
-                    continue
                 except Exception as e:  # noqa: BLE001 - recorded; a harness bug should not hang the round
                     unexpected += 1
                     out.write("gm-error", error=type(e).__name__, detail=traceback.format_exc()[-2000:])
@@ -128,28 +156,9 @@ def run_member(args: argparse.Namespace) -> int:
                         reason = f"{unexpected} unexpected errors"
                         break
                     stop.wait(0.2)
-                    continue
-                g, m = consumer.generation()
-                state = (g, m, tuple(parts(consumer.assignment())))
-                if state != last_state:
-                    last_state = state
-                    if g >= 0:
-                        known.update(generation=g, member_id=m)
-                    out.write("gm-state", generation=g, member_id=m, assignment=list(state[2]))
-                if not records:
-                    continue
-                by_partition: dict[int, list[list]] = {}
-                for r in records:
-                    by_partition.setdefault(r.partition, []).append(
-                        [r.offset, (r.value or b"").decode("utf-8", errors="replace")])
-                now = time.time()
-                for p, recs in sorted(by_partition.items()):
-                    out.write("gm-read", time=now, topic=args.topic, partition=p, generation=g, member_id=m,
-                              records=recs)
-                commit(consumer, out, args.topic)
         finally:
             try:
-                consumer.close()
+                member.consumer.close()
             except Exception as e:  # noqa: BLE001 - the session timeout ends the membership instead
                 out.write("gm-error", error=type(e).__name__, detail=f"close: {e}"[:300])
             out.write("gm-stop", reason=reason)

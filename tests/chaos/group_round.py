@@ -344,24 +344,8 @@ def run_group_round(cluster: ChaosCluster, index: int, seed: int, nemesis_name: 
             wait_for(lambda: load.acked >= 20 or load.errors, 30, "the producer's first acks")
             wait_for(ctx.commits_flowing, 15, "every member committing")
             time.sleep(warmup_s)   # the schedule: let reads and commits flow before the fault (not an assertion)
-            struck = time.time()
-            event = nemesis.start(ctx, rng)
+            event, struck, healed_at, failover = _strike_and_heal(cluster, ctx, nemesis, rng, history)
             event_targets, detail = list(event.targets), event.detail
-            history.write({**event.to_record("start", struck), "members": nemesis.members})
-            # The schedule: how long the fault lasts. Meanwhile: when is the group stable again under the
-            # fault (a new coordinator took over; the group rebalanced without the stopped member)?
-            hold_until = time.monotonic() + rng.uniform(*nemesis.hold_range(ctx))
-            while time.monotonic() < hold_until:
-                if failover is None and ctx.stable():
-                    failover = time.time() - struck
-                    history.write({"f": "gm-stable-under-fault", "time": time.time(), "fault_to_stable_s": failover,
-                                   "view": ctx.last_view})
-                time.sleep(max(0.0, min(0.2, hold_until - time.monotonic())))
-            nemesis.heal(ctx)
-            if cluster.dead_ids() or cluster.paused_ids():
-                cluster.heal()
-            healed_at = time.time()
-            history.write({**event.to_record("heal", healed_at), "members": nemesis.members, "detail": event.detail})
             stable = ctx.wait_stable(STABLE_BOUND_S)
             if stable is not None:
                 fault_to_stable = healed_at + stable - struck
@@ -372,19 +356,7 @@ def run_group_round(cluster: ChaosCluster, index: int, seed: int, nemesis_name: 
             recovery = cluster.wait_healed(topic, HEAL_BOUND_S)
             history.write({"f": "healed", "time": time.time(), "recovery_s": recovery, "bound_s": HEAL_BOUND_S})
             time.sleep(settle_s)   # acks, reads and commits must flow again after the heal
-            load.stop_producers()
-            finals = cluster.final_read(topic)
-            for f in finals:
-                history.write({**f, "time": time.time()})
-            hws = {f["partition"]: f["high_watermark"] for f in finals}
-            try:
-                wait_for(lambda: ctx.read_up_to(hws), 30, "the members to read up to the high watermarks", 0.1)
-            except AssertionError as e:
-                errors.append(f"{e}: read {[dict(m.read_up_to) for m in ctx.members.values()]}, HW {hws}")
-            sampler.stop()
-            errors += ctx.stop_members()
-            history.write({"f": "gm-end", "time": time.time(), "samples": sampler.samples,
-                           "sample_failures": sampler.failures})
+            errors += _read_back(cluster, ctx, load, sampler, topic, history)
         finally:
             load.stop_producers()
             sampler.stop()
@@ -395,6 +367,47 @@ def run_group_round(cluster: ChaosCluster, index: int, seed: int, nemesis_name: 
     base = check(History.of(r for r in records if r.get("f") in ("send", "final", "nemesis", "healed")))
     return GroupRoundResult(index, seed, nemesis_name, event_targets, detail, started, path, base, group_result,
                             strategy, recovery, stable, fault_to_stable, failover, errors)
+
+
+def _strike_and_heal(cluster: ChaosCluster, ctx: GroupContext, nemesis, rng: random.Random, history):
+    """The fault, held for its seeded time (noting when the group is stable again under it), then healed:
+    (event, struck, healed_at, fault -> stable under the fault or None)."""
+    struck = time.time()
+    event = nemesis.start(ctx, rng)
+    history.write({**event.to_record("start", struck), "members": nemesis.members})
+    failover = None
+    hold_until = time.monotonic() + rng.uniform(*nemesis.hold_range(ctx))
+    while time.monotonic() < hold_until:
+        if failover is None and ctx.stable():
+            failover = time.time() - struck
+            history.write({"f": "gm-stable-under-fault", "time": time.time(), "fault_to_stable_s": failover,
+                           "view": ctx.last_view})
+        time.sleep(max(0.0, min(0.2, hold_until - time.monotonic())))   # the schedule, not an assertion
+    nemesis.heal(ctx)
+    if cluster.dead_ids() or cluster.paused_ids():
+        cluster.heal()
+    healed_at = time.time()
+    history.write({**event.to_record("heal", healed_at), "members": nemesis.members, "detail": event.detail})
+    return event, struck, healed_at, failover
+
+
+def _read_back(cluster: ChaosCluster, ctx: GroupContext, load: Workload, sampler, topic: str, history) -> list[str]:
+    """Producers stop; the final read; the members must read up to the high watermarks; they stop."""
+    errors: list[str] = []
+    load.stop_producers()
+    finals = cluster.final_read(topic)
+    for f in finals:
+        history.write({**f, "time": time.time()})
+    hws = {f["partition"]: f["high_watermark"] for f in finals}
+    try:
+        wait_for(lambda: ctx.read_up_to(hws), 30, "the members to read up to the high watermarks", 0.1)
+    except AssertionError as e:
+        errors.append(f"{e}: read {[dict(m.read_up_to) for m in ctx.members.values()]}, HW {hws}")
+    sampler.stop()
+    errors += ctx.stop_members()
+    history.write({"f": "gm-end", "time": time.time(), "samples": sampler.samples,
+                   "sample_failures": sampler.failures})
+    return errors
 
 
 def spread(values: list[float]) -> str:
