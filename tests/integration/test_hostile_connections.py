@@ -284,7 +284,9 @@ def test_garbage_and_silent_connections_on_the_raft_port(broker):
                 s.sendall(payload)
             except OSError:
                 pass
-            outcomes[name] = "closed" if closed_by_peer(s, 2.0) else "kept waiting"
+            # Only the parsable frame must be closed (asserted below); the others are watched briefly, for the report.
+            outcomes[name] = "closed" if closed_by_peer(s, 2.0 if name == "short-garbage-frame" else 0.3) \
+                else "kept waiting"
         assert commits(broker, f"raft-garbage-{i}"), f"no metadata commit after {name}"
         assert broker.alive() and broker.pid == pid, f"the broker died after {name}"
     assert commits(broker, "raft-after-silent")
