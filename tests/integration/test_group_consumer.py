@@ -195,6 +195,55 @@ def test_a_raftka_member_and_a_librdkafka_member_share_one_group(cluster):
         theirs.close()
 
 
+@pytest.mark.parametrize("leader", ["raftka", "librdkafka"])
+def test_a_raftka_and_a_librdkafka_member_rebalance_cooperatively_together(cluster, leader):
+    """cooperative-sticky across both doors, with either member first (the group's leader, whose assignor
+    runs: raftka's Python port or librdkafka's C one): the first gives up exactly what the second ends up
+    with and keeps the rest, nobody is given a partition another still owns, every record is read."""
+    topic, group = f"coop-{leader}", f"coop-{leader}-group"
+    values = new_topic(cluster, topic, 6, 10)
+    ledger = Ledger()
+    theirs = confluent_kafka.Consumer({
+        "bootstrap.servers": ",".join(b.kafka_bootstrap for b in cluster.running()), "group.id": group,
+        "auto.offset.reset": "earliest", "session.timeout.ms": SESSION_TIMEOUT_MS,
+        "heartbeat.interval.ms": HEARTBEAT_MS, "partition.assignment.strategy": "cooperative-sticky",
+        "fetch.wait.max.ms": 100})
+    got: list[bytes] = []
+
+    def poll_theirs() -> set[int]:
+        msg = theirs.poll(0.2)
+        if msg is not None and msg.error() is None:
+            got.append(msg.value())
+        return {tp.partition for tp in theirs.assignment()}
+
+    def start_theirs() -> None:
+        theirs.subscribe([topic],
+                         on_assign=lambda c, ps: ledger.assign("librdkafka", [(t.topic, t.partition) for t in ps]),
+                         on_revoke=lambda c, ps: ledger.revoke("librdkafka", [(t.topic, t.partition) for t in ps]))
+
+    ours = None
+    try:
+        if leader == "librdkafka":
+            start_theirs()
+            wait_for(lambda: poll_theirs() == set(range(6)), 30, "librdkafka owning all six partitions")
+        ours = Member(cluster, group, topic, ledger, name="raftka", partition_assignment_strategy="cooperative-sticky")
+        if leader == "raftka":
+            wait_for(lambda: ours.owned() == set(range(6)), 30, "raftka owning all six partitions")
+            start_theirs()
+        wait_for(lambda: split([ours.owned(), poll_theirs()], 6) and len(ours.owned()) == 3, 60, "a 3/3 split")
+        wait_for(lambda: poll_theirs() is not None and len(set(got + ours.values())) >= 60, 30, "every record read")
+        no_errors(ours)
+        assert not ledger.double, ledger.double
+        first, second = ("raftka", poll_theirs()) if leader == "raftka" else ("librdkafka", ours.owned())
+        revoked = [p for m, kind, ps in ledger.events if m == first and kind == "revoke" for p in ps]
+        assert sorted(revoked) == sorted(second), ledger.events
+        assert set(got + ours.values()) == {v for vs in values.values() for v in vs}
+    finally:
+        if ours is not None:
+            ours.stop()
+        theirs.close()
+
+
 def test_cooperative_sticky_moves_only_what_it_must(cluster):
     topic, group = "sticky", "sticky-group"
     new_topic(cluster, topic, 6, 5)
