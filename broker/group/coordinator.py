@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 OFFSETS_COMMIT_TIMEOUT_MS = 5000      # Kafka's offsets.commit.timeout.ms
 MAX_GROUP_ID_LENGTH = 255             # raftka's bound (Kafka has none): a group id is a record key
 POLL_INTERVAL_S = 0.05
+STORE_RETRY_MS = 1000                 # a failed group-metadata write is tried again this much later
 
 
 def wall_ms() -> int:
@@ -77,6 +78,12 @@ class CoordinatorPartition:
     # group -> (generation, member ids) last written: a static member replaced in a Stable group changes
     # the members without a new generation, and that is written down too.
     stored_generation: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
+    # group -> the newest metadata decided and not yet written. Writers take the newest under store_lock,
+    # so the log's last record of a group is its newest decision even when two threads store at once;
+    # a failed write stays here and the coordinator thread tries again after STORE_RETRY_MS.
+    unwritten: dict[str, GroupMetadataValue] = field(default_factory=dict)
+    store_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    store_retry_at_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,7 @@ class GroupCoordinator:
                         stores.append((cp, group.group_id, self._metadata_to_store(cp, group)))
         for cp, group_id, store in stores:
             self._store_group(cp, group_id, store)
+        self._retry_stores(now)
 
     # ---- loading --------------------------------------------------------------------------------
 
@@ -363,19 +371,40 @@ class GroupCoordinator:
                                   m.rebalance_timeout_ms, m.session_timeout_ms,
                                   m.metadata(group.protocol_name) if group.protocol_name in m.protocol_names() else b"",
                                   m.assignment or b"") for m in group.members.values()]
-        return GroupMetadataValue(group.protocol_type or "", group.generation_id, group.protocol_name,
-                                  group.leader_id, self._wall_ms(), members)
+        value = GroupMetadataValue(group.protocol_type or "", group.generation_id, group.protocol_name,
+                                   group.leader_id, self._wall_ms(), members)
+        cp.unwritten[group.group_id] = value
+        return value
 
     def _store_group(self, cp: CoordinatorPartition, group_id: str, value: GroupMetadataValue | None) -> None:
-        """Write what _metadata_to_store decided under the lock (None: nothing to write), outside it."""
+        """Write the group's newest metadata not yet on the log (``value`` None: nothing new was decided),
+        outside the coordinator's lock; one writer per partition at a time, so an older decision never
+        lands on the log after a newer one."""
         if value is None:
             return
-        error = self._append(cp, group_metadata_records(group_id, value))
-        if error is None:
+        with cp.store_lock:
             with self._lock:
-                cp.image.groups[group_id] = value
-        log.info("group_stored", group=group_id, generation=value.generation, members=len(value.members),
+                newest = cp.unwritten.pop(group_id, None)
+            if newest is None:
+                return                       # a newer decision was written already by another thread
+            error = self._append(cp, group_metadata_records(group_id, newest))
+            with self._lock:
+                if error is None:
+                    cp.image.groups[group_id] = newest
+                else:
+                    cp.unwritten.setdefault(group_id, newest)     # unless an even newer one is waiting
+                    cp.store_retry_at_ms = self._clock_ms() + STORE_RETRY_MS
+        log.info("group_stored", group=group_id, generation=newest.generation, members=len(newest.members),
                  error=None if error is None else str(error))
+
+    def _retry_stores(self, now_ms: int) -> None:
+        """Group metadata whose write failed is written again (a new coordinator would otherwise load an
+        older generation and the group would rebalance once more)."""
+        with self._lock:
+            due = [(cp, g) for cp in self._partitions.values() if cp.unwritten and now_ms >= cp.store_retry_at_ms
+                   for g in list(cp.unwritten)]
+        for cp, group_id in due:
+            self._store_group(cp, group_id, cp.unwritten.get(group_id))
 
     def _append(self, cp: CoordinatorPartition, records: list[tuple[bytes, bytes | None]]) -> KafkaError | None:
         """Write records to the group's partition with acks=all, fenced by the epoch we loaded at."""

@@ -22,6 +22,7 @@ from broker.log import LogManager
 from broker.metadata.image import MetadataImage, apply_batch
 from broker.metadata.records import CreateTopic, RegisterBroker, UnfenceBroker
 from broker.replica_manager import ReplicaManager
+from raftka_testing.cluster import wait_for
 from client.errors import (CoordinatorLoadInProgressError, GroupIdNotFoundError, GroupMaxSizeReachedError,
                            IllegalGenerationError, InvalidGroupIdError, InvalidRequestError, NonEmptyGroupError,
                            NotCoordinatorError, OffsetMetadataTooLargeError, UnknownMemberIdError,
@@ -194,3 +195,33 @@ def test_a_group_instance_id_is_bounded_like_a_group_id(broker):
         refused = c.join_group(LOCAL, request)
         assert isinstance(refused.error, InvalidRequestError) and "instance id" in str(refused.error)
     assert LOCAL not in [g for g, _, _ in c.list_groups()[1]]       # nothing was created
+
+
+def test_a_failed_group_metadata_write_is_retried_and_an_older_decision_never_lands_last(broker):
+    c = coordinator(broker)
+    c.start()
+    try:
+        out: dict = {}
+        join(c, LOCAL, "", out, "a").join(10)
+        first = out["a"]
+        real_append, failures = c._append, []
+
+        def failing_once(cp, records):
+            if not failures:
+                failures.append(records)
+                return NotCoordinatorError("the offsets write failed: NOT_ENOUGH_REPLICAS")
+            return real_append(cp, records)
+        c._append = failing_once
+        synced = c.sync_group(LOCAL, SyncGroupRequest(first.member_id, 1, ((first.member_id, b"all"),)), 5)
+        assert synced.error is None and failures, "the generation's write was attempted and failed"
+        # The coordinator thread writes it again (STORE_RETRY_MS later): a new coordinator then loads it.
+        wait_for(lambda: coordinator(broker).describe_group(LOCAL)[1].state == "Stable", 10,
+                 "generation 1 written after the retry")
+        # An older decision handed to _store_group after a newer one was written is not written again.
+        cp = next(iter(c._partitions.values()))
+        stale = dataclasses.replace(cp.image.groups[LOCAL], generation=0)
+        c._store_group(cp, LOCAL, stale)
+        assert coordinator(broker).describe_group(LOCAL)[1].state == "Stable"
+        assert cp.image.groups[LOCAL].generation == 1
+    finally:
+        c.stop()
