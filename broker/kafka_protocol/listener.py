@@ -36,6 +36,10 @@ MAX_QUEUED_REQUESTS = 64   # read but not yet answered, per connection; then TCP
 POLL_S = 0.5
 
 
+class _Idle(socket.timeout):
+    """No byte of a next request within connections.max.idle.ms."""
+
+
 class _Closed(Exception):
     """The peer closed the connection, or it is being closed."""
 
@@ -132,8 +136,10 @@ class _KafkaConnection:
         self._sock.close()
         self._listener._closed(self)
 
-    def _refuse(self, reason: str) -> None:
-        log.warning("kafka_connection_closed", peer=self._peer, reason=reason)
+    def _refuse(self, reason: str, routine: bool = False) -> None:
+        # An idle client's connection closing is routine (Kafka's Selector logs it at debug); a stalled,
+        # oversized or unparsable request is worth a warning.
+        (log.info if routine else log.warning)("kafka_connection_closed", peer=self._peer, reason=reason)
         self.close()
 
     # ---- reading ----------------------------------------------------------------------------------
@@ -145,7 +151,12 @@ class _KafkaConnection:
             if timeout <= 0:
                 raise socket.timeout()
             self._sock.settimeout(timeout)
-            chunk = self._sock.recv(min(left, 1 << 20))
+            try:
+                chunk = self._sock.recv(min(left, 1 << 20))
+            except socket.timeout:
+                if deadline is None:
+                    raise _Idle() from None      # not one byte of a next request: an idle connection
+                raise
             if not chunk:
                 raise _Closed()
             chunks.append(chunk)
@@ -167,8 +178,10 @@ class _KafkaConnection:
                     return
                 if not self._queue(answer):
                     return
+        except _Idle:
+            self._refuse(f"idle for connections.max.idle.ms ({self._limits.idle_ms} ms)", routine=True)
         except socket.timeout:
-            self._refuse(f"idle or stalled for connections.max.idle.ms ({self._limits.idle_ms} ms)")
+            self._refuse(f"a request stalled for connections.max.idle.ms ({self._limits.idle_ms} ms)")
         except (_Closed, OSError):
             self.close()
         except Exception as e:  # noqa: BLE001 - one bad request closes its connection, never the broker

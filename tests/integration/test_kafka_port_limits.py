@@ -218,7 +218,9 @@ def test_an_idle_connection_is_closed_after_connections_max_idle_ms(broker):
     assert closed_after >= 0.8 * IDLE_S, f"closed {closed_after:.2f} s after a request, before {IDLE_MS} ms idle"
     closes = wait_for(lambda: events_for(broker, "kafka_connection_closed", peer), 5, "the close's log line")
     assert len(closes) == 1, closes
-    assert closes[0]["level"] == "warning" and "connections.max.idle.ms" in closes[0]["reason"], closes[0]
+    # Routine, as Kafka's Selector has it: an idle close is no warning (a stalled request's is, below).
+    assert closes[0]["level"] == "info" and closes[0]["reason"].startswith("idle for connections.max.idle.ms"), \
+        closes[0]
     assert_no_failures(broker)
     assert_broker_serves(broker)
 
@@ -255,7 +257,7 @@ def test_a_half_sent_request_is_closed_and_the_broker_serves_meanwhile(broker):
     assert api_versions_v0(broker.kafka_port, 0)[:2] == (42, 0)
     closes = wait_for(lambda: events_for(broker, "kafka_connection_closed", peer), 5, "the close's log line")
     assert len(closes) == 1, closes
-    assert closes[0]["level"] == "warning" and "connections.max.idle.ms" in closes[0]["reason"], closes[0]
+    assert closes[0]["level"] == "warning" and closes[0]["reason"].startswith("a request stalled"), closes[0]
     assert_no_failures(broker)
     assert_broker_serves(broker)
 
