@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                      epilog="Format a data dir before its broker's first start: kbroker format --help")
     parser.add_argument("--config", default="cluster.toml", help="cluster file (default: cluster.toml)")
     parser.add_argument("--id", type=int, required=True, help="this broker's id in the cluster file")
-    parser.add_argument("--log-format", choices=("console", "json"),
+    parser.add_argument("--log-format", choices=("console", "json", "story"),
                         help="default: console on a terminal, json otherwise (env LOG_FORMAT)")
     parser.add_argument("--restart-delay", type=_seconds, metavar="SECONDS",
                         help="supervise: run the broker as a child process and restart it SECONDS "

@@ -1,8 +1,14 @@
 """structlog for a broker process: one event per line, every line bound to broker_id.
 
-JSON when stderr is not a terminal (honcho, tests), readable console lines when
-it is; LOG_FORMAT=console|json overrides. Standard-library loggers (grpc,
-pysyncobj) go through the same formatter, so their lines carry broker_id too.
+JSON when stderr is not a terminal (tests, tools), readable console lines when it is;
+LOG_FORMAT=console|json|story overrides. Standard-library loggers (grpc, pysyncobj) go
+through the same formatter, so their lines carry broker_id too.
+
+``story`` is for `make run` (the .env honcho reads): honcho already prefixes each line with a
+time and the broker, so a story line is the event and its fields alone, and the routine events
+(a log opened, a follower's ISR copy updated, the internal __consumer_offsets topic's partitions)
+are left out unless LOG_LEVEL=DEBUG: what remains is the cluster's story (registrations, fencing,
+elections, ISR shrink and expand, topics, warnings).
 """
 
 from __future__ import annotations
@@ -14,8 +20,43 @@ import sys
 import structlog
 
 
-def configure_logging(broker_id: int, fmt: str | None = None, level: str = "INFO") -> None:
+# Events that say a routine step went as planned, many times per failover: out of the story at INFO.
+ROUTINE_EVENTS = frozenset({
+    "log_opened", "log_created", "log_closed", "logs_loaded", "became_follower", "isr_updated",
+    "leader_epoch_assigned", "offsets_partition_loaded", "offsets_partition_unloaded", "broker_fenced_state",
+    "metadata_caught_up", "group_stored", "isr_expand_requested", "alter_partition_committed",
+    "replica_fetch_error", "kafka_listener_started", "registration_refused"})
+INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
+
+
+def story_filter(level: str):
+    """A processor that drops routine events (and per-partition events of internal topics) below WARNING,
+    unless ``level`` is DEBUG."""
+    def drop_routine(_logger, method: str, event: dict) -> dict:
+        if level == "DEBUG" or event.get("level", method) in ("warning", "error", "critical", "exception"):
+            return event
+        if event.get("event") in ROUTINE_EVENTS or event.get("topic") in INTERNAL_TOPICS:
+            raise structlog.DropEvent
+        return event
+    return drop_routine
+
+
+def render_story(_logger, method: str, event: dict) -> str:
+    """``event key=value ...``: no time and no broker id (honcho's prefix has both); a level only when it
+    is worth one (warning and above)."""
+    name = event.pop("event", "")
+    level = str(event.pop("level", method))
+    for key in ("timestamp", "broker_id"):
+        event.pop(key, None)
+    exc = event.pop("exception", None)
+    fields = " ".join(f"{k}={v}" for k, v in event.items())
+    head = f"{level.upper()} " if level not in ("info", "debug") else ""
+    return f"{head}{name} {fields}".rstrip() + (f"\n{exc}" if exc else "")
+
+
+def configure_logging(broker_id: int, fmt: str | None = None, level: str | None = None) -> None:
     fmt = fmt or os.environ.get("LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    level = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
     static = {"broker_id": broker_id}
 
     # A processor, not bind_contextvars: gRPC runs each RPC in a fresh context and
@@ -31,13 +72,17 @@ def configure_logging(broker_id: int, fmt: str | None = None, level: str = "INFO
         add_static,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Dropping happens in structlog's own chain (which handles DropEvent), before the formatter.
+    dropping = [story_filter(level)] if fmt == "story" else []
     structlog.configure(
-        processors=shared + [structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=shared + dropping + [structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    if fmt == "console":
+    if fmt == "story":
+        tail = [structlog.processors.format_exc_info, render_story]
+    elif fmt == "console":
         tail = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     else:
         tail = [structlog.processors.ExceptionRenderer(
