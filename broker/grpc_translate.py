@@ -7,6 +7,8 @@ the controller. Translation only: no function here decides anything.
 
 from __future__ import annotations
 
+import json
+
 from broker.api_messages import (CoordinatorResult, CreatePartitionsRequest, CreateTopicsRequest,
                                  DeleteTopicsRequest, ElectLeadersRequest, ElectLeadersResponse, FetchPartition,
                                  FetchRequest, InitProducerIdResponse, ListOffsetsPartition, MetadataResponse,
@@ -16,6 +18,7 @@ from broker.group.coordinator import CommittedOffset, OffsetCommitPartition
 from broker.group.group_metadata import (GroupDescription, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
                                          JoinGroupResponse, LeaveGroupResponse, MemberIdentity, SyncGroupRequest,
                                          SyncGroupResponse)
+from broker.metadata.journal import MetadataEntry
 from broker.partition import FetchResult, ListOffsetsResult
 from client.errors import CoordinatorNotAvailableError, KafkaError, LeaderHintInfo, error_for_code
 from client.protocol.v1 import common_pb2, kafka_pb2
@@ -368,3 +371,13 @@ def leave_group_response(r: LeaveGroupResponse, broker_id: int) -> kafka_pb2.Lea
         answered_by=broker_id, **error_fields(r.error),
         members=[kafka_pb2.MemberResponse(member_id=m.member_id, group_instance_id=m.group_instance_id,
                                           **error_fields(m.error)) for m in r.members])
+
+
+# ---- the metadata log --------------------------------------------------------------------------------
+
+
+def metadata_log_entry(e: MetadataEntry, first_offset: int, broker_id: int) -> kafka_pb2.MetadataLogEntry:
+    return kafka_pb2.MetadataLogEntry(offset=e.offset, term=e.term, committed_ms=e.committed_ms,
+                                      records=[json.dumps(r, sort_keys=False) for r in e.records],
+                                      applied=e.applied, reason=e.reason, answered_by=broker_id,
+                                      first_offset=first_offset)

@@ -40,6 +40,7 @@ from broker.forwarding import AdminCall, ControllerForwarder
 from broker.api_messages import CreatePartitionsRequest
 from broker.metadata.topic_rules import MAX_PARTITIONS_PER_TOPIC
 from broker.metadata.image import MetadataImage
+from broker.metadata.journal import MetadataEntry
 from broker.metadata.quorum import MetadataQuorum
 from broker.produce_validation import zstd_refused
 from broker.partition import EpochEndOffset, FetchRequestPartition, FetchResult, ListOffsetsResult, ProduceResult
@@ -53,6 +54,7 @@ DEFAULT_ADMIN_TIMEOUT_MS = 15000
 DEFAULT_PARTITION_FETCH_BYTES = 1048576  # max.partition.fetch.bytes
 DEFAULT_PRODUCE_TIMEOUT_MS = 30000
 MAX_PARTITIONS_PER_REQUEST = 10000
+METADATA_LOG_CHUNK = 500              # metadata log entries per read of the journal
 # A long poll answers (empty) this long before its caller's own deadline rather than after it.
 DEADLINE_MARGIN_S = 0.05
 
@@ -166,6 +168,25 @@ class KafkaApis:
             p.topic, p.partition, p.current_leader_epoch, p.leader_epoch)) for p in partitions]
 
     # ---- metadata -----------------------------------------------------------------------------
+
+    def metadata_log(self, from_offset: int, follow: bool, call: object,
+                     caller_waiting: Callable[[], bool]) -> Iterator[tuple[int, list[MetadataEntry]]]:
+        """(first offset kept, entries) chunks of the metadata log from ``from_offset``; with ``follow`` the
+        stream stays open (a client stream slot held) and new entries come as they commit, until the
+        caller goes or the broker stops."""
+        journal = self._quorum.state_machine.journal
+        next_offset = max(from_offset, 0)
+        with self.client_slots.hold(call, "a MetadataLog stream") if follow else contextlib.nullcontext():
+            while True:
+                entries, next_offset = journal.read(next_offset, METADATA_LOG_CHUNK)
+                if entries:
+                    yield journal.first_offset, entries
+                    continue
+                if not follow:
+                    return
+                while not journal.wait_beyond(next_offset - 1, 0.5):
+                    if not caller_waiting() or self.stopping.is_set():
+                        return
 
     def metadata(self, topics: list[str] | None, auto_create: bool = False) -> MetadataResponse:
         """``topics`` None: every topic ([]: none, only the brokers). ``auto_create`` (a Kafka client's allow_auto_topic_creation):

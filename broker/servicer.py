@@ -152,6 +152,13 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
         with _refusals_as_status(context):
             return wire.heartbeat_response(self._apis.heartbeat(*wire.heartbeat_request(request)), self._apis.broker_id)
 
+    def MetadataLog(self, request, context):
+        with _refusals_as_status(context):
+            for first, entries in self._apis.metadata_log(request.from_offset, request.follow, context,
+                                                          context.is_active):
+                for e in entries:
+                    yield wire.metadata_log_entry(e, first, self._apis.broker_id)
+
     def LeaveGroup(self, request, context):
         with _refusals_as_status(context):
             return wire.leave_group_response(self._apis.leave_group(*wire.leave_group_request(request)),

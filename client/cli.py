@@ -16,8 +16,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TypeAlias
 
+import grpc
+
 from client.admin import Admin, GroupDescription, TopicDescription
+from client.client import KafkaClient
 from client.consumer import Consumer
+from client.metadata_log import MetadataStory, read_metadata_log
 from client.errors import InvalidRequestError, KafkaError, UnknownTopicOrPartitionError
 from client.perf import SettingError, consumer_prop, producer_prop, run_consumer, run_producer
 from client.producer import Producer
@@ -63,10 +67,10 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kclient", description="Talk to a raftka cluster.")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{topics,produce,consume,groups,cluster,leader-election,perf}")
+                                metavar="{topics,produce,consume,groups,cluster,metadata-log,leader-election,perf}")
     # The order here is the order `kclient --help` lists the subcommands in.
     for add in (add_topics_parser, add_produce_parser, add_consume_parser, add_groups_parser, add_cluster_parser,
-                add_leader_election_parser, add_perf_parser):
+                add_metadata_log_parser, add_leader_election_parser, add_perf_parser):
         add(sub)
     return parser
 
@@ -172,6 +176,15 @@ def add_cluster_parser(sub: Subparsers) -> None:
     k = sub.add_parser("cluster", help="cluster id, controller and brokers")
     add_common_args(k)
     k.set_defaults(run=run_cluster, error_prefix="Error: ")
+
+
+def add_metadata_log_parser(sub: Subparsers) -> None:
+    m = sub.add_parser("metadata-log", help="the cluster's metadata log, an event a line (kafka-metadata-shell)")
+    add_common_args(m, trace=False)
+    m.add_argument("--from", dest="from_offset", type=int, default=0, metavar="N",
+                   help="from metadata offset N (default 0: the oldest the broker keeps)")
+    m.add_argument("--follow", action="store_true", help="keep printing new entries as they commit (Ctrl-C ends)")
+    m.set_defaults(run=run_metadata_log, error_prefix="Error: ")
 
 
 def add_leader_election_parser(sub: Subparsers) -> None:
@@ -715,6 +728,27 @@ def run_cluster(args) -> int:
     for b in c.brokers:
         state = "alive" if b.alive else "fenced"
         print(f"  broker {b.id} at {b.host}:{b.port}: {state}" + (", controller" if b.id == c.controller_id else ""))
+    return 0
+
+
+# ---- metadata-log ----------------------------------------------------------------------
+
+
+def run_metadata_log(args) -> int:
+    """One line per committed metadata batch, told as sentences, from the first bootstrap broker."""
+    if args.from_offset < 0:
+        raise UsageError("--from must be 0 or more")
+    client = KafkaClient(args.bootstrap)
+    story = MetadataStory()
+    address = client.bootstrap[0]
+    try:
+        for entry in read_metadata_log(client.connections.kafka(address), args.from_offset, args.follow,
+                                       None if args.follow else client.request_timeout_s):
+            print(story.line(entry), flush=True)
+    except grpc.RpcError as e:
+        raise client.map_rpc_error(e, address) from None
+    finally:
+        client.close()
     return 0
 
 

@@ -32,6 +32,7 @@ from pysyncobj.syncobj import SyncObjException
 from pysyncobj.transport import TCPTransport
 
 from broker.metadata.image import BatchOutcome, MetadataImage, apply_batch, image_from_dict, image_to_dict
+from broker.metadata.journal import MetadataEntry, MetadataJournal
 from broker.metadata.records import MetadataRecord, record_from_dict, record_to_dict
 
 log = structlog.get_logger(__name__)
@@ -50,11 +51,13 @@ class CommitError(Exception):
 class MetadataStateMachine(SyncObjConsumer):
     """The replicated state: one MetadataImage, replaced (never mutated) by each committed batch."""
 
-    def __init__(self, cluster_id: str):
+    def __init__(self, cluster_id: str, term: Callable[[], int] = lambda: -1):
         # Everything set before SyncObjConsumer.__init__ is left out of its dumps;
         # _serialize below dumps the image alone, as builtins.
         self._image = MetadataImage(cluster_id=cluster_id)
         self._listeners: list[Callable[[], None]] = []
+        self.journal = MetadataJournal()   # the applied batches, for `kclient metadata-log`
+        self._term = term
         super().__init__()
 
     @property
@@ -79,6 +82,9 @@ class MetadataStateMachine(SyncObjConsumer):
             # every node, so skipping it keeps the replicas identical.
             self._image, _ = apply_batch(self._image, [])
             outcome = BatchOutcome(False, self._image.offset - 1, f"malformed batch: {e!r}")
+        self.journal.append(MetadataEntry(outcome.offset, self._term(), int(time.time() * 1000),
+                                          list(records) if isinstance(records, list) else [],
+                                          outcome.applied, outcome.reason))
         self._notify()
         return outcome
 
@@ -289,7 +295,7 @@ class MetadataQuorum:
         self._secret = secret
         self._timeouts = election_timeout_s
         self._heartbeat_period_s = heartbeat_period_s
-        self.state_machine = MetadataStateMachine(cluster_id)
+        self.state_machine = MetadataStateMachine(cluster_id, self.term)
         self._gate = RejoinGate(rejoining, mark_voter, self._broker_of)
         self._raft: SyncObj | None = None
         # Commits waited on, so that refuse_commits() can end those waits at once.

@@ -853,3 +853,31 @@ class LeaveGroupResponse(_message.Message):
     members: _containers.RepeatedCompositeFieldContainer[MemberResponse]
     answered_by: int
     def __init__(self, error_code: _Optional[_Union[_common_pb2.ErrorCode, str]] = ..., error_message: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberResponse, _Mapping]]] = ..., answered_by: _Optional[int] = ...) -> None: ...
+
+class MetadataLogRequest(_message.Message):
+    __slots__ = ("from_offset", "follow")
+    FROM_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    from_offset: int
+    follow: bool
+    def __init__(self, from_offset: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class MetadataLogEntry(_message.Message):
+    __slots__ = ("offset", "term", "committed_ms", "records", "applied", "reason", "answered_by", "first_offset")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_MS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    FIRST_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    term: int
+    committed_ms: int
+    records: _containers.RepeatedScalarFieldContainer[str]
+    applied: bool
+    reason: str
+    answered_by: int
+    first_offset: int
+    def __init__(self, offset: _Optional[int] = ..., term: _Optional[int] = ..., committed_ms: _Optional[int] = ..., records: _Optional[_Iterable[str]] = ..., applied: _Optional[bool] = ..., reason: _Optional[str] = ..., answered_by: _Optional[int] = ..., first_offset: _Optional[int] = ...) -> None: ...

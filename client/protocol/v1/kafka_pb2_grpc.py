@@ -139,6 +139,11 @@ class KafkaStub:
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupRequest.SerializeToString,
                 response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupResponse.FromString,
                 _registered_method=True)
+        self.MetadataLog = channel.unary_stream(
+                '/raftka.v1.Kafka/MetadataLog',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogEntry.FromString,
+                _registered_method=True)
 
 
 class KafkaServicer:
@@ -291,6 +296,15 @@ class KafkaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MetadataLog(self, request, context):
+        """The metadata log as events (KRaft's __cluster_metadata, as kafka-metadata-shell shows it): the
+        committed batches this broker applied, from an offset, and with follow=true the new ones as they
+        commit (a long-lived stream: it holds a slot of grpc.max.concurrent.streams).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KafkaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -398,6 +412,11 @@ def add_KafkaServicer_to_server(servicer, server):
                     servicer.LeaveGroup,
                     request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupRequest.FromString,
                     response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupResponse.SerializeToString,
+            ),
+            'MetadataLog': grpc.unary_stream_rpc_method_handler(
+                    servicer.MetadataLog,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogEntry.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -967,6 +986,33 @@ class Kafka:
             '/raftka.v1.Kafka/LeaveGroup',
             client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupRequest.SerializeToString,
             client_dot_protocol_dot_v1_dot_kafka__pb2.LeaveGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MetadataLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/raftka.v1.Kafka/MetadataLog',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogEntry.FromString,
             options,
             channel_credentials,
             insecure,
