@@ -26,7 +26,7 @@ from client import record_batch
 from client.assignors import assignor as assignor_named
 from client.client import KafkaClient, backoff_s, hint_from_proto
 from client.connection import Address
-from client.errors import (KafkaError, NotLeaderOrFollowerError, OffsetOutOfRangeError,
+from client.errors import (InvalidGroupIdError, KafkaError, NotLeaderOrFollowerError, OffsetOutOfRangeError,
                            UnknownTopicOrPartitionError, error_for_code)
 from client.group_coordinator import ConsumerCoordinator, GroupSettings, TopicPartition
 from client.protocol.v1 import kafka_pb2
@@ -201,7 +201,6 @@ class Consumer:
 
     def _require_group(self) -> ConsumerCoordinator:
         if self._coordinator is None:
-            from client.errors import InvalidGroupIdError
             raise InvalidGroupIdError("To use the group management or offset commit APIs, you must provide a "
                                       "valid group_id in the consumer configuration.")
         return self._coordinator

@@ -552,7 +552,7 @@ class GroupCoordinator:
 
     def _apply_expiry(self, cp: CoordinatorPartition, found: Expiry) -> None:
         records = offset_delete_records(found.group_id, found.offsets)
-        if found.delete_group:
+        if found.delete_group and found.group_id in cp.image.groups:   # an offsets-only group has no metadata
             records += [(encode_key(GroupMetadataKey(found.group_id)), None)]
         error = self._append(cp, records)
         if error is not None:
