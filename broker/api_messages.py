@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from broker.controller import ElectionOutcome, PartitionsIncrease, TopicOutcome, TopicRequest
-from broker.partition import FetchResult, ListOffsetsResult, ProduceResult
+from broker.partition import FetchResult, ListOffsetsResult, LocalReplicaState, ProduceResult
 from broker.request_errors import MalformedRequestError
 from client.errors import KafkaError
 
@@ -20,7 +20,7 @@ __all__ = ["BrokerMetadata", "CreatePartitionsRequest", "CreateTopicsRequest", "
            "ElectLeadersRequest", "ElectLeadersResponse", "FetchPartition", "FetchRequest", "FetchResult",
            "InitProducerIdResponse", "ListOffsetsPartition", "ListOffsetsResult", "MalformedRequestError",
            "MetadataResponse", "PartitionMetadata", "PartitionsIncrease", "ProducePartition", "ProduceRequest",
-           "ProduceResponse", "ProduceResult", "TopicMetadata", "TopicOutcome", "TopicRequest", "TopicsResponse"]
+           "ProduceResponse", "ProduceResult", "ReplicasDescription", "TopicMetadata", "TopicOutcome", "TopicRequest", "TopicsResponse"]
 
 CONSUMER_REPLICA_ID = -1
 
@@ -215,3 +215,13 @@ class CoordinatorResult:
     key: str
     error: KafkaError | None = None
     node_id: int = -1          # the coordinator's broker id; each door adds its own address for it
+
+
+@dataclass(frozen=True)
+class ReplicasDescription:
+    """DescribeReplicas: the replicas one broker holds, as it sees them, with its view of the quorum."""
+    broker_id: int
+    raft_term: int
+    controller_id: int
+    metadata_offset: int
+    replicas: list[LocalReplicaState]     # in topic-partition order

@@ -12,7 +12,8 @@ import json
 from broker.api_messages import (CoordinatorResult, CreatePartitionsRequest, CreateTopicsRequest,
                                  DeleteTopicsRequest, ElectLeadersRequest, ElectLeadersResponse, FetchPartition,
                                  FetchRequest, InitProducerIdResponse, ListOffsetsPartition, MetadataResponse,
-                                 ProducePartition, ProduceRequest, ProduceResponse, TopicsResponse)
+                                 ProducePartition, ProduceRequest, ProduceResponse, ReplicasDescription,
+                                 TopicsResponse)
 from broker.controller import ElectionOutcome, PartitionsIncrease, TopicOutcome, TopicRequest
 from broker.group.coordinator import CommittedOffset, OffsetCommitPartition
 from broker.group.group_metadata import (GroupDescription, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
@@ -381,3 +382,15 @@ def metadata_log_entry(e: MetadataEntry, first_offset: int, broker_id: int) -> k
                                       records=[json.dumps(r, sort_keys=False) for r in e.records],
                                       applied=e.applied, reason=e.reason, answered_by=broker_id,
                                       first_offset=first_offset)
+
+
+def describe_replicas_response(d: ReplicasDescription) -> kafka_pb2.DescribeReplicasResponse:
+    return kafka_pb2.DescribeReplicasResponse(
+        broker_id=d.broker_id, raft_term=d.raft_term, controller_id=d.controller_id, metadata_offset=d.metadata_offset,
+        replicas=[kafka_pb2.LocalReplicaState(
+            topic=r.topic, partition=r.partition, leader_id=r.leader_id, leader_epoch=r.leader_epoch,
+            is_leader=r.is_leader, isr=r.isr, log_start_offset=r.log_start_offset, log_end_offset=r.log_end_offset,
+            high_watermark=r.high_watermark, size_bytes=r.size_bytes,
+            followers=[kafka_pb2.FollowerReplicaState(broker_id=f.broker_id, log_end_offset=f.log_end_offset, lag=f.lag,
+                                                      caught_up_ms_ago=f.caught_up_ms_ago, in_isr=f.in_isr)
+                       for f in r.followers]) for r in d.replicas])

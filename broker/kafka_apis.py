@@ -33,12 +33,12 @@ from broker.api_messages import (BROKER_RESOURCE, CONSUMER_REPLICA_ID, GROUP_KEY
                                  ConfigResource, ConfigsResult, CoordinatorResult, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
                                  ElectLeadersResponse, FetchRequest, InitProducerIdResponse, ListOffsetsPartition,
                                  MalformedRequestError, MetadataResponse, OffsetForLeaderEpochPartition, PartitionMetadata, ProduceRequest,
-                                 ProduceResponse, TopicMetadata, TopicsResponse)
+                                 ProduceResponse, ReplicasDescription, TopicMetadata, TopicsResponse)
 from broker.controller import Controller, TopicOutcome, TopicRequest
 from broker.fault_injection import AnswerDroppedForTest, FaultBudget
 from broker.forwarding import AdminCall, ControllerForwarder
 from broker.api_messages import CreatePartitionsRequest
-from broker.metadata.topic_rules import MAX_PARTITIONS_PER_TOPIC
+from broker.metadata.topic_rules import MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LENGTH
 from broker.metadata.image import MetadataImage
 from broker.metadata.journal import MetadataEntry
 from broker.metadata.quorum import MetadataQuorum
@@ -187,6 +187,16 @@ class KafkaApis:
                 while not journal.wait_beyond(next_offset - 1, 0.5):
                     if not caller_waiting() or self.stopping.is_set():
                         return
+
+    def describe_replicas(self, topics: list[str]) -> ReplicasDescription:
+        """The replicas this broker holds (of ``topics``; empty: all), each as this broker sees it."""
+        _check_count(len(topics))
+        for name in topics:
+            if len(name) > MAX_TOPIC_NAME_LENGTH:
+                raise MalformedRequestError(f"A topic name is at most {MAX_TOPIC_NAME_LENGTH} characters.")
+        return ReplicasDescription(self.broker_id, self._quorum.term(), self._quorum.controller_id(),
+                                   self._quorum.image.offset,
+                                   self._replica_manager.replica_states(set(topics) if topics else None))
 
     def metadata(self, topics: list[str] | None, auto_create: bool = False) -> MetadataResponse:
         """``topics`` None: every topic ([]: none, only the brokers). ``auto_create`` (a Kafka client's allow_auto_topic_creation):

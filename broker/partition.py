@@ -101,6 +101,32 @@ class FollowerRead:
     alter_request: dict | None = None
 
 
+@dataclass(frozen=True)
+class FollowerReplicaState:
+    """A follower as its leader sees it (Kafka's Replica state and replica lag)."""
+    broker_id: int
+    log_end_offset: int      # from its last fetch offset; -1 until it fetched
+    lag: int                 # the leader's log end minus the follower's
+    caught_up_ms_ago: int    # since it last reached the leader's log end (replica.lag.time.max.ms)
+    in_isr: bool
+
+
+@dataclass(frozen=True)
+class LocalReplicaState:
+    """This broker's replica of a partition, as it sees it (DescribeReplicas; Kafka's DescribeLogDirs)."""
+    topic: str
+    partition: int
+    leader_id: int
+    leader_epoch: int
+    is_leader: bool
+    isr: tuple[int, ...]
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    size_bytes: int
+    followers: tuple[FollowerReplicaState, ...]
+
+
 class Partition:
     def __init__(self, state: PartitionState, plog: PartitionLog, max_message_bytes: int, topic_id: str,
                  producers: ProducerStateManager):
@@ -120,6 +146,20 @@ class Partition:
     @property
     def partition(self) -> int:
         return self.state.partition
+
+    def replica_state(self, lag_now_ms: int) -> LocalReplicaState:
+        """A consistent snapshot of this replica (under the lock: an append moves LEO and HW together)."""
+        with self.lock:
+            state = self.state
+            leader_end = state.log_end_offset
+            followers = tuple(
+                FollowerReplicaState(f.broker_id, f.log_end_offset,
+                                     leader_end - f.log_end_offset if f.log_end_offset >= 0 else leader_end,
+                                     max(0, lag_now_ms - f.last_caught_up_ms), f.broker_id in state.isr)
+                for f in sorted(state.followers.values(), key=lambda f: f.broker_id)) if state.is_leader else ()
+            return LocalReplicaState(self.topic, self.partition, state.leader_id, state.leader_epoch,
+                                     state.is_leader, tuple(state.isr), self.log.log_start_offset,
+                                     self.log.log_end_offset, state.high_watermark, self.log.size_bytes, followers)
 
     # ---- roles (from committed metadata) ------------------------------------------------
 

@@ -21,7 +21,7 @@ from broker.config import BrokerSettings
 from broker.log import LogConfig, LogManager
 from broker.metadata.image import MetadataImage, PartitionRegistration, local_changes
 from broker.partition import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, EpochEndOffset, FetchRequestPartition, FetchResult,
-                              ListOffsetsResult, Partition, ProduceResult)
+                              ListOffsetsResult, LocalReplicaState, Partition, ProduceResult)
 from broker.partition_state import PartitionState
 from broker.produce_validation import acks_error, validate_batch
 from broker.producer_state import rebuild_producer_state
@@ -201,6 +201,13 @@ class ReplicaManager:
         end = hosted.log.log_end_offset
         start = max(from_offset, hosted.log.log_start_offset)
         return (hosted.log.read(start, max_bytes) if start < end else b""), end
+
+    def replica_states(self, topics: set[str] | None) -> list[LocalReplicaState]:
+        """Every hosted replica (of ``topics``; None: all), as this broker sees it, in topic-partition order."""
+        now = self._lag_clock_ms()
+        hosted = sorted(((tp, h) for tp, h in list(self._partitions.items()) if topics is None or tp[0] in topics),
+                        key=lambda item: item[0])
+        return [h.replica_state(now) for _, h in hosted]
 
     def high_watermarks(self) -> dict[tuple[str, int], int]:
         return {tp: h.state.high_watermark for tp, h in list(self._partitions.items())}

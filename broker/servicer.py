@@ -159,6 +159,10 @@ class KafkaServicer(kafka_pb2_grpc.KafkaServicer):
                 for e in entries:
                     yield wire.metadata_log_entry(e, first, self._apis.broker_id)
 
+    def DescribeReplicas(self, request, context):
+        with _refusals_as_status(context):
+            return wire.describe_replicas_response(self._apis.describe_replicas(list(request.topics)))
+
     def LeaveGroup(self, request, context):
         with _refusals_as_status(context):
             return wire.leave_group_response(self._apis.leave_group(*wire.leave_group_request(request)),

@@ -28,6 +28,7 @@ from client.coordinator_lookup import (RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS, C
 from client.connection import Address
 from client.errors import InvalidRequestError, KafkaError, UnknownTopicOrPartitionError, error_for_code
 from client.protocol.v1 import kafka_pb2
+from client.replica_state import BrokerReplicas, describe_replicas
 from client.trace import Tracer
 
 
@@ -274,6 +275,12 @@ class Admin:
         response = self._client.refresh_metadata([])
         return ClusterDescription(response.cluster_id, response.controller_id,
                                   [BrokerDescription(b.broker_id, b.host, b.port, b.alive) for b in response.brokers])
+
+    def describe_replicas(self, topics: Iterable[str] = ()) -> list[BrokerReplicas]:
+        """Every broker's own replicas (of ``topics``; none named: all), as that broker sees them: log start,
+        HW, log end and size, and on a leader its followers' lag (Kafka's DescribeLogDirs and replica lag).
+        A broker that does not answer within a couple of seconds comes back with ``error`` set."""
+        return describe_replicas(self._client, list(topics))
 
     # ---- offsets of partitions (Kafka's Admin.listOffsets) ------------------------------------------
 

@@ -22,6 +22,7 @@ from client.admin import Admin, GroupDescription, TopicDescription
 from client.client import KafkaClient
 from client.consumer import Consumer
 from client.metadata_log import MetadataStory, read_metadata_log
+from client.replica_state import replica_rows, replica_table
 from client.errors import InvalidRequestError, KafkaError, UnknownTopicOrPartitionError
 from client.perf import SettingError, consumer_prop, producer_prop, run_consumer, run_producer
 from client.producer import Producer
@@ -99,6 +100,9 @@ def add_topics_parser(sub: Subparsers) -> None:
     t.add_argument("--config", action="append", default=[], metavar="K=V", help="topic config (repeatable)")
     t.add_argument("--if-not-exists", action="store_true")
     t.add_argument("--if-exists", action="store_true")
+    t.add_argument("--replicas", action="store_true",
+                   help="with --describe: each replica's log start, high watermark and log end as its own broker "
+                        "sees them, and its lag as the leader counts it (DescribeReplicas on every broker)")
     t.set_defaults(run=run_topics, error_prefix="Error while executing topic command : ")
 
 
@@ -264,6 +268,8 @@ def _tracer(args):
 
 
 def run_topics(args) -> int:
+    if args.replicas and not args.describe:
+        raise UsageError("--replicas goes with --describe")
     with Admin(args.bootstrap, tracer=_tracer(args)) as admin:
         if args.list:
             for name in admin.list_topics():
@@ -271,6 +277,8 @@ def run_topics(args) -> int:
             return 0
         if args.describe:
             topics = [admin.describe_topic(args.topic)] if args.topic else admin.describe_topics()
+            if args.replicas:
+                return describe_replicas(admin, topics)
             for topic in topics:
                 print(describe_lines(topic))
             return 0
@@ -320,6 +328,17 @@ def parse_configs(pairs: list[str]) -> dict[str, str]:
             raise InvalidRequestError(f"Invalid topic config {pair!r}: expected key=value")
         out[key.strip()] = value.strip()
     return out
+
+
+def describe_replicas(admin: Admin, topics: list[TopicDescription]) -> int:
+    """topics --describe --replicas: the replica table, then a line per broker that did not answer."""
+    answers = admin.describe_replicas([t.name for t in topics])
+    print(replica_table(replica_rows([(t.name, p.partition, tuple(p.replicas), tuple(p.isr))
+                                      for t in topics for p in t.partitions], answers)))
+    for a in answers:
+        if a.error:
+            print(f"broker {a.broker_id} ({a.address}) did not answer: {a.error}", file=sys.stderr)
+    return 0
 
 
 def describe_lines(topic: TopicDescription) -> str:

@@ -881,3 +881,63 @@ class MetadataLogEntry(_message.Message):
     answered_by: int
     first_offset: int
     def __init__(self, offset: _Optional[int] = ..., term: _Optional[int] = ..., committed_ms: _Optional[int] = ..., records: _Optional[_Iterable[str]] = ..., applied: _Optional[bool] = ..., reason: _Optional[str] = ..., answered_by: _Optional[int] = ..., first_offset: _Optional[int] = ...) -> None: ...
+
+class DescribeReplicasRequest(_message.Message):
+    __slots__ = ("topics",)
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, topics: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FollowerReplicaState(_message.Message):
+    __slots__ = ("broker_id", "log_end_offset", "lag", "caught_up_ms_ago", "in_isr")
+    BROKER_ID_FIELD_NUMBER: _ClassVar[int]
+    LOG_END_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_MS_AGO_FIELD_NUMBER: _ClassVar[int]
+    IN_ISR_FIELD_NUMBER: _ClassVar[int]
+    broker_id: int
+    log_end_offset: int
+    lag: int
+    caught_up_ms_ago: int
+    in_isr: bool
+    def __init__(self, broker_id: _Optional[int] = ..., log_end_offset: _Optional[int] = ..., lag: _Optional[int] = ..., caught_up_ms_ago: _Optional[int] = ..., in_isr: _Optional[bool] = ...) -> None: ...
+
+class LocalReplicaState(_message.Message):
+    __slots__ = ("topic", "partition", "leader_id", "leader_epoch", "is_leader", "isr", "log_start_offset", "log_end_offset", "high_watermark", "size_bytes", "followers")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    IS_LEADER_FIELD_NUMBER: _ClassVar[int]
+    ISR_FIELD_NUMBER: _ClassVar[int]
+    LOG_START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LOG_END_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWERS_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    leader_id: int
+    leader_epoch: int
+    is_leader: bool
+    isr: _containers.RepeatedScalarFieldContainer[int]
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    size_bytes: int
+    followers: _containers.RepeatedCompositeFieldContainer[FollowerReplicaState]
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_epoch: _Optional[int] = ..., is_leader: _Optional[bool] = ..., isr: _Optional[_Iterable[int]] = ..., log_start_offset: _Optional[int] = ..., log_end_offset: _Optional[int] = ..., high_watermark: _Optional[int] = ..., size_bytes: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerReplicaState, _Mapping]]] = ...) -> None: ...
+
+class DescribeReplicasResponse(_message.Message):
+    __slots__ = ("broker_id", "raft_term", "controller_id", "metadata_offset", "replicas")
+    BROKER_ID_FIELD_NUMBER: _ClassVar[int]
+    RAFT_TERM_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    broker_id: int
+    raft_term: int
+    controller_id: int
+    metadata_offset: int
+    replicas: _containers.RepeatedCompositeFieldContainer[LocalReplicaState]
+    def __init__(self, broker_id: _Optional[int] = ..., raft_term: _Optional[int] = ..., controller_id: _Optional[int] = ..., metadata_offset: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[LocalReplicaState, _Mapping]]] = ...) -> None: ...

@@ -144,6 +144,11 @@ class KafkaStub:
                 request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogRequest.SerializeToString,
                 response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogEntry.FromString,
                 _registered_method=True)
+        self.DescribeReplicas = channel.unary_unary(
+                '/raftka.v1.Kafka/DescribeReplicas',
+                request_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeReplicasRequest.SerializeToString,
+                response_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeReplicasResponse.FromString,
+                _registered_method=True)
 
 
 class KafkaServicer:
@@ -305,6 +310,16 @@ class KafkaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeReplicas(self, request, context):
+        """The replicas this broker holds, as it sees them (Kafka's DescribeLogDirs plus the leader's replica
+        lag): each one's log start, log end, high watermark and size, and on a leader each follower's log end
+        as its fetches told it. Answered by every broker for itself: ask each one (kclient topics --describe
+        --replicas does).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KafkaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -417,6 +432,11 @@ def add_KafkaServicer_to_server(servicer, server):
                     servicer.MetadataLog,
                     request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogRequest.FromString,
                     response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogEntry.SerializeToString,
+            ),
+            'DescribeReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeReplicas,
+                    request_deserializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeReplicasRequest.FromString,
+                    response_serializer=client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeReplicasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1013,6 +1033,33 @@ class Kafka:
             '/raftka.v1.Kafka/MetadataLog',
             client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogRequest.SerializeToString,
             client_dot_protocol_dot_v1_dot_kafka__pb2.MetadataLogEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Kafka/DescribeReplicas',
+            client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeReplicasRequest.SerializeToString,
+            client_dot_protocol_dot_v1_dot_kafka__pb2.DescribeReplicasResponse.FromString,
             options,
             channel_credentials,
             insecure,
