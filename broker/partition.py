@@ -20,6 +20,7 @@ from typing import Callable
 
 import structlog
 
+from broker import metrics
 from broker.log import PartitionLog
 from broker.metadata.image import PartitionRegistration
 from broker.partition_state import PartitionState, truncation_offset
@@ -106,7 +107,7 @@ class FollowerReplicaState:
     """A follower as its leader sees it (Kafka's Replica state and replica lag)."""
     broker_id: int
     log_end_offset: int      # from its last fetch offset; -1 until it fetched
-    lag: int                 # the leader's log end minus the follower's
+    lag: int                 # the leader's log end minus the follower's; -1 while its log end is unknown
     caught_up_ms_ago: int    # since it last reached the leader's log end (replica.lag.time.max.ms)
     in_isr: bool
 
@@ -154,7 +155,7 @@ class Partition:
             leader_end = state.log_end_offset
             followers = tuple(
                 FollowerReplicaState(f.broker_id, f.log_end_offset,
-                                     leader_end - f.log_end_offset if f.log_end_offset >= 0 else leader_end,
+                                     leader_end - f.log_end_offset if f.log_end_offset >= 0 else -1,
                                      max(0, lag_now_ms - f.last_caught_up_ms), f.broker_id in state.isr)
                 for f in sorted(state.followers.values(), key=lambda f: f.broker_id)) if state.is_leader else ()
             return LocalReplicaState(self.topic, self.partition, state.leader_id, state.leader_epoch,
@@ -216,6 +217,7 @@ class Partition:
                                    info.base_offset, info.last_offset, max_timestamp=header.max_timestamp,
                                    batch_bytes=info.size)
             hw_moved = state.on_leader_append(info.last_offset + 1)
+            metrics.of(state.local_broker_id).appended_as_leader(self.topic, header.record_count, info.size)
             return self._produced(info.base_offset, info.last_offset), hw_moved
 
     def _produced(self, base_offset: int, last_offset: int) -> ProduceResult:

@@ -31,7 +31,7 @@ class FollowerView:
     """A follower as its leader sees it."""
     broker_id: int
     log_end_offset: int       # -1 until it fetched
-    lag: int                  # the leader's log end minus the follower's (Kafka's replica lag)
+    lag: int | None           # the leader's log end minus the follower's (Kafka's replica lag); None: unknown
     caught_up_ms_ago: int     # since it last reached the leader's log end (replica.lag.time.max.ms)
     in_isr: bool
 
@@ -66,7 +66,8 @@ class BrokerReplicas:
 
 
 def _replica(broker_id: int, r: kafka_pb2.LocalReplicaState) -> ReplicaView:
-    followers = tuple(FollowerView(f.broker_id, f.log_end_offset, f.lag, f.caught_up_ms_ago, f.in_isr)
+    followers = tuple(FollowerView(f.broker_id, f.log_end_offset, f.lag if f.lag >= 0 else None,
+                                   f.caught_up_ms_ago, f.in_isr)
                       for f in r.followers)
     return ReplicaView(r.topic, r.partition, broker_id, r.is_leader, r.leader_id, r.leader_epoch, tuple(r.isr),
                        r.log_start_offset, r.high_watermark, r.log_end_offset, r.size_bytes, followers)
@@ -79,7 +80,7 @@ def _ask(client: KafkaClient, broker_id: int, address: Address, topics: list[str
         response = client.call(address, "DescribeReplicas", kafka_pb2.DescribeReplicasRequest(topics=topics),
                                timeout_s, f"replicas of {', '.join(topics) or 'every topic'}")
     except KafkaError as e:
-        return BrokerReplicas(broker_id, where, f"{e.name}: {e}")
+        return BrokerReplicas(broker_id, where, str(e))
     return BrokerReplicas(response.broker_id, where, None, response.raft_term, response.controller_id,
                           response.metadata_offset, tuple(_replica(response.broker_id, r) for r in response.replicas))
 

@@ -45,4 +45,4 @@ def test_a_leader_snapshot_counts_lag_from_its_own_log_end():
     snap = Partition(state, FakeLog(), 1 << 20, "id", None).replica_state(lag_now_ms=1000)
     assert (snap.is_leader, snap.log_start_offset, snap.high_watermark, snap.log_end_offset) == (True, 2, 45, 50)
     assert [(f.broker_id, f.log_end_offset, f.lag, f.caught_up_ms_ago, f.in_isr) for f in snap.followers] == [
-        (2, 45, 5, 100, True), (3, -1, 50, 900, False)]
+        (2, 45, 5, 100, True), (3, -1, -1, 900, False)]
