@@ -20,7 +20,7 @@ __all__ = ["BrokerMetadata", "CreatePartitionsRequest", "CreateTopicsRequest", "
            "ElectLeadersRequest", "ElectLeadersResponse", "FetchPartition", "FetchRequest", "FetchResult",
            "InitProducerIdResponse", "ListOffsetsPartition", "ListOffsetsResult", "MalformedRequestError",
            "MetadataResponse", "PartitionMetadata", "PartitionsIncrease", "ProducePartition", "ProduceRequest",
-           "ProduceResponse", "ProduceResult", "ReplicasDescription", "TopicMetadata", "TopicOutcome", "TopicRequest", "TopicsResponse"]
+           "LogDirDescription", "ProduceResponse", "ProduceResult", "ReplicasDescription", "TopicMetadata", "TopicOutcome", "TopicRequest", "TopicsResponse"]
 
 CONSUMER_REPLICA_ID = -1
 
@@ -225,3 +225,13 @@ class ReplicasDescription:
     controller_id: int
     metadata_offset: int
     replicas: list[LocalReplicaState]     # in topic-partition order
+
+
+@dataclass(frozen=True)
+class LogDirDescription:
+    """DescribeLogDirs (Kafka's): this broker's one log dir and the replicas in it."""
+    log_dir: str
+    error: KafkaError | None          # KAFKA_STORAGE_ERROR once the dir went offline
+    total_bytes: int                  # of the file system holding it (-1: unknown)
+    usable_bytes: int
+    replicas: list[LocalReplicaState]

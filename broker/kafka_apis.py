@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ from broker.api_messages import (BROKER_RESOURCE, CONSUMER_REPLICA_ID, GROUP_KEY
                                  ConfigResource, ConfigsResult, CoordinatorResult, CreateTopicsRequest, DeleteTopicsRequest, ElectLeadersRequest,
                                  ElectLeadersResponse, FetchRequest, InitProducerIdResponse, ListOffsetsPartition,
                                  MalformedRequestError, MetadataResponse, OffsetForLeaderEpochPartition, PartitionMetadata, ProduceRequest,
-                                 ProduceResponse, ReplicasDescription, TopicMetadata, TopicsResponse)
+                                 LogDirDescription, ProduceResponse, ReplicasDescription, TopicMetadata,
+                                 TopicsResponse)
 from broker.controller import Controller, TopicOutcome, TopicRequest
 from broker.fault_injection import AnswerDroppedForTest, FaultBudget
 from broker.forwarding import AdminCall, ControllerForwarder
@@ -45,7 +47,7 @@ from broker.metadata.quorum import MetadataQuorum
 from broker.produce_validation import zstd_refused
 from broker.partition import EpochEndOffset, FetchRequestPartition, FetchResult, ListOffsetsResult, ProduceResult
 from broker.replica_manager import ReplicaManager
-from client.errors import (CoordinatorNotAvailableError, ElectionNotNeededError, InvalidRequestError, InvalidTopicError, KafkaError, LeaderNotAvailableError,
+from client.errors import (CoordinatorNotAvailableError, ElectionNotNeededError, InvalidRequestError, InvalidTopicError, KafkaError, KafkaStorageError, LeaderNotAvailableError,
                            TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
@@ -197,6 +199,24 @@ class KafkaApis:
         return ReplicasDescription(self.broker_id, self._quorum.term(), self._quorum.controller_id(),
                                    self._quorum.image.offset,
                                    self._replica_manager.replica_states(set(topics) if topics else None))
+
+    def describe_log_dirs(self, wanted: dict[str, set[int]] | None) -> LogDirDescription:
+        """Kafka's DescribeLogDirs: the replicas in this broker's log dir (``wanted``: topic -> partitions;
+        None: all), with the dir's disk space; KAFKA_STORAGE_ERROR and no replicas once it is offline."""
+        if wanted is not None:
+            _check_count(sum(len(ps) for ps in wanted.values()) + len(wanted))
+        log_dir, offline = self._replica_manager.log_dir
+        if offline:
+            return LogDirDescription(log_dir, KafkaStorageError(f"Log dir {log_dir} is offline."), -1, -1, [])
+        try:
+            usage = shutil.disk_usage(log_dir)
+            total, usable = usage.total, usage.free
+        except OSError:
+            total = usable = -1
+        replicas = self._replica_manager.replica_states(None if wanted is None else set(wanted))
+        if wanted is not None:
+            replicas = [r for r in replicas if r.partition in wanted[r.topic]]
+        return LogDirDescription(log_dir, None, total, usable, replicas)
 
     def metadata(self, topics: list[str] | None, auto_create: bool = False) -> MetadataResponse:
         """``topics`` None: every topic ([]: none, only the brokers). ``auto_create`` (a Kafka client's allow_auto_topic_creation):

@@ -209,6 +209,11 @@ class ReplicaManager:
                         key=lambda item: item[0])
         return [h.replica_state(now) for _, h in hosted]
 
+    @property
+    def log_dir(self) -> tuple[str, bool]:
+        """(this broker's data dir, offline?): Kafka's log.dirs, of which raftka has one."""
+        return str(self._logs.data_dir.resolve()), self._logs.offline
+
     def high_watermarks(self) -> dict[tuple[str, int], int]:
         return {tp: h.state.high_watermark for tp, h in list(self._partitions.items())}
 

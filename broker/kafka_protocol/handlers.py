@@ -278,9 +278,24 @@ class KafkaProtocolHandlers:
         return {"error_code": 0, "cluster_id": answer.cluster_id, "controller_id": answer.controller_id,
                 "brokers": brokers, "cluster_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
 
+    # ---- DescribeLogDirs ----------------------------------------------------------------------------
+
+    def describe_log_dirs(self, body, conn: Connection) -> dict:
+        wanted = None if body.topics is None else {t.topic: set(t.partitions) for t in body.topics}
+        d = self._apis.describe_log_dirs(wanted)
+        topics: dict[str, list[dict]] = {}
+        for r in d.replicas:
+            # Kafka's offset lag of a current (not future) replica: how far its log end is behind the HW.
+            topics.setdefault(r.topic, []).append({"partition_index": r.partition, "partition_size": r.size_bytes,
+                                                   "offset_lag": max(r.high_watermark - r.log_end_offset, 0),
+                                                   "is_future_key": False})
+        return {"error_code": 0, "results": [{
+            "error_code": _code(d.error), "log_dir": d.log_dir, "total_bytes": d.total_bytes,
+            "usable_bytes": d.usable_bytes, "topics": [{"name": n, "partitions": ps} for n, ps in topics.items()]}]}
+
     _HANDLERS = {1: fetch, 2: list_offsets, 3: metadata, 18: api_versions, 19: create_topics, 20: delete_topics,
                  22: init_producer_id, 23: offset_for_leader_epoch, 32: describe_configs, 37: create_partitions,
-                 43: elect_leaders, 60: describe_cluster}
+                 35: describe_log_dirs, 43: elect_leaders, 60: describe_cluster}
 
 
 _GROUP_HANDLERS = {8: group_handlers.offset_commit, 9: group_handlers.offset_fetch, 10: None, 11: None,

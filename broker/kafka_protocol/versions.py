@@ -10,7 +10,7 @@ from __future__ import annotations
 
 PRODUCE, FETCH, LIST_OFFSETS, METADATA = 0, 1, 2, 3
 API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID, OFFSET_FOR_LEADER_EPOCH = 18, 19, 20, 22, 23
-DESCRIBE_CONFIGS, CREATE_PARTITIONS, ELECT_LEADERS, DESCRIBE_CLUSTER = 32, 37, 43, 60
+DESCRIBE_CONFIGS, DESCRIBE_LOG_DIRS, CREATE_PARTITIONS, ELECT_LEADERS, DESCRIBE_CLUSTER = 32, 35, 37, 43, 60
 OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR, JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP = 8, 9, 10, 11, 12, 13, 14
 DESCRIBE_GROUPS, LIST_GROUPS, DELETE_GROUPS, OFFSET_DELETE = 15, 16, 42, 47
 
@@ -26,6 +26,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     INIT_PRODUCER_ID: (0, 4),
     OFFSET_FOR_LEADER_EPOCH: (2, 4),   # v2: current_leader_epoch (fencing); v4 flexible
     DESCRIBE_CONFIGS: (1, 4),          # v0 has no schema in kio; v1 adds synonyms, v3 types
+    DESCRIBE_LOG_DIRS: (1, 4),         # v0 has no schema in kio; v4 adds the dir's total and usable bytes
     CREATE_PARTITIONS: (0, 3),
     ELECT_LEADERS: (0, 2),             # v1: election_type (preferred / unclean)
     DESCRIBE_CLUSTER: (0, 2),          # v2: fenced brokers on request (KIP-1073)

@@ -184,3 +184,35 @@ def test_create_partitions_grows_a_topic_through_each_admin_client(cluster):
             assert m.value() == b"p%d" % p
         finally:
             consumer.close()
+
+
+def test_describe_log_dirs_through_kafka_python_names_every_replica_with_its_size(cluster):
+    create(cluster, "logdirs", partitions=2)
+    p = confluent_kafka.Producer({"bootstrap.servers": cluster.brokers[1].kafka_bootstrap, "acks": "all"})
+    for i in range(40):
+        p.produce("logdirs", value=b"v" * 200, partition=i % 2)
+    assert p.flush(15) == 0
+    wait_for(lambda: full_isr(cluster, "logdirs"), 20, "logdirs with a full ISR")
+    kp = kafka.admin.KafkaAdminClient(bootstrap_servers=cluster.brokers[2].kafka_bootstrap)
+    try:
+        def sizes() -> dict[int, dict[int, int]] | None:
+            """broker -> partition -> size, once every replica holds the 20 records of its partition."""
+            out: dict[int, dict[int, int]] = {}
+            for answer in kp.describe_log_dirs():
+                (result,) = answer["log_dirs"]
+                assert result["error_code"] == 0 and result["log_dir"] == str(
+                    cluster.brokers[answer["broker"]].data_dir.resolve())
+                assert result["total_bytes"] >= result["usable_bytes"] > 0
+                topic = next((t for t in result["topics"] if t["name"] == "logdirs"), None)
+                out[answer["broker"]] = {q["partition_index"]: q["partition_size"] for q in topic["partitions"]}
+                assert all(q["offset_lag"] == 0 and not q["is_future_key"] for q in topic["partitions"])
+            return out if all(s.get(0, 0) > 20 * 200 and s.get(0) == out[1].get(0) for s in out.values()) else None
+
+        by_broker = wait_for(sizes, 15, "every replica of logdirs at the same size")
+        assert sorted(by_broker) == [1, 2, 3] and all(sorted(s) == [0, 1] for s in by_broker.values())
+        only = kp.describe_log_dirs(topic_partitions={"logdirs": [1]}, brokers=[3])
+        (result,) = only[0]["log_dirs"]
+        assert [(t["name"], [q["partition_index"] for q in t["partitions"]]) for t in result["topics"]] == [
+            ("logdirs", [1])]
+    finally:
+        kp.close()
