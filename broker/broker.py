@@ -32,6 +32,7 @@ from concurrent import futures
 import grpc
 import structlog
 
+from broker import metrics
 from broker.alter_partition import AlterPartitionManager
 from broker.append_notifier import AppendNotifier
 from broker.config import BrokerAddress, BrokerSettings, ClusterConfig
@@ -130,6 +131,7 @@ class Broker:
         self._lifecycle: BrokerLifecycleManager | None = None
         self._apis: KafkaApis | None = None           # the request layer every listener's services call
         self._kafka_listener: KafkaListener | None = None   # the Kafka protocol, on `kafka_port`
+        self._metrics_server: metrics.MetricsServer | None = None   # Prometheus, on `metrics_port`
         self._forwarder: ControllerForwarder | None = None
         self._fetchers: ReplicaFetcherManager | None = None
         self._alter_partition: AlterPartitionManager | None = None
@@ -146,8 +148,11 @@ class Broker:
         _check_port_free(a.host, a.inter_broker_port, "inter_broker_port")
         if a.kafka_port:
             _check_port_free(a.host, a.kafka_port, "kafka_port")
+        if a.metrics_port:
+            _check_port_free(a.host, a.metrics_port, "metrics_port")
         self._broker_token = broker_token(self.cluster.cluster_id, self.cluster.cluster_secret)
         self._bind_servers()
+        self._serve_metrics()
 
         self._logs = LogManager(a.data_dir, s.log)
         # Refuses an unformatted data dir (`kbroker format`: never formatted here, it may be a lost disk)
@@ -184,6 +189,7 @@ class Broker:
         self._fetchers.attach(self.replica_manager)
         self.controller = Controller(self.quorum, self.cluster, a.broker_id)
         self.controller.start()
+        metrics.of(a.broker_id).attach(metrics.LiveBrokerState(self.replica_manager, self.controller))
         self._publisher = MetadataPublisher(self.quorum, self.replica_manager, self._lifecycle.holds_own_registration)
         self._publisher.start()
         self._forwarder = ControllerForwarder(a.broker_id, self.controller, self.quorum, self._client_address,
@@ -216,7 +222,7 @@ class Broker:
         self._housekeeper.start()
         self._started = True
         log.info("broker_started", host=a.host, port=a.port, raft_port=a.raft_port,
-                 inter_broker_port=a.inter_broker_port, pid=os.getpid(),
+                 inter_broker_port=a.inter_broker_port, metrics_port=a.metrics_port, pid=os.getpid(),
                  data_dir=str(a.data_dir), startup_ms=round((time.monotonic() - started) * 1000, 1))
 
     def _bind_servers(self) -> None:
@@ -236,6 +242,17 @@ class Broker:
         self._inter_broker_server = _grpc_server(
             a.host, a.inter_broker_port, "inter_broker_port", s, s.inter_broker_max_workers,
             s.inter_broker_max_concurrent_rpcs, [BrokerOnly(self._broker_token)], [])
+
+    def _serve_metrics(self) -> None:
+        """Bound with the other listeners, before anything is written; its state gauges read nothing until
+        the broker's parts exist (metrics.BrokerMetrics.attach)."""
+        a = self.address
+        if not a.metrics_port:
+            return
+        try:
+            self._metrics_server = metrics.serve(a.host, a.metrics_port, metrics.of(a.broker_id).registry)
+        except OSError as e:   # taken between the check and the bind
+            raise PortInUseError(f"cannot listen on {a.host}:{a.metrics_port} (metrics_port): {e.strerror}") from None
 
     def _kafka_address(self, broker_id: int) -> BrokerAddress | None:
         """A broker that Kafka clients can reach (it has a kafka_port), from the cluster file."""
@@ -393,5 +410,7 @@ class Broker:
             self._logs.close(clean=True)
         if self._wrote_pid_file:
             self._pid_file.unlink(missing_ok=True)
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         if self._started:
             log.info("broker_stopped")

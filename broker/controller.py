@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 import structlog
 
+from broker import metrics
 from broker.config import BrokerSettings, ClusterConfig
 from broker.liveness import BrokerLiveness
 from broker.metadata import topic_rules
@@ -227,10 +228,14 @@ class Controller:
     def _commit(self, records) -> BatchOutcome:
         """Commit while active; NotControllerError / RequestTimedOutError when that cannot be confirmed."""
         self._require_active()
+        # Every commit holds _write_lock: between these two images only this batch applies.
+        before, started = self.image, time.monotonic()
         try:
-            return self._quorum.submit(records, self._settings.metadata_commit_timeout_ms / 1000)
+            outcome = self._quorum.submit(records, self._settings.metadata_commit_timeout_ms / 1000)
         except CommitError as e:
             raise RequestTimedOutError(f"The metadata change was not confirmed ({e}); it may still apply.") from None
+        metrics.of(self.broker_id).controller_committed(before, self.image, records, started)
+        return outcome
 
     def _try_commit(self, records) -> BatchOutcome | None:
         try:

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 
 import structlog
 
+from broker import metrics
 from broker.admission import StreamSlots
 from broker.config import BrokerSettings
 from broker.describe_configs import broker_configs, topic_configs
@@ -67,6 +68,7 @@ class PendingProduce:
     request: ProduceRequest
     results: list[ProduceResult]
     deadline: float                 # time.monotonic() by which acks=all gives up (REQUEST_TIMED_OUT)
+    started: float = 0.0            # time.monotonic() at its arrival: the request time metric
 
 
 class KafkaApis:
@@ -101,14 +103,15 @@ class KafkaApis:
         for its requests in arrival order, so a producer's pipelined batches land in its order (Kafka:
         one connection's requests are handled one at a time)."""
         _check_count(len(request.partitions))
-        deadline = time.monotonic() + max(request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS, 0) / 1000
+        started = time.monotonic()
+        deadline = started + max(request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS, 0) / 1000
         refused = {i: e for i, p in enumerate(request.partitions) if (e := _produce_refusal(request, p)) is not None}
         entries = [(p.topic, p.partition, p.records, p.current_leader_epoch)
                    for i, p in enumerate(request.partitions) if i not in refused]
         appended = iter(self._replica_manager.append_to_leader(request.acks, entries))
         results = [ProduceResult(p.topic, p.partition, refused[i]) if i in refused else next(appended)
                    for i, p in enumerate(request.partitions)]
-        return PendingProduce(request, results, deadline)
+        return PendingProduce(request, results, deadline, started)
 
     def complete_produce(self, pending: PendingProduce) -> ProduceResponse:
         """The second half: with acks=all, wait until every in-sync replica has each batch."""
@@ -116,6 +119,7 @@ class KafkaApis:
         if any(r.error is None for r in results) and self._drop_produce_answers.take():
             log.warning("produce_answer_dropped_for_test")
             raise AnswerDroppedForTest("test fault: produce answer dropped after the append")
+        metrics.of(self.broker_id).produce_answered(pending.request.acks, pending.started, results)
         return ProduceResponse([self._hinted(r) for r in results], pending.request.correlation_id)
 
     # ---- fetch --------------------------------------------------------------------------------
@@ -127,6 +131,7 @@ class KafkaApis:
         (``slots``, else the client or follower listener's) and ends early when ``caller_waiting``
         turns False or the broker stops."""
         _check_fetch(request, follower)
+        started = time.monotonic()
         cap = self._fetch_max_bytes   # 0 asks for no limit: the broker's own limit then
         parts = [FetchRequestPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
                                        min(p.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES, cap),
@@ -144,6 +149,7 @@ class KafkaApis:
                 None if follower else request.client_rack)
         for r in results:
             r.error = self._hint_for(r.topic, r.partition, r.error)
+        metrics.of(self.broker_id).fetch_answered(follower, started, results)
         return results
 
     def replica_fetch_stream(self, requests: Iterable[FetchRequest], call: object,

@@ -20,6 +20,7 @@ from typing import Callable
 
 import structlog
 
+from broker import metrics
 from broker.log import PartitionLog
 from broker.metadata.image import PartitionRegistration
 from broker.partition_state import PartitionState, truncation_offset
@@ -216,6 +217,7 @@ class Partition:
                                    info.base_offset, info.last_offset, max_timestamp=header.max_timestamp,
                                    batch_bytes=info.size)
             hw_moved = state.on_leader_append(info.last_offset + 1)
+            metrics.of(state.local_broker_id).appended_as_leader(self.topic, header.record_count, info.size)
             return self._produced(info.base_offset, info.last_offset), hw_moved
 
     def _produced(self, base_offset: int, last_offset: int) -> ProduceResult:

@@ -24,6 +24,7 @@ from typing import Callable
 import grpc
 import structlog
 
+from broker import metrics
 from broker.config import BrokerSettings
 from broker.replica_manager import FetchResult, ReplicaManager
 from client.bidi_stream import BidiStream, StreamEnded
@@ -143,7 +144,9 @@ class ReplicaFetcherThread:
             if epoch is None:
                 continue
             fetched = _fetch_result(p)
-            if fetched.error is not None:
+            if fetched.error is None:   # the lag is computed at scrape time, from our log end then
+                metrics.of(self.broker_id).fetched_from_leader(tp, self.leader_id, epoch, fetched.log_end_offset)
+            else:
                 log.info("replica_fetch_error", topic=p.topic, partition=p.partition, leader=self.leader_id,
                          error=fetched.error.name)
             ok = self._replica_manager.on_fetched(tp, self.leader_id, epoch, fetched) and ok

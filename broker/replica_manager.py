@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 
 import structlog
 
+from broker import metrics
 from broker.append_notifier import HIGH_WATERMARK, LOG_END, AppendNotifier
 from broker.config import BrokerSettings
 from broker.log import LogConfig, LogManager
@@ -126,8 +127,10 @@ class ReplicaManager:
     def _become(self, tp: tuple[str, int], reg: PartitionRegistration, image: MetadataImage,
                 now_ms: int, leader: bool) -> None:
         hosted = self._partitions.get(tp) or self._host(tp, image)
+        known_epoch, known_isr = hosted.state.partition_epoch, hosted.state.isr   # only this thread changes them
         new_term = hosted.make_leader(reg, now_ms) if leader else hosted.make_follower(reg)
         if leader:
+            metrics.of(self.broker_id).isr_changed(known_epoch, known_isr, reg.isr)
             self._fetchers.stop_following(tp)
         elif new_term:
             self._fetchers.follow(tp, reg.leader, reg.leader_epoch)
@@ -208,6 +211,10 @@ class ReplicaManager:
         hosted = sorted(((tp, h) for tp, h in list(self._partitions.items()) if topics is None or tp[0] in topics),
                         key=lambda item: item[0])
         return [h.replica_state(now) for _, h in hosted]
+
+    def hosted_partitions(self) -> dict[tuple[str, int], Partition]:
+        """A copy of the partitions this broker hosts (the metrics' state gauges read them)."""
+        return dict(self._partitions)
 
     @property
     def log_dir(self) -> tuple[str, bool]:

@@ -82,6 +82,7 @@ class BrokerProcess:
     # to the file itself: a file-size limit (RLIMIT_FSIZE) then applies to its data files only.
     log_via_pipe: bool = False
     kafka_port: int = 0      # the Kafka-protocol listener (real Kafka clients)
+    metrics_port: int = 0    # Prometheus metrics over HTTP; 0: none (write_cluster(metrics=True) gives one)
 
     @property
     def bootstrap(self) -> str:
@@ -90,6 +91,10 @@ class BrokerProcess:
     @property
     def kafka_bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def pid(self) -> int:
@@ -279,9 +284,11 @@ def wait_metadata(broker: BrokerProcess, predicate: Callable[[kafka_pb2.Metadata
 CLUSTER_ID, CLUSTER_SECRET = "raftka-test", "raftka-test-secret"
 
 
-def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, format_dirs: bool = True) -> Cluster:
+def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, format_dirs: bool = True,
+                  metrics: bool = False) -> Cluster:
     """A cluster.toml with ``n`` brokers on free loopback ports, data under ``root``, every data dir
-    formatted for a brand-new cluster (each broker an initial voter) unless ``format_dirs`` is False.
+    formatted for a brand-new cluster (each broker an initial voter) unless ``format_dirs`` is False;
+    with ``metrics``, each broker also serves Prometheus metrics on a free ``metrics_port``.
 
     ``root`` is made absolute: the cluster file's paths are relative to the file itself, so a relative
     data dir written there (`make chaos` passes `--out chaos-report`) would put the brokers' data
@@ -291,16 +298,18 @@ def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, 
     cluster = Cluster(root)
     lines = [f'cluster_id = "{CLUSTER_ID}"', f'cluster_secret = "{CLUSTER_SECRET}"']
     config_path = root / "cluster.toml"
-    ports = free_ports(4 * n)
+    per_broker = 5 if metrics else 4
+    ports = free_ports(per_broker * n)
     for i in range(1, n + 1):
-        port, raft_port, inter_broker_port, kafka_port = ports[4 * i - 4:4 * i]
+        port, raft_port, inter_broker_port, kafka_port, *metrics_port = ports[per_broker * (i - 1):per_broker * i]
         b = BrokerProcess(i, port, raft_port, inter_broker_port, root / f"broker-{i}", config_path,
-                          root / f"broker-{i}.log", kafka_port=kafka_port)
+                          root / f"broker-{i}.log", kafka_port=kafka_port,
+                          metrics_port=metrics_port[0] if metrics else 0)
         cluster.brokers[i] = b
         lines += ["[[broker]]", f"id = {i}", 'host = "127.0.0.1"', f"port = {b.port}",
                   f"raft_port = {b.raft_port}", f"inter_broker_port = {b.inter_broker_port}",
                   f"kafka_port = {b.kafka_port}", f'rack = "rack-{i}"',
-                  f'data_dir = "{b.data_dir}"']
+                  f'data_dir = "{b.data_dir}"'] + ([f"metrics_port = {b.metrics_port}"] if metrics else [])
     if config:
         lines.append("[config]")
         lines += [f'"{k}" = {v}' for k, v in config.items()]

@@ -31,6 +31,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 from pysyncobj.transport import TCPTransport
 
+from broker import metrics
 from broker.metadata.image import BatchOutcome, MetadataImage, apply_batch, image_from_dict, image_to_dict
 from broker.metadata.journal import MetadataEntry, MetadataJournal
 from broker.metadata.records import MetadataRecord, record_from_dict, record_to_dict
@@ -414,6 +415,7 @@ class MetadataQuorum:
             if self._raft is None or self._refusing:
                 raise CommitError("the metadata quorum is stopping")
             self._waiting.add(done)
+        started = time.monotonic()
         try:
             self.state_machine.commit_records([record_to_dict(r) for r in records], callback=on_result)
             if not done.wait(timeout_s):
@@ -426,4 +428,5 @@ class MetadataQuorum:
         result, error = answer[0]
         if error != FAIL_REASON.SUCCESS:
             raise CommitError(f"not committed: {_FAIL_NAMES.get(error, error)}")
+        metrics.of(self.local_broker_id).metadata_committed(started)
         return result
