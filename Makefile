@@ -19,6 +19,7 @@ venv: $(STAMP)
 # fresh clone every broker as an initial voter of a brand-new cluster; after a lost disk, only the missing
 # data dir, as rejoining (it votes once it has caught up). Formatted data dirs are left alone.
 run: $(STAMP)
+	@echo "raftka: the live cluster page (kclient ui) will be at http://127.0.0.1:8080/"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 # make kill BROKER=N: kill -9 broker N of `make run` (the PID the broker wrote to its data dir);

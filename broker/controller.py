@@ -192,7 +192,7 @@ class Controller:
             reg = image.brokers.get(broker_id)
             if reg is None or reg.fenced:
                 return True
-            batch = fence_batch(image, broker_id)
+            batch = fence_batch(image, broker_id, reason)
             outcome = self._try_commit(batch)
         if outcome is not None and outcome.applied:
             log.info("broker_fenced", broker=broker_id, reason=reason, broker_epoch=reg.broker_epoch)

@@ -27,6 +27,7 @@ from client.errors import InvalidRequestError, KafkaError, UnknownTopicOrPartiti
 from client.perf import SettingError, consumer_prop, producer_prop, run_consumer, run_producer
 from client.producer import Producer
 from client.trace import MermaidTracer, stderr_tracer
+from client.ui.cli_ui import add_ui_parser
 
 EXIT_ERROR = 1
 
@@ -68,10 +69,10 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kclient", description="Talk to a raftka cluster.")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{topics,produce,consume,groups,cluster,metadata-log,leader-election,perf}")
+                                metavar="{topics,produce,consume,groups,cluster,metadata-log,leader-election,perf,ui}")
     # The order here is the order `kclient --help` lists the subcommands in.
     for add in (add_topics_parser, add_produce_parser, add_consume_parser, add_groups_parser, add_cluster_parser,
-                add_metadata_log_parser, add_leader_election_parser, add_perf_parser):
+                add_metadata_log_parser, add_leader_election_parser, add_perf_parser, add_ui_parser):
         add(sub)
     return parser
 

@@ -37,7 +37,8 @@ class MetadataStory:
             return f"broker {r['broker_id']} registered at {r['host']}:{r['port']} " \
                    f"(incarnation {str(r['incarnation_id'])[:8]})"
         if kind == "FenceBroker":
-            return f"broker {r['broker_id']} fenced (broker epoch {r['broker_epoch']})"
+            why = f": {r['reason'].replace('_', ' ')}" if r.get("reason") else ""
+            return f"broker {r['broker_id']} fenced{why} (broker epoch {r['broker_epoch']})"
         if kind == "UnfenceBroker":
             return f"broker {r['broker_id']} unfenced (broker epoch {r['broker_epoch']})"
         if kind in ("CreateTopic", "CreatePartitions"):

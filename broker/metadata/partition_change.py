@@ -73,9 +73,9 @@ def _with_reconcile(image: MetadataImage, record: MetadataRecord) -> list[Metada
     return [record, *reconcile_partitions(after)]
 
 
-def fence_batch(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:
+def fence_batch(image: MetadataImage, broker_id: int, reason: str = "") -> list[MetadataRecord]:
     """Fence a broker: out of every ISR, its leaderships moved (one batch)."""
-    return _with_reconcile(image, FenceBroker(broker_id, image.brokers[broker_id].broker_epoch))
+    return _with_reconcile(image, FenceBroker(broker_id, image.brokers[broker_id].broker_epoch, reason))
 
 
 def unfence_batch(image: MetadataImage, broker_id: int) -> list[MetadataRecord]:

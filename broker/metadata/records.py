@@ -30,6 +30,9 @@ class RegisterBroker:
 class FenceBroker:
     broker_id: int
     broker_epoch: int          # compare-and-set: only the incarnation the controller judged
+    # Why the controller fenced it (liveness.py: session_timeout, connection_lost, ...): raftka's own field
+    # (Kafka's FenceBrokerRecord has none), so the metadata log tells each failover's cause; "" in old logs.
+    reason: str = ""
 
 
 @dataclass(frozen=True)

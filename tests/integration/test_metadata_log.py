@@ -57,6 +57,8 @@ def test_the_metadata_log_tells_a_failover_the_same_on_every_broker(running_clus
     fenced = next(i for i, (_, w) in enumerate(story) if w.startswith(f"broker {leader} fenced"))
     elected = next(i for i, (_, w) in enumerate(story) if f"story-0: leader {leader} ->" in w)
     assert fenced <= elected, "the election came before the fencing"
+    # The cause is in the record: a kill -9 closes the dead broker's connections (liveness.py).
+    assert story[fenced][1].startswith(f"broker {leader} fenced: connection lost"), story[fenced]
     # Every broker applied the same batches: the same offsets tell the same records.
     other = dict(story_of(told(survivors[1])))
     assert all(other.get(o, w) == w for o, w in story), "two brokers tell different records at one offset"

@@ -56,3 +56,5 @@ def test_the_story_remembers_leaders_so_an_election_reads_old_to_new():
                          "t-1: isr [2, 3] (leader 2)")
     assert MetadataStory().line(pb(9, elect)).endswith("t-0: leader ? -> 2, isr [2, 3]")   # joined late
     assert story.line(pb(8, fence, applied=False)).endswith("refused: stale")
+    why = {**fence, "reason": "connection_lost"}          # a log written since the record says why
+    assert story.line(pb(10, why)).endswith("broker 1 fenced: connection lost (broker epoch 0)")
