@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run kill test chaos bench bench-failover bench-replication bench-groups profile proto clean-data clean
+.PHONY: venv run kill test chaos chaos-net bench bench-failover bench-replication bench-groups profile proto clean-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raftka needs Python >= 3.11"'
@@ -48,6 +48,14 @@ BROKERS ?= 3
 NEMESES ?=
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.runner --rounds $(ROUNDS) --brokers $(BROKERS) --out chaos-report \
+	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(NEMESES),--nemeses $(NEMESES))
+
+# Network faults (issue 19): every broker on a host of its own (a Linux network namespace behind one router;
+# needs root and iproute2), links cut silently: an isolated leader, a leader or the controller in the minority,
+# a bridge, one-way loss, clients cut from a leader, a flapping cut, and each with a kill -9 ("+kill").
+# Same seeds, rounds and report as `make chaos`; NEMESES=net-bridge,net-flap picks the kinds.
+chaos-net: $(STAMP)
+	$(BIN)/python -m tests.chaos.runner --net --rounds $(ROUNDS) --brokers $(BROKERS) --out chaos-net-report \
 	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(NEMESES),--nemeses $(NEMESES))
 
 # Performance figures (issue 7): a fresh 3-broker cluster, W1 sync produce, W2 pipelined produce, W3 consume,

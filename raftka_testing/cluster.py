@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, TypeVar
+from typing import IO, TYPE_CHECKING, Callable, TypeVar
 
 import grpc
 
@@ -27,6 +27,9 @@ from client.admin import Admin
 from client.consumer import Consumer
 from client.protocol.v1 import kafka_pb2, kafka_pb2_grpc
 from client.record_batch import iter_batches
+
+if TYPE_CHECKING:
+    from raftka_testing.netns import Network
 
 # The checkout: brokers and kclient run with it as their working directory, as `make run` does.
 REPO = Path(__file__).resolve().parents[1]
@@ -83,18 +86,19 @@ class BrokerProcess:
     log_via_pipe: bool = False
     kafka_port: int = 0      # the Kafka-protocol listener (real Kafka clients)
     metrics_port: int = 0    # Prometheus metrics over HTTP; 0: none (write_cluster(metrics=True) gives one)
+    host: str = "127.0.0.1"  # the address it binds and advertises (its own namespace's, on a Network)
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return f"{self.host}:{self.kafka_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.host}:{self.metrics_port}/metrics"
 
     @property
     def pid(self) -> int:
@@ -262,6 +266,17 @@ def metadata(broker: BrokerProcess, topics: list[str] | None = None,
         except grpc.RpcError:
             return None
 
+def describe_replicas_of(broker: BrokerProcess, topic: str,
+                         timeout: float = 1.0) -> kafka_pb2.DescribeReplicasResponse | None:
+    """``broker``'s own DescribeReplicas answer for ``topic`` (its metadata offset, its replicas), or None."""
+    with grpc.insecure_channel(broker.bootstrap) as ch:
+        try:
+            return kafka_pb2_grpc.KafkaStub(ch).DescribeReplicas(kafka_pb2.DescribeReplicasRequest(topics=[topic]),
+                                                                 timeout=timeout)
+        except grpc.RpcError:
+            return None
+
+
 def cluster_view(broker: BrokerProcess) -> ClusterView | None:
     """Controller id and alive / fenced sets as ``broker`` sees them, or None if it does not answer."""
     r = metadata(broker)
@@ -285,10 +300,14 @@ CLUSTER_ID, CLUSTER_SECRET = "raftka-test", "raftka-test-secret"
 
 
 def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, format_dirs: bool = True,
-                  metrics: bool = False) -> Cluster:
+                  metrics: bool = False, network: Network | None = None) -> Cluster:
     """A cluster.toml with ``n`` brokers on free loopback ports, data under ``root``, every data dir
     formatted for a brand-new cluster (each broker an initial voter) unless ``format_dirs`` is False;
     with ``metrics``, each broker also serves Prometheus metrics on a free ``metrics_port``.
+
+    With a ``network`` (raftka_testing.netns), broker i runs on its host "b{i}": it binds and advertises
+    that host's address and starts inside its namespace (``ip netns exec``, which execs: the PID is the
+    broker's own). Ports free on this loopback are as good as any there: each host has its own address.
 
     ``root`` is made absolute: the cluster file's paths are relative to the file itself, so a relative
     data dir written there (`make chaos` passes `--out chaos-report`) would put the brokers' data
@@ -304,9 +323,11 @@ def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, 
         port, raft_port, inter_broker_port, kafka_port, *metrics_port = ports[per_broker * (i - 1):per_broker * i]
         b = BrokerProcess(i, port, raft_port, inter_broker_port, root / f"broker-{i}", config_path,
                           root / f"broker-{i}.log", kafka_port=kafka_port,
-                          metrics_port=metrics_port[0] if metrics else 0)
+                          metrics_port=metrics_port[0] if metrics else 0,
+                          host=network.address(f"b{i}") if network else "127.0.0.1",
+                          command_prefix=network.exec_prefix(f"b{i}") if network else [])
         cluster.brokers[i] = b
-        lines += ["[[broker]]", f"id = {i}", 'host = "127.0.0.1"', f"port = {b.port}",
+        lines += ["[[broker]]", f"id = {i}", f'host = "{b.host}"', f"port = {b.port}",
                   f"raft_port = {b.raft_port}", f"inter_broker_port = {b.inter_broker_port}",
                   f"kafka_port = {b.kafka_port}", f'rack = "rack-{i}"',
                   f'data_dir = "{b.data_dir}"'] + ([f"metrics_port = {b.metrics_port}"] if metrics else [])

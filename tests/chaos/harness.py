@@ -22,8 +22,9 @@ from broker.config import BrokerSettings
 from client.admin import Admin
 from client.protocol.v1 import kafka_pb2
 from client.record_batch import decode_all, iter_batches
-from raftka_testing.cluster import (BrokerProcess, Cluster, log_bytes, metadata, partition_dir, read_replica,
-                                    replica_offsets, wait_for, write_cluster)
+from raftka_testing.cluster import (BrokerProcess, Cluster, describe_replicas_of, log_bytes, metadata, partition_dir,
+                                    read_replica, replica_offsets, wait_for, write_cluster)
+from raftka_testing.netns import Network
 
 N_BROKERS = 3                 # the default; 4 leaves a broker outside each RF-3 partition (topic-recreate)
 METADATA_TIMEOUT_S = 1.0      # one broker's Metadata answer; a silent broker costs at most this
@@ -93,11 +94,14 @@ class ChaosCluster:
     """Brokers with kill -9, SIGTERM, SIGSTOP/SIGCONT, restart and a wiped data dir, plus what the checkers
     need to read."""
 
-    def __init__(self, root: Path, config: dict | None = None, brokers: int = N_BROKERS):
+    def __init__(self, root: Path, config: dict | None = None, brokers: int = N_BROKERS,
+                 network: Network | None = None):
+        """``network``: run broker i on host "b{i}" of that (created) Network, so link nemeses can cut it."""
         if brokers < 3:
             raise ValueError(f"a chaos cluster needs at least 3 brokers (the topics have RF 3), not {brokers}")
         self.config: dict = dict(config or {})
-        self.cluster: Cluster = write_cluster(Path(root), brokers, self.config)
+        self.network: Network | None = network
+        self.cluster: Cluster = write_cluster(Path(root), brokers, self.config, network=network)
         self._paused: set[int] = set()
         self._controller_hint: int | None = None   # ask this broker first: it was the controller last time
         self.started_pids: list[int] = []          # every PID this harness ever started (for leak checks)
@@ -324,12 +328,29 @@ class ChaosCluster:
             parts = _partition_infos(r, topic)
             return (_controller(r) is not None and not _fenced(r)
                     and {b.broker_id for b in r.brokers} == set(self.ids)
-                    and bool(parts) and all(p.fully_replicated for p in parts))
+                    and bool(parts) and all(p.fully_replicated for p in parts)
+                    and self.images_agree(topic))
         try:
             wait_for(healed, bound_s, f"{topic} healed", 0.05)
         except AssertionError:
             return None
         return time.monotonic() - started
+
+    def images_agree(self, topic: str) -> bool:
+        """Every broker has applied the same metadata (the same metadata offset: the same batches, so the same
+        image) and its own Metadata answer gives ``topic`` the same leaders, epochs and ISRs and the same
+        brokers alive: after a heal, a broker cut off (or paused) must catch up, not serve an old image."""
+        offsets, views = set(), set()
+        for broker_id in self.ids:
+            answer = describe_replicas_of(self.broker(broker_id), topic)
+            r = metadata(self.broker(broker_id), [topic], METADATA_TIMEOUT_S)
+            if answer is None or r is None:
+                return False
+            offsets.add(answer.metadata_offset)
+            views.add((tuple(sorted((b.broker_id, b.alive) for b in r.brokers)), r.controller_id,
+                       tuple((p.partition, p.leader, p.leader_epoch, p.partition_epoch, tuple(sorted(p.isr)))
+                             for p in _partition_infos(r, topic))))
+        return len(offsets) == 1 and len(views) == 1
 
     def final_read(self, topic: str, timeout: float = 30.0, label: str | None = None) -> list[dict]:
         """History "final" records: each partition read through its leader from the log start up to its HW.

@@ -31,6 +31,7 @@ from client.admin import Admin
 from client.errors import InvalidReplicationFactorError, KafkaError
 from client.protocol.v1 import kafka_pb2, kafka_pb2_grpc
 from raftka_testing.cluster import wait_for
+from tests.chaos.windows import FaultWindow
 from tests.chaos.harness import DEFAULT_SESSION_TIMEOUT_S, READY_TIMEOUT_S, ChaosCluster, PartitionInfo
 
 DEFAULT_HOLD_S = (1.0, 3.0)    # a nemesis with no hold bounds of its own is held this long
@@ -70,6 +71,10 @@ class Nemesis:
     def release(self, cluster: ChaosCluster) -> None:
         """Let go of what the fault holds beyond its heal, once the runner has measured the recovery under
         it. Idempotent (the runner also calls it when a round fails)."""
+
+    def broken_promise(self, window: FaultWindow, session_timeout_s: float) -> str | None:
+        """What the fault's round promised beyond safety and did not keep (None: kept, or no promise)."""
+        return None
 
     def hold_range(self) -> tuple[float, float]:
         """(shortest, longest) hold of the fault: its own bounds, else DEFAULT_HOLD_S past its minimum."""

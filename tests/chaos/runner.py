@@ -31,6 +31,7 @@ broker faults, and picks among all kinds after that.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shutil
 import statistics
@@ -41,15 +42,18 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 from raftka_testing.cluster import REPO, replica_offsets, wait_for
+from raftka_testing.netns import Network, unavailable_reason
 from tests.chaos.checker import CheckResult, check
 from tests.chaos.group_nemesis import GROUP_NEMESES
 from tests.chaos.group_round import (GROUP_CONFIG, MEMBERS, PARTITIONS as GROUP_PARTITIONS, SESSION_TIMEOUT_MS,
                                     STABLE_BOUND_S, run_group_round, spread)
 from tests.chaos.harness import N_BROKERS, ChaosCluster
 from tests.chaos.history import History, read_history
-from tests.chaos.nemesis import NEMESES, make
+from tests.chaos.nemesis import NEMESES, Nemesis, make
+from tests.chaos.net_nemesis import NET_NEMESES
 from tests.chaos.windows import FaultWindow, unavailability_windows
 from tests.chaos.workload import HistoryWriter, Workload, WorkloadConfig
 
@@ -57,7 +61,13 @@ PARTITIONS = 3
 HEAL_BOUND_S = 30.0
 # Shorter than the defaults so that a round's failover fits in seconds; the same rules apply.
 CLUSTER_CONFIG = {"broker.session.timeout.ms": 2000, "replica.lag.time.max.ms": 2000}
-KINDS = [*NEMESES, *GROUP_NEMESES]   # every fault kind --nemeses accepts
+KINDS = [*NEMESES, *GROUP_NEMESES]   # the soak's fault kinds (make chaos)
+# Network faults need brokers on hosts of their own (root, network namespaces): make chaos-net, --net.
+ACCEPTED = [*KINDS, *NET_NEMESES]    # every fault kind --nemeses accepts
+
+
+def make_nemesis(name: str, cluster: ChaosCluster) -> Nemesis:
+    return NET_NEMESES[name](cluster) if name in NET_NEMESES else make(name, cluster)
 
 
 @dataclass
@@ -178,7 +188,7 @@ def run_round(cluster: ChaosCluster, index: int, seed: int, nemesis_name: str, o
     path = out_dir / f"round-{index:03d}-{nemesis_name}.jsonl"
     cluster.create_topic(topic, PARTITIONS)
     started = time.monotonic() - run_started
-    nemesis = make(nemesis_name, cluster)
+    nemesis = make_nemesis(nemesis_name, cluster)
     errors: list[str] = []
     with path.open("w") as fh:
         history = HistoryWriter(fh, run_started)
@@ -210,9 +220,46 @@ def run_round(cluster: ChaosCluster, index: int, seed: int, nemesis_name: str, o
             nemesis.release(cluster)
         current.read_back()
     history_read = read_history(path)
+    windows = _windows(history_read, current.label)
+    # A nemesis may promise more than safety: which side keeps serving (net_nemesis.py).
+    broken = nemesis.broken_promise(windows[0], cluster.session_timeout_s) if windows else None
     return RoundResult(index, seed, nemesis_name, list(event.targets), event.detail, started, path,
-                       check(history_read), _windows(history_read, current.label), recovery,
-                       errors + current.load.errors)
+                       check(history_read), windows, recovery,
+                       errors + current.load.errors + ([f"promise broken: {broken}"] if broken else []))
+
+
+@contextlib.contextmanager
+def hosts_for(names: list[str], brokers: int) -> Iterator[Network | None]:
+    """A network of hosts (one per broker, behind one router) when a network fault is scheduled, else None.
+    The brokers stop before it goes (ChaosCluster closes first, inside this)."""
+    if not set(names) & set(NET_NEMESES):
+        yield None
+        return
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"network faults need network namespaces: {reason}")
+    network = Network([f"b{i}" for i in range(1, brokers + 1)]).create()
+    try:
+        yield network
+    finally:
+        network.destroy()
+
+
+def run_short(cluster: ChaosCluster, kinds: list[str], seed: int, out_dir: Path) -> list[RoundResult]:
+    """`make test`'s short run on a started cluster: each kind once, with a shorter lead-in and settling than
+    a soak's, printing a line per round; it stops after the first failing round (the last result)."""
+    results: list[RoundResult] = []
+    run_started = time.monotonic()
+    for index, kind in enumerate(kinds):
+        result = run_round(cluster, index, seed, kind, out_dir, run_started, warmup_s=0.75, settle_s=1.0)
+        results.append(result)
+        window = result.windows[0].window_s if result.windows else None
+        print(f"  round {index} {kind:<23} targets {result.targets}: acked {result.check.acked}, unknown "
+              f"{result.check.unknown}, final {result.check.final_records}, window {_s(window)}, "
+              f"recovery {_s(result.recovery_s)}: {result.detail}", flush=True)
+        if not result.ok:
+            break
+    return results
 
 
 def _windows(history: History, label: str) -> list[FaultWindow]:
@@ -264,7 +311,8 @@ def run(seeds: list[int], rounds: int, out_dir: Path, kinds: list[str] | None = 
         run_started = time.monotonic()
         names = schedule(seed, rounds, kinds)
         config = {**CLUSTER_CONFIG, **GROUP_CONFIG} if set(names) & set(GROUP_NEMESES) else CLUSTER_CONFIG
-        with ChaosCluster(seed_dir / "cluster", config, brokers) as cluster:
+        with hosts_for(names, brokers) as network, ChaosCluster(seed_dir / "cluster", config, brokers,
+                                                                network=network) as cluster:
             cluster.start()
             for index, name in enumerate(names):
                 if name in GROUP_NEMESES:
@@ -310,7 +358,7 @@ def report(results: list[RoundResult], seeds: list[int], commit_id: str, duratio
              "max); recovery = heal to every partition led with a full ISR.", "",
              "| fault | rounds | acked | unknown | lost | duplicates | other anomalies | window s | recovery s |",
              "|---|---:|---:|---:|---:|---:|---:|---|---|"]
-    for kind in KINDS:
+    for kind in ACCEPTED:
         rs = [r for r in results if r.nemesis == kind]
         if not rs:
             continue
@@ -380,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brokers", type=int, default=N_BROKERS,
                         help=f"brokers in the cluster (default {N_BROKERS}; 4 supported); topics keep RF 3")
     parser.add_argument("--nemeses", default="", help=f"comma-separated fault kinds (default: all of {', '.join(KINDS)})")
+    parser.add_argument("--net", action="store_true",
+                        help=f"network faults: each broker on a host of its own (needs root); the default kinds "
+                             f"become {', '.join(NET_NEMESES)}")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [random.randrange(1 << 31)]
@@ -389,10 +440,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 1")
     if args.brokers < 3:
         parser.error("--brokers must be at least 3 (the topics have RF 3)")
-    kinds = [k.strip() for k in args.nemeses.split(",") if k.strip()] or None
-    unknown = [k for k in kinds or [] if k not in KINDS]
+    kinds = [k.strip() for k in args.nemeses.split(",") if k.strip()] or (list(NET_NEMESES) if args.net else None)
+    unknown = [k for k in kinds or [] if k not in ACCEPTED]
     if unknown:
-        parser.error(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+        parser.error(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(ACCEPTED)}")
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="raftka-chaos-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

@@ -7,7 +7,6 @@ on four brokers (default three). The soak is `make chaos`.
 
 import os
 import random
-import time
 
 import pytest
 
@@ -15,7 +14,7 @@ from tests.chaos.checker import check
 from tests.chaos.harness import N_BROKERS, ChaosCluster
 from tests.chaos.history import History
 from tests.chaos.nemesis import NEMESES
-from tests.chaos.runner import CLUSTER_CONFIG, commit, failure_message, replay_command, run_round, schedule
+from tests.chaos.runner import CLUSTER_CONFIG, commit, failure_message, replay_command, run_short, schedule
 
 pytestmark = pytest.mark.integration
 
@@ -29,20 +28,11 @@ def test_every_fault_kind_once_keeps_every_invariant(tmp_path):
           f"or {replay_command(SEED, len(NEMESES), BROKERS)})")
     kinds = schedule(SEED, len(NEMESES))
     assert sorted(kinds) == sorted(NEMESES), "the short run must cover every fault kind"
-    results = []
-    run_started = time.monotonic()
     with ChaosCluster(tmp_path / "cluster", CLUSTER_CONFIG, BROKERS) as cluster:
         cluster.start()
-        for index, kind in enumerate(kinds):
-            # Shorter lead-in and settling than a soak's (make chaos): make test runs every kind once.
-            result = run_round(cluster, index, SEED, kind, tmp_path, run_started, warmup_s=0.75, settle_s=1.0)
-            results.append(result)
-            window = result.windows[0].window_s if result.windows else None
-            print(f"  round {index} {kind:<23} targets {result.targets}: acked {result.check.acked}, unknown "
-                  f"{result.check.unknown}, final {result.check.final_records}, window "
-                  f"{'-' if window is None else f'{window:.2f} s'}, recovery "
-                  f"{'-' if result.recovery_s is None else f'{result.recovery_s:.2f} s'}")
-            assert result.ok, failure_message(result, SEED, commit_id)
+        results = run_short(cluster, kinds, SEED, tmp_path)
+    assert results[-1].ok, failure_message(results[-1], SEED, commit_id)
+    assert len(results) == len(kinds)
     # The checks must have had something to check: acks in every round, and faults that moved leaders.
     assert all(r.check.acked >= 50 for r in results), [(r.nemesis, r.check.acked) for r in results]
     assert any(c for r in results for w in r.windows for c in w.leader_changes), "no fault moved a leader"

@@ -60,7 +60,7 @@ def broker_channel(broker: "BrokerProcess") -> grpc.Channel:
     """A channel that calls as a broker does: to its inter-broker port, with the cluster's token,
     which the broker-only services there (Replication, Controller) require."""
     return with_token(broker_token(CLUSTER_ID, CLUSTER_SECRET))(
-        grpc.insecure_channel(f"127.0.0.1:{broker.inter_broker_port}"))
+        grpc.insecure_channel(f"{broker.host}:{broker.inter_broker_port}"))
 
 
 def kclient(*args: str, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
