@@ -189,7 +189,7 @@ class Broker:
         self._fetchers.attach(self.replica_manager)
         self.controller = Controller(self.quorum, self.cluster, a.broker_id)
         self.controller.start()
-        metrics.of(a.broker_id).attach(metrics.LiveBrokerState(self.replica_manager, self.controller))
+        metrics.of(a.broker_id).attach(metrics.LiveBrokerState(self.replica_manager, self.controller, self.quorum))
         self._publisher = MetadataPublisher(self.quorum, self.replica_manager, self._lifecycle.holds_own_registration)
         self._publisher.start()
         self._forwarder = ControllerForwarder(a.broker_id, self.controller, self.quorum, self._client_address,

@@ -67,6 +67,9 @@ kafka_controller_controllerstats_leaderelectionrateandtimems (summary in millise
     kafka.controller:type=ControllerStats,name=LeaderElectionRateAndTimeMs
     _count: partitions that this broker, as the active controller, gave a new leader (a fenced or shut-down
     leader, an offline partition back, kclient leader-election); _sum: the time to commit its batch
+raftka_raft_term (gauge)
+    raftka's own (KRaft's raft-metrics current-epoch is the nearest)
+    this node's Raft term; every Raft election (a new controller) raises it, so it counts them
 raftka_raft_commit_latency_seconds (histogram in seconds)
     raftka's own (KRaft's raft-metrics commit-latency-avg is the nearest)
     metadata batches this node submitted (the controller does): from the submit to the commit applied here
@@ -138,6 +141,7 @@ class BrokerState(Protocol):
     def hosted_partitions(self) -> dict[tuple[str, int], HostedPartition]: ...
     def controller_active(self) -> bool: ...
     def offline_partitions(self) -> int: ...
+    def raft_term(self) -> int: ...
 
 
 @dataclass
@@ -145,6 +149,10 @@ class LiveBrokerState:
     """The running broker's parts, read at each scrape (replica_manager.ReplicaManager, controller.Controller)."""
     replica_manager: object
     controller: object
+    quorum: object = None   # metadata.quorum.MetadataQuorum (None: no Raft node, term -1)
+
+    def raft_term(self) -> int:
+        return self.quorum.term() if self.quorum is not None else -1
 
     def hosted_partitions(self) -> dict[tuple[str, int], HostedPartition]:
         return self.replica_manager.hosted_partitions()
@@ -185,6 +193,8 @@ class BrokerStateCollector(Collector):
             ("kafka_controller_kafkacontroller_offlinepartitionscount",
              "On the active controller: partitions without a leader; 0 elsewhere.",
              source.offline_partitions() if active else 0),
+            ("raftka_raft_term", "This node's Raft term: each Raft election raises it (the election count).",
+             source.raft_term() if source is not None else -1),
         ]
         families: list[Metric] = [GaugeMetricFamily(name, doc, value=value) for name, doc, value in values]
         lag = GaugeMetricFamily("kafka_server_replicafetchermanager_maxlag",

@@ -75,6 +75,8 @@ def test_state_gauges_add_up_across_the_cluster(cluster):
     assert sample(scraped[controller], "kafka_controller_kafkacontroller_activecontrollercount") == 1
     assert total(scraped, "kafka_server_replicamanager_underreplicatedpartitions") == 0
     assert total(scraped, "kafka_controller_kafkacontroller_offlinepartitionscount") == 0
+    terms = {sample(s, "raftka_raft_term") for s in scraped.values()}
+    assert len(terms) == 1 and terms.pop() >= 1, "the brokers disagree on the Raft term"
     # The controller committed the topic's creation through the quorum.
     assert sample(scraped[controller], "raftka_raft_commit_latency_seconds_count") > 0
 

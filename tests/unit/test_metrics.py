@@ -66,6 +66,7 @@ class FakeSource:
     parts: dict
     active: bool = False
     offline: int = 0
+    term: int = 3
 
     def hosted_partitions(self) -> dict:
         return dict(self.parts)
@@ -75,6 +76,9 @@ class FakeSource:
 
     def offline_partitions(self) -> int:
         return self.offline
+
+    def raft_term(self) -> int:
+        return self.term
 
 
 def test_state_gauges_are_read_from_the_broker_state_at_each_scrape():
@@ -87,6 +91,9 @@ def test_state_gauges_are_read_from_the_broker_state_at_each_scrape():
     assert value(m, "kafka_server_replicamanager_partitioncount") == 3
     assert value(m, "kafka_server_replicamanager_underreplicatedpartitions") == 1
     assert value(m, "kafka_controller_kafkacontroller_activecontrollercount") == 0
+    assert value(m, "raftka_raft_term") == 3
+    source.term = 4                            # an election: the next scrape shows it
+    assert value(m, "raftka_raft_term") == 4
     source.parts[("a", 0)].state.isr = (1,)   # a change in the state shows at the next scrape, nothing to update
     source.parts[("c", 0)] = FakePartition(FakeState(True, (1,), (1,)))
     assert value(m, "kafka_server_replicamanager_underreplicatedpartitions") == 2
