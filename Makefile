@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run kill test chaos chaos-net bench bench-failover bench-replication bench-groups profile proto clean-data clean
+.PHONY: venv run kill test chaos chaos-net bench bench-scale bench-failover bench-replication bench-groups profile proto clean-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "raftka needs Python >= 3.11"'
@@ -62,6 +62,10 @@ chaos-net: $(STAMP)
 # W4 failover, broker RSS and ready time; a table on stdout and bench/results.json.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Scale figures (issue 20) at 100 to 10,000 partitions, each on a fresh cluster; table and bench/scale_results.json.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
 
 # Where the time goes in W2 and W3: py-spy samples of the client and the three brokers (needs py-spy on PATH:
 # pip install py-spy; it is a profiler, not a raftka dependency).
