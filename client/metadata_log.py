@@ -78,4 +78,11 @@ def read_metadata_log(stub, from_offset: int, follow: bool,
                       timeout_s: float | None = None) -> Iterator[kafka_pb2.MetadataLogEntry]:
     """The entries a broker streams back (``stub``: its Kafka service stub)."""
     request = kafka_pb2.MetadataLogRequest(from_offset=from_offset, follow=follow)
-    yield from stub.MetadataLog(request, timeout=timeout_s)
+    call = stub.MetadataLog(request, timeout=timeout_s)
+    try:
+        yield from call
+    finally:
+        # An interrupted (Ctrl-C) or abandoned read ends its stream here, before anyone closes the channel:
+        # closing a channel with a call still in flight after a signal can hang (grpc/grpc#19973); this hung
+        # `kclient metadata-log --follow` on SIGINT once in CI. A finished call ignores it.
+        call.cancel()

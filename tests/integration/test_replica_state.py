@@ -69,7 +69,9 @@ def test_every_replica_shows_its_offsets_and_the_leader_counts_a_paused_follower
             assert row[3] == "offline" and row[7] == "20", row       # unknown offsets, the leader's lag
             assert f"broker {paused} (" in out.stderr.decode() and "did not answer" in out.stderr.decode()
             lead = next(r for r in rows if r[:3] == ["rs", "0", str(leader)])
-            assert lead[3:8] == ["leader", "0", "70", "70", "0"], lead
+            # The HW stays at 50 while the paused follower is still in the ISR; it reaches 70 once
+            # replica.lag.time.max.ms drops it (either may be what the table shows).
+            assert lead[3:5] == ["leader", "0"] and lead[6:8] == ["70", "0"] and lead[5] in ("50", "70"), lead
         finally:
             cluster.brokers[paused].signal(signal.SIGCONT)
         wait_for(lambda: all(f.lag == 0 for f in views_of(admin, "rs", 0)[leader].followers), 15,
