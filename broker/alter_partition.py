@@ -41,6 +41,9 @@ log = structlog.get_logger(__name__)
 
 _STOP = object()
 RETRY_BACKOFF_S = (0.05, 1.0)   # first and largest wait before resending a change of unknown outcome
+# Changes sent in one AlterPartition (Kafka's request carries many partitions too): every change that is
+# ready when a request leaves goes with it, so a broker rejoining thousands of ISRs costs a few commits.
+MAX_CHANGES_PER_REQUEST = 1000
 
 
 class AlterOutcome(enum.Enum):
@@ -120,18 +123,48 @@ class AlterPartitionManager:
 
     def _run(self) -> None:
         while True:
-            item = self._next()
-            if item is _STOP:
+            first = self._next()
+            if first is _STOP:
                 return
-            if not item.still_pending():
-                continue   # metadata moved on (a newer partition epoch): nothing left to decide
+            items = self._pending(self._with_ready(first))
+            if self._stopping.is_set():
+                return
+            if not items:
+                continue
             try:
-                outcome = self._send(item.request)
+                outcomes = self._send(items)
             except Exception:  # never let one request end ISR changes for good
-                log.exception("alter_partition_failed", topic=item.request["topic"],
-                              partition=item.request["partition"])
-                outcome = AlterOutcome.UNKNOWN
-            self._settle(item, outcome)
+                log.exception("alter_partition_failed", partitions=len(items))
+                outcomes = [AlterOutcome.UNKNOWN] * len(items)
+            for item, outcome in zip(items, outcomes):
+                self._settle(item, outcome)
+
+    def _with_ready(self, first: AlterItem) -> list[AlterItem]:
+        """``first`` and every other change ready now (new ones, resends that are due), up to a request's worth."""
+        items = [first]
+        while len(items) < MAX_CHANGES_PER_REQUEST:
+            if self._retries and self._retries[0][0] <= time.monotonic():
+                items.append(heapq.heappop(self._retries)[2])
+                continue
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._queue.put(_STOP)   # seen again by _next, after this round
+                break
+            items.append(item)
+        return items
+
+    @staticmethod
+    def _pending(items: list[AlterItem]) -> list[AlterItem]:
+        """The changes still pending, one per partition (the newest): metadata may have moved on meanwhile
+        (a newer partition epoch: nothing left to decide), and a request names each partition once."""
+        latest: dict[tuple[str, int], AlterItem] = {}
+        for item in items:
+            if item.still_pending():
+                latest[(item.request["topic"], item.request["partition"])] = item
+        return list(latest.values())
 
     def _settle(self, item: AlterItem, outcome: AlterOutcome) -> None:
         if outcome is AlterOutcome.NOT_APPLIED:
@@ -141,22 +174,35 @@ class AlterPartitionManager:
             backoff = min(RETRY_BACKOFF_S[0] * 2 ** (item.attempt - 1), RETRY_BACKOFF_S[1])
             heapq.heappush(self._retries, (time.monotonic() + backoff, next(self._order), item))
 
-    def _send(self, request: dict) -> AlterOutcome:
+    def _send(self, items: list[AlterItem]) -> list[AlterOutcome]:
+        """One AlterPartition for ``items``; the outcome of each, in order."""
+        unknown = [AlterOutcome.UNKNOWN] * len(items)
         address = self._controller_address()
         if address is None:
-            return AlterOutcome.UNKNOWN
+            return unknown
+        request = controller_pb2.AlterPartitionRequest(
+            broker_id=self.broker_id, broker_epoch=self._broker_epoch(),
+            partitions=[controller_pb2.PartitionIsrChange(**item.request) for item in items])
         try:
-            r = self._connections.controller(address).AlterPartition(controller_pb2.AlterPartitionRequest(
-                broker_id=self.broker_id, broker_epoch=self._broker_epoch(), **request), timeout=self._timeout_s)
+            r = self._connections.controller(address).AlterPartition(request, timeout=self._timeout_s)
         except grpc.RpcError as e:
-            log.info("alter_partition_unanswered", topic=request["topic"], partition=request["partition"],
-                     code=str(e.code()))
-            return AlterOutcome.UNKNOWN
-        outcome = outcome_of(r.error_code)
+            log.info("alter_partition_unanswered", partitions=len(items), code=str(e.code()))
+            return unknown
+        if r.error_code != common_pb2.NONE or len(r.partitions) != len(items):
+            # The request as a whole (NOT_CONTROLLER, REQUEST_TIMED_OUT): each change may still apply.
+            log.info("alter_partition_unsettled", partitions=len(items), answered=len(r.partitions),
+                     error=common_pb2.ErrorCode.Name(r.error_code), message=r.error_message)
+            return [outcome_of(r.error_code) if r.error_code != common_pb2.NONE else AlterOutcome.UNKNOWN] * len(items)
+        return [self._outcome(item.request, result) for item, result in zip(items, r.partitions)]
+
+    @staticmethod
+    def _outcome(request: dict, result: controller_pb2.PartitionIsrResult) -> AlterOutcome:
+        outcome = outcome_of(result.error_code)
         if outcome is not AlterOutcome.COMMITTED:
             log.info("alter_partition_refused", topic=request["topic"], partition=request["partition"],
-                     error=common_pb2.ErrorCode.Name(r.error_code), message=r.error_message, outcome=outcome.value)
-            return outcome
-        log.info("alter_partition_committed", topic=request["topic"], partition=request["partition"],
-                 isr=list(r.isr), partition_epoch=r.partition_epoch)
+                     error=common_pb2.ErrorCode.Name(result.error_code), message=result.error_message,
+                     outcome=outcome.value)
+        else:
+            log.info("alter_partition_committed", topic=request["topic"], partition=request["partition"],
+                     isr=list(result.isr), partition_epoch=result.partition_epoch)
         return outcome

@@ -85,6 +85,21 @@ class TopicOutcome:
 
 
 @dataclass(frozen=True)
+class IsrChange:
+    """One partition of an AlterPartition request: its leader's new ISR, decided from ``partition_epoch``."""
+    topic: str
+    topic_id: str
+    partition: int
+    leader_epoch: int
+    partition_epoch: int
+    new_isr: tuple[int, ...]
+
+
+# One AlterPartition carries at most this many changes (a leader has one pending change per partition).
+MAX_ISR_CHANGES_PER_REQUEST = 10000
+
+
+@dataclass(frozen=True)
 class ElectionOutcome:
     """One partition of an election request: error None when its leader moved."""
     topic: str
@@ -470,22 +485,41 @@ class Controller:
 
     # ---- ISR changes from partition leaders (Kafka's AlterPartition) --------------------
 
-    def alter_partition(self, broker_id: int, broker_epoch: int, topic_name: str, topic_id: str, partition: int,
-                        leader_epoch: int, partition_epoch: int,
-                        new_isr: tuple[int, ...]) -> PartitionRegistration | None:
-        """Commit a leader's new ISR; the PartitionRegistration after it, or raise the Kafka error."""
-        if len(set(new_isr)) != len(new_isr):
-            raise MalformedRequestError(f"new_isr {list(new_isr)} names a broker twice")
+    def alter_partition(self, broker_id: int, broker_epoch: int,
+                        changes: Sequence[IsrChange]) -> list[PartitionRegistration | KafkaError]:
+        """Commit a leader's new ISRs: the valid ones in one metadata batch. Per change, the registration
+        after it or the Kafka error that refused it; NotControllerError / RequestTimedOutError (raised) for
+        the whole request when the commit cannot be confirmed (each change may still apply)."""
+        _check_isr_changes(changes)
+        results: list[PartitionRegistration | KafkaError | None] = [None] * len(changes)
         with self._write_lock:
             self._require_active()
             image = self.image
-            change = validate_alter_partition(image, broker_id, broker_epoch, topic_name, topic_id, partition,
-                                              leader_epoch, partition_epoch, new_isr)
-            outcome = self._commit([change])
-            if not outcome.applied:
-                raise InvalidUpdateVersionError(f"The partition changed meanwhile ({outcome.reason}).")
-            self._log_changes(image, [change])
-        return self.image.partition(topic_name, partition)
+            valid: list[tuple[int, ChangePartition]] = []
+            for i, c in enumerate(changes):
+                try:
+                    valid.append((i, validate_alter_partition(image, broker_id, broker_epoch, c.topic, c.topic_id,
+                                                              c.partition, c.leader_epoch, c.partition_epoch,
+                                                              c.new_isr)))
+                except KafkaError as e:
+                    results[i] = e
+            if len(valid) > 1 and not self._commit_isr_changes([r for _, r in valid], image):
+                # Refused whole (a record's check failed at apply): commit each on its own, so that one stale
+                # change costs only its own (as a single change always did).
+                for i, record in valid:
+                    if not self._commit_isr_changes([record], self.image):
+                        results[i] = InvalidUpdateVersionError("The partition changed meanwhile.")
+            elif len(valid) == 1 and not self._commit_isr_changes([valid[0][1]], image):
+                results[valid[0][0]] = InvalidUpdateVersionError("The partition changed meanwhile.")
+            after = self.image   # under the lock: exactly what these commits made
+        return [r if r is not None else after.partition(c.topic, c.partition) for r, c in zip(results, changes)]
+
+    def _commit_isr_changes(self, records: list[ChangePartition], before: MetadataImage) -> bool:
+        """Commit ``records`` in one batch (under _write_lock); False if it was refused whole."""
+        outcome = self._commit(records)
+        if outcome.applied:
+            self._log_changes(before, records)
+        return outcome.applied
 
     # ---- producer ids (the idempotent producer's InitProducerId) ----------------------
 
@@ -498,4 +532,18 @@ class Controller:
 
 
 __all__ = ["Controller", "TopicRequest", "TopicOutcome", "HeartbeatReply", "ElectionOutcome", "PartitionsIncrease",
+           "IsrChange", "MAX_ISR_CHANGES_PER_REQUEST",
            "PREFERRED", "UNCLEAN"]
+
+
+def _check_isr_changes(changes: Sequence[IsrChange]) -> None:
+    """A request the controller refuses whole (INVALID_REQUEST): too many changes, or one that is ill-formed."""
+    if len(changes) > MAX_ISR_CHANGES_PER_REQUEST:
+        raise MalformedRequestError(f"{len(changes)} ISR changes in one request; at most {MAX_ISR_CHANGES_PER_REQUEST}")
+    seen: set[tuple[str, int]] = set()
+    for c in changes:
+        if len(set(c.new_isr)) != len(c.new_isr):
+            raise MalformedRequestError(f"new_isr {list(c.new_isr)} of {c.topic}-{c.partition} names a broker twice")
+        if (c.topic, c.partition) in seen:
+            raise MalformedRequestError(f"{c.topic}-{c.partition} appears twice in one request")
+        seen.add((c.topic, c.partition))

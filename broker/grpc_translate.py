@@ -22,7 +22,7 @@ from broker.group.group_metadata import (GroupDescription, HeartbeatRequest, Hea
 from broker.metadata.journal import MetadataEntry
 from broker.partition import FetchResult, ListOffsetsResult
 from client.errors import CoordinatorNotAvailableError, KafkaError, LeaderHintInfo, error_for_code
-from client.protocol.v1 import common_pb2, kafka_pb2
+from client.protocol.v1 import common_pb2, controller_pb2, kafka_pb2
 
 
 def error_fields(error: KafkaError | None) -> dict:
@@ -394,3 +394,14 @@ def describe_replicas_response(d: ReplicasDescription) -> kafka_pb2.DescribeRepl
             followers=[kafka_pb2.FollowerReplicaState(broker_id=f.broker_id, log_end_offset=f.log_end_offset, lag=f.lag,
                                                       caught_up_ms_ago=f.caught_up_ms_ago, in_isr=f.in_isr)
                        for f in r.followers]) for r in d.replicas])
+
+
+def alter_partition_response(changes: list, results: list) -> controller_pb2.AlterPartitionResponse:
+    """One PartitionIsrResult per change, in order: the registration after it, or its error."""
+    def one(c, r) -> controller_pb2.PartitionIsrResult:
+        if isinstance(r, KafkaError):
+            return controller_pb2.PartitionIsrResult(topic=c.topic, partition=c.partition, **error_fields(r))
+        return controller_pb2.PartitionIsrResult(topic=c.topic, partition=c.partition, leader_id=r.leader,
+                                                 leader_epoch=r.leader_epoch, partition_epoch=r.partition_epoch,
+                                                 isr=r.isr)
+    return controller_pb2.AlterPartitionResponse(partitions=[one(c, r) for c, r in zip(changes, results)])

@@ -16,7 +16,7 @@ import grpc
 
 from broker import grpc_translate as wire
 from broker.admission import SlotsExhaustedError
-from broker.controller import Controller, HeartbeatReply
+from broker.controller import Controller, HeartbeatReply, IsrChange
 from broker.fault_injection import AnswerDroppedForTest
 from broker.forwarding import FORWARDED_HEADER
 from broker.kafka_apis import KafkaApis
@@ -217,11 +217,10 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     def AlterPartition(self, request, context):
         with _refusals_as_status(context):
+            changes = [IsrChange(p.topic, p.topic_id, p.partition, p.leader_epoch, p.partition_epoch, tuple(p.new_isr))
+                       for p in request.partitions]
             try:
-                reg = self._controller.alter_partition(request.broker_id, request.broker_epoch, request.topic,
-                                                       request.topic_id, request.partition, request.leader_epoch,
-                                                       request.partition_epoch, tuple(request.new_isr))
+                results = self._controller.alter_partition(request.broker_id, request.broker_epoch, changes)
             except KafkaError as e:
                 return controller_pb2.AlterPartitionResponse(**wire.error_fields(e))
-            return controller_pb2.AlterPartitionResponse(leader_id=reg.leader, leader_epoch=reg.leader_epoch,
-                                                         partition_epoch=reg.partition_epoch, isr=reg.isr)
+            return wire.alter_partition_response(changes, results)

@@ -465,11 +465,14 @@ def test_fuzz_controller_service(target):
                 assert_clear_code(r, counts)
                 assert r.error_code != 0
             r = call(counts, ctl.AlterPartition, controller_pb2.AlterPartitionRequest(
-                broker_id=bid, broker_epoch=epoch, topic=topic, topic_id=topic_id, partition=number,
-                leader_epoch=number, partition_epoch=number, new_isr=isr), timeout=10)
-            if r is not None:
+                broker_id=bid, broker_epoch=epoch, partitions=[controller_pb2.PartitionIsrChange(
+                    topic=topic, topic_id=topic_id, partition=number, leader_epoch=number, partition_epoch=number,
+                    new_isr=isr)]), timeout=10)
+            if r is not None:   # refused whole, or the one change refused
                 assert_clear_code(r, counts)
-                assert r.error_code != 0
+                for p in r.partitions:
+                    assert_clear_code(p, counts)
+                assert r.error_code != 0 or [p.error_code != 0 for p in r.partitions] == [True], r
 
     run()
     md = metadata(target.broker)

@@ -24,27 +24,41 @@ MARKER = dict(REQUEST, topic="marker")
 
 
 class ScriptedController(controller_pb2_grpc.ControllerServicer):
-    """Answers AlterPartition with the next error code of its script (the last one repeats)."""
+    """Answers each change of an AlterPartition with the next error code of its script (the last one repeats),
+    or of its partition's own script (``by_partition``); ``gate``, if given, holds the first request until set."""
 
-    def __init__(self, script: list[int]):
+    def __init__(self, script: list[int], by_partition: dict[int, list[int]] | None = None,
+                 gate: threading.Event | None = None):
         self.script = list(script)
+        self.by_partition = {p: list(codes) for p, codes in (by_partition or {}).items()}
+        self.gate = gate
         self.calls = 0
         self.markers = 0
+        self.requests: list[list[int]] = []     # the partitions of each request, in arrival order
         self.changed = threading.Condition()
 
     def AlterPartition(self, request, context):
-        if request.topic == MARKER["topic"]:   # not part of the script: tells the test the queue got here
-            with self.changed:
-                self.markers += 1
-                self.changed.notify_all()
-            return controller_pb2.AlterPartitionResponse(error_code=common_pb2.INVALID_UPDATE_VERSION)
+        if self.gate is not None and not self.requests:
+            self.gate.wait(5)
         with self.changed:
-            code = self.script[min(self.calls, len(self.script) - 1)]
-            self.calls += 1
+            self.requests.append([p.partition for p in request.partitions])
+            results = [self._answer(p) for p in request.partitions]
             self.changed.notify_all()
+        return controller_pb2.AlterPartitionResponse(partitions=results)
+
+    def _answer(self, change) -> controller_pb2.PartitionIsrResult:
+        if change.topic == MARKER["topic"]:   # not part of the script: tells the test the queue got here
+            self.markers += 1
+            return controller_pb2.PartitionIsrResult(topic=change.topic, error_code=common_pb2.INVALID_UPDATE_VERSION)
+        own = self.by_partition.get(change.partition)
+        code = own.pop(0) if own and len(own) > 1 else own[0] if own else self.script[min(self.calls,
+                                                                                             len(self.script) - 1)]
+        self.calls += 1
         if code == common_pb2.NONE:
-            return controller_pb2.AlterPartitionResponse(leader_id=1, leader_epoch=3, partition_epoch=8, isr=[1, 2])
-        return controller_pb2.AlterPartitionResponse(error_code=code, error_message="scripted")
+            return controller_pb2.PartitionIsrResult(topic=change.topic, partition=change.partition, leader_id=1,
+                                                     leader_epoch=3, partition_epoch=8, isr=[1, 2])
+        return controller_pb2.PartitionIsrResult(topic=change.topic, partition=change.partition, error_code=code,
+                                                 error_message="scripted")
 
     def wait_calls(self, n: int, timeout: float = 5.0) -> bool:
         with self.changed:
@@ -64,8 +78,8 @@ class ScriptedController(controller_pb2_grpc.ControllerServicer):
 def controller():
     servers = []
 
-    def start(script: list[int]) -> tuple[ScriptedController, AlterPartitionManager]:
-        servicer = ScriptedController(script)
+    def start(script: list[int], **kwargs) -> tuple[ScriptedController, AlterPartitionManager]:
+        servicer = ScriptedController(script, **kwargs)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         controller_pb2_grpc.add_ControllerServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -161,3 +175,28 @@ def test_no_controller_known_is_an_unknown_outcome_and_resent(controller):
         assert p.pending and p.dropped == 0
     finally:
         manager.stop()
+
+
+def test_changes_ready_together_go_in_one_request_and_each_settles_by_its_own_answer(controller):
+    """Kafka's AlterPartition carries many partitions: a broker rejoining thousands of ISRs must not pay a
+    controller round trip (and a metadata commit) per partition. Partition 1 is proven not applied (dropped),
+    partition 2's outcome is unknown (resent alone), partition 0 committed (neither)."""
+    gate = threading.Event()
+    servicer, manager = controller([common_pb2.NONE], gate=gate,
+                                   by_partition={1: [common_pb2.INELIGIBLE_REPLICA],
+                                                 2: [common_pb2.REQUEST_TIMED_OUT, common_pb2.NONE]})
+    pending = {p: Pending() for p in range(40)}
+    for p, change in pending.items():
+        manager.submit(dict(REQUEST, partition=p), change.drop, lambda change=change: change.pending)
+    gate.set()                         # a first request that left early was held: the rest queued meanwhile
+    assert servicer.wait_calls(41), servicer.requests
+    assert servicer.settled(manager)
+    first_sent: dict[int, int] = {}    # partition -> the request that first carried it
+    for i, partitions in enumerate(servicer.requests):
+        for p in partitions:
+            first_sent.setdefault(p, i)
+    assert len(set(first_sent.values())) <= 2, f"40 ready changes took {servicer.requests} requests"
+    assert max(len(r) for r in servicer.requests) >= 39, servicer.requests
+    assert any(r == [2] for r in servicer.requests[first_sent[2] + 1:]), "the unknown outcome was not resent alone"
+    assert pending[1].dropped == 1 and not pending[1].pending
+    assert all(c.pending and c.dropped == 0 for p, c in pending.items() if p != 1)

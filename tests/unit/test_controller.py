@@ -16,17 +16,18 @@ from pathlib import Path
 import pytest
 
 from broker.config import ClusterConfig, parse_cluster_config
-from broker.controller import (PREFERRED, UNCLEAN, Controller, ElectionOutcome, HeartbeatReply, TopicOutcome,
-                               TopicRequest)
+from broker.controller import (PREFERRED, UNCLEAN, Controller, ElectionOutcome, HeartbeatReply, IsrChange,
+                               TopicOutcome, TopicRequest)
 from broker.metadata.image import NO_LEADER
 from broker.metadata.quorum import CommitError, MetadataQuorum, QuorumStartError
 from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreateTopic, RegisterBroker,
                                      UnfenceBroker)
+from broker.request_errors import MalformedRequestError
 from broker.servicer import ControllerServicer
 from client.errors import (ElectionNotNeededError, FencedLeaderEpochError, InconsistentClusterIdError,
                            IneligibleReplicaError, InvalidConfigError, InvalidPartitionsError,
                            InvalidReplicationFactorError, InvalidRequestError, InvalidTopicError,
-                           InvalidUpdateVersionError, NotControllerError, PreferredLeaderNotAvailableError,
+                           InvalidUpdateVersionError, KafkaError, NotControllerError, PreferredLeaderNotAvailableError,
                            StaleBrokerEpochError, TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 from client.protocol.v1 import common_pb2, controller_pb2
 from tests.integration.cluster import free_port, wait_for
@@ -427,11 +428,42 @@ def _alter(node: Node, broker_id: int | None = None, broker_epoch: int | None = 
     topic = node.image.topics["t"]
     reg = topic.partitions[0]
     broker_id = reg.leader if broker_id is None else broker_id
-    return node.controller.alter_partition(
+    [result] = node.controller.alter_partition(
         broker_id, node.image.brokers[broker_id].broker_epoch if broker_epoch is None else broker_epoch,
-        "t", topic.topic_id, 0, reg.leader_epoch if leader_epoch is None else leader_epoch,
-        reg.partition_epoch if partition_epoch is None else partition_epoch,
-        tuple(reg.isr if new_isr is None else new_isr))
+        [IsrChange("t", topic.topic_id, 0, reg.leader_epoch if leader_epoch is None else leader_epoch,
+                   reg.partition_epoch if partition_epoch is None else partition_epoch,
+                   tuple(reg.isr if new_isr is None else new_isr))])
+    if isinstance(result, KafkaError):
+        raise result
+    return result
+
+
+def test_one_alter_partition_commits_many_isr_changes_in_one_batch_and_refuses_only_the_bad_one(node):
+    """Kafka's AlterPartition carries many partitions: the valid changes are one metadata batch, and a
+    change the controller refuses costs only itself."""
+    node.unfenced(1, 2, 3)
+    assert node.create("t", 6, 3) is None
+    topic, image = node.image.topics["t"], node.image
+    leader = topic.partitions[0].leader
+    led = [p for p, reg in enumerate(topic.partitions) if reg.leader == leader]
+    other = next(p for p in range(6) if p not in led)
+    assert len(led) >= 2, led
+
+    def alone(p: int) -> IsrChange:
+        reg = topic.partitions[p]
+        return IsrChange("t", topic.topic_id, p, reg.leader_epoch, reg.partition_epoch, (leader,))
+
+    results = node.controller.alter_partition(leader, image.brokers[leader].broker_epoch,
+                                              [alone(p) for p in led] + [alone(other)])
+    assert all(r == node.image.partition("t", p) and r.isr == (leader,) for r, p in zip(results, led)), results
+    assert isinstance(results[-1], InvalidRequestError), results[-1]      # not its leader: refused alone
+    assert node.image.partition("t", other) == topic.partitions[other]
+    entries, _ = node.quorum.state_machine.journal.read(image.offset, 100)
+    batches = [e.offset for e in entries
+               if any(r["type"] == "ChangePartition" and r["partition"] in led for r in e.records)]
+    assert len(batches) == 1, f"the {len(led)} changes took {len(batches)} commits"
+    with pytest.raises(MalformedRequestError):       # one partition twice in one request
+        node.controller.alter_partition(leader, node.image.brokers[leader].broker_epoch, [alone(led[0])] * 2)
 
 
 def test_alter_partition_commits_the_new_isr_at_the_next_partition_epoch(node):
