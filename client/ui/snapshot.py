@@ -132,11 +132,6 @@ class Snapshot:
 # ---- inputs: the shapes the client library answers in --------------------------------------------
 
 
-# What Admin.describe_replicas answers (client/replica_state.py), by the names this module uses.
-ReplicaLike = ReplicaView
-BrokerReplicasLike = BrokerReplicas
-
-
 @dataclass(frozen=True)
 class MetadataView:
     """One Metadata answer: Admin.describe_cluster() and describe_topics(), or why there is none."""
@@ -148,7 +143,7 @@ class MetadataView:
 # ---- brokers ------------------------------------------------------------------------------------
 
 
-def broker_rows(view: MetadataView, replicas: dict[int, BrokerReplicasLike],
+def broker_rows(view: MetadataView, replicas: dict[int, BrokerReplicas],
                 configured: dict[int, str]) -> list[BrokerRow]:
     """Every broker the cluster registered (and every one cluster.toml names), with its state.
 
@@ -186,9 +181,9 @@ def broker_rows(view: MetadataView, replicas: dict[int, BrokerReplicasLike],
 # ---- topics, partitions and the replica bars ------------------------------------------------------
 
 
-def topic_rows(view: MetadataView, replicas: dict[int, BrokerReplicasLike]) -> list[TopicRow]:
+def topic_rows(view: MetadataView, replicas: dict[int, BrokerReplicas]) -> list[TopicRow]:
     """Topics by name, user topics first; each partition with a bar per replica."""
-    own: dict[tuple[str, int, int], ReplicaLike] = {}
+    own: dict[tuple[str, int, int], ReplicaView] = {}
     for broker in replicas.values():
         if broker.error is None:
             for r in broker.replicas:
@@ -200,7 +195,7 @@ def topic_rows(view: MetadataView, replicas: dict[int, BrokerReplicasLike]) -> l
     return rows
 
 
-def partition_row(topic: str, p: Any, own: dict[tuple[str, int, int], ReplicaLike]) -> PartitionRow:
+def partition_row(topic: str, p: Any, own: dict[tuple[str, int, int], ReplicaView]) -> PartitionRow:
     """``p``: a PartitionDescription (leader, leader_epoch, replicas, isr) from the Metadata answer."""
     leader_view = own.get((topic, p.partition, p.leader))
     followers = {f.broker_id: f for f in leader_view.followers} if leader_view is not None else {}
@@ -381,7 +376,7 @@ def entry_records(raw: Iterable[str]) -> list[dict]:
 # ---- the whole picture ------------------------------------------------------------------------------
 
 
-def build_snapshot(view: MetadataView | None, replicas: dict[int, BrokerReplicasLike],
+def build_snapshot(view: MetadataView | None, replicas: dict[int, BrokerReplicas],
                    groups: list[GroupRow], groups_error: str | None, timeline: Sequence[TimelineItem],
                    controls: ControlsInfo, configured: dict[int, str], now_ms: int | None = None) -> Snapshot:
     """The page's snapshot. ``view`` None: not asked yet; a view with an error: no broker answered."""

@@ -89,6 +89,15 @@ def _others(cluster: ChaosCluster, broker_id: int) -> list[int]:
     return [b for b in cluster.ids if b != broker_id]
 
 
+def _minority_of(cluster: ChaosCluster, broker_id: int) -> list[list[str]]:
+    """``broker_id`` alone on one side, the other brokers on the other (the client still reaches both)."""
+    return [[host(broker_id)], [host(b) for b in _others(cluster, broker_id)]]
+
+
+def _split_off(cluster: ChaosCluster, net: Network, broker_id: int) -> None:
+    net.split(_minority_of(cluster, broker_id))
+
+
 class IsolateLeader(_NetFault):
     name = "net-isolate-leader"
     fails_over = True
@@ -105,7 +114,7 @@ class LeaderMinority(_NetFault):
 
     def _cut(self, cluster, net, topic, rng):
         leader, detail = _pick_leader(cluster, topic, rng)
-        net.split([[host(leader)], [host(b) for b in _others(cluster, leader)]])
+        _split_off(cluster, net, leader)
         return [leader], f"{detail}, cut from the other brokers; clients still reach it"
 
 
@@ -115,7 +124,7 @@ class IsolateController(_NetFault):
 
     def _cut(self, cluster, net, topic, rng):
         controller, detail = _pick_controller(cluster, topic, rng)
-        net.split([[host(controller)], [host(b) for b in _others(cluster, controller)]])
+        _split_off(cluster, net, controller)
         return [controller], f"{detail}, cut from the other brokers"
 
 
@@ -164,7 +173,7 @@ class Flap(_NetFault):
 
     def _cut(self, cluster, net, topic, rng):
         leader, detail = _pick_leader(cluster, topic, rng)
-        groups = [[host(leader)], [host(b) for b in _others(cluster, leader)]]
+        groups = _minority_of(cluster, leader)
         pauses = [rng.uniform(*FLAP_S) for _ in range(1000)]   # seeded here, not in the thread
         self._stop.clear()
         self._thread = threading.Thread(target=self._flap, args=(net, groups, pauses), name="net-flap", daemon=True)
