@@ -73,6 +73,10 @@ class FetchRequest:
     partitions: list[FetchPartition]
     read_from_replica: bool = False  # KIP-392: a consumer may read a follower, up to its HW
     client_rack: str | None = None   # KIP-392: the consumer's client.rack; the leader may send it elsewhere
+    # A follower's fetch stream is a fetch session (KIP-227, broker/fetch_session.py): after its first
+    # request, ``incremental`` ones name only the partitions whose position changed, and the dropped ones.
+    incremental: bool = False
+    forgotten: tuple[tuple[str, int], ...] = ()
 
 
 # ---- list offsets ---------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ def fetch_request(pb) -> FetchRequest:
     return FetchRequest(pb.replica_id, pb.max_wait_ms, pb.min_bytes, pb.max_bytes,
                         [FetchPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
                                         p.partition_max_bytes, p.last_fetched_epoch) for p in pb.partitions],
-                        pb.read_from_replica)
+                        pb.read_from_replica, incremental=pb.incremental,
+                        forgotten=tuple((f.topic, f.partition) for f in pb.forgotten))
 
 
 def fetch_response(results: list[FetchResult], broker_id: int) -> kafka_pb2.FetchResponse:

@@ -38,6 +38,7 @@ from broker.api_messages import (BROKER_RESOURCE, CONSUMER_REPLICA_ID, GROUP_KEY
                                  LogDirDescription, ProduceResponse, ReplicasDescription, TopicMetadata,
                                  TopicsResponse)
 from broker.controller import Controller, TopicOutcome, TopicRequest
+from broker.fetch_session import FetchSession
 from broker.fault_injection import AnswerDroppedForTest, FaultBudget
 from broker.forwarding import AdminCall, ControllerForwarder
 from broker.api_messages import CreatePartitionsRequest
@@ -125,12 +126,13 @@ class KafkaApis:
     # ---- fetch --------------------------------------------------------------------------------
 
     def fetch(self, request: FetchRequest, call: object, *, follower: bool = False, time_left_s: float | None = None,
-              caller_waiting: Callable[[], bool] = lambda: True, slots: StreamSlots | None = None) -> list[FetchResult]:
+              caller_waiting: Callable[[], bool] = lambda: True, slots: StreamSlots | None = None,
+              session: FetchSession | None = None) -> list[FetchResult]:
         """A consumer's fetch (``follower`` False) or a follower's (True: where its position is
-        recorded, by the Partition it reads). A long poll holds a slot of its listener for ``call``
-        (``slots``, else the client or follower listener's) and ends early when ``caller_waiting``
-        turns False or the broker stops."""
-        _check_fetch(request, follower)
+        recorded, by the Partition it reads), in its fetch ``session`` if it has one (a fetch stream).
+        A long poll holds a slot of its listener for ``call`` (``slots``, else the client or follower
+        listener's) and ends early when ``caller_waiting`` turns False or the broker stops."""
+        _check_fetch(request, follower, session is not None)
         started = time.monotonic()
         cap = self._fetch_max_bytes   # 0 asks for no limit: the broker's own limit then
         parts = [FetchRequestPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
@@ -142,11 +144,16 @@ class KafkaApis:
             wait_ms = min(wait_ms, int(max(0.0, time_left_s - DEADLINE_MARGIN_S) * 1000))
         long_poll = wait_ms > 0 and request.min_bytes > 0   # it may hold its thread for wait_ms
         slots = slots or (self.follower_slots if follower else self.client_slots)
+        still_wanted = lambda: caller_waiting() and not self.stopping.is_set()  # noqa: E731
         with slots.hold(call, "a long-polling Fetch") if long_poll else contextlib.nullcontext():
-            results = self._replica_manager.fetch(
-                request.replica_id, wait_ms, request.min_bytes, min(request.max_bytes or cap, cap), parts,
-                request.read_from_replica, lambda: caller_waiting() and not self.stopping.is_set(),
-                None if follower else request.client_rack)
+            if session is not None:
+                results = self._replica_manager.session_fetch(
+                    session, wait_ms, min(request.max_bytes or cap, cap), parts, request.forgotten,
+                    request.incremental, still_wanted)
+            else:
+                results = self._replica_manager.fetch(
+                    request.replica_id, wait_ms, request.min_bytes, min(request.max_bytes or cap, cap), parts,
+                    request.read_from_replica, still_wanted, None if follower else request.client_rack)
         for r in results:
             r.error = self._hint_for(r.topic, r.partition, r.error)
         metrics.of(self.broker_id).fetch_answered(follower, started, results)
@@ -157,12 +164,21 @@ class KafkaApis:
                              time_left_s: Callable[[], float | None] = lambda: None) -> Iterator[list[FetchResult]]:
         """A follower's fetch stream, in lock step: each request is answered before the next is read,
         and before the stream's own deadline (``time_left_s``)."""
+        session: FetchSession | None = None   # the stream's fetch session (KIP-227), from its first request
         with self.follower_slots.hold(call, "ReplicaFetchStream"):
-            for request in requests:
-                yield self.fetch(request, call, follower=True, caller_waiting=caller_waiting,
-                                 time_left_s=time_left_s())
-                if not caller_waiting() or self.stopping.is_set():
-                    return   # stopping: the follower reconnects, to the new leader
+            try:
+                for request in requests:
+                    if session is None:
+                        session = self._replica_manager.open_session(request.replica_id)
+                    elif session.replica_id != request.replica_id:
+                        raise MalformedRequestError("a fetch stream's requests must all come from one replica_id")
+                    yield self.fetch(request, call, follower=True, caller_waiting=caller_waiting,
+                                     time_left_s=time_left_s(), session=session)
+                    if not caller_waiting() or self.stopping.is_set():
+                        return   # stopping: the follower reconnects, to the new leader
+            finally:
+                if session is not None:
+                    self._replica_manager.close_session(session)
 
     def list_offsets(self, partitions: list[ListOffsetsPartition], read_from_replica: bool) -> list[ListOffsetsResult]:
         _check_count(len(partitions))
@@ -520,11 +536,14 @@ def _check_count(n: int) -> None:
         raise MalformedRequestError(f"{n} partitions in one request; the limit is {MAX_PARTITIONS_PER_REQUEST}")
 
 
-def _check_fetch(request: FetchRequest, follower: bool) -> None:
+def _check_fetch(request: FetchRequest, follower: bool, in_session: bool = False) -> None:
     if follower and request.replica_id < 0:
         raise MalformedRequestError("ReplicaFetch needs the follower's broker id as replica_id")
     if not follower and request.replica_id != CONSUMER_REPLICA_ID:
         raise MalformedRequestError("Fetch is for consumers (replica_id -1); followers use Replication.ReplicaFetch")
-    _check_count(len(request.partitions))
+    if (request.incremental or request.forgotten) and not in_session:
+        raise MalformedRequestError("an incremental fetch (or forgotten partitions) needs a fetch session: "
+                                    "the second and later requests of a ReplicaFetchStream")
+    _check_count(len(request.partitions) + len(request.forgotten))
     if request.max_bytes < 0 or request.min_bytes < 0 or any(p.partition_max_bytes < 0 for p in request.partitions):
         raise MalformedRequestError("max_bytes, min_bytes and partition_max_bytes must be >= 0")

@@ -148,15 +148,23 @@ class Partition:
     def partition(self) -> int:
         return self.state.partition
 
-    def replica_state(self, lag_now_ms: int) -> LocalReplicaState:
-        """A consistent snapshot of this replica (under the lock: an append moves LEO and HW together)."""
+    def replica_state(self, lag_now_ms: int, fetched_at: dict[int, int] | None = None) -> LocalReplicaState:
+        """A consistent snapshot of this replica (under the lock: an append moves LEO and HW together).
+        ``fetched_at``: when each follower's fetch session last fetched it (a follower at our log end was
+        caught up then, though the session did not re-read it: fetch_session.py)."""
+        fetched_at = fetched_at or {}
         with self.lock:
             state = self.state
             leader_end = state.log_end_offset
+
+            def caught_up_ms(f) -> int:
+                at = fetched_at.get(f.broker_id, -1) if f.log_end_offset == leader_end else -1
+                return max(f.last_caught_up_ms, at)
+
             followers = tuple(
                 FollowerReplicaState(f.broker_id, f.log_end_offset,
                                      leader_end - f.log_end_offset if f.log_end_offset >= 0 else -1,
-                                     max(0, lag_now_ms - f.last_caught_up_ms), f.broker_id in state.isr)
+                                     max(0, lag_now_ms - caught_up_ms(f)), f.broker_id in state.isr)
                 for f in sorted(state.followers.values(), key=lambda f: f.broker_id)) if state.is_leader else ()
             return LocalReplicaState(self.topic, self.partition, state.leader_id, state.leader_epoch,
                                      state.is_leader, tuple(state.isr), self.log.log_start_offset,
@@ -188,8 +196,9 @@ class Partition:
     # ---- produce (the leader) -----------------------------------------------------------
 
     def append_as_leader(self, acks: int, batch: bytes, header: BatchHeader, leader_epoch: int,
-                         now_ms: int) -> tuple[ProduceResult, bool]:
-        """Validate and append one checked batch; (result, whether the HW moved)."""
+                         now_ms: int, fetched_at: dict[int, int] | None = None) -> tuple[ProduceResult, bool]:
+        """Validate and append one checked batch; (result, whether the HW moved). ``fetched_at``: when each
+        follower's fetch session last fetched this partition (PartitionState.on_leader_append)."""
         last_seq = header.base_sequence + header.last_offset_delta
         with self.lock:
             state = self.state
@@ -216,7 +225,7 @@ class Partition:
             self.producers.observe(header.producer_id, header.producer_epoch, header.base_sequence, last_seq,
                                    info.base_offset, info.last_offset, max_timestamp=header.max_timestamp,
                                    batch_bytes=info.size)
-            hw_moved = state.on_leader_append(info.last_offset + 1)
+            hw_moved = state.on_leader_append(info.last_offset + 1, fetched_at)
             metrics.of(state.local_broker_id).appended_as_leader(self.topic, header.record_count, info.size)
             return self._produced(info.base_offset, info.last_offset), hw_moved
 

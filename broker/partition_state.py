@@ -113,8 +113,19 @@ class PartitionState:
         return UnknownLeaderEpochError(f"Leader epoch {request_epoch} of the request is newer than "
                                        f"the current epoch {self.leader_epoch}.")
 
-    def on_leader_append(self, log_end_offset: int) -> bool:
-        """The leader's log grew to ``log_end_offset``; True if the HW moved."""
+    def on_leader_append(self, log_end_offset: int, fetched_at: dict[int, int] | None = None) -> bool:
+        """The leader's log grew to ``log_end_offset``; True if the HW moved.
+
+        ``fetched_at``: when each follower's fetch session last fetched this partition. A session does
+        not re-read a partition whose follower holds the leader's log end (broker/fetch_session.py), so
+        such a follower's last fetch here may be long ago; it was caught up at its session's latest
+        round, and is taken as having fetched then, before this append (as a full fetch would have)."""
+        for replica_id, at in (fetched_at or {}).items():
+            f = self.followers.get(replica_id)
+            if f is not None and f.log_end_offset == self.log_end_offset and at > f.last_fetch_ms:
+                f.last_caught_up_ms = max(f.last_caught_up_ms, at)
+                f.last_fetch_ms = at
+                f.last_fetch_leader_log_end_offset = self.log_end_offset
         self.log_end_offset = log_end_offset
         return self.maybe_advance_high_watermark()
 

@@ -13,6 +13,11 @@ The fetches go over one long-lived ReplicaFetchStream per leader, in lock step
 (0). The stream saves a call's setup on both replication hops of an acks=all
 produce. A stream has no deadline of its own, so the manager's watchdog cancels
 one whose answer is overdue (a leader paused by SIGSTOP, a dropped connection).
+
+A stream is also a fetch session (KIP-227, broker/fetch_session.py): its first
+request names every partition, later ones only those whose position moved and
+those dropped, and the leader answers only partitions with something new, so
+an idle partition costs neither side anything per round.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ log = structlog.get_logger(__name__)
 TopicPartition = tuple[str, int]
 
 WATCHDOG_INTERVAL_S = 0.5
+# In a fetch session, every partition's position is compared with what the session holds this often, besides
+# the partitions marked as possibly moved (set, removed, answered): a safety net, O(partitions) but cheap.
+FULL_CHECK_INTERVAL_S = 10.0
+FetchKey = tuple[int, int, int]   # (fetch offset, last fetched epoch, leader epoch) as sent in a session
 # An answer later than the long poll's wait plus this is overdue: the call is cancelled.
 ANSWER_GRACE_S = 5.0
 
@@ -51,6 +60,12 @@ class ReplicaFetcherThread:
         self._settings = settings
         self._connections = connections
         self._partitions: dict[TopicPartition, int] = {}   # -> the leader epoch we follow it at
+        # The stream's fetch session (KIP-227; broker/fetch_session.py) as the leader holds it: each partition's
+        # (fetch offset, last fetched epoch, leader epoch) as last sent; None: none yet, the next request is full.
+        self._session: dict[TopicPartition, FetchKey] | None = None
+        # Partitions whose position may have moved since it was sent: set, removed, or in the last answer.
+        self._dirty: set[TopicPartition] = set()
+        self._next_full_check = 0.0   # when every partition's position is compared with the session again
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -65,12 +80,14 @@ class ReplicaFetcherThread:
     def set(self, tp: TopicPartition, leader_epoch: int) -> None:
         with self._lock:
             self._partitions[tp] = leader_epoch
+            self._dirty.add(tp)
         self._wake.set()
 
     def remove(self, tp: TopicPartition) -> bool:
         """Drop ``tp``; True if the thread follows nothing any more."""
         with self._lock:
             self._partitions.pop(tp, None)
+            self._dirty.add(tp)
             return not self._partitions
 
     def stop(self) -> None:
@@ -98,7 +115,8 @@ class ReplicaFetcherThread:
         while not self._stop.is_set():
             with self._lock:
                 partitions = dict(self._partitions)
-            request = self._build_request(partitions)
+                dirty, self._dirty = self._dirty, set()
+            request = self._build_request(partitions, dirty)
             if request is None:
                 self._wake.wait(0.5)
                 self._wake.clear()
@@ -113,21 +131,44 @@ class ReplicaFetcherThread:
         if self._stream is not None:
             self._stream.close()
 
-    def _build_request(self, partitions: dict[TopicPartition, int]) -> kafka_pb2.FetchRequest | None:
-        wanted = []
-        for tp, epoch in partitions.items():
-            position = self._replica_manager.fetch_position(tp, self.leader_id, epoch)
-            if position is None:
-                continue  # the metadata moved on; the manager will reassign it
-            fetch_offset, last_epoch = position
+    def _build_request(self, partitions: dict[TopicPartition, int],
+                       dirty: set[TopicPartition]) -> kafka_pb2.FetchRequest | None:
+        """The next request: a full one (every partition), or in the stream's session only the partitions
+        whose position changed and the ones dropped; None when there is nothing to fetch."""
+        session = self._session if self._stream is not None and self._settings.replica_fetch_stream else None
+        now = time.monotonic()
+        if session is not None and now >= self._next_full_check:
+            # A safety net under the dirty marks: whatever moved unmarked is sent within this period.
+            dirty = set(partitions) | set(session)
+        if session is None or now >= self._next_full_check:
+            self._next_full_check = now + FULL_CHECK_INTERVAL_S
+        wanted, forgotten = [], []
+        for tp in (partitions if session is None else dirty):
+            epoch = partitions.get(tp)
+            position = None if epoch is None else self._replica_manager.fetch_position(tp, self.leader_id, epoch)
+            if position is None:   # not ours to fetch (any more): the metadata moved on, the manager reassigns it
+                if session is not None and session.pop(tp, None) is not None:
+                    forgotten.append(kafka_pb2.FetchForgotten(topic=tp[0], partition=tp[1]))
+                continue
+            key = (position[0], position[1], epoch)
+            if session is not None and session.get(tp) == key:
+                continue
             wanted.append(kafka_pb2.FetchPartition(
-                topic=tp[0], partition=tp[1], fetch_offset=fetch_offset, current_leader_epoch=epoch,
-                last_fetched_epoch=last_epoch, partition_max_bytes=self._settings.replica_fetch_max_bytes))
-        if not wanted:
+                topic=tp[0], partition=tp[1], fetch_offset=key[0], current_leader_epoch=epoch,
+                last_fetched_epoch=key[1], partition_max_bytes=self._settings.replica_fetch_max_bytes))
+            if session is not None:
+                session[tp] = key
+        if session is None:
+            if not wanted:
+                return None
+            self._session = {(p.topic, p.partition): (p.fetch_offset, p.last_fetched_epoch, p.current_leader_epoch)
+                             for p in wanted}
+        elif not session and not forgotten:
             return None
         s = self._settings
         return kafka_pb2.FetchRequest(replica_id=self.broker_id, max_wait_ms=s.replica_fetch_wait_max_ms,
-                                      min_bytes=1, max_bytes=s.replica_fetch_response_max_bytes, partitions=wanted)
+                                      min_bytes=1, max_bytes=s.replica_fetch_response_max_bytes, partitions=wanted,
+                                      incremental=session is not None, forgotten=forgotten)
 
     def _fetch_once(self, request: kafka_pb2.FetchRequest, partitions: dict[TopicPartition, int]) -> bool:
         """One round trip; False when the leader could not be asked or refused some partition."""
@@ -149,7 +190,14 @@ class ReplicaFetcherThread:
             else:
                 log.info("replica_fetch_error", topic=p.topic, partition=p.partition, leader=self.leader_id,
                          error=fetched.error.name)
-            ok = self._replica_manager.on_fetched(tp, self.leader_id, epoch, fetched) and ok
+            applied = self._replica_manager.on_fetched(tp, self.leader_id, epoch, fetched)
+            if not applied and self._session is not None:
+                # Not taken (an error, a failed append): named again next time, so the leader reads it again.
+                self._session.pop(tp, None)
+            ok = applied and ok
+        with self._lock:
+            # Their positions may have moved (an append, a truncation): the next request compares them.
+            self._dirty.update((p.topic, p.partition) for p in response.partitions)
         return ok
 
 
@@ -158,6 +206,8 @@ class ReplicaFetcherThread:
         if not self._settings.replica_fetch_stream:
             return stub.ReplicaFetch(request, timeout=self._settings.replica_fetch_wait_max_ms / 1000 + ANSWER_GRACE_S)
         if self._stream is None:
+            if request.incremental:   # cannot happen: a request without a stream is built full
+                raise StreamEnded("an incremental fetch needs its stream's session")
             self._stream = BidiStream(stub.ReplicaFetchStream)
         self._sent_at = time.monotonic()
         try:
@@ -166,6 +216,7 @@ class ReplicaFetcherThread:
         except (grpc.RpcError, StreamEnded):
             self._stream.close()
             self._stream = None
+            self._session = None   # the leader's session ended with the stream: the next request is full
             raise
         finally:
             self._sent_at = None

@@ -169,6 +169,7 @@ class PartitionLog:
         stored = read_offset_checkpoint(path)
         if stored is not None and stored != self._clamp(stored):
             write_offset_checkpoint(path, self._clamp(stored))
+        self._last_written_hw = None if stored is None else self._clamp(stored)
 
     # ---- storage failures ------------------------------------------------------------
 
@@ -601,6 +602,8 @@ class PartitionLog:
             value = self._clamp(high_watermark)
             if value == self._last_written_hw:
                 return
+            if self._last_written_hw is None and value == self.log_start_offset:
+                return   # no checkpoint yet reads as the log start: a new log's first two fsyncs are saved
             with self._storage_errors("checkpoint the high watermark"):
                 write_offset_checkpoint(self._directory / HIGH_WATERMARK_FILE, value)
             self._last_written_hw = value

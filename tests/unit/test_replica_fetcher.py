@@ -37,3 +37,50 @@ def test_a_stream_is_cancelled_only_after_the_long_poll_plus_grace():
     assert stream.closed == 0
     assert t.cancel_if_overdue(now=100.0 + limit + 0.01)
     assert stream.closed == 1
+
+
+# ---- the follower's side of a fetch session (KIP-227): what each request names ------------------------------
+
+
+class Positions:
+    """Stands in for the replica manager: each partition's (fetch offset, last fetched epoch), or None."""
+
+    def __init__(self, positions: dict):
+        self.positions = positions
+
+    def fetch_position(self, tp, leader_id, leader_epoch):
+        return self.positions.get(tp)
+
+
+def named(request) -> tuple[bool, list, list]:
+    return (request.incremental, sorted((p.topic, p.partition, p.fetch_offset) for p in request.partitions),
+            sorted((f.topic, f.partition) for f in request.forgotten))
+
+
+def test_after_a_full_first_request_a_session_names_only_what_moved_and_what_was_dropped():
+    positions = Positions({("t", p): (10, 0) for p in range(3)})
+    t = ReplicaFetcherThread(2, 1, ("127.0.0.1", 1), positions, BrokerSettings(), None)
+    for p in range(3):
+        t.set(("t", p), 0)
+
+    def next_request():
+        with t._lock:
+            partitions, dirty, t._dirty = dict(t._partitions), t._dirty, set()
+        return t._build_request(partitions, dirty)
+
+    assert named(next_request()) == (False, [("t", 0, 10), ("t", 1, 10), ("t", 2, 10)], [])
+    t._stream = RecordingStream()    # the stream is up: its session holds the three
+    assert named(next_request()) == (True, [], [])          # nothing moved: an empty long poll
+    positions.positions[("t", 1)] = (12, 0)                  # appended from an answer: marked as it is applied
+    t._dirty.add(("t", 1))
+    assert named(next_request()) == (True, [("t", 1, 12)], [])
+    t.remove(("t", 2))
+    t.set(("t", 7), 0)
+    positions.positions[("t", 7)] = (0, -1)
+    assert named(next_request()) == (True, [("t", 7, 0)], [("t", 2)])
+    positions.positions[("t", 0)] = (11, 0)                  # moved unmarked: the periodic full check sends it
+    assert named(next_request()) == (True, [], [])
+    t._next_full_check = 0.0
+    assert named(next_request()) == (True, [("t", 0, 11)], [])
+    t._stream, t._session = None, None                       # the stream broke: the next request is full again
+    assert named(next_request()) == (False, [("t", 0, 11), ("t", 1, 12), ("t", 7, 0)], [])

@@ -1,0 +1,190 @@
+"""Fetch sessions (KIP-227; broker/fetch_session.py): what the leader reads and answers in a follower's session,
+and the ISR lag rule for partitions a session leaves unread.
+
+The pure session is driven with hand-made partition states; the replication tests run two real ReplicaManagers
+(tests/unit/test_replica_manager_replication.py's Pair: real logs in tmp_path, the test plays the fetcher).
+"""
+
+from __future__ import annotations
+
+from broker.fetch_session import FetchSession
+from broker.metadata.image import PartitionRegistration
+from broker.partition import FetchRequestPartition, FetchResult
+from broker.partition_state import PartitionState
+from client.errors import NotLeaderOrFollowerError
+from tests.unit.test_replica_manager_replication import LAG_MS, MAX_BYTES, TOPIC, TP, Clock, Pair
+
+FOLLOWER = 2
+
+
+def position(partition: int, offset: int, epoch: int = 0) -> FetchRequestPartition:
+    return FetchRequestPartition(TOPIC, partition, offset, epoch, MAX_BYTES, 0)
+
+
+def leader_state(partition: int, leo: int, hw: int | None = None, isr=(1, 2, 3)) -> PartitionState:
+    state = PartitionState(TOPIC, partition, 1)
+    state.become_leader(PartitionRegistration((1, 2, 3), isr, 1, 0, 0), now_ms=0)
+    state.log_end_offset, state.high_watermark = leo, leo if hw is None else hw
+    return state
+
+
+def answered(session: FetchSession, states: dict[int, PartitionState], records: dict[int, bytes] | None = None,
+             now_ms: int = 1):
+    """One round as the replica manager runs it: read what needs a read among the partitions to examine,
+    answer what has news; (the partitions read, the partition ids answered)."""
+    reads = {}
+    for tp in session.candidates(now_ms):
+        sp, state = session.partitions[tp], states.get(tp[1])
+        if session.needs_read(tp, sp, state):
+            reads[tp] = (FetchResult(tp[0], tp[1], NotLeaderOrFollowerError("gone"))
+                         if state is None or not state.is_leader else
+                         FetchResult(tp[0], tp[1], None, state.high_watermark, state.log_start_offset,
+                                     state.log_end_offset, (records or {}).get(tp[1], b"")))
+    return sorted(reads), sorted(r.partition for r in session.answer(reads))
+
+
+def test_a_full_request_is_answered_whole_and_an_idle_incremental_one_reads_and_answers_nothing():
+    s = FetchSession(FOLLOWER)
+    states = {p: leader_state(p, 10) for p in range(5)}
+    s.update([position(p, 10) for p in range(5)], [], incremental=False, now_ms=100)
+    assert answered(s, states) == ([(TOPIC, p) for p in range(5)], list(range(5)))
+    s.update([], [], incremental=True, now_ms=600)
+    assert answered(s, states) == ([], [])
+    assert s.fetched_at((TOPIC, 3)) == 600 and s.fetched_at((TOPIC, 9)) is None
+
+
+def test_a_new_position_is_read_once_even_when_nothing_else_changed():
+    # The read records the follower's position (it moves the HW): skipping it would stall acks=all.
+    s = FetchSession(FOLLOWER)
+    states = {0: leader_state(0, 10, hw=8)}
+    s.update([position(0, 8)], [], incremental=False, now_ms=0)
+    answered(s, states)                          # told: HW 8, log end 10; the follower fetches the rest
+    s.update([position(0, 10)], [], incremental=True, now_ms=1)
+    assert answered(s, states) == ([TP], [])     # read (position recorded), nothing new to answer
+    assert answered(s, states) == ([], [])
+
+
+def test_new_data_a_moved_hw_or_log_start_and_a_moved_leadership_are_read_and_answered():
+    s = FetchSession(FOLLOWER)
+    states = {p: leader_state(p, 10) for p in range(4)}
+    s.update([position(p, 10) for p in range(4)], [], incremental=False, now_ms=0)
+    answered(s, states)
+    states[0].log_end_offset = 11                                     # an append: records for the follower
+    states[1].high_watermark = 9                                      # (a HW the follower was not told)
+    states[2].log_start_offset = 5                                    # retention
+    states[3].leader_id = 3                                           # not the leader any more
+    for p in range(4):
+        s.mark((TOPIC, p))                                            # as the replica manager does
+    assert answered(s, states, records={0: b"batch"}) == ([(TOPIC, p) for p in range(4)], [0, 1, 2, 3])
+    states[3].leader_id = 1
+    s.mark((TOPIC, 3))
+    # 3: told an error last, now its offsets. 0 was answered its records: it is looked at again when the
+    # follower names its new position (or the leader's side changes again).
+    assert answered(s, states) == ([(TOPIC, 3)], [3])
+    s.update([position(0, 11)], [], incremental=True, now_ms=2)
+    assert answered(s, states) == ([(TOPIC, 0)], [])
+
+
+def test_a_follower_outside_the_isr_is_read_every_round():
+    # Its fetch is what brings it back into the ISR once it has caught up (and the leader can propose it).
+    s = FetchSession(FOLLOWER)
+    states = {0: leader_state(0, 10, isr=(1, 3)), 1: leader_state(1, 10)}
+    s.update([position(0, 10), position(1, 10)], [], incremental=False, now_ms=0)
+    answered(s, states)
+    for _ in range(3):
+        assert answered(s, states) == ([TP], [])
+
+
+def test_errors_are_told_every_round_and_forgotten_or_replaced_partitions_leave_the_session():
+    s = FetchSession(FOLLOWER)
+    states = {0: leader_state(0, 10)}
+    s.update([position(0, 10), position(1, 10)], [], incremental=False, now_ms=0)
+    assert answered(s, states) == ([(TOPIC, 0), (TOPIC, 1)], [0, 1])
+    assert answered(s, states) == ([(TOPIC, 1)], [1])                 # partition 1 is not hosted: told again
+    s.update([], [(TOPIC, 1)], incremental=True, now_ms=1)
+    assert answered(s, states) == ([], []) and list(s.partitions) == [TP]
+    s.update([position(5, 0)], [], incremental=False, now_ms=2)      # a full request replaces the session
+    assert list(s.partitions) == [(TOPIC, 5)]
+
+
+# ---- the ISR lag rule for partitions a session leaves unread --------------------------------------------
+
+
+def test_a_follower_at_the_log_end_counts_as_caught_up_at_its_sessions_latest_round():
+    state = leader_state(0, 10)
+    follower = state.followers[FOLLOWER]
+    assert not state.on_follower_fetch(FOLLOWER, 10, now_ms=1_000)   # last read of this partition: t = 1 s
+    lagging_follower = state.followers[3]
+    state.on_follower_fetch(3, 4, now_ms=1_000)
+    lagging_caught_up = lagging_follower.last_caught_up_ms
+    # 60 s idle, the session fetching all along (its latest round at 60 s), then an append.
+    state.on_leader_append(11, fetched_at={FOLLOWER: 60_000, 3: 60_000})
+    assert follower.last_caught_up_ms == 60_000
+    assert lagging_follower.last_caught_up_ms == lagging_caught_up   # it was behind: its round proves nothing
+    assert state.isr_to_shrink(now_ms=60_001, lag_time_max_ms=LAG_MS) == (1, 2)
+    # Without a live session the follower's last fetch (1 s) is all there is: it is lagging.
+    bare = leader_state(0, 10)
+    bare.on_follower_fetch(FOLLOWER, 10, now_ms=1_000)
+    bare.on_follower_fetch(3, 10, now_ms=1_000)
+    bare.on_leader_append(11)
+    assert bare.isr_to_shrink(now_ms=60_001, lag_time_max_ms=LAG_MS) == (1,)
+
+
+def session_fetch(pair: Pair, session: FetchSession, partitions: list[FetchRequestPartition], incremental=True):
+    return pair.brokers[1].replicas.session_fetch(session, 0, MAX_BYTES, partitions, [], incremental)
+
+
+def test_in_a_session_acks_all_completes_and_an_idle_minute_does_not_drop_the_follower(tmp_path):
+    clock = Clock()
+    pair = Pair(tmp_path, min_isr=2, lag_clock=clock)
+    try:
+        _idle_minute_in_a_session(pair, clock)
+    finally:
+        pair.close()
+
+
+def _idle_minute_in_a_session(pair: Pair, clock: Clock) -> None:
+    leader, follower = pair.brokers[1].replicas, pair.brokers[2].replicas
+    session = leader.open_session(2)
+
+    def fetch_round(incremental=True) -> list[FetchResult]:
+        offset, last_epoch = follower.fetch_position(TP, 1, pair.epoch)
+        answer = session_fetch(pair, session, [FetchRequestPartition(TOPIC, 0, offset, pair.epoch, MAX_BYTES,
+                                                                     last_epoch)], incremental)
+        for r in answer:
+            pair.deliver(r)
+        return answer
+
+    assert [r.partition for r in fetch_round(incremental=False)] == [0]
+    pair.produce(1, b"a", b"b")
+    assert fetch_round()[0].records                                    # the data
+    fetch_round()                                                      # the new position: the HW moves
+    assert pair.brokers[1].hw == 2
+    clock.now += 60_000                                                # an idle minute, rounds every 0.5 s
+    for _ in range(3):
+        assert session_fetch(pair, session, []) == []
+    pair.produce(1, b"c")
+    leader.maybe_shrink_isr()
+    assert pair.brokers[1].alters.requests == [], "the follower left the ISR after an idle minute in a session"
+    leader.close_session(session)
+    clock.now += 60_000
+    pair.produce(1, b"d")
+    leader.maybe_shrink_isr()
+    assert [r["new_isr"] for r in pair.brokers[1].alters.requests] == [[1]], "a follower without a session stays"
+
+
+def test_only_marked_and_watched_partitions_are_examined_and_a_full_scan_catches_an_unmarked_change():
+    s = FetchSession(FOLLOWER)
+    states = {p: leader_state(p, 10) for p in range(1000)}
+    s.update([position(p, 10) for p in range(1000)], [], incremental=False, now_ms=0)
+    assert len(answered(s, states, now_ms=0)[1]) == 1000              # the first round answers everything
+    assert s.candidates(now_ms=500) == []                             # idle: nothing to look at
+    states[7].log_end_offset = 11
+    s.mark((TOPIC, 7))
+    s.mark((TOPIC, 5000))                                             # not in the session: ignored
+    assert answered(s, states, now_ms=1000) == ([(TOPIC, 7)], [7])
+    s.update([position(7, 11)], [], incremental=True, now_ms=1001)   # the follower took it
+    assert answered(s, states, now_ms=1001) == ([(TOPIC, 7)], [])     # its new position, recorded
+    states[8].log_end_offset = 11                                     # a change nobody marked
+    assert answered(s, states, now_ms=1500) == ([], [])
+    assert answered(s, states, now_ms=10_001) == ([(TOPIC, 8)], [8])  # the periodic full scan finds it
