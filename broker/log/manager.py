@@ -20,6 +20,7 @@ import re
 import shutil
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
@@ -40,6 +41,7 @@ from client.errors import InvalidTopicError, KafkaStorageError
 log = structlog.get_logger(__name__)
 
 LOCK_FILE = ".lock"
+LOAD_THREADS = 8   # logs opened (and recovered) at once at start-up
 DELETED_SUFFIX = ".deleted"
 TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
@@ -99,25 +101,46 @@ class LogManager:
         try:
             if meta is not None:
                 self._mark_record_crc(meta)
-            for path in sorted(self.data_dir.iterdir()):
-                if not path.is_dir():
+            found = self._partition_dirs()
+            # Opening a log is mostly reads, and after a crash its recovery, of files: they overlap on
+            # threads (Kafka's num.recovery.threads.per.data.dir). In the dirs' order, so the first failure
+            # found is the first in name order, whatever the threads' timing.
+            with ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="log-load") as pool:
+                opening = [pool.submit(lambda path: (PartitionLog.open(path, self.default_config, now_ms),
+                                                     read_topic_id(path)), path) for _, path in found]
+            first_error: BaseException | None = None
+            for (tp, _), future in zip(found, opening):
+                try:
+                    plog, topic_id = future.result()
+                except BaseException as e:  # noqa: BLE001 - raised below, once every opened log is held
+                    first_error = first_error or e
                     continue
-                if path.name.endswith(DELETED_SUFFIX):
-                    # A deletion that a crash interrupted: finish it.
-                    log.info("deleted_log_removed", dir=str(path))
-                    shutil.rmtree(path)
-                    continue
-                tp = parse_partition_dir_name(path.name)
-                if tp is None:
-                    log.warning("unknown_folder_in_data_dir", dir=str(path))
-                    continue
-                self._logs[tp] = self._watched(PartitionLog.open(path, self.default_config, now_ms))
-                self._topic_ids[tp] = read_topic_id(path)
+                self._logs[tp] = self._watched(plog)   # held, so that a failure closes it with the rest
+                self._topic_ids[tp] = topic_id
+            if first_error is not None:
+                raise first_error
         except BaseException:
             self.close(clean=False)
             raise
         log.info("logs_loaded", data_dir=str(self.data_dir), partitions=len(self._logs))
         return meta
+
+    def _partition_dirs(self) -> list[tuple[TopicPartition, Path]]:
+        """The data dir's partition folders, by name; a deletion a crash interrupted is finished first."""
+        found = []
+        for path in sorted(self.data_dir.iterdir()):
+            if not path.is_dir():
+                continue
+            if path.name.endswith(DELETED_SUFFIX):
+                log.info("deleted_log_removed", dir=str(path))
+                shutil.rmtree(path)
+                continue
+            tp = parse_partition_dir_name(path.name)
+            if tp is None:
+                log.warning("unknown_folder_in_data_dir", dir=str(path))
+                continue
+            found.append((tp, path))
+        return found
 
     def _mark_record_crc(self, meta: MetaProperties) -> None:
         """A data dir of a raftka before CRC-32C batches that holds no partition log (check_meta refuses one
