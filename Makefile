@@ -18,9 +18,27 @@ venv: $(STAMP)
 # The Procfile's entries format the data dirs that have none first (kbroker format --all-missing): on a
 # fresh clone every broker as an initial voter of a brand-new cluster; after a lost disk, only the missing
 # data dir, as rejoining (it votes once it has caught up). Formatted data dirs are left alone.
+# make run BROKERS=5 (1 to 9; VOTERS=3: only brokers 1-3 vote in the metadata quorum, the others observe):
+# the cluster file and Procfile are generated as data/cluster-5.toml and data/Procfile-5 (kbroker
+# cluster-file), data dirs still data/broker-N. Unset, or BROKERS=3 alone: cluster.toml and the Procfile.
+# data/.cluster-shape remembers which cluster data/ holds: the quorum's voters cannot change under
+# existing data (a smaller majority could elect a node without the committed metadata): make clean-data.
+BROKERS ?= 3
+VOTERS  ?=
+GENERATED = $(if $(or $(VOTERS),$(filter-out 3,$(BROKERS))),yes)
+SHAPE     = brokers=$(BROKERS) voters=$(or $(VOTERS),$(BROKERS))
 run: $(STAMP)
+ifneq ($(GENERATED),)
+	$(BIN)/python -m broker cluster-file --brokers $(BROKERS) $(if $(VOTERS),--voters $(VOTERS)) \
+	  --out data/cluster-$(BROKERS).toml --procfile data/Procfile-$(BROKERS)
+endif
+	@had=$$(cat data/.cluster-shape 2>/dev/null \
+	  || { ls -d data/broker-* >/dev/null 2>&1 && echo "brokers=3 voters=3"; }); \
+	test -z "$$had" || test "$$had" = "$(SHAPE)" \
+	  || { echo "make run: data/ holds a cluster of $$had, not $(SHAPE): make clean-data first" >&2; exit 2; }; \
+	mkdir -p data && echo "$(SHAPE)" > data/.cluster-shape
 	@echo "raftka: the live cluster page (kclient ui) will be at http://127.0.0.1:8080/"
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start$(if $(GENERATED), -f data/Procfile-$(BROKERS))
 
 # make kill BROKER=N: kill -9 broker N of `make run` (the PID the broker wrote to its data dir);
 # its supervisor starts it again after the Procfile's --restart-delay.
@@ -41,10 +59,9 @@ test: $(STAMP)
 # rolling restart, all at once, topic delete and re-create, preferred elections, faults in sequence, a wiped
 # data dir, idle client streams) under idempotent acks=all producers and consumers, each round checked;
 # the report (summary per fault kind, timeline) goes to chaos-report/report.md. SEEDS=1,2 to replay;
-# BROKERS=4 runs four brokers (topics keep RF 3); NEMESES=kill-leader,wipe-data picks the fault kinds.
+# BROKERS=5 runs five brokers (topics keep RF 3); NEMESES=kill-leader,wipe-data picks the fault kinds.
 SEEDS   ?=
 ROUNDS  ?= 50
-BROKERS ?= 3
 NEMESES ?=
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.runner --rounds $(ROUNDS) --brokers $(BROKERS) --out chaos-report \

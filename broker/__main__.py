@@ -7,6 +7,9 @@ seconds after any exit it did not cause.
 kbroker format --config cluster.toml --id N [--initial-voter] | --all-missing: format a data
 dir once, before the broker's first start (broker/storage_format.py). A broker refuses to
 start on an unformatted data dir.
+
+kbroker cluster-file --brokers N [--voters K] [--out FILE [--procfile FILE]]: a cluster file (and
+Procfile) for N local brokers, for `make run BROKERS=N` (broker/cluster_file.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import math
 import os
 import signal
 import sys
+import tomllib
+from pathlib import Path
 
 # EXIT_BAD_CONFIG (2): configuration, port or data-dir lock error, which the supervisor does not restart.
 from broker.supervisor import EXIT_BAD_CONFIG, EXIT_LOG_DIR_FAILURE, supervise
@@ -83,12 +88,66 @@ def format_main(argv: list[str]) -> int:
     return 0
 
 
+def cluster_file_main(argv: list[str]) -> int:
+    """kbroker cluster-file: write a cluster file (and Procfile) for N local brokers (broker/cluster_file.py)."""
+    from broker.cluster_file import MAX_BROKERS
+
+    parser = _Parser(prog="kbroker cluster-file",
+                     description="A cluster file for N local brokers in cluster.toml's shape (its cluster_id, "
+                                 "cluster_secret and [config]), and the Procfile that runs them (make run BROKERS=N).")
+    parser.add_argument("--brokers", type=int, required=True, help=f"how many brokers, 1 to {MAX_BROKERS}")
+    parser.add_argument("--voters", type=int, metavar="K",
+                        help="only the first K brokers vote in the metadata quorum and may become the controller "
+                             "(controller_quorum_voters); the others are observers (default: every broker votes)")
+    parser.add_argument("--template", default="cluster.toml",
+                        help="the cluster file to copy cluster_id, cluster_secret and [config] from "
+                             "(default: cluster.toml)")
+    parser.add_argument("--data-root", default="data", metavar="DIR",
+                        help="broker N's data dir is DIR/broker-N (default: data, as cluster.toml's)")
+    parser.add_argument("--out", metavar="FILE", help="write the cluster file here (default: print it)")
+    parser.add_argument("--procfile", metavar="FILE", help="also write the Procfile that runs --out's brokers")
+    args = parser.parse_args(argv)
+    if args.procfile and not args.out:
+        parser.error("--procfile needs --out (its entries name the cluster file)")
+
+    from broker.cluster_file import ClusterFileError, cluster_file_text, load_template, procfile_text
+    from broker.config import ConfigError, parse_cluster_config
+
+    try:
+        out = Path(args.out) if args.out else None
+        # The file's paths are relative to the file itself: say where the data dirs are from there.
+        data_root = os.path.relpath(Path(args.data_root).resolve(), out.resolve().parent) if out else args.data_root
+        text = cluster_file_text(args.brokers, args.voters, load_template(args.template), data_root)
+        cluster = parse_cluster_config(tomllib.loads(text), out or Path("cluster.toml"))   # the broker's own checks
+        if out is None:
+            print(text, end="")
+            return 0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        if args.procfile:
+            Path(args.procfile).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.procfile).write_text(procfile_text(args.brokers, args.out), encoding="utf-8")
+    except (ClusterFileError, ConfigError) as e:
+        print(f"kbroker cluster-file: error: {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except OSError as e:
+        print(f"kbroker cluster-file: error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    voters = ", ".join(map(str, cluster.quorum_voters))
+    print(f"kbroker cluster-file: {out}: {args.brokers} brokers, voters {voters}"
+          + (f"; Procfile {args.procfile}" if args.procfile else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["format"]:
         return format_main(argv[1:])
+    if argv[:1] == ["cluster-file"]:
+        return cluster_file_main(argv[1:])
     parser = _Parser(prog="kbroker", description="Run one raftka broker.",
-                     epilog="Format a data dir before its broker's first start: kbroker format --help")
+                     epilog="Format a data dir before its broker's first start: kbroker format --help. "
+                            "A cluster file for N brokers: kbroker cluster-file --help")
     parser.add_argument("--config", default="cluster.toml", help="cluster file (default: cluster.toml)")
     parser.add_argument("--id", type=int, required=True, help="this broker's id in the cluster file")
     parser.add_argument("--log-format", choices=("console", "json", "story"),

@@ -171,7 +171,9 @@ class Broker:
             (s.quorum_election_timeout_ms / 1000, s.quorum_election_timeout_max_ms / 1000),
             s.quorum_heartbeat_interval_ms / 1000,
             # Formatted to rejoin (a lost disk): no vote until caught up, then meta.properties says voter.
-            rejoining=meta.rejoining, mark_voter=lambda: mark_voter(a.data_dir))
+            rejoining=meta.rejoining, mark_voter=lambda: mark_voter(a.data_dir),
+            # Not in controller_quorum_voters: an observer (replicates the metadata log, never controller).
+            voters=frozenset(self.cluster.quorum_voters) or None)
         self.quorum.start()
 
         notifier = AppendNotifier()

@@ -199,6 +199,12 @@ class ClusterConfig:
     path: Path
     # Shared by the brokers' Raft ports (pysyncobj's password): a peer without it is refused.
     cluster_secret: str = field(default="", repr=False)
+    # The brokers whose Raft nodes vote and may become the controller (Kafka's controller.quorum.voters);
+    # the others are observers: they replicate the metadata log but never vote or lead. Empty: all vote.
+    quorum_voters: tuple[int, ...] = ()
+
+    def is_voter(self, broker_id: int) -> bool:
+        return not self.quorum_voters or broker_id in self.quorum_voters
 
     def broker(self, broker_id: int) -> BrokerAddress:
         for b in self.brokers:
@@ -238,7 +244,30 @@ def parse_cluster_config(raw: dict[str, Any], path: Path) -> ClusterConfig:
         # A leader serves one fetch stream from every other broker; a refused one would leave the ISR.
         raise ConfigError(f"{path}: inter.broker.max.concurrent.streams ({streams}) must be at least the number "
                           f"of brokers minus one ({len(brokers) - 1}), so every follower's fetch stream fits")
-    return ClusterConfig(cluster_id, brokers, settings, path, _cluster_secret(raw, path))
+    return ClusterConfig(cluster_id, brokers, settings, path, _cluster_secret(raw, path),
+                         _quorum_voters(raw, brokers, path))
+
+
+def _quorum_voters(raw: dict[str, Any], brokers: tuple[BrokerAddress, ...], path: Path) -> tuple[int, ...]:
+    """controller_quorum_voters: the ids of the brokers whose Raft nodes vote; left out, every broker votes."""
+    ids = [b.broker_id for b in brokers]
+    value = raw.get("controller_quorum_voters")
+    if value is None:
+        return tuple(ids)
+    where = f"{path}: controller_quorum_voters"
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where} must be a non-empty list of broker ids, e.g. [1, 2, 3]")
+    bad = next((v for v in value if isinstance(v, bool) or not isinstance(v, int)), None)
+    if bad is not None:
+        raise ConfigError(f"{where} must hold broker ids (integers), not {bad!r}")
+    voters: list[int] = value
+    unknown = [v for v in voters if v not in ids]
+    if unknown:
+        raise ConfigError(f"{where} names broker {unknown[0]}, which has no [[broker]] entry "
+                          f"(the file names {', '.join(map(str, ids))})")
+    if len(set(voters)) != len(voters):
+        raise ConfigError(f"{where} names a broker twice")
+    return tuple(sorted(voters))
 
 
 def _cluster_secret(raw: dict[str, Any], path: Path) -> str:

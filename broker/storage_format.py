@@ -12,6 +12,9 @@ which case it is, as Kafka's KIP-853 does with --initial-controllers / --no-init
   replaced machine). ``quorum.state=rejoining``: its node neither votes nor stands for election
   until it has caught up with a leader; then the broker marks it a voter (metadata/quorum.py).
 
+A broker left out of ``controller_quorum_voters`` (an observer) is formatted the same way, but it
+never votes whatever its state says, and its state stays as formatted (only a voter marks itself one).
+
 ``format_missing`` is what ``make run`` runs first (``kbroker format --all-missing``): no data
 dir of the cluster exists yet -> a brand-new cluster, every broker an initial voter; some exist
 -> only the missing ones are formatted, as rejoining.
@@ -101,6 +104,10 @@ def _format(cluster: ClusterConfig, broker_id: int, initial_voter: bool) -> Form
     if not initial_voter and len(cluster.brokers) == 1:
         raise FormatError(f"cannot format data dir {data_dir} as rejoining: a one-broker cluster has no "
                           f"peer to catch up from (use --initial-voter)")
+    if not initial_voter and cluster.quorum_voters == (broker_id,):
+        # Observers hold the log too, but they never lead, so nothing would ever let it catch up and vote.
+        raise FormatError(f"cannot format data dir {data_dir} as rejoining: broker {broker_id} is the only voter "
+                          f"(controller_quorum_voters), so no leader is left to catch up from")
     _check_empty(data_dir)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)

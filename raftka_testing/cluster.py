@@ -300,10 +300,11 @@ CLUSTER_ID, CLUSTER_SECRET = "raftka-test", "raftka-test-secret"
 
 
 def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, format_dirs: bool = True,
-                  metrics: bool = False, network: Network | None = None) -> Cluster:
+                  metrics: bool = False, network: Network | None = None, voters: list[int] | None = None) -> Cluster:
     """A cluster.toml with ``n`` brokers on free loopback ports, data under ``root``, every data dir
     formatted for a brand-new cluster (each broker an initial voter) unless ``format_dirs`` is False;
-    with ``metrics``, each broker also serves Prometheus metrics on a free ``metrics_port``.
+    with ``metrics``, each broker also serves Prometheus metrics on a free ``metrics_port``; with
+    ``voters``, only those brokers vote in the metadata quorum (controller_quorum_voters), the others observe.
 
     With a ``network`` (raftka_testing.netns), broker i runs on its host "b{i}": it binds and advertises
     that host's address and starts inside its namespace (``ip netns exec``, which execs: the PID is the
@@ -316,6 +317,8 @@ def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, 
     root.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(root)
     lines = [f'cluster_id = "{CLUSTER_ID}"', f'cluster_secret = "{CLUSTER_SECRET}"']
+    if voters is not None:
+        lines.append(f"controller_quorum_voters = [{', '.join(map(str, voters))}]")
     config_path = root / "cluster.toml"
     per_broker = 5 if metrics else 4
     ports = free_ports(per_broker * n)

@@ -15,19 +15,28 @@ secret a stranger's frame is dropped before it is ever unpickled.
 
 A node whose data dir is ``rejoining`` (formatted after a lost disk: broker/storage_format.py)
 takes no part in elections until it has caught up (RejoinGate, _RaftNode).
+
+A broker left out of ``controller_quorum_voters`` (cluster.toml) is an observer, as a KRaft broker
+without the controller role is: pysyncobj's read-only node (``selfNode=None``). It binds no Raft
+port, dials every voter, replicates and applies the metadata log, but it is in no voter's
+``otherNodes``: no majority counts it, and it never stands (pysyncobj starts an election only
+``if selfNode is not None``) nor answers a RequestVote, so it can never be the Raft leader, which
+is the controller. It names itself to the voters (ObserverTransport) so that the controller can
+watch its link as it watches a voter's (liveness.py).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import structlog
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.monotonic import monotonic
-from pysyncobj.node import TCPNode
+from pysyncobj.node import Node, TCPNode
 from pysyncobj.syncobj import SyncObjException
 from pysyncobj.transport import TCPTransport
 
@@ -156,6 +165,57 @@ class StrangerBoundTransport(TCPTransport):
         conn.disconnect()
 
 
+# What an observer sends where a pysyncobj node sends its address (a read-only one: 'readonly').
+OBSERVER_HELLO = "raftka-observer:"
+
+
+def observer_node(address: str) -> Node:
+    """The node a voter's pysyncobj files the observer at ``address`` (host:raft_port) under: a read-only
+    node whose id names the broker, the same on every reconnect (pysyncobj numbers 'readonly' ones)."""
+    return Node(OBSERVER_HELLO + address)
+
+
+class ObserverTransport(StrangerBoundTransport):
+    """StrangerBoundTransport, with observers that say which broker they are.
+
+    pysyncobj's read-only node introduces itself as 'readonly' and a voter files it under a counter,
+    so no voter could tell whose link dropped, and the controller would see every observer's link as
+    down (liveness.py would fence an observer after two missed heartbeats instead of the session
+    timeout). Here an observer sends OBSERVER_HELLO + its address instead, and a voter that expects
+    it (the cluster file's observers) files the connection as pysyncobj files a read-only one, under
+    observer_node(address). Any other hello goes to pysyncobj, which drops a stranger's connection.
+    Runs on pysyncobj's tick thread, like the rest of the transport.
+    """
+
+    def __init__(self, syncObj, selfNode, otherNodes):
+        # Set by _RaftNode before SyncObj.__init__ builds the transport.
+        self._hello: str | None = syncObj._observer_hello            # None: this node is a voter
+        self._expected = {observer_node(a).id for a in syncObj._observer_addresses}
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    def _sendSelfAddress(self, conn):
+        if self._hello is None:
+            super()._sendSelfAddress(conn)
+        else:
+            conn.send(self._hello)
+
+    def _onIncomingMessageReceived(self, conn, message):
+        handshaking = self._syncObj.encryptor is not None and not conn.sendRandKey
+        if handshaking or not isinstance(message, str) or message not in self._expected:
+            super()._onIncomingMessageReceived(conn, message)
+            return
+        node = Node(message)
+        previous = self._connections.get(node)
+        if previous is not None and previous is not conn:
+            previous.disconnect()   # a restarted observer's old connection: pysyncobj forgets it first
+        # What TCPTransport._onIncomingMessageReceived does for 'readonly', under the observer's own id.
+        self._unknownConnections.discard(conn)
+        self._readonlyNodes.add(node)
+        self._connections[node] = conn
+        conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
+        self._onReadonlyNodeConnected(node)
+
+
 class RejoinGate:
     """Whether the local Raft node may vote yet: not while its data dir is ``rejoining``.
 
@@ -223,8 +283,9 @@ class RejoinGate:
 class _RaftNode(SyncObj):
     """pysyncobj's node, kept out of elections while its RejoinGate says so.
 
-    pysyncobj has no non-voting member, so this overrides two of its private hooks (0.3.17 is
-    pinned; tests/unit/test_quorum_rejoin.py fails if these names go away):
+    pysyncobj's non-voting member (a read-only node: what an observer is) can never start to vote,
+    so a rejoining voter runs as a full node kept out of elections by two overridden private hooks
+    (0.3.17 is pinned; tests/unit/test_quorum_rejoin.py fails if these names go away):
     - ``_SyncObj__onMessageReceived``: SyncObj.__init__ hands ``self.__onMessageReceived`` to
       the transport as its message callback, and that name resolves through this subclass.
       While not voting, RequestVote is dropped unanswered, so no vote is ever granted (nor its
@@ -235,10 +296,13 @@ class _RaftNode(SyncObj):
     After each tick it asks whether the node has caught up (``_caught_up``) and tells the gate.
     """
 
-    def __init__(self, *args, gate: RejoinGate, **kwargs):
+    def __init__(self, *args, gate: RejoinGate, observer_hello: str | None = None,
+                 observer_addresses: Sequence[str] = (), **kwargs):
         # Before SyncObj.__init__: attributes added after it would be pickled into its dumps, and
-        # its tick thread (started inside it) already reads this one.
+        # its tick thread (started inside it) already reads this one; ObserverTransport the others.
         self._gate = gate
+        self._observer_hello = observer_hello
+        self._observer_addresses = tuple(observer_addresses)
         super().__init__(*args, **kwargs)
 
     def _SyncObj__onMessageReceived(self, node, message):
@@ -282,22 +346,32 @@ class MetadataQuorum:
     def __init__(self, cluster_id: str, self_address: str, peers: dict[int, str], local_broker_id: int,
                  data_dir: Path, secret: str, election_timeout_s: tuple[float, float] = (0.4, 0.8),
                  heartbeat_period_s: float = 0.1, rejoining: bool = False,
-                 mark_voter: Callable[[], None] | None = None):
+                 mark_voter: Callable[[], None] | None = None, voters: Collection[int] | None = None):
         """``rejoining``: the data dir was formatted to rejoin an existing cluster (a lost disk): this
         node neither votes nor stands until it has caught up, then calls ``mark_voter`` (which must
-        persist that: meta.properties) and votes from then on."""
+        persist that: meta.properties) and votes from then on.
+
+        ``voters``: the brokers whose nodes vote (controller_quorum_voters); None: all of them. A node
+        not among them is an observer, for which ``rejoining`` means nothing: it never votes, and its
+        meta.properties keeps the state it was formatted with."""
         self.local_broker_id = local_broker_id
         self._self_address = self_address
-        self._peers = dict(peers)                       # broker id -> "host:raft_port", self excluded
+        self.observer = voters is not None and local_broker_id not in voters
+        # broker id -> "host:raft_port", self excluded
+        self._voter_peers = {b: a for b, a in peers.items() if voters is None or b in voters}
+        self._observer_peers = {b: a for b, a in peers.items() if b not in self._voter_peers}
         self._broker_of = {a: b for b, a in peers.items()}
         self._broker_of[self_address] = local_broker_id
-        self._peer_nodes = {b: TCPNode(a) for b, a in peers.items()}
+        # The Raft links: this node's to every voter; a voter's also to every observer (which dials it).
+        self._peer_nodes = {b: TCPNode(a) for b, a in self._voter_peers.items()}
+        if not self.observer:
+            self._peer_nodes.update({b: observer_node(a) for b, a in self._observer_peers.items()})
         self._data_dir = data_dir
         self._secret = secret
         self._timeouts = election_timeout_s
         self._heartbeat_period_s = heartbeat_period_s
         self.state_machine = MetadataStateMachine(cluster_id, self.term)
-        self._gate = RejoinGate(rejoining, mark_voter, self._broker_of)
+        self._gate = RejoinGate(rejoining and not self.observer, mark_voter, self._broker_of)
         self._raft: SyncObj | None = None
         # Commits waited on, so that refuse_commits() can end those waits at once.
         self._waiting: set[threading.Event] = set()
@@ -325,8 +399,17 @@ class MetadataQuorum:
             dynamicMembershipChange=False,
             onReady=self.ready.set,
         )
-        self._raft = _RaftNode(self._self_address, list(self._peers.values()), conf=conf,
-                               consumers=[self.state_machine], transportClass=StrangerBoundTransport, gate=self._gate)
+        # An observer is pysyncobj's read-only node (selfNode None): no server, no vote, never a candidate.
+        hello = observer_node(self._self_address).id if self.observer else None
+        self._raft = _RaftNode(None if self.observer else self._self_address, list(self._voter_peers.values()),
+                               conf=conf, consumers=[self.state_machine], transportClass=ObserverTransport,
+                               gate=self._gate, observer_hello=hello,
+                               observer_addresses=list(self._observer_peers.values()))
+        if self.observer:
+            # No waitBinded(): a read-only transport never signals its bind, it would wait forever.
+            log.info("quorum_observer", why="not in controller_quorum_voters: replicates the metadata log, "
+                     "never votes or leads", voters=sorted(self._voter_peers))
+            return
         try:
             self._raft.waitBinded()
         except SyncObjException:
@@ -365,8 +448,9 @@ class MetadataQuorum:
 
     @property
     def voting(self) -> bool:
-        """False while this node is rejoining (it neither votes nor stands for election)."""
-        return self._gate.voting
+        """False while this node is rejoining (it neither votes nor stands for election), and always on
+        an observer."""
+        return not self.observer and self._gate.voting
 
     def is_leader(self) -> bool:
         return self._raft is not None and self._raft._isLeader()
@@ -397,6 +481,11 @@ class MetadataQuorum:
         return self._broker_of.get(str(leader), -1) if leader is not None else -1
 
     def peer_connected(self, broker_id: int) -> bool:
+        """Whether this node's Raft link to ``broker_id`` is up. True for a broker it has no link with (one
+        observer to another): there is nothing to watch, and only a voter, which links to all, is ever the
+        controller that fences on it."""
+        if self.observer and broker_id in self._observer_peers:
+            return True
         node = self._peer_nodes.get(broker_id)
         return node is not None and self._raft is not None and self._raft.isNodeConnected(node)
 

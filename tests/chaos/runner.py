@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=50, help="rounds per seed (default 50)")
     parser.add_argument("--out", default="", help="report folder (default: a new temporary folder)")
     parser.add_argument("--brokers", type=int, default=N_BROKERS,
-                        help=f"brokers in the cluster (default {N_BROKERS}; 4 supported); topics keep RF 3")
+                        help=f"brokers in the cluster (default {N_BROKERS}; 4 and 5 supported); topics keep RF 3")
     parser.add_argument("--nemeses", default="", help=f"comma-separated fault kinds (default: all of {', '.join(KINDS)})")
     parser.add_argument("--net", action="store_true",
                         help=f"network faults: each broker on a host of its own (needs root); the default kinds "
