@@ -50,6 +50,7 @@ from client.errors import (InconsistentClusterIdError, InvalidReplicaAssignmentE
 log = structlog.get_logger(__name__)
 
 TICK_S = 0.05
+RECONCILE_RETRY_S = 1.0   # a reconciliation whose fix could not be committed is tried again after this
 PREFERRED, UNCLEAN = 0, 1
 
 
@@ -132,6 +133,7 @@ class Controller:
         self._active_term: int | None = None
         self._reconciled_offset = -1
         self._next_reconcile = 0.0
+        self._reconcile_failed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -179,9 +181,10 @@ class Controller:
             log.info("controller_activated", controller=self.broker_id, term=term,
                      metadata_offset=self.image.offset)
         self._fence_dead_brokers(now)
-        # The scan is O(partitions): run it when the image changed, else once a second.
-        if self.image.offset != self._reconciled_offset or now >= self._next_reconcile:
-            self._next_reconcile = now + 1.0
+        # The scan is O(partitions) and a pure function of the image: it runs when the image changed, and
+        # again (after RECONCILE_RETRY_S) only while the fix it found could not be committed.
+        if self.image.offset != self._reconciled_offset or (self._reconcile_failed and now >= self._next_reconcile):
+            self._next_reconcile = now + RECONCILE_RETRY_S
             self._reconcile()
 
     def _watch_links(self, now: float) -> None:
@@ -221,7 +224,9 @@ class Controller:
             before = self.image
             self._reconciled_offset = before.offset
             changes = reconcile_partitions(before)
-            if changes and self._try_commit(changes) is not None:
+            committed = not changes or self._try_commit(changes) is not None
+            self._reconcile_failed = not committed
+            if changes and committed:
                 self._log_changes(before, changes)
 
     def _log_changes(self, before: MetadataImage, batch) -> None:

@@ -108,7 +108,8 @@ class ReplicaManager:
         # would drop every follower at once, one stepped back would keep a dead one in the ISR.
         self._lag_clock_ms = lag_clock_ms
         self._partitions: dict[tuple[str, int], Partition] = {}
-        self._lock = threading.Lock()  # guards the _partitions dict
+        self._by_topic: dict[str, dict[int, Partition]] = {}   # the same, by topic (one topic's, at once)
+        self._lock = threading.Lock()  # guards the _partitions and _by_topic dicts
         # Each follower's latest fetch session (its ReplicaFetchStream; broker/fetch_session.py), by broker id.
         self._sessions: dict[int, FetchSession] = {}
 
@@ -183,6 +184,7 @@ class ReplicaManager:
                            rebuild_producer_state(plog))
         with self._lock:
             self._partitions[tp] = hosted
+            self._by_topic.setdefault(tp[0], {})[tp[1]] = hosted
         return hosted
 
     def _max_message_bytes(self, configs) -> int:
@@ -192,6 +194,10 @@ class ReplicaManager:
         self._fetchers.stop_following(tp)
         with self._lock:
             hosted = self._partitions.pop(tp, None)
+            of_topic = self._by_topic.get(tp[0], {})
+            of_topic.pop(tp[1], None)
+            if not of_topic:
+                self._by_topic.pop(tp[0], None)
         self._mark_changed(tp)
         if hosted is not None:
             with hosted.lock:
@@ -221,8 +227,9 @@ class ReplicaManager:
     def led_partitions(self, topic: str) -> dict[int, int]:
         """partition -> leader epoch of ``topic``'s partitions this broker leads (a group coordinator
         serves the groups of exactly these)."""
-        return {tp[1]: h.state.leader_epoch for tp, h in list(self._partitions.items())
-                if tp[0] == topic and h.state.is_leader}
+        with self._lock:
+            of_topic = list(self._by_topic.get(topic, {}).items())
+        return {p: h.state.leader_epoch for p, h in of_topic if h.state.is_leader}
 
     def read_local_log(self, topic: str, partition: int, from_offset: int,
                        max_bytes: int = 1 << 20) -> tuple[bytes, int]:
@@ -426,6 +433,8 @@ class ReplicaManager:
         """Leaders drop followers that have not caught up for replica.lag.time.max.ms (via the controller)."""
         now = self._lag_clock_ms()
         for hosted in list(self._partitions.values()):
+            if not hosted.state.is_leader:
+                continue   # (checked again under its lock) a follower has no ISR to shrink
             request = hosted.isr_shrink_request(now, self._settings.replica_lag_time_max_ms)
             if request is not None:
                 self._submit_alter(hosted, request)
