@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import socket
 import sys
 import threading
@@ -150,6 +151,7 @@ class Broker:
             _check_port_free(a.host, a.kafka_port, "kafka_port")
         if a.metrics_port:
             _check_port_free(a.host, a.metrics_port, "metrics_port")
+        open_files = raise_open_files_limit()
         self._broker_token = broker_token(self.cluster.cluster_id, self.cluster.cluster_secret)
         self._bind_servers()
         self._serve_metrics()
@@ -223,7 +225,7 @@ class Broker:
         self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self._housekeeper.start()
         self._started = True
-        log.info("broker_started", host=a.host, port=a.port, raft_port=a.raft_port,
+        log.info("broker_started", open_files_limit=open_files, host=a.host, port=a.port, raft_port=a.raft_port,
                  inter_broker_port=a.inter_broker_port, metrics_port=a.metrics_port, pid=os.getpid(),
                  data_dir=str(a.data_dir), startup_ms=round((time.monotonic() - started) * 1000, 1))
 
@@ -416,3 +418,18 @@ class Broker:
             self._metrics_server.close()
         if self._started:
             log.info("broker_stopped")
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's limit on open files to the most it may (the hard limit), as Kafka's docs ask of
+    its operators: each partition log holds its active segment's file open, plus every connection, so a
+    broker hosting thousands of partitions needs thousands of files. Returns the limit now in force (the
+    broker_started event tells it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as e:   # e.g. an unlimited hard limit the kernel caps lower
+            log.warning("open_files_limit_not_raised", limit=soft, hard=hard, error=str(e))
+    return soft

@@ -28,8 +28,8 @@ from broker.partition import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, EpochEndOffs
 from broker.partition_state import PartitionState
 from broker.produce_validation import acks_error, validate_batch
 from broker.producer_state import rebuild_producer_state
-from client.errors import (KafkaError, LeaderHintInfo, NotLeaderOrFollowerError, RequestTimedOutError,
-                           UnknownTopicOrPartitionError)
+from client.errors import (KafkaError, KafkaStorageError, LeaderHintInfo, NotLeaderOrFollowerError,
+                           RequestTimedOutError, UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +58,18 @@ def _run_steps(steps: list[tuple[tuple[str, int], Callable[[], None]]]) -> list[
         except Exception as e:  # noqa: BLE001 - reported, retried by the publisher
             log.exception("partition_change_failed", topic=tp[0], partition=tp[1], error=str(e))
             failed.append(tp)
+    return failed
+
+
+def _run_in_parallel(steps: list[tuple[tuple[str, int], Callable[[], None]]]) -> list[tuple[str, int]]:
+    """_run_steps, on CHANGE_THREADS threads when there are many (partitions are independent: each has its
+    own lock and log, and their file work overlaps)."""
+    if len(steps) < PARALLEL_CHANGES_FROM:
+        return _run_steps(steps)
+    failed: list[tuple[str, int]] = []
+    with ThreadPoolExecutor(CHANGE_THREADS, thread_name_prefix="metadata-change") as pool:
+        for chunk_failed in pool.map(_run_steps, [steps[i::CHANGE_THREADS] for i in range(CHANGE_THREADS)]):
+            failed += chunk_failed
     return failed
 
 
@@ -135,20 +147,22 @@ class ReplicaManager:
         hosted would look stray)."""
         changes = local_changes(old, new, self.broker_id)
         now = self._lag_clock_ms()
-        deletions = [(tp, lambda tp=tp: self._stop_partition(tp)) for tp in changes.deleted]
-        roles = ([(tp, lambda tp=tp, reg=reg: self._become(tp, reg, new, now, leader=True))
-                  for tp, reg in changes.leaders.items()]
-                 + [(tp, lambda tp=tp, reg=reg: self._become(tp, reg, new, now, leader=False))
-                    for tp, reg in changes.followers.items()])
-        failed = _run_steps(deletions)
-        if len(roles) < PARALLEL_CHANGES_FROM:
-            failed += _run_steps(roles)
-        else:
-            # Partitions are independent (each has its own lock and log): their file work overlaps.
-            with ThreadPoolExecutor(CHANGE_THREADS, thread_name_prefix="metadata-change") as pool:
-                chunks = [roles[i::CHANGE_THREADS] for i in range(CHANGE_THREADS)]
-                for chunk_failed in pool.map(_run_steps, chunks):
-                    failed += chunk_failed
+        failed = _run_steps([(tp, lambda tp=tp: self._stop_partition(tp)) for tp in changes.deleted])
+        roles = ([(tp, reg, True) for tp, reg in changes.leaders.items()]
+                 + [(tp, reg, False) for tp, reg in changes.followers.items()])
+        # Partitions new here are hosted first, their logs created without an fsync per file, and all made
+        # durable at once (one syncfs, LogManager.sync) before any of them leads or fetches.
+        new_here = [(tp, lambda tp=tp: self._host(tp, new, durable=False))
+                    for tp, _, _ in roles if tp not in self._partitions]
+        not_hosted = set(_run_in_parallel(new_here))
+        if len(new_here) > len(not_hosted):
+            try:
+                self._logs.sync()
+            except KafkaStorageError:   # the data dir is offline now (the broker halts): none of them serves
+                not_hosted = {tp for tp, _ in new_here}
+        failed += sorted(not_hosted)
+        failed += _run_in_parallel([(tp, lambda tp=tp, reg=reg, leader=leader: self._become(tp, reg, new, now, leader))
+                                    for tp, reg, leader in roles if tp not in not_hosted])
         if changes:
             self._notifier.notify()
         return failed
@@ -169,13 +183,14 @@ class ReplicaManager:
                  partition_epoch=reg.partition_epoch, isr=list(reg.isr),
                  log_end_offset=hosted.state.log_end_offset, high_watermark=hosted.state.high_watermark)
 
-    def _host(self, tp: tuple[str, int], image: MetadataImage) -> Partition:
-        """Open (or create) the log of a partition this broker now hosts, and its Partition."""
+    def _host(self, tp: tuple[str, int], image: MetadataImage, durable: bool = True) -> Partition:
+        """Open (or create) the log of a partition this broker now hosts, and its Partition (without
+        ``durable``, a new log's files wait for the caller's LogManager.sync())."""
         topic = image.topics[tp[0]]
         config = LogConfig.from_topic_config(dict(topic.configs), self._settings.log)
         # A log of another topic by this name (deleted and re-created while this broker was away)
         # is replaced, never adopted (KIP-516; broker/log/partition_metadata.py).
-        plog = self._logs.get_or_create(tp[0], tp[1], config, self._clock_ms(), topic.topic_id)
+        plog = self._logs.get_or_create(tp[0], tp[1], config, self._clock_ms(), topic.topic_id, durable)
         state = PartitionState(tp[0], tp[1], self.broker_id, log_start_offset=plog.log_start_offset,
                                log_end_offset=plog.log_end_offset, high_watermark=plog.read_high_watermark(),
                                min_insync_replicas=int(topic.configs.get(

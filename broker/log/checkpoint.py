@@ -12,6 +12,7 @@ so the format can change later)::
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -23,11 +24,13 @@ CHECKPOINT_VERSION = 0
 TMP_SUFFIX = ".tmp"
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, durable: bool = True) -> None:
     """Write ``text`` to ``path`` so that a crash never leaves a half-written file.
 
     Write a temporary file, fsync it, rename it over the old one, then fsync the
-    directory so the rename itself survives a power loss.
+    directory so the rename itself survives a power loss. ``durable=False`` leaves
+    out both fsyncs, for a caller that makes many files durable at once afterwards
+    (sync_filesystem): a killed process still never leaves half a file.
     """
     tmp = path.with_name(path.name + TMP_SUFFIX)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -36,11 +39,32 @@ def write_atomically(path: Path, text: str) -> None:
         written = 0
         while written < len(data):
             written += os.write(fd, data[written:])
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_directory(path.parent)
+    if durable:
+        fsync_directory(path.parent)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Make everything written on ``path``'s filesystem durable: one syncfs(2), where creating N new logs
+    one fsync'd file and folder at a time would cost 2N fsyncs (os.sync() where libc has no syncfs)."""
+    syncfs = getattr(_libc, "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
 
 
 def fsync_directory(directory: Path) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from broker.log.checkpoint import fsync_directory
+from broker.log.checkpoint import fsync_directory, sync_filesystem
 from broker.log.config import LogConfig
 from broker.log.log import PartitionLog
 from broker.log.log_dir_failure import LogDirFailureChannel
@@ -177,10 +177,11 @@ class LogManager:
             return self._logs.get((topic, partition))
 
     def get_or_create(self, topic: str, partition: int, config: LogConfig | None,
-                      now_ms: int, topic_id: str | None = None) -> PartitionLog:
+                      now_ms: int, topic_id: str | None = None, durable: bool = True) -> PartitionLog:
         """The log of (topic, partition), created if new (with ``config``, or the
         defaults if None). An existing log takes ``config`` (the topic's current
-        settings) when one is given.
+        settings) when one is given. ``durable=False``: a new log's files are not fsynced one by
+        one; the caller makes them durable with sync() before anything is written to it.
 
         With ``topic_id``, a log on disk that belongs to another topic id (a deleted
         topic's, whose name was taken again) is a stray: it is deleted and the log
@@ -203,20 +204,22 @@ class LogManager:
         with creating:
             plog = self.get(topic, partition)
             if plog is None:
-                plog = self._create(tp, config or self.default_config, now_ms, topic_id)
+                plog = self._create(tp, config or self.default_config, now_ms, topic_id, durable)
             elif config is not None and config != plog.config:
                 plog.update_config(config)
             if topic_id is not None and self.topic_id(topic, partition) is None:
                 self._write_topic_id(tp, plog.directory, topic_id)
             return plog
 
-    def _create(self, tp: TopicPartition, config: LogConfig, now_ms: int, topic_id: str | None) -> PartitionLog:
-        """A new log; its topic id is on disk before its first segment, so no log with data lacks one."""
+    def _create(self, tp: TopicPartition, config: LogConfig, now_ms: int, topic_id: str | None,
+                durable: bool = True) -> PartitionLog:
+        """A new log; its topic id is on disk before its first segment, so no log with data lacks one
+        (without ``durable``, durable with the rest at the caller's sync(), before any data)."""
         directory = self.data_dir / partition_dir_name(*tp)
         try:
             if topic_id is not None:
                 directory.mkdir(parents=True, exist_ok=True)
-                write_topic_id(directory, topic_id)
+                write_topic_id(directory, topic_id, durable)
             plog = self._watched(PartitionLog.open(directory, config, now_ms))
         except (KafkaStorageError, OSError) as e:
             self._log_dir_failed(f"cannot create log {directory}", e)
@@ -226,6 +229,15 @@ class LogManager:
             self._topic_ids[tp] = topic_id
         log.info("log_created", topic=tp[0], partition=tp[1], dir=str(directory), topic_id=topic_id)
         return plog
+
+    def sync(self) -> None:
+        """Make everything written in the data dir durable (one syncfs): the barrier after creating logs
+        with ``durable=False``."""
+        try:
+            sync_filesystem(self.data_dir)
+        except OSError as e:
+            self._log_dir_failed(f"cannot sync {self.data_dir}", e)
+            raise KafkaStorageError(f"cannot sync {self.data_dir}: {e}") from e
 
     def _write_topic_id(self, tp: TopicPartition, directory: Path, topic_id: str) -> None:
         try:

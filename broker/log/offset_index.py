@@ -10,11 +10,17 @@ File format: 8-byte entries, big-endian ``(relative_offset int32, position int32
 where relative_offset = offset - base_offset. The file grows by one entry at a time
 as the segment grows. The index is only a hint: the segment can always rebuild it
 from a header scan, so it is never fsynced on its own except when the segment is.
+
+The index holds no open file: its entries live in memory, and the file is opened
+for each change (one entry per ``index.interval.bytes`` appended) and closed again.
+A broker hosts thousands of segments, and the per-process limit on open files
+(often 20,000 or less) is better spent on the segment files themselves.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import struct
 from dataclasses import dataclass, field
@@ -33,7 +39,7 @@ def index_file_name(base_offset: int) -> str:
 class OffsetIndex:
     path: Path
     base_offset: int
-    _fd: int
+    _closed: bool = False
     # Invariant: both lists have one item per entry in the file, in file order;
     # offsets and positions are strictly increasing; the first entry, when there is
     # one, is (base_offset, 0). Offsets are absolute here, relative in the file.
@@ -43,8 +49,14 @@ class OffsetIndex:
     @classmethod
     def open(cls, path: Path, base_offset: int) -> "OffsetIndex":
         """Open (or create) the index file; call ``load`` to read its entries."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        return cls(path, base_offset, fd)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+        return cls(path, base_offset)
+
+    def _file(self) -> int:
+        """The index file, opened for one change (the caller closes it)."""
+        if self._closed:
+            raise OSError(errno.EBADF, f"index {self.path} is closed")
+        return os.open(self.path, os.O_RDWR)
 
     # ---- loading -------------------------------------------------------------
 
@@ -56,7 +68,11 @@ class OffsetIndex:
         caller still checks that the last entry points at a batch header, which this
         module cannot read.
         """
-        raw = _read_all(self._fd)
+        fd = self._file()
+        try:
+            raw = _read_all(fd)
+        finally:
+            os.close(fd)
         self._offsets, self._positions = [], []
         if len(raw) % ENTRY_SIZE != 0:
             return False
@@ -78,8 +94,12 @@ class OffsetIndex:
     def replace_all(self, entries: list[tuple[int, int]]) -> None:
         """Rewrite the whole file with ``entries`` (after a rebuild from the log)."""
         data = b"".join(ENTRY.pack(off - self.base_offset, pos) for off, pos in entries)
-        os.ftruncate(self._fd, 0)
-        pwrite_all(self._fd, data, 0)
+        fd = self._file()
+        try:
+            os.ftruncate(fd, 0)
+            pwrite_all(fd, data, 0)
+        finally:
+            os.close(fd)
         self._offsets = [off for off, _ in entries]
         self._positions = [pos for _, pos in entries]
 
@@ -91,8 +111,11 @@ class OffsetIndex:
                              f"({self._offsets[-1]}, {self._positions[-1]})")
         # Written at its slot (not appended), so a failed, partial write is simply
         # overwritten by the next entry; memory changes only once the file has it.
-        pwrite_all(self._fd, ENTRY.pack(offset - self.base_offset, position),
-                    len(self._offsets) * ENTRY_SIZE)
+        fd = self._file()
+        try:
+            pwrite_all(fd, ENTRY.pack(offset - self.base_offset, position), len(self._offsets) * ENTRY_SIZE)
+        finally:
+            os.close(fd)
         self._offsets.append(offset)
         self._positions.append(position)
 
@@ -101,9 +124,13 @@ class OffsetIndex:
         keep = bisect.bisect_left(self._offsets, offset)
         if keep == len(self._offsets):
             return
+        fd = self._file()
+        try:
+            os.ftruncate(fd, keep * ENTRY_SIZE)
+        finally:
+            os.close(fd)
         del self._offsets[keep:]
         del self._positions[keep:]
-        os.ftruncate(self._fd, keep * ENTRY_SIZE)
 
     # ---- lookups -----------------------------------------------------------------
 
@@ -130,12 +157,14 @@ class OffsetIndex:
     # ---- file lifecycle ------------------------------------------------------------
 
     def flush(self) -> None:
-        os.fsync(self._fd)
+        fd = self._file()
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._closed = True
 
     def delete(self) -> None:
         self.close()

@@ -25,8 +25,8 @@ PARTITION_METADATA_FILE = "partition.metadata"
 VERSION = 0
 
 
-def write_topic_id(directory: Path, topic_id: str) -> None:
-    write_atomically(directory / PARTITION_METADATA_FILE, f"version: {VERSION}\ntopic_id: {topic_id}\n")
+def write_topic_id(directory: Path, topic_id: str, durable: bool = True) -> None:
+    write_atomically(directory / PARTITION_METADATA_FILE, f"version: {VERSION}\ntopic_id: {topic_id}\n", durable)
 
 
 def read_topic_id(directory: Path) -> str | None:

@@ -130,3 +130,32 @@ def test_retention_and_high_watermark_checkpoints_for_all_logs(managers, make_ba
     assert m.get("t", 1).log_start_offset == m.get("t", 1).log_end_offset == 10
     data = m.get("t", 0).read(m.get("t", 0).log_start_offset, 1 << 20)
     assert [h.last_offset for _, h in iter_batches(data)][-1] == 9
+
+
+def test_logs_created_without_durable_cost_no_fsync_each_and_one_sync_makes_them_durable(managers, monkeypatch):
+    """Creating many logs at once (a new topic) fsyncs nothing per log; LogManager.sync() is one syncfs of the
+    data dir's filesystem. Each log is complete and readable before the sync (its topic id included)."""
+    import broker.log.checkpoint as checkpoint
+    import broker.log.manager as manager
+    fsyncs, syncs = [], []
+    real_fsync = checkpoint.os.fsync
+    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(manager, "sync_filesystem", lambda path: syncs.append(path))
+    m = managers()
+    m.open(0)
+    fsyncs.clear()
+    for p in range(20):
+        m.get_or_create("orders", p, None, 0, topic_id="id-orders", durable=False)
+    assert fsyncs == [] and syncs == []
+    assert all(m.topic_id("orders", p) == "id-orders" for p in range(20))
+    m.sync()
+    assert syncs == [m.data_dir]
+    m.get_or_create("audit", 0, None, 0, topic_id="id-audit")      # the default: fsynced on its own
+    assert len(fsyncs) == 2                                          # partition.metadata and its folder
+
+
+def test_sync_filesystem_runs_syncfs_on_a_real_folder(tmp_path):
+    from broker.log.checkpoint import sync_filesystem
+    sync_filesystem(tmp_path)   # raises OSError if the syscall fails
+    with pytest.raises(OSError):
+        sync_filesystem(tmp_path / "missing")
