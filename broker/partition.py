@@ -179,14 +179,22 @@ class Partition:
             if new_term:
                 # KIP-279: the new epoch starts at our log end, so followers can find where the old one ended.
                 self.log.assign_leader_epoch(reg.leader_epoch)
-            self.log.write_high_watermark(self.state.high_watermark)
+            self.log.write_high_watermark(self.state.high_watermark, durable=False)   # a hint: clamped when read
         return new_term
+
+    def assign_leader_epoch_ahead(self, reg: PartitionRegistration) -> None:
+        """Before make_leader, on a replica that does not lead yet: write the new epoch's start (KIP-279)
+        without an fsync, for the caller to make durable with others at once; make_leader then finds it
+        written. A replica leading now is left to make_leader: it may still append at its own epoch."""
+        with self.lock:
+            if not self.state.is_leader:
+                self.log.assign_leader_epoch(reg.leader_epoch, durable=False)
 
     def make_follower(self, reg: PartitionRegistration) -> bool:
         """True if the leader or its epoch changed (the fetcher must move)."""
         with self.lock:
             new_term = self.state.become_follower(reg)
-            self.log.write_high_watermark(self.state.high_watermark)
+            self.log.write_high_watermark(self.state.high_watermark, durable=False)   # a hint: clamped when read
         return new_term
 
     def follows(self, leader_id: int, leader_epoch: int) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Protocol
 
 import structlog
@@ -39,13 +38,8 @@ __all__ = ["CONSUMER_REPLICA_ID", "EARLIEST_TIMESTAMP", "LATEST_TIMESTAMP", "Fet
            "ListOffsetsResult", "ProduceResult", "ReplicaManager", "monotonic_ms", "wall_clock_ms"]
 
 
-# Becoming leader or follower of a partition is mostly file work that releases the GIL: creating its log
-# (a directory, partition.metadata, segment and index files) and fsyncing checkpoints (its leader epoch,
-# topic id). A metadata change that moves many partitions (a new topic, a broker restarted or fenced) applies
-# them on this many threads, so that their fsyncs overlap: on this machine's disk 8 concurrent fsyncs cost
-# about a quarter of the time each that 1 does. Smaller changes apply in order on the publisher's thread.
-CHANGE_THREADS = 8
-PARALLEL_CHANGES_FROM = 16
+# A metadata change of at least this many partitions writes what must be durable first and syncs it once.
+SYNC_TOGETHER_FROM = 16
 
 
 def _run_steps(steps: list[tuple[tuple[str, int], Callable[[], None]]]) -> list[tuple[str, int]]:
@@ -58,18 +52,6 @@ def _run_steps(steps: list[tuple[tuple[str, int], Callable[[], None]]]) -> list[
         except Exception as e:  # noqa: BLE001 - reported, retried by the publisher
             log.exception("partition_change_failed", topic=tp[0], partition=tp[1], error=str(e))
             failed.append(tp)
-    return failed
-
-
-def _run_in_parallel(steps: list[tuple[tuple[str, int], Callable[[], None]]]) -> list[tuple[str, int]]:
-    """_run_steps, on CHANGE_THREADS threads when there are many (partitions are independent: each has its
-    own lock and log, and their file work overlaps)."""
-    if len(steps) < PARALLEL_CHANGES_FROM:
-        return _run_steps(steps)
-    failed: list[tuple[str, int]] = []
-    with ThreadPoolExecutor(CHANGE_THREADS, thread_name_prefix="metadata-change") as pool:
-        for chunk_failed in pool.map(_run_steps, [steps[i::CHANGE_THREADS] for i in range(CHANGE_THREADS)]):
-            failed += chunk_failed
     return failed
 
 
@@ -150,19 +132,27 @@ class ReplicaManager:
         failed = _run_steps([(tp, lambda tp=tp: self._stop_partition(tp)) for tp in changes.deleted])
         roles = ([(tp, reg, True) for tp, reg in changes.leaders.items()]
                  + [(tp, reg, False) for tp, reg in changes.followers.items()])
-        # Partitions new here are hosted first, their logs created without an fsync per file, and all made
-        # durable at once (one syncfs, LogManager.sync) before any of them leads or fetches.
-        new_here = [(tp, lambda tp=tp: self._host(tp, new, durable=False))
+        # What must be durable before a partition leads or fetches (the logs of partitions new here, the new
+        # leader epochs of partitions this broker starts to lead, KIP-279) costs fsyncs per file. A change of
+        # many partitions (a new topic, a broker's restart or failure) writes them all without, then makes
+        # them durable at once: one syncfs (LogManager.sync), before any of them leads or fetches. A small
+        # one fsyncs as it goes: a syncfs also flushes every other log's unflushed data.
+        together = len(roles) >= SYNC_TOGETHER_FROM
+        new_here = [(tp, lambda tp=tp: self._host(tp, new, durable=not together))
                     for tp, _, _ in roles if tp not in self._partitions]
-        not_hosted = set(_run_in_parallel(new_here))
-        if len(new_here) > len(not_hosted):
+        not_hosted = set(_run_steps(new_here))
+        epochs = [(tp, lambda tp=tp, reg=reg: self._partitions[tp].assign_leader_epoch_ahead(reg))
+                  for tp, reg, leader in roles
+                  if together and leader and tp not in not_hosted and not self._partitions[tp].state.is_leader]
+        not_hosted |= set(_run_steps(epochs))
+        if together and (new_here or epochs):
             try:
                 self._logs.sync()
             except KafkaStorageError:   # the data dir is offline now (the broker halts): none of them serves
-                not_hosted = {tp for tp, _ in new_here}
+                not_hosted |= {tp for tp, _ in new_here + epochs}
         failed += sorted(not_hosted)
-        failed += _run_in_parallel([(tp, lambda tp=tp, reg=reg, leader=leader: self._become(tp, reg, new, now, leader))
-                                    for tp, reg, leader in roles if tp not in not_hosted])
+        failed += _run_steps([(tp, lambda tp=tp, reg=reg, leader=leader: self._become(tp, reg, new, now, leader))
+                              for tp, reg, leader in roles if tp not in not_hosted])
         if changes:
             self._notifier.notify()
         return failed

@@ -76,8 +76,8 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_offset_checkpoint(path: Path, value: int) -> None:
-    write_atomically(path, f"{CHECKPOINT_VERSION}\n{int(value)}\n")
+def write_offset_checkpoint(path: Path, value: int, durable: bool = True) -> None:
+    write_atomically(path, f"{CHECKPOINT_VERSION}\n{int(value)}\n", durable)
 
 
 def read_offset_checkpoint(path: Path) -> int | None:

@@ -85,8 +85,9 @@ class LeaderEpochCache:
 
     # ---- changing ------------------------------------------------------------
 
-    def assign(self, epoch: int, start_offset: int) -> bool:
-        """Record that ``epoch`` starts at ``start_offset``; True if the cache changed.
+    def assign(self, epoch: int, start_offset: int, durable: bool = True) -> bool:
+        """Record that ``epoch`` starts at ``start_offset``; True if the cache changed (``durable=False``:
+        the file is not fsynced; the caller syncs before the epoch is used).
 
         Kafka's rule: the same epoch again is a no-op (unless it now starts earlier);
         a new entry first drops every entry it contradicts (same or higher epoch, or a
@@ -104,7 +105,7 @@ class LeaderEpochCache:
                                  or self._entries[-1].start_offset >= start_offset):
             removed.append(self._entries.pop())
         self._entries.append(EpochEntry(epoch, start_offset))
-        self._write()
+        self._write(durable)
         # Replacing an epoch that started at the same offset (no data written in it)
         # is routine; anything else means the log held batches the new entry denies.
         if len(removed) > 1 or (removed and removed[0].start_offset != start_offset):
@@ -141,10 +142,10 @@ class LeaderEpochCache:
         self._write()
         self.file_ok = True
 
-    def _write(self) -> None:
+    def _write(self, durable: bool = True) -> None:
         lines = [str(FILE_VERSION), str(len(self._entries))]
         lines += [f"{e.epoch} {e.start_offset}" for e in self._entries]
-        write_atomically(self.path, "\n".join(lines) + "\n")
+        write_atomically(self.path, "\n".join(lines) + "\n", durable)
 
 
 def _load(path: Path) -> tuple[list[EpochEntry], bool]:

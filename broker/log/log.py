@@ -101,12 +101,14 @@ class PartitionLog:
     # ---- opening -------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: Path, config: LogConfig, now_ms: int) -> "PartitionLog":
+    def open(cls, directory: Path, config: LogConfig, now_ms: int, durable: bool = True) -> "PartitionLog":
         """Open (creating if needed) the log in ``directory`` and recover it.
 
         After a clean close the segments are trusted; otherwise every segment from the
         one holding the recovery point on is checked batch by batch, and the log ends
         at the first bad batch (later batches and segments are deleted).
+        ``durable=False``: the clean-shutdown marker's removal is not fsynced here; the
+        caller makes it durable (one syncfs for every log, LogManager.open) before any write.
         """
         del now_ms  # nothing at open depends on time yet; kept for a stable signature
         directory = Path(directory)
@@ -135,7 +137,8 @@ class PartitionLog:
                 # From now on the log may change without a clean close: the marker
                 # must not survive into a crash.
                 (directory / CLEAN_SHUTDOWN_FILE).unlink()
-                fsync_directory(directory)
+                if durable:
+                    fsync_directory(directory)
         except OSError as e:
             plog.close(clean=False)
             raise KafkaStorageError(f"cannot open log {directory}: {e}") from e
@@ -295,12 +298,13 @@ class PartitionLog:
                 self._append_batches(batches, parsed, now_ms)
             return AppendInfo(parsed[0].header.base_offset, parsed[-1].header.last_offset, len(batches))
 
-    def assign_leader_epoch(self, leader_epoch: int) -> None:
+    def assign_leader_epoch(self, leader_epoch: int, durable: bool = True) -> None:
         """On becoming leader: record that ``leader_epoch`` starts at the log end.
 
         Kafka does this even before the new leader writes anything (KIP-279), so a
         follower of an older epoch learns where that epoch ended. A lower epoch than
-        the latest is stale news and ignored.
+        the latest is stale news and ignored. ``durable=False``: not fsynced here; the
+        caller syncs before this replica leads at the epoch (ReplicaManager.on_metadata_change).
         """
         with self._lock:
             self._check_open()
@@ -309,7 +313,7 @@ class PartitionLog:
                             latest_epoch=self._epoch_cache.latest_epoch)
                 return
             with self._storage_errors("assign leader epoch"):
-                self._epoch_cache.assign(leader_epoch, self.log_end_offset)
+                self._epoch_cache.assign(leader_epoch, self.log_end_offset, durable)
 
     def _append_batches(self, buf: bytes | bytearray | memoryview, batches: Sequence[_Batch],
                         now_ms: int) -> None:
@@ -595,18 +599,20 @@ class PartitionLog:
             stored = read_offset_checkpoint(self._directory / HIGH_WATERMARK_FILE)
             return self.log_start_offset if stored is None else self._clamp(stored)
 
-    def write_high_watermark(self, high_watermark: int) -> None:
-        """Checkpoint the HW (clamped into the log); skipped when unchanged."""
+    def write_high_watermark(self, high_watermark: int, durable: bool = True) -> bool:
+        """Checkpoint the HW (clamped into the log); skipped when unchanged. True if written (without
+        ``durable``, the caller syncs: LogManager.checkpoint_high_watermarks)."""
         with self._lock:
             self._check_open()
             value = self._clamp(high_watermark)
             if value == self._last_written_hw:
-                return
+                return False
             if self._last_written_hw is None and value == self.log_start_offset:
-                return   # no checkpoint yet reads as the log start: a new log's first two fsyncs are saved
+                return False   # no checkpoint yet reads as the log start: a new log's first two fsyncs are saved
             with self._storage_errors("checkpoint the high watermark"):
-                write_offset_checkpoint(self._directory / HIGH_WATERMARK_FILE, value)
+                write_offset_checkpoint(self._directory / HIGH_WATERMARK_FILE, value, durable)
             self._last_written_hw = value
+            return True
 
     def _clamp(self, offset: int) -> int:
         return min(max(offset, self.log_start_offset), self.log_end_offset)
@@ -621,9 +627,12 @@ class PartitionLog:
                 self._flush_up_to(self.log_end_offset)
                 self._unflushed_batches = 0
 
-    def close(self, clean: bool = True) -> None:
+    def close(self, clean: bool = True, durable: bool = True) -> None:
         """Close the files. ``clean``: fsync, checkpoint the recovery point and leave the
-        clean-shutdown marker, so the next open trusts the segments. Idempotent."""
+        clean-shutdown marker, so the next open trusts the segments. Idempotent.
+        ``durable=False`` (LogManager.close, once nothing appends any more): the caller has made
+        every segment durable already (one syncfs for all logs), and makes the checkpoint and
+        marker written here durable after (another)."""
         with self._lock:
             if self._closed:
                 return
@@ -632,8 +641,13 @@ class PartitionLog:
             try:
                 if clean:
                     with self._storage_errors("close"):
-                        self.flush()
-                        write_atomically(self._directory / CLEAN_SHUTDOWN_FILE, "")
+                        if durable:
+                            self.flush()
+                        elif self.log_end_offset > self._recovery_point:
+                            self._recovery_point = self.log_end_offset   # durable: the caller's syncfs
+                            write_offset_checkpoint(self._directory / RECOVERY_POINT_FILE, self.log_end_offset,
+                                                    durable=False)
+                        write_atomically(self._directory / CLEAN_SHUTDOWN_FILE, "", durable)
             finally:
                 self._closed = True
                 for seg in self._segments:

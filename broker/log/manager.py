@@ -20,7 +20,6 @@ import re
 import shutil
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
@@ -41,7 +40,6 @@ from client.errors import InvalidTopicError, KafkaStorageError
 log = structlog.get_logger(__name__)
 
 LOCK_FILE = ".lock"
-LOAD_THREADS = 8   # logs opened (and recovered) at once at start-up
 DELETED_SUFFIX = ".deleted"
 TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
@@ -102,23 +100,15 @@ class LogManager:
             if meta is not None:
                 self._mark_record_crc(meta)
             found = self._partition_dirs()
-            # Opening a log is mostly reads, and after a crash its recovery, of files: they overlap on
-            # threads (Kafka's num.recovery.threads.per.data.dir). In the dirs' order, so the first failure
-            # found is the first in name order, whatever the threads' timing.
-            with ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="log-load") as pool:
-                opening = [pool.submit(lambda path: (PartitionLog.open(path, self.default_config, now_ms),
-                                                     read_topic_id(path)), path) for _, path in found]
-            first_error: BaseException | None = None
-            for (tp, _), future in zip(found, opening):
-                try:
-                    plog, topic_id = future.result()
-                except BaseException as e:  # noqa: BLE001 - raised below, once every opened log is held
-                    first_error = first_error or e
-                    continue
-                self._logs[tp] = self._watched(plog)   # held, so that a failure closes it with the rest
-                self._topic_ids[tp] = topic_id
-            if first_error is not None:
-                raise first_error
+            # Each log's clean-shutdown marker is removed without an fsync: one syncfs below makes every
+            # removal durable before any log is written to (a marker surviving a crash would trust a log
+            # changed after it). One thread: with the fsyncs gone, opening a log is Python work, which more
+            # threads only slow down (3,000 logs: 0.7 s on one, 1.9 s on eight).
+            for tp, path in found:
+                self._logs[tp] = self._watched(PartitionLog.open(path, self.default_config, now_ms, durable=False))
+                self._topic_ids[tp] = read_topic_id(path)
+            if found:
+                self.sync()
         except BaseException:
             self.close(clean=False)
             raise
@@ -155,15 +145,22 @@ class LogManager:
         log.info("record_crc_marked", data_dir=str(self.data_dir), record_crc=RECORD_CRC)
 
     def close(self, clean: bool = True) -> None:
-        """Close every log (cleanly: fsynced, with the clean-shutdown marker) and unlock."""
+        """Close every log (cleanly: fsynced, with the clean-shutdown marker) and unlock. Call it once
+        nothing appends any more. Clean, every log's data is made durable by one syncfs, then each log
+        writes its recovery point and clean-shutdown marker, made durable by another: two syncs where
+        fsyncing log by log cost about five fsyncs each (25 s for 10,000 partitions here)."""
         with self._lock:
             logs, self._logs = list(self._logs.values()), {}
         try:
+            if clean and logs:
+                clean = self._synced("before closing the logs")
             for plog in logs:
                 try:
-                    plog.close(clean=clean)
+                    plog.close(clean=clean, durable=False)
                 except KafkaStorageError as e:
                     log.error("log_close_failed", dir=str(plog.directory), error=str(e))
+            if clean and logs:
+                self._synced("after closing the logs")
         finally:
             if self._lock_fd is not None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -329,15 +326,28 @@ class LogManager:
         return deleted
 
     def checkpoint_high_watermarks(self, high_watermarks: dict[TopicPartition, int]) -> None:
-        """Write each partition's HW checkpoint (unknown partitions are skipped)."""
+        """Write each partition's HW checkpoint that moved (unknown partitions are skipped), then make
+        them durable together (one syncfs, not two fsyncs per partition: Kafka writes one file for all)."""
+        written = 0
         for tp, hw in high_watermarks.items():
             plog = self.get(*tp)
             if plog is None:
                 continue
             try:
-                plog.write_high_watermark(hw)
+                written += plog.write_high_watermark(hw, durable=False)
             except KafkaStorageError as e:
                 log.error("high_watermark_checkpoint_failed", topic=tp[0], partition=tp[1], error=str(e))
+        if written:
+            self._synced("after the high watermark checkpoints")
+
+    def _synced(self, when: str) -> bool:
+        """sync(), reporting a failure (the data dir goes offline) instead of raising it; True if synced."""
+        try:
+            self.sync()
+            return True
+        except KafkaStorageError as e:
+            log.error("data_dir_sync_failed", when=when, error=str(e))
+            return False
 
     def _check_locked(self) -> None:
         if self._lock_fd is None:

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -209,6 +211,11 @@ def test_a_pid_file_is_trusted_only_for_a_process_running_that_broker(tmp_path):
     # A stale file naming another process (this sleep): refused, and the sleep is still there.
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
+        # Until it has exec'd, the child's command line is empty or this Python's, not yet "sleep 30".
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{sleeper.pid}/cmdline").read_bytes().split(b"\0")[0] != b"sleep":
+            assert time.monotonic() < deadline, "the sleep process never started"
+            time.sleep(0.01)
         (tmp_path / "broker.pid").write_text(f"{sleeper.pid}\n")
         with pytest.raises(RequestError) as e:
             controls.control_broker(policy, 1, "kill")
