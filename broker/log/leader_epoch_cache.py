@@ -114,15 +114,15 @@ class LeaderEpochCache:
         log.info("leader_epoch_assigned", file=str(self.path), epoch=epoch, start_offset=start_offset)
         return True
 
-    def truncate_from_end(self, end_offset: int) -> None:
+    def truncate_from_end(self, end_offset: int, durable: bool = True) -> None:
         """Drop the entries of epochs that start at or after ``end_offset`` (log truncated there)."""
         if end_offset < 0 or not self._entries or self._entries[-1].start_offset < end_offset:
             return
         while self._entries and self._entries[-1].start_offset >= end_offset:
             self._entries.pop()
-        self._write()
+        self._write(durable)
 
-    def truncate_from_start(self, start_offset: int) -> None:
+    def truncate_from_start(self, start_offset: int, durable: bool = True) -> None:
         """Forget epochs wholly below ``start_offset`` (old segments deleted).
 
         The last epoch that starts at or below ``start_offset`` is kept, moved up to
@@ -133,13 +133,13 @@ class LeaderEpochCache:
             return
         kept = [e for e in self._entries if e.start_offset > start_offset]
         self._entries = [EpochEntry(below[-1].epoch, start_offset)] + kept
-        self._write()
+        self._write(durable)
 
-    def replace_all(self, entries: list[EpochEntry]) -> None:
+    def replace_all(self, entries: list[EpochEntry], durable: bool = True) -> None:
         """Set every entry at once (a rebuild from the log, or a clear)."""
         _check_monotonic(entries)
         self._entries = list(entries)
-        self._write()
+        self._write(durable)
         self.file_ok = True
 
     def _write(self, durable: bool = True) -> None:

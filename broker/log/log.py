@@ -131,7 +131,7 @@ class PartitionLog:
         plog = cls(directory, config, segments, epoch_cache,
                    recovery_point=log_end if clean else min(recovery_point, log_end))
         try:
-            plog._reconcile_epoch_cache()
+            plog._reconcile_epoch_cache(durable)
             plog._clamp_high_watermark_checkpoint()
             if clean:
                 # From now on the log may change without a clean close: the marker
@@ -142,21 +142,23 @@ class PartitionLog:
         except OSError as e:
             plog.close(clean=False)
             raise KafkaStorageError(f"cannot open log {directory}: {e}") from e
-        log.info("log_opened", dir=str(directory), clean_shutdown=clean,
+        # After a clean shutdown there is nothing to tell per log (thousands at a start): debug.
+        (log.debug if clean else log.info)("log_opened", dir=str(directory), clean_shutdown=clean,
                  log_start_offset=plog.log_start_offset, log_end_offset=plog.log_end_offset,
                  segments=len(segments), latest_epoch=plog.latest_epoch)
         return plog
 
-    def _reconcile_epoch_cache(self) -> None:
+    def _reconcile_epoch_cache(self, durable: bool = True) -> None:
         cache = self._epoch_cache
         if not cache.file_ok and self.log_end_offset > self.log_start_offset:
             # The batches carry their leader epoch: the cache can be rebuilt from them.
             entries = self._epoch_entries_from_batches()
             log.warning("leader_epoch_cache_rebuilt", dir=str(self._directory), entries=len(entries))
-            cache.replace_all(entries)
-        # Epochs whose batches did not survive (torn tail) or were deleted are dropped.
-        cache.truncate_from_end(self.log_end_offset)
-        cache.truncate_from_start(self.log_start_offset)
+            cache.replace_all(entries, durable)
+        # Epochs whose batches did not survive (torn tail) or were deleted are dropped (an epoch a leader
+        # started without writing anything starts at the log end: dropped too, as Kafka's LogLoader does).
+        cache.truncate_from_end(self.log_end_offset, durable)
+        cache.truncate_from_start(self.log_start_offset, durable)
 
     def _epoch_entries_from_batches(self) -> list[EpochEntry]:
         entries: list[EpochEntry] = []
@@ -652,7 +654,7 @@ class PartitionLog:
                 self._closed = True
                 for seg in self._segments:
                     seg.close()
-            log.info("log_closed", dir=str(self._directory), clean=clean,
+            (log.debug if clean else log.info)("log_closed", dir=str(self._directory), clean=clean,
                      log_end_offset=self._segments[-1].next_offset)
 
     def delete(self) -> None:
