@@ -548,7 +548,9 @@ def _check_isr_changes(changes: Sequence[IsrChange]) -> None:
     seen: set[tuple[str, int]] = set()
     for c in changes:
         if len(set(c.new_isr)) != len(c.new_isr):
-            raise MalformedRequestError(f"new_isr {list(c.new_isr)} of {c.topic}-{c.partition} names a broker twice")
+            # The topic as repr: a name from the wire may hold anything, and the answer stays one line.
+            raise MalformedRequestError(f"new_isr {list(c.new_isr)} of {c.topic!r} partition {c.partition} "
+                                        "names a broker twice")
         if (c.topic, c.partition) in seen:
-            raise MalformedRequestError(f"{c.topic}-{c.partition} appears twice in one request")
+            raise MalformedRequestError(f"{c.topic!r} partition {c.partition} appears twice in one request")
         seen.add((c.topic, c.partition))
