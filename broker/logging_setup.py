@@ -92,6 +92,9 @@ def configure_logging(broker_id: int, fmt: str | None = None, level: str | None 
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail]))
+    # No caller lookup per record (a stack walk that doubled each event's cost, about 60 -> 30 us): the
+    # logging HOWTO's own optimisation. Events name themselves; no renderer here prints file or line.
+    logging._srcfile = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

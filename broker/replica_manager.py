@@ -481,7 +481,10 @@ class ReplicaManager:
     # ---- housekeeping -------------------------------------------------------------
 
     def checkpoint_high_watermarks(self) -> None:
-        self._logs.checkpoint_high_watermarks(self.high_watermarks())
+        """Checkpoint the HWs that moved since their last checkpoint (idle partitions cost one comparison)."""
+        moved = {tp: h.state.high_watermark for tp, h in list(self._partitions.items())
+                 if h.state.high_watermark != h.log.checkpointed_high_watermark}
+        self._logs.checkpoint_high_watermarks(moved)
 
     def remove_expired_producers(self) -> int:
         """Forget producers idle for producer.id.expiration.ms (by their batches' own timestamps: wall time)."""

@@ -610,11 +610,17 @@ class PartitionLog:
             if value == self._last_written_hw:
                 return False
             if self._last_written_hw is None and value == self.log_start_offset:
-                return False   # no checkpoint yet reads as the log start: a new log's first two fsyncs are saved
+                self._last_written_hw = value   # no checkpoint yet reads as the log start: nothing to write
+                return False
             with self._storage_errors("checkpoint the high watermark"):
                 write_offset_checkpoint(self._directory / HIGH_WATERMARK_FILE, value, durable)
             self._last_written_hw = value
             return True
+
+    @property
+    def checkpointed_high_watermark(self) -> int | None:
+        """The HW the checkpoint holds (None: not known yet); read without the lock, for a cheap skip."""
+        return self._last_written_hw
 
     def _clamp(self, offset: int) -> int:
         return min(max(offset, self.log_start_offset), self.log_end_offset)
