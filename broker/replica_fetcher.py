@@ -137,11 +137,10 @@ class ReplicaFetcherThread:
         whose position changed and the ones dropped; None when there is nothing to fetch."""
         session = self._session if self._stream is not None and self._settings.replica_fetch_stream else None
         now = time.monotonic()
-        if session is not None and now >= self._next_full_check:
-            # A safety net under the dirty marks: whatever moved unmarked is sent within this period.
-            dirty = set(partitions) | set(session)
         if session is None or now >= self._next_full_check:
             self._next_full_check = now + FULL_CHECK_INTERVAL_S
+            if session is not None:   # a safety net under the marks: whatever moved unmarked is sent now
+                dirty = set(partitions) | set(session)
         wanted, forgotten = [], []
         for tp in (partitions if session is None else dirty):
             epoch = partitions.get(tp)

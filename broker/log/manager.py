@@ -77,7 +77,6 @@ class LogManager:
         self._topic_ids: dict[TopicPartition, str | None] = {}
         self._lock_fd: int | None = None
         self._lock = threading.Lock()
-        self._creating: dict[TopicPartition, threading.Lock] = {}   # get_or_create's lock per partition
         self.failure_channel = LogDirFailureChannel()
 
     # ---- opening and closing -----------------------------------------------------------
@@ -191,20 +190,17 @@ class LogManager:
         tp = (topic, partition)
         with self._lock:
             on_disk = self._topic_ids.get(tp) if tp in self._logs else None
-            # One partition's log is made under its own lock, not the data dir's: the files and fsyncs of
-            # many new partitions (a metadata change applied on several threads) overlap.
-            creating = self._creating.setdefault(tp, threading.Lock())
         if topic_id is not None and on_disk is not None and on_disk != topic_id:
             log.warning("stray_log_replaced", topic=topic, partition=partition, stray_topic_id=on_disk,
                         topic_id=topic_id)
             self.delete(topic, partition)
-        with creating:
-            plog = self.get(topic, partition)
+        with self._lock:
+            plog = self._logs.get(tp)
             if plog is None:
                 plog = self._create(tp, config or self.default_config, now_ms, topic_id, durable)
             elif config is not None and config != plog.config:
                 plog.update_config(config)
-            if topic_id is not None and self.topic_id(topic, partition) is None:
+            if topic_id is not None and self._topic_ids.get(tp) is None:
                 self._write_topic_id(tp, plog.directory, topic_id)
             return plog
 
@@ -221,9 +217,8 @@ class LogManager:
         except (KafkaStorageError, OSError) as e:
             self._log_dir_failed(f"cannot create log {directory}", e)
             raise KafkaStorageError(f"cannot create log {directory}: {e}") from e
-        with self._lock:
-            self._logs[tp] = plog
-            self._topic_ids[tp] = topic_id
+        self._logs[tp] = plog
+        self._topic_ids[tp] = topic_id
         log.info("log_created", topic=tp[0], partition=tp[1], dir=str(directory), topic_id=topic_id)
         return plog
 
@@ -242,8 +237,7 @@ class LogManager:
         except OSError as e:
             self._log_dir_failed(f"cannot write the topic id of {directory}", e)
             raise KafkaStorageError(f"cannot write the topic id of {directory}: {e}") from e
-        with self._lock:
-            self._topic_ids[tp] = topic_id
+        self._topic_ids[tp] = topic_id
 
     def topic_id(self, topic: str, partition: int) -> str | None:
         """The topic id on disk for the log of (topic, partition); None if none (or no log)."""
