@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import structlog
@@ -426,10 +427,19 @@ def raise_open_files_limit() -> int:
     broker hosting thousands of partitions needs thousands of files. Returns the limit now in force (the
     broker_started event tells it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
+    # An unlimited hard limit is capped by the kernel at fs.nr_open: ask for that.
+    target = hard if hard != resource.RLIM_INFINITY else _nr_open()
+    if soft != resource.RLIM_INFINITY and soft < target:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as e:   # e.g. an unlimited hard limit the kernel caps lower
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
             log.warning("open_files_limit_not_raised", limit=soft, hard=hard, error=str(e))
     return soft
+
+
+def _nr_open() -> int:
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return 1 << 20   # Linux's default fs.nr_open

@@ -188,3 +188,44 @@ def test_only_marked_and_watched_partitions_are_examined_and_a_full_scan_catches
     states[8].log_end_offset = 11                                     # a change nobody marked
     assert answered(s, states, now_ms=1500) == ([], [])
     assert answered(s, states, now_ms=10_001) == ([(TOPIC, 8)], [8])  # the periodic full scan finds it
+
+
+# ---- durability of a metadata change of many partitions (replica_manager.py, SYNC_TOGETHER_FROM) -------------
+
+
+def test_a_big_metadata_change_syncs_once_and_a_small_one_fsyncs_as_it_goes(tmp_path, monkeypatch):
+    """A new topic of many partitions: their logs and new leader epochs are written without an fsync each and
+    made durable by one syncfs before any leads; a topic of a few partitions fsyncs file by file."""
+    import broker.log.checkpoint as checkpoint
+    import broker.log.manager as manager
+    from broker.append_notifier import AppendNotifier
+    from broker.config import BrokerSettings
+    from broker.log import LogManager
+    from broker.metadata.image import MetadataImage, apply_batch
+    from broker.metadata.records import CreateTopic, RegisterBroker, UnfenceBroker
+    from broker.replica_manager import SYNC_TOGETHER_FROM, ReplicaManager
+    fsyncs, syncs = [], []
+    real_fsync = checkpoint.os.fsync
+    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(manager, "sync_filesystem", lambda path: syncs.append(path))
+    logs = LogManager(tmp_path, BrokerSettings().log)
+    logs.open(0)
+    image = apply_batch(MetadataImage("c"), [RegisterBroker(b, "127.0.0.1", 9000 + b, f"i{b}") for b in (1, 2)]
+                        + [UnfenceBroker(b, 0) for b in (1, 2)])[0]
+    metadata = type("Metadata", (), {"image": image})()
+    replicas = ReplicaManager(1, logs, metadata, BrokerSettings(), AppendNotifier())
+    try:
+        for name, count in (("big", SYNC_TOGETHER_FROM + 4), ("small", 2)):
+            fsyncs.clear(), syncs.clear()
+            assignment = tuple(((1, 2), (2, 1))[p % 2] for p in range(count))   # broker 1 leads half
+            old, metadata.image = metadata.image, apply_batch(metadata.image, [CreateTopic(name, f"id-{name}",
+                                                                                           assignment, {})])[0]
+            assert replicas.on_metadata_change(old, metadata.image) == []
+            led = [p for p in range(count) if replicas.led_partitions(name).get(p) == 0]
+            assert len(led) == count // 2
+            if name == "big":
+                assert (syncs, fsyncs) == ([tmp_path], [])
+            else:   # per new log: partition.metadata and its folder; per new leader: its epoch file and folder
+                assert syncs == [] and len(fsyncs) == 2 * count + 2 * len(led)
+    finally:
+        logs.close()

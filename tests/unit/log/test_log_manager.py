@@ -159,3 +159,15 @@ def test_sync_filesystem_runs_syncfs_on_a_real_folder(tmp_path):
     sync_filesystem(tmp_path)   # raises OSError if the syscall fails
     with pytest.raises(OSError):
         sync_filesystem(tmp_path / "missing")
+
+
+def test_a_log_holds_one_open_file_its_index_none(managers):
+    """10,000 partitions must fit in a broker's open files (20,000 here): a log keeps its active segment's
+    file open, its offset index only while changing it."""
+    import os
+    m = managers()
+    m.open(0)
+    before = len(os.listdir("/proc/self/fd"))
+    for p in range(50):
+        m.get_or_create("orders", p, None, 0, topic_id="id-orders", durable=False)
+    assert len(os.listdir("/proc/self/fd")) - before == 50
