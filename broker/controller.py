@@ -168,12 +168,14 @@ class Controller:
 
     def _tick(self, now: float) -> None:
         self._watch_links(now)
+        # The term first: read after the leadership check, it could already be a newer term that this
+        # node lost the lead in (pysyncobj's tick thread moves both), and "activated" would name it.
+        term = self._quorum.term()
         if not self._quorum.leader_caught_up():
             if self._active_term is not None:
                 log.info("controller_resigned", term=self._active_term)
                 self._active_term = None
             return
-        term = self._quorum.term()
         if term != self._active_term:
             with self._liveness_lock:
                 self._liveness.activate(now)  # grace: heartbeat times were the old controller's

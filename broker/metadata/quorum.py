@@ -13,6 +13,9 @@ the election time), 1 s redial, no fork inside a gRPC process, loopback bind,
 and a password: pysyncobj's wire format is pickle, so without the cluster
 secret a stranger's frame is dropped before it is ever unpickled.
 
+A voter stands only after a majority granted it a PreVote (pre_vote.py), so a restarted or
+reconnected broker does not depose a live controller.
+
 A node whose data dir is ``rejoining`` (formatted after a lost disk: broker/storage_format.py)
 takes no part in elections until it has caught up (RejoinGate, _RaftNode).
 
@@ -28,6 +31,7 @@ watch its link as it watches a voter's (liveness.py).
 from __future__ import annotations
 
 import functools
+import pickle
 import threading
 import time
 from pathlib import Path
@@ -37,12 +41,13 @@ import structlog
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.monotonic import monotonic
 from pysyncobj.node import Node, TCPNode
-from pysyncobj.syncobj import SyncObjException
+from pysyncobj.syncobj import _RAFT_STATE, SyncObjException
 from pysyncobj.transport import TCPTransport
 
 from broker import metrics
 from broker.metadata.image import BatchOutcome, MetadataImage, apply_batch, image_from_dict, image_to_dict
 from broker.metadata.journal import MetadataEntry, MetadataJournal
+from broker.metadata.pre_vote import PRE_VOTE, PRE_VOTE_RESPONSE, QUIET_SHARE, LogPosition, PreVote
 from broker.metadata.records import MetadataRecord, record_from_dict, record_to_dict
 
 log = structlog.get_logger(__name__)
@@ -252,6 +257,10 @@ class RejoinGate:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def broker_name(self, node_id: str) -> int | str:
+        """The broker id of a Raft node id ("host:port"), for events."""
+        return self._broker_of.get(node_id, node_id)
+
     def refused(self, node, message: dict) -> None:
         """Tick thread: a RequestVote (or a leader's TimeoutNow) was dropped unanswered."""
         self.votes_refused += 1
@@ -280,6 +289,24 @@ class RejoinGate:
         log.info("quorum_voter_again", applied_index=applied, term=term)
 
 
+def premature_finish(received, data: bytes) -> bool:
+    """Whether a chunk marked 'finish' leaves the entry incomplete: it is then one more 'process' chunk.
+
+    pysyncobj 0.3.17 sends an entry of appendEntriesBatchSizeBytes or more in chunks, and marks a chunk
+    'finish' once it reaches the length of the entry's command, not of the pickled entry. The pickle is
+    longer: protocol 2 writes bytes as latin-1 text in UTF-8, two bytes for each byte above 0x7f. So a
+    chunk before the last can say 'finish'; the follower's unpickling of the part raised in its tick
+    ('failed _onTick', seen at 10,000 partitions on every controlled shutdown's batch) and the rest of
+    the entry waited for the next read. ``received``: the chunks so far (pysyncobj's buffer)."""
+    if not isinstance(received, bytes):
+        return False   # no 'start' seen: pysyncobj's own handling applies
+    try:
+        pickle.loads(received + data)
+    except Exception:  # noqa: BLE001 -- truncated: any unpickling error says "not complete yet"
+        return True
+    return False
+
+
 class _RaftNode(SyncObj):
     """pysyncobj's node, kept out of elections while its RejoinGate says so.
 
@@ -294,27 +321,82 @@ class _RaftNode(SyncObj):
       candidate at the start of a tick; while not voting, the deadline is pushed a whole election
       timeout ahead just before, so it never passes.
     After each tick it asks whether the node has caught up (``_caught_up``) and tells the gate.
+
+    A voting node's election timer starts a PreVote round first (pre_vote.py): the same two hooks send
+    and answer it, and pysyncobj stands only once a majority granted it.
     """
 
-    def __init__(self, *args, gate: RejoinGate, observer_hello: str | None = None,
+    def __init__(self, *args, gate: RejoinGate, pre_vote: PreVote, observer_hello: str | None = None,
                  observer_addresses: Sequence[str] = (), **kwargs):
         # Before SyncObj.__init__: attributes added after it would be pickled into its dumps, and
         # its tick thread (started inside it) already reads this one; ObserverTransport the others.
         self._gate = gate
+        self._pre_vote = pre_vote
         self._observer_hello = observer_hello
         self._observer_addresses = tuple(observer_addresses)
         super().__init__(*args, **kwargs)
 
     def _SyncObj__onMessageReceived(self, node, message):
-        if not self._gate.voting and message.get("type") in ("request_vote", "timeout_now"):
+        kind = message.get("type")
+        if kind in (PRE_VOTE, PRE_VOTE_RESPONSE):
+            self._on_pre_vote_message(node, message)
+            return
+        if not self._gate.voting and kind in ("request_vote", "timeout_now"):
             self._gate.refused(node, message)
             return
+        if kind == "append_entries":
+            if message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
+                self._pre_vote.heard_from_leader(monotonic())
+            if message.get("transmission") == "finish" and premature_finish(self._SyncObj__recvTransmission,
+                                                                            message["data"]):
+                message = dict(message, transmission="process")
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _on_pre_vote_message(self, node, message: dict) -> None:
+        """Answer a peer's PreVote, or count an answer to ours (pre_vote.py). Only voters take part."""
+        if node not in self._SyncObj__otherNodes:
+            return
+        if message["type"] == PRE_VOTE_RESPONSE:
+            if self._pre_vote.on_response(node.id, message, len(self._SyncObj__otherNodes) + 1):
+                log.info("pre_vote_won", term=message.get("term"), granted_by=self._names(self._pre_vote.granted_by))
+                self._SyncObj__raftElectionDeadline = 0.0   # stand at the next tick
+            return
+        if not self._gate.voting:
+            self._gate.refused(node, message)
+            self._SyncObj__transport.send(node, PreVote.response(message, "rejoining"))
+            return
+        last = LogPosition(self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
+        refusal = self._pre_vote.refusal(message, monotonic(), self._SyncObj__raftCurrentTerm, last,
+                                         leading=self._SyncObj__raftState == _RAFT_STATE.LEADER)
+        if refusal is not None:
+            log.info("pre_vote_refused", candidate=self._names([node.id])[0], term=message.get("term"), why=refusal)
+        self._SyncObj__transport.send(node, PreVote.response(message, refusal))
+
+    def _names(self, node_ids) -> list:
+        return [self._gate.broker_name(i) for i in sorted(node_ids)]
+
+    def _pre_vote_tick(self, now: float) -> None:
+        """Before pysyncobj's tick: an election timer that fired starts a PreVote round instead of an
+        election; pysyncobj stands only once a round was won (pre_vote.py)."""
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            self._pre_vote.heard_from_leader(now)
+            return
+        if self._SyncObj__raftElectionDeadline >= now or not self._SyncObj__connectedToAnyone():
+            return
+        if self._pre_vote.take_win(self._SyncObj__raftCurrentTerm):
+            return   # pysyncobj's tick stands now
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        last = LogPosition(self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
+        request = self._pre_vote.start_round(self._SyncObj__raftCurrentTerm, last)
+        for node in self._SyncObj__otherNodes:
+            self._SyncObj__transport.send(node, request)
 
     def _onTick(self, timeToWait=0.0):
         gate = self._gate
         if not gate.voting:
             self._SyncObj__raftElectionDeadline = monotonic() + self.conf.raftMaxTimeout
+        elif self._SyncObj__selfNode is not None and self._SyncObj__otherNodes:
+            self._pre_vote_tick(monotonic())
         super()._onTick(timeToWait)
         if not gate.voting:
             caught_up = self._caught_up()
@@ -403,7 +485,7 @@ class MetadataQuorum:
         hello = observer_node(self._self_address).id if self.observer else None
         self._raft = _RaftNode(None if self.observer else self._self_address, list(self._voter_peers.values()),
                                conf=conf, consumers=[self.state_machine], transportClass=ObserverTransport,
-                               gate=self._gate, observer_hello=hello,
+                               gate=self._gate, pre_vote=PreVote(quiet_s=low * QUIET_SHARE), observer_hello=hello,
                                observer_addresses=list(self._observer_peers.values()))
         if self.observer:
             # No waitBinded(): a read-only transport never signals its bind, it would wait forever.

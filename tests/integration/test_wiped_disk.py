@@ -5,7 +5,7 @@ a topic is committed while one broker (the lagging one) is down, so only the two
 it; then one of those two loses its disk and the other goes down. Left alone with the lagging
 broker, an empty log that votes would elect it (any log is as up to date as an empty one), and
 its log would then overwrite the topic on the last node that has it. A rejoining node drops the
-RequestVotes instead: no controller until the up-to-date broker is back, then everything
+(Pre)Votes instead: no controller until the up-to-date broker is back, then everything
 committed is there, and the wiped node, caught up, is a voter again.
 
 Every broker is started and ended here, by PID; every wait has a deadline (nothing is asserted
@@ -17,6 +17,7 @@ from __future__ import annotations
 import pytest
 
 from broker.log.meta_properties import REJOINING, VOTER, read_meta_properties
+from broker.metadata.pre_vote import PRE_VOTE
 from client.protocol.v1 import common_pb2
 from tests.integration.cluster import BrokerProcess, Cluster, log_events, metadata, wait_for
 from tests.integration.test_cluster_quorum import create_and_wait, create_topic_via, events_since_last_start
@@ -33,8 +34,9 @@ def topics_of(broker: BrokerProcess) -> set[str] | None:
 
 
 def refused_votes(broker: BrokerProcess, candidate: int) -> int:
+    """RequestVotes and PreVotes (the candidate's first step: broker/metadata/pre_vote.py) it refused."""
     return sum(1 for e in log_events(broker, "quorum_vote_refused")   # only a rejoining run refuses
-               if e.get("message") == "request_vote" and e.get("candidate") == candidate)
+               if e.get("message") in ("request_vote", PRE_VOTE) and e.get("candidate") == candidate)
 
 
 def commit_while_lagging(cluster: Cluster, wiped: BrokerProcess, current: BrokerProcess,
@@ -62,9 +64,9 @@ def test_a_wiped_broker_does_not_vote_until_caught_up_and_nothing_committed_is_l
     lagging.start(wait=False)
     wiped.start(wait=False)
 
-    # The lagging broker stands for election again and again; the wiped one refuses every vote.
+    # The lagging broker asks to stand again and again; the wiped one refuses every (pre-)vote.
     wait_for(lambda: refused_votes(wiped, lagging.broker_id) >= 3, 20,
-             f"broker {wiped.broker_id} to refuse three of broker {lagging.broker_id}'s RequestVotes")
+             f"broker {wiped.broker_id} to refuse three of broker {lagging.broker_id}'s (Pre)Votes")
     assert log_events(wiped, "quorum_rejoining")
     for b in (wiped, lagging):
         assert not events_since_last_start(b, "controller_activated"), (
