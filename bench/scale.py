@@ -253,17 +253,45 @@ def proc_ticks(pid: int) -> int:
     return stat_ticks(Path(f"/proc/{pid}/stat").read_text())
 
 
+# A poll of the cluster (a full Metadata: about 80 ms at 10,000 partitions) waits at least this many times
+# its own duration before the next, so that the bench's asking costs the brokers at most a third of a core.
+POLL_BACKOFF = 2.0
+
+
+def poll(condition: Callable[[], Any], timeout: float, what: str, interval: float) -> Any:
+    """wait_for, with the wait after each poll stretched to POLL_BACKOFF times the poll's own duration."""
+    deadline = time.monotonic() + timeout
+    while True:
+        began = time.monotonic()
+        value = condition()
+        if value:
+            return value
+        now = time.monotonic()
+        if now >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(max(interval, POLL_BACKOFF * (now - began)))
+
+
 def left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.1)
 
 
-def controller_view(cluster: Cluster, exclude: int | None = None) -> kafka_pb2.MetadataResponse | None:
-    """Full Metadata from the broker that says it is the controller (None until one does): its view is the
-    committed one the others follow."""
+# A topic no run creates: a Metadata for it alone names the brokers and the controller at almost no cost.
+PROBE_TOPIC = "bench-scale-probe"
+
+
+def controller_view(cluster: Cluster, exclude: int | None = None,
+                    topics: list[str] | None = None) -> kafka_pb2.MetadataResponse | None:
+    """Metadata (every topic, or ``topics``) from the broker that says it is the controller (None until one
+    does): its view is the committed one the others follow. The others are only probed, so that a poll costs
+    one broker one full answer."""
     for b in cluster.running():
         if b.broker_id == exclude:
             continue
-        r = metadata(b, timeout=10)
+        probe = metadata(b, [PROBE_TOPIC], timeout=10)
+        if probe is None or not probe.controller_id == probe.answered_by == b.broker_id:
+            continue
+        r = metadata(b, topics, timeout=10)
         if r is not None and r.controller_id == r.answered_by == b.broker_id:
             return r
     return None
@@ -321,10 +349,10 @@ def full_isr(p: kafka_pb2.PartitionMetadata) -> bool:
 
 def heal(cluster: Cluster, layout: Layout, deadline: float) -> None:
     """Every ISR full, then a preferred leader election, so every broker leads its third again."""
-    wait_for(lambda: cluster_satisfies(cluster, layout, full_isr), left(deadline), "every ISR full", 0.2)
+    poll(lambda: cluster_satisfies(cluster, layout, full_isr), left(deadline), "every ISR full", 0.2)
     with Admin(cluster.bootstrap, request_timeout_ms=int(left(deadline) * 1000)) as admin:
         admin.elect_leaders("preferred", timeout_ms=int(left(deadline) * 1000))
-    wait_for(lambda: cluster_satisfies(cluster, layout, lambda p: p.leader_id == p.replicas[0]), left(deadline),
+    poll(lambda: cluster_satisfies(cluster, layout, lambda p: p.leader_id == p.replicas[0]), left(deadline),
              "every partition led by its preferred replica", 0.2)
 
 
@@ -340,10 +368,10 @@ def step_create(cluster: Cluster, layout: Layout, deadline: float, out: dict[str
             admin.create_topic(topic, count, RF)
     out["create_call_s"] = time.monotonic() - started
     count = sum(n for _, n in layout)
-    wait_for(lambda: cluster_satisfies(cluster, layout, full_isr), left(deadline),
+    poll(lambda: cluster_satisfies(cluster, layout, full_isr), left(deadline),
              f"{count} partitions led with a full ISR", 0.1)
     out["all_led_full_isr_s"] = time.monotonic() - started
-    wait_for(lambda: serving_everywhere(cluster, layout), left(deadline),
+    poll(lambda: serving_everywhere(cluster, layout), left(deadline),
              f"{count} partitions hosted by every broker, each leader with its followers fetching", 0.2)
     out["all_serving_s"] = time.monotonic() - started
 
@@ -461,7 +489,7 @@ def leaders(cluster: Cluster, layout: Layout, deadline: float) -> tuple[dict[Top
         if parts is None or any(p.leader_id < 0 for p in parts.values()):
             return None
         return {tp: p.leader_id for tp, p in parts.items()}, r.controller_id
-    return wait_for(view, left(deadline), "every partition led", 0.2)
+    return poll(view, left(deadline), "every partition led", 0.2)
 
 
 def step_kill(cluster: Cluster, layout: Layout, killed: list[int], log: Callable[[str], None], deadline: float,
@@ -481,7 +509,7 @@ def step_kill(cluster: Cluster, layout: Layout, killed: list[int], log: Callable
                  "two acks from every partition before the kill", 0.05)
         killed_at = time.monotonic()
         victim.kill()
-        wait_for(lambda: cluster_satisfies(cluster, layout, lambda p: p.leader_id not in (-1, victim_id),
+        poll(lambda: cluster_satisfies(cluster, layout, lambda p: p.leader_id not in (-1, victim_id),
                                            exclude=victim_id), left(deadline), "every partition led again", 0.02)
         out["led_again_s"] = time.monotonic() - killed_at
         wait_for(lambda: sender.acked_after(victim_led, killed_at, ACKS_AFTER_KILL), left(deadline),
@@ -506,7 +534,7 @@ def back_in_every_isr(cluster: Cluster, layout: Layout, broker: BrokerProcess, d
     bid = broker.broker_id
     started = time.monotonic()
     broker.start(wait=False)
-    wait_for(lambda: registered(cluster, broker), left(deadline), f"broker {bid} registered", 0.05)
+    poll(lambda: registered(cluster, broker), left(deadline), f"broker {bid} registered", 0.05)
     out["registered_s"] = time.monotonic() - started
 
     def in_every_isr() -> bool:
@@ -516,7 +544,7 @@ def back_in_every_isr(cluster: Cluster, layout: Layout, broker: BrokerProcess, d
             return False
         out["isr_missing"] = sum(1 for p in parts.values() if bid in p.replicas and bid not in p.isr)
         return out["isr_missing"] == 0
-    wait_for(in_every_isr, left(deadline), f"broker {bid} back in every ISR ({out.get('isr_missing')} missing)", 0.1)
+    poll(in_every_isr, left(deadline), f"broker {bid} back in every ISR ({out.get('isr_missing')} missing)", 0.1)
     return time.monotonic() - started
 
 
@@ -538,7 +566,7 @@ def step_restart(cluster: Cluster, layout: Layout, deadline: float, out: dict[st
 def registered(cluster: Cluster, broker: BrokerProcess) -> bool:
     if not broker.alive():
         raise AssertionError(f"broker {broker.broker_id} exited with {broker.proc.returncode}")
-    r = controller_view(cluster)
+    r = controller_view(cluster, topics=[PROBE_TOPIC])
     return r is not None and any(b.broker_id == broker.broker_id and b.alive for b in r.brokers)
 
 
