@@ -35,6 +35,7 @@ import grpc
 import structlog
 
 from broker import metrics
+from broker.gc_pauses import GcPauses
 from broker.alter_partition import AlterPartitionManager
 from broker.append_notifier import AppendNotifier
 from broker.config import BrokerAddress, BrokerSettings, ClusterConfig
@@ -123,6 +124,7 @@ class Broker:
         self.settings = cluster.settings
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
+        self._gc_pauses = GcPauses()   # keeps full GC pauses short at thousands of partitions
         self._server: grpc.Server | None = None               # the client API, on `port`
         self._inter_broker_server: grpc.Server | None = None  # Replication and Controller, on `inter_broker_port`
         self._logs: LogManager | None = None
@@ -223,6 +225,7 @@ class Broker:
             # a Kafka client's connection is refused and it tries another bootstrap broker.
             threading.Thread(target=self._start_kafka_listener, name="kafka-listener-start", daemon=True).start()
         self._lifecycle.start()
+        self._gc_pauses.install()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self._housekeeper.start()
         self._started = True
@@ -323,6 +326,7 @@ class Broker:
         while not self._stop.wait(0.2):
             now = time.monotonic()
             try:
+                self._gc_pauses.tick(now)
                 if now >= next_isr_check:
                     # Kafka checks every replica.lag.time.max.ms / 2: a stuck follower leaves after 1x-1.5x.
                     next_isr_check = now + self.settings.replica_lag_time_max_ms / 2000
@@ -407,6 +411,7 @@ class Broker:
             self._forwarder.close()
         if self._housekeeper is not None:
             self._housekeeper.join()
+        self._gc_pauses.uninstall()
         if self.replica_manager is not None:
             self.replica_manager.checkpoint_high_watermarks()
         if self.quorum is not None:

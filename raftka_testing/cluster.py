@@ -106,7 +106,7 @@ class BrokerProcess:
 
     def start(self, wait: bool = True) -> "BrokerProcess":
         log = open(self.log_path, "ab")
-        env = dict(os.environ, LOG_FORMAT="json", PYTHONUNBUFFERED="1", **self.extra_env)
+        env = {**os.environ, "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **self.extra_env}   # extra_env wins
         self.proc = subprocess.Popen([*self.command_prefix, sys.executable, "-m", "broker",
                                       "--config", str(self.config_path), "--id", str(self.broker_id)],
                                      stdout=subprocess.PIPE if self.log_via_pipe else log, stderr=subprocess.STDOUT,
