@@ -44,6 +44,8 @@ RETRY_BACKOFF_S = (0.05, 1.0)   # first and largest wait before resending a chan
 # Changes sent in one AlterPartition (Kafka's request carries many partitions too): every change that is
 # ready when a request leaves goes with it, so a broker rejoining thousands of ISRs costs a few commits.
 MAX_CHANGES_PER_REQUEST = 1000
+# More committed changes than this in one answer are one alter_partitions_committed event, not one each.
+COMMITTED_EVENTS_EACH_UP_TO = 20
 
 
 class AlterOutcome(enum.Enum):
@@ -193,7 +195,18 @@ class AlterPartitionManager:
             log.info("alter_partition_unsettled", partitions=len(items), answered=len(r.partitions),
                      error=common_pb2.ErrorCode.Name(r.error_code), message=r.error_message)
             return [outcome_of(r.error_code) if r.error_code != common_pb2.NONE else AlterOutcome.UNKNOWN] * len(items)
-        return [self._outcome(item.request, result) for item, result in zip(items, r.partitions)]
+        outcomes = [self._outcome(item.request, result) for item, result in zip(items, r.partitions)]
+        committed = [(item.request, result) for item, result, outcome in zip(items, r.partitions, outcomes)
+                     if outcome is AlterOutcome.COMMITTED]
+        if len(committed) > COMMITTED_EVENTS_EACH_UP_TO:
+            request, result = committed[0]
+            log.info("alter_partitions_committed", partitions=len(committed),
+                     first=f"{request['topic']}-{request['partition']}", first_isr=list(result.isr))
+        else:
+            for request, result in committed:
+                log.info("alter_partition_committed", topic=request["topic"], partition=request["partition"],
+                         isr=list(result.isr), partition_epoch=result.partition_epoch)
+        return outcomes
 
     @staticmethod
     def _outcome(request: dict, result: controller_pb2.PartitionIsrResult) -> AlterOutcome:
@@ -202,7 +215,4 @@ class AlterPartitionManager:
             log.info("alter_partition_refused", topic=request["topic"], partition=request["partition"],
                      error=common_pb2.ErrorCode.Name(result.error_code), message=result.error_message,
                      outcome=outcome.value)
-        else:
-            log.info("alter_partition_committed", topic=request["topic"], partition=request["partition"],
-                     isr=list(result.isr), partition_epoch=result.partition_epoch)
         return outcome

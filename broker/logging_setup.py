@@ -22,10 +22,10 @@ import structlog
 
 # Events that say a routine step went as planned, many times per failover: out of the story at INFO.
 ROUTINE_EVENTS = frozenset({
-    "log_opened", "log_created", "log_closed", "logs_loaded", "became_follower", "isr_updated",
-    "leader_epoch_assigned", "offsets_partition_loaded", "offsets_partition_unloaded", "broker_fenced_state",
-    "metadata_caught_up", "group_stored", "isr_expand_requested", "alter_partition_committed",
-    "replica_fetch_error", "kafka_listener_started", "registration_refused"})
+    "log_opened", "log_created", "log_closed", "logs_loaded", "became_follower", "isr_updated", "became_followers",
+    "isrs_updated", "leader_epoch_assigned", "offsets_partition_loaded", "offsets_partition_unloaded",
+    "broker_fenced_state", "metadata_caught_up", "group_stored", "isr_expand_requested", "alter_partition_committed",
+    "alter_partitions_committed", "replica_fetch_error", "kafka_listener_started", "registration_refused"})
 INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
 
 

@@ -14,8 +14,9 @@ from concurrent import futures
 
 import grpc
 import pytest
+import structlog
 
-from broker.alter_partition import AlterOutcome, AlterPartitionManager, outcome_of
+from broker.alter_partition import COMMITTED_EVENTS_EACH_UP_TO, AlterOutcome, AlterPartitionManager, outcome_of
 from client.protocol.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
 REQUEST = {"topic": "t", "topic_id": "id-t", "partition": 0, "leader_epoch": 3, "partition_epoch": 7,
@@ -200,3 +201,23 @@ def test_changes_ready_together_go_in_one_request_and_each_settles_by_its_own_an
     assert any(r == [2] for r in servicer.requests[first_sent[2] + 1:]), "the unknown outcome was not resent alone"
     assert pending[1].dropped == 1 and not pending[1].pending
     assert all(c.pending and c.dropped == 0 for p, c in pending.items() if p != 1)
+
+
+def test_many_changes_committed_in_one_answer_are_one_event_and_a_few_an_event_each(controller):
+    """alter_partition.COMMITTED_EVENTS_EACH_UP_TO: a broker rejoining thousands of ISRs logs per request."""
+    gate = threading.Event()
+    servicer, manager = controller([common_pb2.NONE], gate=gate)
+    many = 2 * COMMITTED_EVENTS_EACH_UP_TO + 2    # however the first request splits them, one request has more
+    with structlog.testing.capture_logs() as logs:
+        for p in range(many):
+            manager.submit(dict(REQUEST, partition=p), lambda: None, lambda: True)
+        gate.set()
+        assert servicer.wait_calls(many) and servicer.settled(manager)
+    expected = []
+    for request in servicer.requests[:-1]:      # the last: settled()'s marker, refused
+        expected += (["alter_partitions_committed"] if len(request) > COMMITTED_EVENTS_EACH_UP_TO
+                     else ["alter_partition_committed"] * len(request))
+    committed = [e for e in logs if e["event"].startswith("alter_partition") and "committed" in e["event"]]
+    assert [e["event"] for e in committed] == expected and "alter_partitions_committed" in expected, servicer.requests
+    assert sum(e.get("partitions", 1) for e in committed) == many
+    assert all(e.get("first_isr", e.get("isr")) == [1, 2] for e in committed)

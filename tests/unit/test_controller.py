@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 from broker.config import ClusterConfig, parse_cluster_config
-from broker.controller import (PREFERRED, UNCLEAN, Controller, ElectionOutcome, HeartbeatReply, IsrChange,
-                               TopicOutcome, TopicRequest)
+from broker.controller import (ISR_EVENTS_EACH_UP_TO, PREFERRED, UNCLEAN, Controller, ElectionOutcome, HeartbeatReply,
+                               IsrChange, TopicOutcome, TopicRequest)
 from broker.metadata.image import NO_LEADER
 from broker.metadata.quorum import CommitError, MetadataQuorum, QuorumStartError
 from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreateTopic, RegisterBroker,
@@ -464,6 +465,34 @@ def test_one_alter_partition_commits_many_isr_changes_in_one_batch_and_refuses_o
     assert len(batches) == 1, f"the {len(led)} changes took {len(batches)} commits"
     with pytest.raises(MalformedRequestError):       # one partition twice in one request
         node.controller.alter_partition(leader, node.image.brokers[leader].broker_epoch, [alone(led[0])] * 2)
+
+
+def test_isr_changes_are_an_event_each_up_to_the_limit_and_one_event_past_it(node):
+    """A broker rejoining thousands of ISRs must not cost an event per partition (controller.ISR_EVENTS_EACH_UP_TO)."""
+    node.unfenced(1, 2, 3)
+    assert node.create("t", 3 * (ISR_EVENTS_EACH_UP_TO + 1), 3) is None
+    topic = node.image.topics["t"]
+    leader = topic.partitions[0].leader
+    led = [p for p, reg in enumerate(topic.partitions) if reg.leader == leader]
+    assert len(led) == ISR_EVENTS_EACH_UP_TO + 1, led
+
+    def shrink(p: int) -> IsrChange:
+        reg = node.image.topics["t"].partitions[p]
+        return IsrChange("t", topic.topic_id, p, reg.leader_epoch, reg.partition_epoch, (leader,))
+
+    for partitions, expected in ((led[:ISR_EVENTS_EACH_UP_TO], ["isr_changed"] * ISR_EVENTS_EACH_UP_TO),
+                                 (led, ["isrs_changed"])):
+        if partitions is led:   # all back to the full ISR first, then all shrunk again in one request
+            node.controller.alter_partition(leader, node.image.brokers[leader].broker_epoch, [
+                IsrChange("t", topic.topic_id, p, node.image.partition("t", p).leader_epoch,
+                          node.image.partition("t", p).partition_epoch, (1, 2, 3)) for p in led[:-1]])
+        with structlog.testing.capture_logs() as logs:
+            results = node.controller.alter_partition(leader, node.image.brokers[leader].broker_epoch,
+                                                      [shrink(p) for p in partitions])
+        assert all(r.isr == (leader,) for r in results), results
+        assert [e["event"] for e in logs if "isr" in e["event"]] == expected
+    [bulk] = [e for e in logs if e["event"] == "isrs_changed"]
+    assert bulk["partitions"] == len(led) and bulk["topics"] == 1 and bulk["first_isr"] == [leader]
 
 
 def test_alter_partition_commits_the_new_isr_at_the_next_partition_epoch(node):
