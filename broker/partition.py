@@ -367,12 +367,12 @@ class Partition:
         return (s.is_leader and s.leader_epoch == request["leader_epoch"]
                 and s.partition_epoch == request["partition_epoch"] and s.pending_isr == tuple(request["new_isr"]))
 
-    def alter_not_applied(self, request: dict) -> None:
+    def alter_not_applied(self, request: dict) -> bool:
         """The controller proved the change was not applied: forget it, the next check decides again.
-        (A change of unknown outcome stays pending: it may still commit; alter_partition.py.)"""
+        (A change of unknown outcome stays pending: it may still commit; alter_partition.py.) True if
+        the HW moved: a dropped expansion no longer holds it back."""
         with self.lock:
-            if self.alter_still_pending(request):
-                self.state.drop_pending_isr()
+            return self.alter_still_pending(request) and self.state.drop_pending_isr()
 
     # ---- the follower side ---------------------------------------------------------------
 

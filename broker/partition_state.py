@@ -196,9 +196,12 @@ class PartitionState:
                                          f"without its leader {self.local_broker_id}")
         self.pending_isr = new_isr
 
-    def drop_pending_isr(self) -> None:
-        """The controller proved the pending change was not applied: the next check decides again."""
+    def drop_pending_isr(self) -> bool:
+        """The controller proved the pending change was not applied: the next check decides again. A
+        dropped expansion no longer holds the HW back, so it moves now (True if it did): nothing else
+        may come to move it, since a follower at the log end sends nothing new for its partition."""
         self.pending_isr = None
+        return self.maybe_advance_high_watermark()
 
     # ---- follower side ----------------------------------------------------------------
 

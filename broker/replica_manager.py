@@ -457,9 +457,16 @@ class ReplicaManager:
     # ---- ISR changes, sent to the controller ------------------------------------------
 
     def _submit_alter(self, hosted: Partition, request: dict) -> None:
-        self._alter_partition(request, lambda: hosted.alter_not_applied(request),
+        self._alter_partition(request, lambda: self._alter_not_applied(hosted, request),
                               lambda: self._partitions.get((hosted.topic, hosted.partition)) is hosted
                               and hosted.alter_still_pending(request))
+
+    def _alter_not_applied(self, hosted: Partition, request: dict) -> None:
+        """An ISR change proven not applied is dropped; if that moved the HW (an expansion to a broker that
+        died meanwhile held it back), acks=all waiters and the followers' sessions must hear of it."""
+        if hosted.alter_not_applied(request):
+            self._mark_changed((hosted.topic, hosted.partition))
+            self._notifier.notify(HIGH_WATERMARK)
 
     def maybe_shrink_isr(self) -> None:
         """Leaders drop followers that have not caught up for replica.lag.time.max.ms (via the controller)."""

@@ -192,6 +192,19 @@ def test_hw_waits_for_a_member_of_a_pending_expansion():
     assert p.high_watermark == 10
 
 
+def test_dropping_a_pending_expansion_moves_the_hw_it_held_back():
+    """Seen at 10,000 partitions: an expansion to broker 2 was refused (INELIGIBLE_REPLICA: 2 had died
+    meanwhile); the follower in the ISR was already at the log end, so no fetch of it would come to move
+    the HW, and acks=all produces waited for ever."""
+    p = _leader(_reg(isr=(1, 3)), leo=17)
+    p.on_follower_fetch(2, 16, 1)
+    p.pending_isr = (1, 3, 2)
+    assert p.on_follower_fetch(3, 17, 1) is True and p.high_watermark == 16   # broker 2 holds it back
+    assert p.drop_pending_isr() is True
+    assert (p.high_watermark, p.pending_isr) == (17, None)
+    assert p.drop_pending_isr() is False
+
+
 @pytest.mark.parametrize("min_isr,replicas,isr,effective,moves", [
     (2, (1, 2, 3), (1,), 2, False),             # one in sync, two needed: stored but not visible
     (2, (1, 2, 3), (1, 2), 2, True),

@@ -506,3 +506,18 @@ def test_an_idle_producer_id_expires_after_producer_id_expiration_ms(pair):
     assert pair.brokers[1].replicas.remove_expired_producers() == 1
     [after] = pair.brokers[1].replicas.append_to_leader(1, [(TOPIC, 0, batch, -1)])
     assert after.error is not None or after.base_offset == 1         # forgotten: no longer its duplicate
+
+
+def test_an_expansion_proven_not_applied_releases_the_hw_it_held_back_at_once(make_pair):
+    """No fetch need come: at scale the follower left in the ISR was at the log end, and its fetch session
+    sent nothing for the partition, so acks=all waited for ever (replica_manager._alter_not_applied)."""
+    pair = make_pair(min_isr=1)
+    pair.move(1, (1,))
+    pair.produce(1, *_values(0, 4))
+    pair.replicate()
+    pair.replicate()                           # broker 2 caught up: proposed for the ISR, pending
+    assert len(pair.brokers[1].alters.requests) == 1 and pair.brokers[1].hw == 5
+    pair.produce(1, b"held")                   # the HW now waits for broker 2, a member of the pending ISR
+    assert pair.brokers[1].hw == 5
+    pair.brokers[1].alters.on_not_applied[0]()   # INELIGIBLE_REPLICA: broker 2 was fenced meanwhile
+    assert pair.brokers[1].hw == 6
