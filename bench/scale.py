@@ -501,9 +501,9 @@ def leaders(cluster: Cluster, layout: Layout, deadline: float) -> tuple[dict[Top
 
 def elected_at(cluster: Cluster, partitions: set[TopicPartition], since_wall: float) -> float | None:
     """Wall-clock time of the last of ``partitions``' first new leaders after ``since_wall``, from the brokers'
-    ``leader_elected`` events (the controller logs one per partition once its batch is committed and applied):
-    to the millisecond, where a Metadata poll at 10,000 partitions is late by up to a poll's 100-200 ms. None
-    if a partition has no such event."""
+    ``leader_elected`` events (the controller logs one per partition, naming when its batch committed): to the
+    millisecond, where a Metadata poll at 10,000 partitions is late by up to a poll's 100-200 ms. None if a
+    partition has no such event."""
     first: dict[TopicPartition, float] = {}
     for b in cluster.brokers.values():
         with open(b.log_path, "rb") as f:
@@ -512,7 +512,7 @@ def elected_at(cluster: Cluster, partitions: set[TopicPartition], since_wall: fl
                     continue
                 e = json.loads(line)
                 tp = (e.get("topic"), e.get("partition"))
-                at = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
+                at = e["committed_at_ms"] / 1000
                 if tp in partitions and at >= since_wall:
                     first[tp] = min(first.get(tp, at), at)
     return max(first.values()) if len(first) == len(partitions) else None

@@ -239,6 +239,9 @@ class Controller:
         """One event per partition the batch gave a new leader (or none); its ISR-only changes one each too,
         up to ISR_EVENTS_EACH_UP_TO, else one ``isrs_changed`` for them all."""
         after = self.image if after is None else after
+        # Called right after the commit: every event of the batch names that moment (thousands of events
+        # take a few hundred ms to write, and the last one's own timestamp would say the batch came later).
+        committed_at_ms = int(time.time() * 1000)
         isr_only: list[tuple[ChangePartition, PartitionRegistration]] = []
         for c in batch:
             if not isinstance(c, ChangePartition):
@@ -251,7 +254,7 @@ class Controller:
                 continue
             log.info("leader_elected" if new.leader >= 0 else "partition_offline", topic=c.topic,
                      partition=c.partition, leader=new.leader, leader_epoch=new.leader_epoch, isr=list(new.isr),
-                     previous_leader=old.leader)
+                     previous_leader=old.leader, committed_at_ms=committed_at_ms)
         if len(isr_only) > ISR_EVENTS_EACH_UP_TO:
             c, new = isr_only[0]
             log.info("isrs_changed", partitions=len(isr_only), topics=len({c.topic for c, _ in isr_only}),

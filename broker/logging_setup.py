@@ -46,7 +46,7 @@ def render_story(_logger, method: str, event: dict) -> str:
     is worth one (warning and above)."""
     name = event.pop("event", "")
     level = str(event.pop("level", method))
-    for key in ("timestamp", "broker_id"):
+    for key in ("timestamp", "broker_id", "committed_at_ms"):   # a time: for tools, not the story
         event.pop(key, None)
     exc = event.pop("exception", None)
     fields = " ".join(f"{k}={v}" for k, v in event.items())

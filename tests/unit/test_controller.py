@@ -9,6 +9,7 @@ so that every test gets a fresh quorum quickly.
 
 import random
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +239,19 @@ def test_a_broker_of_another_cluster_is_refused(unchanged):
 def test_a_broker_missing_from_the_cluster_file_is_refused(unchanged):
     with pytest.raises(InvalidRequestError):
         unchanged.controller.register_broker(9, CLUSTER_ID, "inc-9", "127.0.0.1", 9009)
+
+
+def test_the_elections_of_one_batch_name_the_moment_it_committed(node):
+    """bench.scale times 'led again' by committed_at_ms: thousands of events take a while to write."""
+    epochs = node.unfenced(1, 2, 3)
+    assert node.create("t", 6, 3) is None
+    with structlog.testing.capture_logs() as logs:
+        before_ms = int(time.time() * 1000)
+        node.heartbeat(2, epochs[2], want_shut_down=True)
+        after_ms = int(time.time() * 1000)
+    elected = [e for e in logs if e["event"] == "leader_elected"]
+    assert len(elected) == 2 and len({e["committed_at_ms"] for e in elected}) == 1, elected
+    assert before_ms <= elected[0]["committed_at_ms"] <= after_ms
 
 
 def test_a_controlled_shutdown_fences_the_broker_and_moves_its_leaderships(node):
