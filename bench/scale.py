@@ -258,18 +258,7 @@ def proc_ticks(pid: int) -> int:
 POLL_BACKOFF = 2.0
 
 
-def poll(condition: Callable[[], Any], timeout: float, what: str, interval: float) -> Any:
-    """wait_for, with the wait after each poll stretched to POLL_BACKOFF times the poll's own duration."""
-    deadline = time.monotonic() + timeout
-    while True:
-        began = time.monotonic()
-        value = condition()
-        if value:
-            return value
-        now = time.monotonic()
-        if now >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(max(interval, POLL_BACKOFF * (now - began)))
+poll = partial(wait_for, backoff=POLL_BACKOFF)
 
 
 def left(deadline: float) -> float:
@@ -360,7 +349,7 @@ def heal(cluster: Cluster, layout: Layout, deadline: float) -> None:
     with Admin(cluster.bootstrap, request_timeout_ms=int(left(deadline) * 1000)) as admin:
         admin.elect_leaders("preferred", timeout_ms=int(left(deadline) * 1000))
     poll(lambda: cluster_satisfies(cluster, layout, lambda p: p.leader_id == p.replicas[0]), left(deadline),
-             "every partition led by its preferred replica", 0.2)
+         "every partition led by its preferred replica", 0.2)
 
 
 # ---- steps: each takes its deadline, returns its figures ---------------------------------------------
@@ -376,10 +365,10 @@ def step_create(cluster: Cluster, layout: Layout, deadline: float, out: dict[str
     out["create_call_s"] = time.monotonic() - started
     count = sum(n for _, n in layout)
     poll(lambda: cluster_satisfies(cluster, layout, full_isr), left(deadline),
-             f"{count} partitions led with a full ISR", 0.1)
+         f"{count} partitions led with a full ISR", 0.1)
     out["all_led_full_isr_s"] = time.monotonic() - started
     poll(lambda: serving_everywhere(cluster, layout), left(deadline),
-             f"{count} partitions hosted by every broker, each leader with its followers fetching", 0.2)
+         f"{count} partitions hosted by every broker, each leader with its followers fetching", 0.2)
     out["all_serving_s"] = time.monotonic() - started
 
 

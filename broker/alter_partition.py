@@ -34,6 +34,7 @@ from typing import Callable
 import grpc
 import structlog
 
+from broker.logging_setup import log_partitions
 from client.connection import Address, Connections
 from client.protocol.v1 import common_pb2, controller_pb2
 
@@ -44,8 +45,6 @@ RETRY_BACKOFF_S = (0.05, 1.0)   # first and largest wait before resending a chan
 # Changes sent in one AlterPartition (Kafka's request carries many partitions too): every change that is
 # ready when a request leaves goes with it, so a broker rejoining thousands of ISRs costs a few commits.
 MAX_CHANGES_PER_REQUEST = 1000
-# More committed changes than this in one answer are one alter_partitions_committed event, not one each.
-COMMITTED_EVENTS_EACH_UP_TO = 20
 
 
 class AlterOutcome(enum.Enum):
@@ -196,16 +195,10 @@ class AlterPartitionManager:
                      error=common_pb2.ErrorCode.Name(r.error_code), message=r.error_message)
             return [outcome_of(r.error_code) if r.error_code != common_pb2.NONE else AlterOutcome.UNKNOWN] * len(items)
         outcomes = [self._outcome(item.request, result) for item, result in zip(items, r.partitions)]
-        committed = [(item.request, result) for item, result, outcome in zip(items, r.partitions, outcomes)
-                     if outcome is AlterOutcome.COMMITTED]
-        if len(committed) > COMMITTED_EVENTS_EACH_UP_TO:
-            request, result = committed[0]
-            log.info("alter_partitions_committed", partitions=len(committed),
-                     first=f"{request['topic']}-{request['partition']}", first_isr=list(result.isr))
-        else:
-            for request, result in committed:
-                log.info("alter_partition_committed", topic=request["topic"], partition=request["partition"],
-                         isr=list(result.isr), partition_epoch=result.partition_epoch)
+        log_partitions(log, "alter_partition_committed", "alter_partitions_committed", [
+            dict(topic=item.request["topic"], partition=item.request["partition"], isr=list(result.isr),
+                 partition_epoch=result.partition_epoch)
+            for item, result, outcome in zip(items, r.partitions, outcomes) if outcome is AlterOutcome.COMMITTED])
         return outcomes
 
     @staticmethod

@@ -35,10 +35,10 @@ import grpc
 import structlog
 
 from broker import metrics
-from broker.gc_pauses import GcPauses
 from broker.alter_partition import AlterPartitionManager
 from broker.append_notifier import AppendNotifier
 from broker.config import BrokerAddress, BrokerSettings, ClusterConfig
+from broker.gc_pauses import GcPauses
 from broker.controller import Controller
 from broker.inter_broker_auth import BrokerOnly, broker_token, with_token
 from broker.invariants import InvariantViolation, set_violation_handler

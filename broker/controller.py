@@ -34,6 +34,7 @@ import structlog
 from broker import metrics
 from broker.config import BrokerSettings, ClusterConfig
 from broker.liveness import BrokerLiveness
+from broker.logging_setup import log_partitions
 from broker.metadata import topic_rules
 from broker.metadata.image import BatchOutcome, MetadataImage, PartitionRegistration, TopicImage
 from broker.metadata.partition_change import (fence_batch, preferred_election, reconcile_partitions, register_batch,
@@ -48,10 +49,6 @@ from client.errors import (InconsistentClusterIdError, InvalidReplicaAssignmentE
                            StaleBrokerEpochError, TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 
 log = structlog.get_logger(__name__)
-
-# A batch changing more ISRs than this (the leader kept) logs one ``isrs_changed`` for them all: a broker rejoining
-# 10,000 ISRs wrote 10,000 lines, each about 50 us and together half the time its AlterPartitions held the write lock.
-ISR_EVENTS_EACH_UP_TO = 20
 
 TICK_S = 0.05
 RECONCILE_RETRY_S = 1.0   # a reconciliation whose fix could not be committed is tried again after this
@@ -237,12 +234,12 @@ class Controller:
 
     def _log_changes(self, before: MetadataImage, batch, after: MetadataImage | None = None) -> None:
         """One event per partition the batch gave a new leader (or none); its ISR-only changes one each too,
-        up to ISR_EVENTS_EACH_UP_TO, else one ``isrs_changed`` for them all."""
+        or one ``isrs_changed`` for them all when many (logging_setup.log_partitions)."""
         after = self.image if after is None else after
         # Called right after the commit: every event of the batch names that moment (thousands of events
         # take a few hundred ms to write, and the last one's own timestamp would say the batch came later).
         committed_at_ms = int(time.time() * 1000)
-        isr_only: list[tuple[ChangePartition, PartitionRegistration]] = []
+        isr_only: list[dict] = []
         for c in batch:
             if not isinstance(c, ChangePartition):
                 continue
@@ -250,19 +247,13 @@ class Controller:
             if old is None or new is None or new.partition_epoch != c.partition_epoch + 1:
                 continue
             if new.leader == old.leader:
-                isr_only.append((c, new))
+                isr_only.append(dict(topic=c.topic, partition=c.partition, leader=new.leader,
+                                     leader_epoch=new.leader_epoch, isr=list(new.isr), previous_leader=old.leader))
                 continue
             log.info("leader_elected" if new.leader >= 0 else "partition_offline", topic=c.topic,
                      partition=c.partition, leader=new.leader, leader_epoch=new.leader_epoch, isr=list(new.isr),
                      previous_leader=old.leader, committed_at_ms=committed_at_ms)
-        if len(isr_only) > ISR_EVENTS_EACH_UP_TO:
-            c, new = isr_only[0]
-            log.info("isrs_changed", partitions=len(isr_only), topics=len({c.topic for c, _ in isr_only}),
-                     first=f"{c.topic}-{c.partition}", first_isr=list(new.isr))
-            return
-        for c, new in isr_only:
-            log.info("isr_changed", topic=c.topic, partition=c.partition, leader=new.leader,
-                     leader_epoch=new.leader_epoch, isr=list(new.isr), previous_leader=new.leader)
+        log_partitions(log, "isr_changed", "isrs_changed", isr_only)
 
     # ---- commits ------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 
 import structlog
 
@@ -27,6 +28,24 @@ ROUTINE_EVENTS = frozenset({
     "broker_fenced_state", "metadata_caught_up", "group_stored", "isr_expand_requested", "alter_partition_committed",
     "alter_partitions_committed", "replica_fetch_error", "kafka_listener_started", "registration_refused"})
 INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
+
+# One change touching more partitions than this in the same way logs one event for them all: a broker
+# rejoining 10,000 ISRs wrote 10,000 lines per kind, about 50 us apiece, a fifth of the cluster's CPU, and
+# half the time each 1,000-change AlterPartition held the controller's write lock.
+PARTITION_EVENTS_EACH_UP_TO = 20
+
+
+def log_partitions(logger, event: str, bulk_event: str, each: list[dict], first_keys: Sequence[str] = ("isr",)) -> None:
+    """``event`` once per partition (each dict holds its ``topic`` and ``partition``), or, past
+    PARTITION_EVENTS_EACH_UP_TO, one ``bulk_event`` with the count, the topics and the first partition
+    (with its ``first_keys`` fields as ``first_<key>``)."""
+    if len(each) <= PARTITION_EVENTS_EACH_UP_TO:
+        for fields in each:
+            logger.info(event, **fields)
+        return
+    first = each[0]
+    logger.info(bulk_event, partitions=len(each), topics=len({f["topic"] for f in each}),
+                first=f"{first['topic']}-{first['partition']}", **{f"first_{k}": first[k] for k in first_keys})
 
 
 def story_filter(level: str):

@@ -21,6 +21,7 @@ from broker.append_notifier import HIGH_WATERMARK, LOG_END, AppendNotifier
 from broker.config import BrokerSettings
 from broker.fetch_session import FetchSession
 from broker.log import LogConfig, LogManager
+from broker.logging_setup import log_partitions
 from broker.metadata.image import MetadataImage, PartitionRegistration, local_changes
 from broker.partition import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, EpochEndOffset, FetchRequestPartition, FetchResult,
                               ListOffsetsResult, LocalReplicaState, Partition, ProduceResult)
@@ -55,10 +56,7 @@ def _run_steps(steps: list[tuple[tuple[str, int], Callable[[], None]]]) -> list[
     return failed
 
 
-# A metadata change giving more partitions than this one role (or ISR) here logs one event for them all
-# (became_leaders, became_followers, isrs_updated): a restart at 10,000 partitions wrote 10,000 lines of each,
-# about 50 us apiece, a fifth of the cluster's CPU while the restarted broker rejoined.
-ROLE_EVENTS_EACH_UP_TO = 20
+# What a metadata change made of this broker's partitions, when many: one event per kind (logging_setup).
 _ROLE_EVENT_BULK = {"became_leader": "became_leaders", "became_follower": "became_followers",
                     "isr_updated": "isrs_updated"}
 
@@ -68,15 +66,8 @@ def _tell_roles(told: list[tuple[str, dict]]) -> None:
     by_event: dict[str, list[dict]] = {}
     for event, fields in told:
         by_event.setdefault(event, []).append(fields)
-    for event, all_fields in by_event.items():
-        if len(all_fields) <= ROLE_EVENTS_EACH_UP_TO:
-            for fields in all_fields:
-                log.info(event, **fields)
-            continue
-        first = all_fields[0]
-        log.info(_ROLE_EVENT_BULK[event], partitions=len(all_fields), topics=len({f["topic"] for f in all_fields}),
-                 first=f"{first['topic']}-{first['partition']}", first_leader=first["leader"],
-                 first_isr=first["isr"])
+    for event, each in by_event.items():
+        log_partitions(log, event, _ROLE_EVENT_BULK[event], each, first_keys=("leader", "isr"))
 
 
 def wall_clock_ms() -> int:

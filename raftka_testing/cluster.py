@@ -55,16 +55,20 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``condition`` until it returns a truthy value; AssertionError naming ``what`` after ``timeout``."""
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05,
+             backoff: float = 0.0) -> T:
+    """Poll ``condition`` until it returns a truthy value; AssertionError naming ``what`` after ``timeout``.
+    ``backoff``: wait at least that many times a poll's own duration before the next (a costly poll)."""
     deadline = time.monotonic() + timeout
     while True:
+        began = time.monotonic()
         value = condition()
         if value:
             return value
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(max(interval, backoff * (now - began)))
 
 
 @dataclass

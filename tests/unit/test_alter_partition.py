@@ -16,7 +16,8 @@ import grpc
 import pytest
 import structlog
 
-from broker.alter_partition import COMMITTED_EVENTS_EACH_UP_TO, AlterOutcome, AlterPartitionManager, outcome_of
+from broker.alter_partition import AlterOutcome, AlterPartitionManager, outcome_of
+from broker.logging_setup import PARTITION_EVENTS_EACH_UP_TO
 from client.protocol.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
 REQUEST = {"topic": "t", "topic_id": "id-t", "partition": 0, "leader_epoch": 3, "partition_epoch": 7,
@@ -204,10 +205,10 @@ def test_changes_ready_together_go_in_one_request_and_each_settles_by_its_own_an
 
 
 def test_many_changes_committed_in_one_answer_are_one_event_and_a_few_an_event_each(controller):
-    """alter_partition.COMMITTED_EVENTS_EACH_UP_TO: a broker rejoining thousands of ISRs logs per request."""
+    """logging_setup.log_partitions: a broker rejoining thousands of ISRs logs per request."""
     gate = threading.Event()
     servicer, manager = controller([common_pb2.NONE], gate=gate)
-    many = 2 * COMMITTED_EVENTS_EACH_UP_TO + 2    # however the first request splits them, one request has more
+    many = 2 * PARTITION_EVENTS_EACH_UP_TO + 2    # however the first request splits them, one request has more
     with structlog.testing.capture_logs() as logs:
         for p in range(many):
             manager.submit(dict(REQUEST, partition=p), lambda: None, lambda: True)
@@ -215,7 +216,7 @@ def test_many_changes_committed_in_one_answer_are_one_event_and_a_few_an_event_e
         assert servicer.wait_calls(many) and servicer.settled(manager)
     expected = []
     for request in servicer.requests[:-1]:      # the last: settled()'s marker, refused
-        expected += (["alter_partitions_committed"] if len(request) > COMMITTED_EVENTS_EACH_UP_TO
+        expected += (["alter_partitions_committed"] if len(request) > PARTITION_EVENTS_EACH_UP_TO
                      else ["alter_partition_committed"] * len(request))
     committed = [e for e in logs if e["event"].startswith("alter_partition") and "committed" in e["event"]]
     assert [e["event"] for e in committed] == expected and "alter_partitions_committed" in expected, servicer.requests

@@ -18,8 +18,9 @@ import pytest
 import structlog
 
 from broker.config import ClusterConfig, parse_cluster_config
-from broker.controller import (ISR_EVENTS_EACH_UP_TO, PREFERRED, UNCLEAN, Controller, ElectionOutcome, HeartbeatReply,
-                               IsrChange, TopicOutcome, TopicRequest)
+from broker.controller import (PREFERRED, UNCLEAN, Controller, ElectionOutcome, HeartbeatReply, IsrChange,
+                               TopicOutcome, TopicRequest)
+from broker.logging_setup import PARTITION_EVENTS_EACH_UP_TO
 from broker.metadata.image import NO_LEADER
 from broker.metadata.quorum import CommitError, MetadataQuorum, QuorumStartError
 from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreateTopic, RegisterBroker,
@@ -482,19 +483,20 @@ def test_one_alter_partition_commits_many_isr_changes_in_one_batch_and_refuses_o
 
 
 def test_isr_changes_are_an_event_each_up_to_the_limit_and_one_event_past_it(node):
-    """A broker rejoining thousands of ISRs must not cost an event per partition (controller.ISR_EVENTS_EACH_UP_TO)."""
+    """A broker rejoining thousands of ISRs must not cost an event per partition (logging_setup.log_partitions)."""
     node.unfenced(1, 2, 3)
-    assert node.create("t", 3 * (ISR_EVENTS_EACH_UP_TO + 1), 3) is None
+    assert node.create("t", 3 * (PARTITION_EVENTS_EACH_UP_TO + 1), 3) is None
     topic = node.image.topics["t"]
     leader = topic.partitions[0].leader
     led = [p for p, reg in enumerate(topic.partitions) if reg.leader == leader]
-    assert len(led) == ISR_EVENTS_EACH_UP_TO + 1, led
+    assert len(led) == PARTITION_EVENTS_EACH_UP_TO + 1, led
 
     def shrink(p: int) -> IsrChange:
         reg = node.image.topics["t"].partitions[p]
         return IsrChange("t", topic.topic_id, p, reg.leader_epoch, reg.partition_epoch, (leader,))
 
-    for partitions, expected in ((led[:ISR_EVENTS_EACH_UP_TO], ["isr_changed"] * ISR_EVENTS_EACH_UP_TO),
+    each = PARTITION_EVENTS_EACH_UP_TO
+    for partitions, expected in ((led[:each], ["isr_changed"] * each),
                                  (led, ["isrs_changed"])):
         if partitions is led:   # all back to the full ISR first, then all shrunk again in one request
             node.controller.alter_partition(leader, node.image.brokers[leader].broker_epoch, [
