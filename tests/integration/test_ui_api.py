@@ -133,8 +133,9 @@ def test_state_shows_what_metadata_says(cluster_and_ui):
                 and snapshot)
     snapshot = wait_for(agree, 10, "the page's state to match Metadata")
     assert all(b["raft_term"] > 0 and b["metadata_offset"] > 0 for b in snapshot["brokers"]), snapshot["brokers"]
-    assert any(i["kind"] == "topic" and i["text"].startswith("topic lesson created: 3 partitions")
-               for i in snapshot["timeline"]), snapshot["timeline"]
+    # The timeline is streamed (MetadataLog, follow) apart from the polled state: it may come a moment later.
+    wait_for(lambda: any(i["kind"] == "topic" and i["text"].startswith("topic lesson created: 3 partitions")
+                         for i in state(ui)["timeline"]), 10, "the topic's creation in the page's timeline")
     assert snapshot["controls"]["enabled"] is False and "--cluster-config" in snapshot["controls"]["reason"]
 
 
