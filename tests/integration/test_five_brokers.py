@@ -103,6 +103,8 @@ def test_five_brokers_three_voters_the_controller_killed_and_the_observers_servi
             observer.signal(signal.SIGCONT)
         assert fenced[0]["reason"] == "session_timeout", fenced
         observer.wait_ready()
+        # Its own Metadata may still be the one from before its fence: wait until every broker sees it unfenced.
+        cluster.wait_controller(survivors, timeout=20, exclude=(controller,), alive=set(cluster.brokers) - {controller})
         observer.kill()
         fenced = wait_for(lambda: fences_of(cluster, 5)[earlier + 1:], 10, "the controller to fence killed observer 5")
         assert fenced[0]["reason"] == "connection_lost", fenced
