@@ -414,6 +414,7 @@ class Broker:
         self._gc_pauses.uninstall()
         if self.replica_manager is not None:
             self.replica_manager.checkpoint_high_watermarks()
+            self.replica_manager.snapshot_producer_states()
         if self.quorum is not None:
             self.quorum.stop()
         if self._logs is not None:

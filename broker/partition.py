@@ -25,7 +25,8 @@ from broker.log import PartitionLog
 from broker.metadata.image import PartitionRegistration
 from broker.partition_state import PartitionState, truncation_offset
 from broker.replica_selector import ReplicaView, read_candidates, select_read_replica
-from broker.producer_state import (Duplicate, ProducerStateManager, observe_batches, truncate_producer_state)
+from broker.producer_state import (Duplicate, ProducerStateManager, encode_snapshot, observe_batches,
+                                   truncate_producer_state)
 from client.errors import (InvalidRequestError, KafkaError, KafkaStorageError, NotEnoughReplicasError,
                            NotLeaderOrFollowerError, OffsetOutOfRangeError)
 from client.record_batch import BatchHeader
@@ -475,3 +476,15 @@ class Partition:
     def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> int:
         with self.lock:
             return self.producers.remove_expired(now_ms, expiration_ms)
+
+    def write_producer_snapshot(self) -> bool:
+        """Leave the producer state for the next open of the log (at a clean close, once nothing appends):
+        False when it does not stand at the log end, which every batch observed guarantees (the next
+        open then replays the log, as without a snapshot)."""
+        with self.lock:
+            if self.producers.map_end_offset != self.log.log_end_offset:
+                return False
+            if not self.log.holds_producer_snapshot_at_end:   # else the file on disk holds this state already
+                snapshot = self.producers.current()
+                self.log.write_producer_snapshot(snapshot.offset, encode_snapshot(snapshot), durable=False)
+            return True

@@ -20,13 +20,19 @@ Every ``snapshot_interval_bytes`` of observed batches the manager keeps an
 in-memory snapshot (Kafka writes one at each segment roll), so that a follower
 that truncates its log restores the newest snapshot below the cut and replays
 only the batches after it (``truncate_producer_state``), instead of the whole log.
+A clean stop writes the state next to the log (``encode_snapshot``; the file is
+broker/log/producer_snapshot_file.py's), and the next start loads it instead of
+replaying the log (``rebuild_producer_state``).
 """
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import structlog
 
 from client import record_batch
 from client.errors import InvalidProducerEpochError, KafkaError, OutOfOrderSequenceNumberError
@@ -40,6 +46,8 @@ BATCHES_TO_RETAIN = 5  # Kafka's ProducerStateEntry.NUM_BATCHES_TO_RETAIN; also 
 DEFAULT_SNAPSHOT_INTERVAL_BYTES = 1024 * 1024
 DEFAULT_MAX_SNAPSHOTS = 8
 REBUILD_CHUNK_BYTES = 4 * 1024 * 1024  # how much of the log one read brings when replaying it
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -166,12 +174,16 @@ class ProducerStateManager:
                                maxlen=self.max_snapshots)
         return len(expired)
 
+    def current(self) -> ProducerStateSnapshot:
+        """The state as of ``map_end_offset``, as a snapshot (nothing kept)."""
+        return ProducerStateSnapshot(self.map_end_offset, {pid: (e.epoch, tuple(e.batches), e.last_timestamp)
+                                                           for pid, e in self.producers.items()})
+
     def take_snapshot(self) -> None:
         """Keep a copy of the state as of ``map_end_offset``; the oldest copy goes past max_snapshots."""
-        entries = {pid: (e.epoch, tuple(e.batches), e.last_timestamp) for pid, e in self.producers.items()}
         if self.snapshots and self.snapshots[-1].offset == self.map_end_offset:
             self.snapshots.pop()
-        self.snapshots.append(ProducerStateSnapshot(self.map_end_offset, entries))
+        self.snapshots.append(self.current())
         self.bytes_since_snapshot = 0
 
     def load_snapshot(self, snapshot: ProducerStateSnapshot) -> None:
@@ -200,8 +212,35 @@ def observe_batches(producers: ProducerStateManager, batches: bytes | memoryview
 
 
 def rebuild_producer_state(plog: PartitionLog, chunk_bytes: int = REBUILD_CHUNK_BYTES) -> ProducerStateManager:
-    """Scan the log's batch headers from its start (on load: the snapshots live in memory only)."""
-    return truncate_producer_state(ProducerStateManager(), plog, plog.log_end_offset, chunk_bytes)
+    """The state of a log just opened: the snapshot its last clean close left at the log end
+    (broker/log/producer_snapshot_file.py), else a scan of its batch headers from its start."""
+    producers = ProducerStateManager()
+    taken = plog.take_producer_snapshot()
+    if taken is not None:
+        try:
+            producers.snapshots.append(decode_snapshot(*taken))
+        except ValueError as e:   # written by us and checksummed: a bug, not a disk fault; the replay is right
+            log.warning("producer_snapshot_ignored", dir=str(plog.directory), why=str(e))
+    return truncate_producer_state(producers, plog, plog.log_end_offset, chunk_bytes)
+
+
+def encode_snapshot(snapshot: ProducerStateSnapshot) -> str:
+    """The body of a snapshot file (its offset is the file's name): one JSON list of producers, each
+    [producer id, epoch, last timestamp, [[first seq, last seq, first offset, last offset], ...]]."""
+    return json.dumps([[pid, epoch, ts, [[b.first_seq, b.last_seq, b.first_offset, b.last_offset] for b in batches]]
+                       for pid, (epoch, batches, ts) in snapshot.entries.items()], separators=(",", ":"))
+
+
+def decode_snapshot(offset: int, body: str) -> ProducerStateSnapshot:
+    """encode_snapshot's inverse; ValueError when ``body`` is not one."""
+    try:
+        entries = {int(pid): (int(epoch), tuple(BatchMetadata(*map(int, b)) for b in batches), int(ts))
+                   for pid, epoch, ts, batches in json.loads(body)}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"not a producer snapshot: {e}") from None
+    if any(len(batches) > BATCHES_TO_RETAIN for _, batches, _ in entries.values()):
+        raise ValueError(f"a producer with more than {BATCHES_TO_RETAIN} batches")
+    return ProducerStateSnapshot(offset, entries)
 
 
 def truncate_producer_state(producers: ProducerStateManager, plog: PartitionLog, offset: int,

@@ -511,6 +511,20 @@ class ReplicaManager:
                  if h.state.high_watermark != h.log.checkpointed_high_watermark}
         self._logs.checkpoint_high_watermarks(moved)
 
+    def snapshot_producer_states(self) -> None:
+        """At a clean stop, once nothing appends: each partition's producer state, written next to its log
+        (made durable by LogManager.close's syncfs), so the next start loads it instead of replaying every
+        log (broker/log/producer_snapshot_file.py). A partition that cannot is replayed then, as before."""
+        skipped = []
+        for tp, hosted in list(self._partitions.items()):
+            try:
+                if not hosted.write_producer_snapshot():
+                    skipped.append(tp)
+            except KafkaStorageError:
+                skipped.append(tp)
+        if skipped:
+            log.warning("producer_snapshots_skipped", count=len(skipped), first=list(skipped[0]))
+
     def remove_expired_producers(self) -> int:
         """Forget producers idle for producer.id.expiration.ms (by their batches' own timestamps: wall time)."""
         now = self._clock_ms()

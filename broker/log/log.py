@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import os
 import shutil
 import threading
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from broker.log.checkpoint import (TMP_SUFFIX, fsync_directory, read_offset_chec
 from broker.log.config import LogConfig, UNLIMITED
 from broker.log.leader_epoch_cache import EpochEntry, LeaderEpochCache
 from broker.log.offset_index import INDEX_SUFFIX
+from broker.log.producer_snapshot_file import delete_snapshot, read_snapshot, snapshot_offsets, write_snapshot
 from broker.log.segment import (MAX_RELATIVE_OFFSET, LogSegment, batch_problem, log_file_name,
                                 parse_segment_file_name)
 from client.errors import (CorruptMessageError, FencedLeaderEpochError, KafkaStorageError,
@@ -90,6 +92,11 @@ class PartitionLog:
         self._recovery_point = recovery_point
         self._unflushed_batches = 0
         self._last_written_hw: int | None = None
+        # The producer-state snapshot (producer_snapshot_file.py): the offset of the file on disk, if any; the
+        # log end it describes while nothing cut the log since (None: stale); its body from the open, until taken.
+        self._snapshot_file: int | None = None
+        self._snapshot_at: int | None = None
+        self._producer_snapshot: str | None = None
         self._closed = False
         # Set once the data dir failed: every later call answers KafkaStorageError. A plain
         # flag, set without the lock, so a failure in one log can take all offline at once.
@@ -114,10 +121,10 @@ class PartitionLog:
         directory = Path(directory)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            clean = (directory / CLEAN_SHUTDOWN_FILE).exists()
-            _remove_leftovers(directory)
+            names = _remove_leftovers(directory, os.listdir(directory))
+            clean = CLEAN_SHUTDOWN_FILE in names
             recovery_point = 0 if clean else (read_offset_checkpoint(directory / RECOVERY_POINT_FILE) or 0)
-            segments = _load_segments(directory, config, clean, recovery_point)
+            segments = _load_segments(directory, names, config, clean, recovery_point)
         except OSError as e:
             raise KafkaStorageError(f"cannot open log {directory}: {e}") from e
         try:
@@ -133,6 +140,7 @@ class PartitionLog:
         try:
             plog._reconcile_epoch_cache(durable)
             plog._clamp_high_watermark_checkpoint()
+            plog._open_producer_snapshot(names, clean)
             if clean:
                 # From now on the log may change without a clean close: the marker
                 # must not survive into a crash.
@@ -168,6 +176,18 @@ class PartitionLog:
                 if epoch >= 0 and (not entries or epoch > entries[-1].epoch):
                     entries.append(EpochEntry(epoch, h.base_offset))
         return entries
+
+    def _open_producer_snapshot(self, names: list[str], clean: bool) -> None:
+        """Trust a snapshot at the log end after a clean close; delete any other (producer_snapshot_file.py)."""
+        offsets = snapshot_offsets(names)
+        end = self.log_end_offset
+        if clean and end in offsets:
+            self._producer_snapshot = read_snapshot(self._directory, end)
+        kept = end if self._producer_snapshot is not None else None
+        for offset in offsets:
+            if offset != kept:
+                delete_snapshot(self._directory, offset)   # durable with the marker's removal (the caller's sync)
+        self._snapshot_file = self._snapshot_at = kept
 
     def _clamp_high_watermark_checkpoint(self) -> None:
         path = self._directory / HIGH_WATERMARK_FILE
@@ -510,6 +530,7 @@ class PartitionLog:
                     bytes_cut += seg.size
                     seg.delete()
                 bytes_cut += self._segments[-1].truncate_to(offset)
+                self._snapshot_at = None   # the log may grow back to the same end with other batches
                 new_end = self.log_end_offset
                 self._epoch_cache.truncate_from_end(new_end)
                 self._lower_recovery_point(new_end)
@@ -532,6 +553,7 @@ class PartitionLog:
             with self._storage_errors("truncate fully"):
                 while self._segments:
                     self._segments.pop().delete()
+                self._snapshot_at = None
                 self._segments.append(LogSegment.create(self._directory, offset))
                 self._epoch_cache.replace_all([])
                 self._recovery_point = offset
@@ -597,8 +619,8 @@ class PartitionLog:
 
     def read_high_watermark(self) -> int:
         """The checkpointed HW, clamped to [log_start_offset, log_end_offset]; log start if none."""
-        with self._lock:
-            stored = read_offset_checkpoint(self._directory / HIGH_WATERMARK_FILE)
+        with self._lock:   # the file holds _last_written_hw (read at open, kept at each write): not read again
+            stored = self._last_written_hw
             return self.log_start_offset if stored is None else self._clamp(stored)
 
     def write_high_watermark(self, high_watermark: int, durable: bool = True) -> bool:
@@ -621,6 +643,47 @@ class PartitionLog:
     def checkpointed_high_watermark(self) -> int | None:
         """The HW the checkpoint holds (None: not known yet); read without the lock, for a cheap skip."""
         return self._last_written_hw
+
+    # ---- producer-state snapshot (producer_snapshot_file.py) -------------------------------------
+
+    @property
+    def holds_producer_snapshot_at_end(self) -> bool:
+        """The snapshot file on disk describes the log as it is (nothing appended or cut since it was written
+        or loaded)."""
+        return self._snapshot_file is not None and self._snapshot_at == self.log_end_offset
+
+    def take_producer_snapshot(self) -> tuple[int, str] | None:
+        """(log end offset, body) of the producer state the last clean close left, once, while the log is
+        as that close left it; None if there is none to trust (the caller replays the log instead)."""
+        with self._lock:
+            body, self._producer_snapshot = self._producer_snapshot, None
+            if body is None or self._snapshot_at != self.log_end_offset:
+                return None
+            return self.log_end_offset, body
+
+    def write_producer_snapshot(self, offset: int, body: str, durable: bool = True) -> bool:
+        """Keep the producer state as of ``offset`` (the log end, at a clean close) for the next open; False
+        when the file on disk holds it already (nothing appended or cut since it was written or loaded).
+        Without ``durable``, the caller syncs (LogManager.close's syncfs, before the clean-shutdown marker)."""
+        with self._lock:
+            self._check_open()
+            if offset != self.log_end_offset:
+                raise ValueError(f"a producer snapshot at {offset} is not at the log end {self.log_end_offset}")
+            if self.holds_producer_snapshot_at_end:
+                return False
+            with self._storage_errors("write the producer snapshot"):
+                write_snapshot(self._directory, offset, body, durable)
+                if self._snapshot_file not in (None, offset):
+                    delete_snapshot(self._directory, self._snapshot_file)
+            self._snapshot_file = self._snapshot_at = offset
+            return True
+
+    def _delete_stale_producer_snapshot(self) -> None:
+        """Before a clean-shutdown marker: a snapshot that no longer stands at the log end goes (the rule of
+        producer_snapshot_file.py: the open after a clean close trusts what it finds at the log end)."""
+        if self._snapshot_file is not None and not self.holds_producer_snapshot_at_end:
+            delete_snapshot(self._directory, self._snapshot_file)
+            self._snapshot_file = self._snapshot_at = None
 
     def _clamp(self, offset: int) -> int:
         return min(max(offset, self.log_start_offset), self.log_end_offset)
@@ -655,6 +718,7 @@ class PartitionLog:
                             self._recovery_point = self.log_end_offset   # durable: the caller's syncfs
                             write_offset_checkpoint(self._directory / RECOVERY_POINT_FILE, self.log_end_offset,
                                                     durable=False)
+                        self._delete_stale_producer_snapshot()   # durable with the marker (its folder's fsync)
                         write_atomically(self._directory / CLEAN_SHUTDOWN_FILE, "", durable)
             finally:
                 self._closed = True
@@ -695,19 +759,23 @@ class PartitionLog:
 # ---- helpers -----------------------------------------------------------------------------------
 
 
-def _remove_leftovers(directory: Path) -> None:
+def _remove_leftovers(directory: Path, names: list[str]) -> list[str]:
     """Delete what a crash can leave behind: temporary checkpoint files and index
-    files whose segment is gone (a segment is deleted .log first)."""
-    for path in directory.iterdir():
-        if path.name.endswith(TMP_SUFFIX):
-            path.unlink()
-        elif path.name.endswith(INDEX_SUFFIX):
-            if not (directory / (path.name[: -len(INDEX_SUFFIX)] + ".log")).exists():
-                path.unlink()
+    files whose segment is gone (a segment is deleted .log first). Returns the names kept."""
+    present = set(names)
+    kept = []
+    for name in names:
+        if name.endswith(TMP_SUFFIX) or (name.endswith(INDEX_SUFFIX)
+                                         and name[: -len(INDEX_SUFFIX)] + ".log" not in present):
+            os.unlink(directory / name)
+        else:
+            kept.append(name)
+    return kept
 
 
-def _load_segments(directory: Path, config: LogConfig, clean: bool, recovery_point: int) -> list[LogSegment]:
-    bases = sorted(b for b in (parse_segment_file_name(p.name) for p in directory.iterdir()) if b is not None)
+def _load_segments(directory: Path, names: list[str], config: LogConfig, clean: bool,
+                   recovery_point: int) -> list[LogSegment]:
+    bases = sorted(b for b in map(parse_segment_file_name, names) if b is not None)
     segments: list[LogSegment] = []
     try:
         for i, base in enumerate(bases):

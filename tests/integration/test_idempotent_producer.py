@@ -85,6 +85,39 @@ def test_sequence_rules_on_the_leader(fresh_cluster):
     assert [r.value for r in read_all(broker.bootstrap, "seq", 4)] == [b"s0", b"s1", b"s2", b"s3"]
 
 
+def test_a_clean_stop_leaves_the_producer_state_and_the_restart_loads_it(fresh_cluster):
+    """SIGTERM writes each partition's producer state next to its log (<offset>.snapshot); the restart loads it
+    instead of replaying the log and still answers a retry with its original offset; the next SIGTERM rewrites
+    only the partition that changed."""
+    broker = fresh_cluster(1).brokers[1].start()
+    Admin(broker.bootstrap).create_topic("snap", partitions=2, replication_factor=1)
+    pid = 4343
+
+    def batch(seq: int) -> bytes:
+        return record_batch.build_batch([(None, f"s{seq}".encode(), 1)], producer_id=pid, producer_epoch=0,
+                                        base_sequence=seq)
+
+    for seq in range(3):
+        assert produce_raw(broker, "snap", batch(seq)).error_code == 0
+    assert broker.terminate() == 0
+    snapshots = {p.parent.name: p.name for p in broker.data_dir.glob("snap-*/*.snapshot")}
+    assert snapshots == {"snap-0": f"{3:020d}.snapshot", "snap-1": f"{0:020d}.snapshot"}
+    broker.start()
+    after = wait_for(lambda: (lambda r: r if r.error_code != 6 else None)(produce_raw(broker, "snap", batch(2))),
+                     15, "the restarted broker to lead snap-0 again")
+    assert (after.error_code, after.base_offset) == (0, 2)           # the duplicate, known from the snapshot
+    assert produce_raw(broker, "snap", batch(3)).base_offset == 3
+    idle = broker.data_dir / "snap-1" / f"{0:020d}.snapshot"
+    idle_mtime = idle.stat().st_mtime_ns
+    assert broker.terminate() == 0
+    snapshots = {p.parent.name: p.name for p in broker.data_dir.glob("snap-*/*.snapshot")}
+    assert snapshots == {"snap-0": f"{4:020d}.snapshot", "snap-1": f"{0:020d}.snapshot"}
+    assert idle.stat().st_mtime_ns == idle_mtime                      # unchanged: not rewritten
+    assert "producer_snapshot_ignored" not in broker.log()
+    broker.start()
+    assert [r.value for r in read_all(broker.bootstrap, "snap", 4, partition=0)] == [b"s0", b"s1", b"s2", b"s3"]
+
+
 def test_no_duplicate_and_order_kept_across_a_leader_kill(running_cluster):
     """Retries across a kill -9 of the leader land once each, in order (the dedup state moved with the log)."""
     cluster = running_cluster(3, {"min.insync.replicas": 2})

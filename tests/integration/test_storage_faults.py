@@ -25,12 +25,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
 from broker.broker import EXIT_LOG_DIR_FAILURE
 from client import record_batch
 from client.producer import Producer
-from client.protocol.v1 import common_pb2
+from client.protocol.v1 import common_pb2, kafka_pb2, kafka_pb2_grpc
 from tests.integration.cluster import (BrokerProcess, Cluster, fetch_raw, log_bytes, log_events, read_replica,
                                        replica_offsets, segment_files, wait_for)
 from tests.integration.test_replication import (compare_replicas, create_topic, name, partition_meta, produce_raw,
@@ -393,17 +394,29 @@ def test_a_flipped_byte_on_a_killed_follower_is_cut_at_restart_and_refetched(fre
 
 
 def test_a_flipped_byte_in_a_cleanly_stopped_follower_is_found_at_start_and_refetched(fresh_cluster):
-    """After a clean stop the segments are trusted at start (no CRC pass at open), but the broker reads
-    every batch of its log once it hosts the partition (to rebuild the idempotent producers' state), and
-    every read checks CRCs: the damage is found there, the broker halts having lowered its recovery point,
-    and the next start's recovery cuts the log at the damaged batch and re-fetches the rest."""
+    """After a clean stop the segments are trusted at start (no CRC pass at open) and the idempotent
+    producers' state comes from the snapshot the stop wrote (no replay of the log), as in Kafka: nothing
+    reads the damaged batch until a fetch does. Every read checks CRCs: the first one finds the damage, the
+    broker halts having lowered its recovery point, and the next start's recovery cuts the log at the
+    damaged batch and re-fetches the rest."""
     topic = "flipped-trusted"
     cluster, leader, values = three_in_sync(fresh_cluster, topic)
     follower = next(b for b in cluster.brokers.values() if b is not leader)
     assert follower.terminate() == 0
+    assert list(follower.data_dir.glob(f"{topic}-0/*.snapshot")), "the clean stop must leave the producer state"
     damaged_offset = flip_byte_in_batch(segment_files(follower, topic)[0], DAMAGED)
 
-    follower.start(wait=False)
+    follower.start()
+    assert follower.alive() and log_events(follower, "corrupt_batch_found") == []   # not read yet
+    # A consumer reading from this replica (KIP-392) reaches the damaged batch.
+    request = kafka_pb2.FetchRequest(replica_id=-1, max_wait_ms=0, min_bytes=1, read_from_replica=True, partitions=[
+        kafka_pb2.FetchPartition(topic=topic, partition=0, fetch_offset=damaged_offset, current_leader_epoch=-1)])
+    try:
+        with grpc.insecure_channel(follower.bootstrap) as ch:
+            answer = kafka_pb2_grpc.KafkaStub(ch).Fetch(request, timeout=10).partitions[0]
+        assert answer.error_code != 0 and not answer.records, answer   # never the damaged bytes
+    except grpc.RpcError:
+        pass   # it halted before the answer went out
     assert_halted_for_storage(follower, "corrupt data")
     assert events_for(follower, "log_truncated_on_recovery", topic) == []   # trusted at open: found by the read
     found = log_events(follower, "corrupt_batch_found")

@@ -369,8 +369,19 @@ def test_high_watermark_checkpoint_round_trip_and_clamping(open_log, make_batch,
     reopened = open_log()
     assert reopened.read_high_watermark() == 5
     assert (log_dir / "high-watermark-checkpoint").read_text() == "0\n5\n"   # clamped at open
+    reopened.close()
     (log_dir / "high-watermark-checkpoint").write_text("garbage")
-    assert reopened.read_high_watermark() == 0
+    assert open_log().read_high_watermark() == 0                         # an unreadable checkpoint: the log start
+
+
+def test_high_watermark_is_read_from_disk_once_at_open(open_log, make_batch, log_dir):
+    plog = open_log()
+    fill(plog, make_batch, 10)
+    plog.write_high_watermark(7)
+    plog.close()
+    reopened = open_log()
+    (log_dir / "high-watermark-checkpoint").unlink()   # 10,000 partitions: one read each at open, not two
+    assert reopened.read_high_watermark() == 7
 
 
 def test_flush_interval_messages_fsyncs_every_n_batches(open_log, make_batch, monkeypatch):
