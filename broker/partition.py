@@ -331,10 +331,8 @@ class Partition:
             if new_isr is None:
                 return moved, None
             state.propose_isr(new_isr)
-            request = self._alter_request(new_isr)
-        log.info("isr_expand_requested", topic=state.topic, partition=state.partition, replica=replica_id,
-                 isr=list(new_isr), partition_epoch=state.partition_epoch)
-        return moved, request
+            # Logged by the caller (ReplicaManager): one event per fetch round when it expands many ISRs at once.
+            return moved, self._alter_request(new_isr)
 
     def _epoch_start_offset(self) -> int:
         entries = self.log.epoch_entries
@@ -349,18 +347,16 @@ class Partition:
         return {"topic": s.topic, "topic_id": self.topic_id, "partition": s.partition,
                 "leader_epoch": s.leader_epoch, "partition_epoch": s.partition_epoch, "new_isr": list(new_isr)}
 
-    def isr_shrink_request(self, now_ms: int, lag_time_max_ms: int) -> dict | None:
-        """An AlterPartition dropping followers that have not caught up for ``lag_time_max_ms``."""
+    def isr_shrink_request(self, now_ms: int, lag_time_max_ms: int) -> tuple[dict, tuple[int, ...]] | None:
+        """An AlterPartition dropping followers that have not caught up for ``lag_time_max_ms``, and the ISR it
+        shrinks (logged by the caller, ReplicaManager, which sees every partition's)."""
         with self.lock:
             new_isr = self.state.isr_to_shrink(now_ms, lag_time_max_ms)
             if new_isr is None:
                 return None
             previous = self.state.isr
             self.state.propose_isr(new_isr)
-            request = self._alter_request(new_isr)
-        log.info("isr_shrink_requested", topic=self.topic, partition=self.partition, isr=list(new_isr),
-                 previous_isr=list(previous))
-        return request
+            return self._alter_request(new_isr), previous
 
     def alter_still_pending(self, request: dict) -> bool:
         """Whether ``request`` is still this partition's pending ISR change (no newer epoch in metadata)."""

@@ -354,14 +354,16 @@ class ReplicaManager:
         consumer's ``client_rack`` may get it sent to a replica in its rack (answered at once)."""
         deadline = time.monotonic() + max(0, min(max_wait_ms, self._settings.fetch_max_wait_cap_ms)) / 1000
         results: list[FetchResult] = []
+        expansions: list[dict] = []
 
         def ready() -> bool:
-            results[:] = self._read_all(replica_id, max_bytes, partitions, read_from_replica, client_rack)
+            results[:] = self._read_all(replica_id, max_bytes, partitions, read_from_replica, client_rack, expansions)
             total = sum(len(r.records) for r in results)
             return total >= min_bytes or any(r.error is not None or r.preferred_read_replica >= 0 for r in results)
 
         # A follower reads to the log end; a consumer below the HW: each waits for what can feed it.
         self._notifier.wait_until(ready, deadline, still_wanted, on=LOG_END if replica_id >= 0 else HIGH_WATERMARK)
+        log_partitions(log, "isr_expand_requested", "isr_expands_requested", expansions, ("replica", "isr"))
         return results
 
     def open_session(self, replica_id: int) -> FetchSession:
@@ -386,6 +388,7 @@ class ReplicaManager:
         deadline = time.monotonic() + max(0, min(max_wait_ms, self._settings.fetch_max_wait_cap_ms)) / 1000
         reads: dict[tuple[str, int], FetchResult] = {}
         budget = [max_bytes]
+        expansions: list[dict] = []
 
         def ready() -> bool:
             found = False
@@ -398,13 +401,15 @@ class ReplicaManager:
                         else session.read_is_stale(earlier, state)):
                     continue
                 read = self._read_one(session.replica_id, sp.fetch, min(sp.fetch.max_bytes, max(budget[0], 0)),
-                                      False, None)
+                                      False, None, expansions)
                 budget[0] -= len(read.records)
                 reads[tp] = read
                 found = found or bool(read.records) or read.error is not None or read.diverging_epoch is not None
             return found
 
         self._notifier.wait_until(ready, deadline, still_wanted, on=LOG_END)
+        # One event for a round that expands many ISRs (a restarted follower catching up on thousands at once).
+        log_partitions(log, "isr_expand_requested", "isr_expands_requested", expansions, ("replica", "isr"))
         return session.answer(reads)
 
     def _fetched_at(self, tp: tuple[str, int]) -> dict[int, int]:
@@ -422,17 +427,19 @@ class ReplicaManager:
             session.mark(tp)
 
     def _read_all(self, replica_id: int, max_bytes: int, partitions: list[FetchRequestPartition],
-                  read_from_replica: bool, client_rack: str | None = None) -> list[FetchResult]:
+                  read_from_replica: bool, client_rack: str | None, expansions: list[dict]) -> list[FetchResult]:
         out = []
         budget = max_bytes
         for p in partitions:
-            r = self._read_one(replica_id, p, min(p.max_bytes, max(budget, 0)), read_from_replica, client_rack)
+            r = self._read_one(replica_id, p, min(p.max_bytes, max(budget, 0)), read_from_replica, client_rack,
+                               expansions)
             budget -= len(r.records)
             out.append(r)
         return out
 
     def _read_one(self, replica_id: int, p: FetchRequestPartition, max_bytes: int,
-                  read_from_replica: bool, client_rack: str | None) -> FetchResult:
+                  read_from_replica: bool, client_rack: str | None, expansions: list[dict]) -> FetchResult:
+        """One partition's read; an ISR expansion it proposes is sent, and told in ``expansions`` (for the event)."""
         hosted = self._hosted(p.topic, p.partition)
         if isinstance(hosted, KafkaError):
             return FetchResult(p.topic, p.partition, hosted)
@@ -441,8 +448,11 @@ class ReplicaManager:
         if read.high_watermark_moved:
             self._mark_changed((p.topic, p.partition))
             self._notifier.notify(HIGH_WATERMARK)
-        if read.alter_request is not None:
-            self._submit_alter(hosted, read.alter_request)
+        request = read.alter_request
+        if request is not None:
+            self._submit_alter(hosted, request)
+            expansions.append(dict(topic=p.topic, partition=p.partition, replica=replica_id, isr=request["new_isr"],
+                                   partition_epoch=request["partition_epoch"]))
         return read.result
 
     # ---- ISR changes, sent to the controller ------------------------------------------
@@ -462,12 +472,18 @@ class ReplicaManager:
     def maybe_shrink_isr(self) -> None:
         """Leaders drop followers that have not caught up for replica.lag.time.max.ms (via the controller)."""
         now = self._lag_clock_ms()
+        shrinks: list[dict] = []
         for hosted in list(self._partitions.values()):
             if not hosted.state.is_leader:
                 continue   # (checked again under its lock) a follower has no ISR to shrink
-            request = hosted.isr_shrink_request(now, self._settings.replica_lag_time_max_ms)
-            if request is not None:
+            shrink = hosted.isr_shrink_request(now, self._settings.replica_lag_time_max_ms)
+            if shrink is not None:
+                request, previous = shrink
                 self._submit_alter(hosted, request)
+                shrinks.append(dict(topic=hosted.topic, partition=hosted.partition, isr=request["new_isr"],
+                                    previous_isr=list(previous)))
+        # One event when many shrink together (a dead follower leaves thousands of ISRs at once).
+        log_partitions(log, "isr_shrink_requested", "isr_shrinks_requested", shrinks, ("isr", "previous_isr"))
 
     # ---- the follower side (called by the replica fetchers) -------------------------
 

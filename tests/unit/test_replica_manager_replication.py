@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import structlog
 
 from broker.append_notifier import AppendNotifier
 from broker.config import BrokerSettings
+from broker.logging_setup import PARTITION_EVENTS_EACH_UP_TO
 from broker.log import LogManager, PartitionLog
 from broker.metadata.image import MetadataImage, apply_batch
 from broker.metadata.records import (ChangePartition, CreateTopic, DeleteTopic, FenceBroker, RegisterBroker,
@@ -289,6 +291,56 @@ def test_a_follower_that_catches_up_is_proposed_for_the_isr_once(make_pair):
     pair.move(1, (1, 2))                       # committed
     pair.replicate()
     assert len(alters.requests) == 2
+
+
+def _many(pair: Pair, count: int, isr: tuple[int, ...]) -> list[FetchRequestPartition]:
+    """Topic "many" of ``count`` partitions on both brokers, led by broker 1 with ``isr``; the follower's fetch
+    of all of them at the leader's end."""
+    pair.change(CreateTopic("many", "id-many", ((1, 2),) * count, {"min.insync.replicas": "1"}))
+    pair.change(*[ChangePartition("many", "id-many", p, 0, 1, isr) for p in range(count)])
+    return [FetchRequestPartition("many", p, 0, 0, MAX_BYTES, -1) for p in range(count)]
+
+
+@pytest.mark.parametrize("count", [3, PARTITION_EVENTS_EACH_UP_TO + 1, 500])
+@pytest.mark.parametrize("in_session", [False, True])
+def test_isr_expansions_of_one_fetch_are_an_event_each_or_one_for_them_all(make_pair, count, in_session):
+    """A restarted follower catches up on thousands of partitions in one fetch: one event then, not one each
+    (that logging was nearly all of what the leader's fetch handler did, at 10,000 partitions)."""
+    pair = make_pair(min_isr=1)
+    wanted = _many(pair, count, (1,))
+    leader = pair.brokers[1].replicas
+    with structlog.testing.capture_logs() as logs:
+        if in_session:   # a fetch stream's first request (KIP-227)
+            leader.session_fetch(leader.open_session(2), 0, MAX_BYTES, wanted, [], incremental=False)
+        else:
+            leader.fetch(replica_id=2, max_wait_ms=0, min_bytes=0, max_bytes=MAX_BYTES, partitions=wanted)
+    assert sorted(r["partition"] for r in pair.brokers[1].alters.requests if r["topic"] == "many") == list(range(count))
+    events = [e for e in logs if e["event"].startswith("isr_expand")]
+    if count <= PARTITION_EVENTS_EACH_UP_TO:
+        assert [(e["event"], e["partition"], e["replica"], e["isr"]) for e in events] == [
+            ("isr_expand_requested", p, 2, [1, 2]) for p in range(count)]
+    else:
+        assert [{k: e[k] for k in ("event", "partitions", "topics", "first", "first_replica", "first_isr")}
+                for e in events] == [{"event": "isr_expands_requested", "partitions": count, "topics": 1,
+                                      "first": "many-0", "first_replica": 2, "first_isr": [1, 2]}]
+
+
+@pytest.mark.parametrize("count", [2, PARTITION_EVENTS_EACH_UP_TO + 1])
+def test_isr_shrinks_of_one_pass_are_an_event_each_or_one_for_them_all(make_pair, count):
+    pair = make_pair(min_isr=1)
+    _many(pair, count, (1, 2))
+    pair.clock.now += LAG_MS + 1
+    with structlog.testing.capture_logs() as logs:
+        pair.brokers[1].replicas.maybe_shrink_isr()
+    shrunk = pair.brokers[1].alters.requests   # "orders"-0 too: its follower never fetched either
+    assert len(shrunk) == count + 1 and all(r["new_isr"] == [1] for r in shrunk)
+    events = [e for e in logs if e["event"].startswith("isr_shrink")]
+    if count + 1 <= PARTITION_EVENTS_EACH_UP_TO:
+        assert [(e["event"], e["topic"], e["isr"], e["previous_isr"]) for e in events] == [
+            ("isr_shrink_requested", TOPIC, [1], [1, 2])] + [("isr_shrink_requested", "many", [1], [1, 2])] * count
+    else:
+        assert [(e["event"], e["partitions"], e["topics"], e["first_isr"], e["first_previous_isr"])
+                for e in events] == [("isr_shrinks_requested", count + 1, 2, [1], [1, 2])]
 
 
 def test_a_fenced_follower_is_not_proposed_for_the_isr(make_pair):
