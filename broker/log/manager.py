@@ -84,6 +84,13 @@ class LogManager:
     def open(self, now_ms: int, identity: tuple[str, int] | None = None) -> MetaProperties | None:
         """Check the data dir is ``identity``'s (cluster id, broker id) if given, lock it, then open
         (and recover) every partition log in it. Returns its meta.properties (None without identity)."""
+        meta = self.lock(identity)
+        self.load(now_ms)
+        return meta
+
+    def lock(self, identity: tuple[str, int] | None = None) -> MetaProperties | None:
+        """The first half of open(): check the data dir is ``identity``'s and lock it (a broker starts its Raft
+        node between the two: the metadata log catches up while the partition logs load)."""
         # Reads only, before anything is created, locked or recovered (recovery writes: clean-shutdown
         # marker, torn tails, leftovers): an unformatted data dir, or another cluster's or broker's, is
         # refused exactly as it was. No auto-format: an empty data dir may be a lost disk (storage_format).
@@ -98,6 +105,14 @@ class LogManager:
         try:
             if meta is not None:
                 self._mark_record_crc(meta)
+        except BaseException:
+            self.close(clean=False)
+            raise
+        return meta
+
+    def load(self, now_ms: int) -> None:
+        """The second half of open(): open (and recover) every partition log of the locked data dir."""
+        try:
             found = self._partition_dirs()
             # Each log's clean-shutdown marker is removed without an fsync: one syncfs below makes every
             # removal durable before any log is written to (a marker surviving a crash would trust a log
@@ -112,7 +127,6 @@ class LogManager:
             self.close(clean=False)
             raise
         log.info("logs_loaded", data_dir=str(self.data_dir), partitions=len(self._logs))
-        return meta
 
     def _partition_dirs(self) -> list[tuple[TopicPartition, Path]]:
         """The data dir's partition folders, by name; a deletion a crash interrupted is finished first."""
