@@ -2,8 +2,10 @@
 
 The folder holds the segments (``<base_offset:020d>.log`` + ``.index``), the
 ``leader-epoch-checkpoint``, the ``high-watermark-checkpoint``, the
-``recovery-point-checkpoint`` and, between a clean close and the next open, the
-``clean-shutdown`` marker.
+``recovery-point-checkpoint``, the producer state its last clean close left
+(``<offset>.snapshot``, producer_snapshot_file.py) and, between a clean close of
+this log alone and the next open, the ``clean-shutdown`` marker (a broker's
+LogManager leaves one marker in the data dir for all its logs instead).
 
 The log knows nothing of replication: it appends batches (stamping offsets and the
 leader epoch when it is the leader's copy), serves reads of whole batches, truncates
@@ -108,21 +110,29 @@ class PartitionLog:
     # ---- opening -------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: Path, config: LogConfig, now_ms: int, durable: bool = True) -> "PartitionLog":
+    def open(cls, directory: Path, config: LogConfig, now_ms: int, durable: bool = True,
+             clean_shutdown: bool = False) -> "PartitionLog":
         """Open (creating if needed) the log in ``directory`` and recover it.
 
         After a clean close the segments are trusted; otherwise every segment from the
         one holding the recovery point on is checked batch by batch, and the log ends
-        at the first bad batch (later batches and segments are deleted).
-        ``durable=False``: the clean-shutdown marker's removal is not fsynced here; the
-        caller makes it durable (one syncfs for every log, LogManager.open) before any write.
+        at the first bad batch (later batches and segments are deleted). A clean close is
+        the log's own clean-shutdown marker, or ``clean_shutdown``: the data dir's marker
+        (LogManager's, one for every log it closed cleanly, as Kafka's per log dir).
+        ``durable=False``: the marker's removal is not fsynced here; the caller makes it
+        durable (one syncfs for every log, LogManager.load) before any write.
         """
         del now_ms  # nothing at open depends on time yet; kept for a stable signature
         directory = Path(directory)
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            names = _remove_leftovers(directory, os.listdir(directory))
-            clean = CLEAN_SHUTDOWN_FILE in names
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                directory.mkdir(parents=True)
+                names = []
+            names = _remove_leftovers(directory, names)
+            own_marker = CLEAN_SHUTDOWN_FILE in names
+            clean = clean_shutdown or own_marker
             recovery_point = 0 if clean else (read_offset_checkpoint(directory / RECOVERY_POINT_FILE) or 0)
             segments = _load_segments(directory, names, config, clean, recovery_point)
         except OSError as e:
@@ -141,7 +151,7 @@ class PartitionLog:
             plog._reconcile_epoch_cache(durable)
             plog._clamp_high_watermark_checkpoint()
             plog._open_producer_snapshot(names, clean)
-            if clean:
+            if own_marker:
                 # From now on the log may change without a clean close: the marker
                 # must not survive into a crash.
                 (directory / CLEAN_SHUTDOWN_FILE).unlink()
@@ -698,15 +708,16 @@ class PartitionLog:
                 self._flush_up_to(self.log_end_offset)
                 self._unflushed_batches = 0
 
-    def close(self, clean: bool = True, durable: bool = True) -> None:
+    def close(self, clean: bool = True, durable: bool = True, marker: bool = True) -> bool:
         """Close the files. ``clean``: fsync, checkpoint the recovery point and leave the
-        clean-shutdown marker, so the next open trusts the segments. Idempotent.
-        ``durable=False`` (LogManager.close, once nothing appends any more): the caller has made
-        every segment durable already (one syncfs for all logs), and makes the checkpoint and
-        marker written here durable after (another)."""
+        clean-shutdown marker, so the next open trusts the segments. Idempotent; True if it
+        closed cleanly now. ``durable=False`` (LogManager.close, once nothing appends any more):
+        the caller has made every segment durable already (one syncfs for all logs), and makes
+        the checkpoint and marker written here durable after (another). ``marker=False``: the
+        caller leaves one marker for all its logs (LogManager's, in the data dir) instead."""
         with self._lock:
             if self._closed:
-                return
+                return False
             # An offline log must be recovered at the next start: no clean-shutdown marker.
             clean = clean and not self._offline
             try:
@@ -719,13 +730,15 @@ class PartitionLog:
                             write_offset_checkpoint(self._directory / RECOVERY_POINT_FILE, self.log_end_offset,
                                                     durable=False)
                         self._delete_stale_producer_snapshot()   # durable with the marker (its folder's fsync)
-                        write_atomically(self._directory / CLEAN_SHUTDOWN_FILE, "", durable)
+                        if marker:
+                            write_atomically(self._directory / CLEAN_SHUTDOWN_FILE, "", durable)
             finally:
                 self._closed = True
                 for seg in self._segments:
                     seg.close()
             (log.debug if clean else log.info)("log_closed", dir=str(self._directory), clean=clean,
                      log_end_offset=self._segments[-1].next_offset)
+            return clean
 
     def delete(self) -> None:
         """Close the log and remove its whole folder."""

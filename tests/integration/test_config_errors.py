@@ -252,7 +252,7 @@ def stopped_data_dir(tmp_path_factory) -> Path:
         assert broker.terminate() == 0
     finally:
         cluster.stop_all()
-    assert (broker.data_dir / "kept-0" / "clean-shutdown").exists()  # recovery would remove it
+    assert (broker.data_dir / "clean-shutdown").exists()  # recovery would remove it
     return broker.data_dir
 
 

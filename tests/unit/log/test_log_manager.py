@@ -1,6 +1,7 @@
 """LogManager: the data dir's partitions, its lock and meta.properties."""
 
 import pytest
+import structlog
 
 from broker.log import LogConfig, LogManager
 from broker.log.manager import DataDirLockedError, InconsistentDataDirError, check_meta, parse_partition_dir_name
@@ -171,3 +172,61 @@ def test_a_log_holds_one_open_file_its_index_none(managers):
     for p in range(50):
         m.get_or_create("orders", p, None, 0, topic_id="id-orders", durable=False)
     assert len(os.listdir("/proc/self/fd")) - before == 50
+
+
+# ---- one clean-shutdown marker for the data dir (Kafka's per log dir) ------------------------------------
+
+
+def test_a_clean_close_leaves_one_marker_in_the_data_dir_and_the_next_load_trusts_every_log(managers, make_batch,
+                                                                                           tmp_path):
+    m = managers()
+    m.open(0)
+    for p in range(3):
+        m.get_or_create("t", p, None, 0).append_as_leader(make_batch(), 1, 0)
+    m.close()
+    data = tmp_path / "data"
+    assert (data / "clean-shutdown").exists()
+    assert list(data.glob("t-*/clean-shutdown")) == []          # none per log: 10,000 files to write and remove
+    with structlog.testing.capture_logs() as logs:
+        m2 = managers()
+        m2.open(0)
+    opened = [e for e in logs if e["event"] == "log_opened"]
+    assert len(opened) == 3 and all(e["clean_shutdown"] for e in opened)
+    assert all(m2.get("t", p).recovery_point == 1 for p in range(3))   # trusted up to the log end
+    assert not (data / "clean-shutdown").exists()               # a crash from now on must recover
+
+
+def test_after_a_crash_there_is_no_marker_and_every_log_is_recovered(managers, make_batch, tmp_path):
+    m = managers()
+    m.open(0)
+    m.get_or_create("t", 0, None, 0).append_as_leader(make_batch(), 1, 0)
+    m.close(clean=False)                                         # a kill -9
+    assert not (tmp_path / "data" / "clean-shutdown").exists()
+    with structlog.testing.capture_logs() as logs:
+        managers().open(0)
+    assert [e["clean_shutdown"] for e in logs if e["event"] == "log_opened"] == [False]
+
+
+def test_one_log_that_cannot_close_cleanly_leaves_no_marker_for_any(managers, make_batch, tmp_path):
+    m = managers()
+    m.open(0)
+    for p in range(2):
+        m.get_or_create("t", p, None, 0).append_as_leader(make_batch(), 1, 0)
+    m.get("t", 1).mark_offline()                                 # its data dir failed under it
+    m.close()
+    assert not (tmp_path / "data" / "clean-shutdown").exists()
+
+
+def test_a_log_marked_clean_by_an_older_raftka_is_still_trusted(managers, make_batch, tmp_path):
+    """Before the data dir's marker each log had its own: a data dir stopped by that version opens clean."""
+    m = managers()
+    m.open(0)
+    m.get_or_create("t", 0, None, 0).append_as_leader(make_batch(), 1, 0)
+    m.close()
+    data = tmp_path / "data"
+    (data / "clean-shutdown").rename(data / "t-0" / "clean-shutdown")
+    with structlog.testing.capture_logs() as logs:
+        m2 = managers()
+        m2.open(0)
+    assert [e["clean_shutdown"] for e in logs if e["event"] == "log_opened"] == [True]
+    assert not (data / "t-0" / "clean-shutdown").exists()
