@@ -278,18 +278,27 @@ def local_changes(old: MetadataImage, new: MetadataImage, broker_id: int) -> Loc
     moved away) is in ``deleted``; a re-created topic's partitions also come back
     as new leaders or followers.
     """
-    before = _hosted(old, broker_id)
-    after = _hosted(new, broker_id)
+    # Topic by topic, skipping those the change left as they were (the same object: images are copied on
+    # write): at 10,000 partitions, diffing every partition of both images cost each broker about 20 ms per
+    # metadata change, and a restart's ISR changes come in dozens of batches.
     leaders, followers = {}, {}
-    for tp, (topic_id, reg) in after.items():
-        if before.get(tp) == (topic_id, reg):
+    for name, topic in new.topics.items():
+        before = old.topics.get(name)
+        if before is topic:
             continue
-        (leaders if reg.leader == broker_id else followers)[tp] = reg
-    deleted = sorted(tp for tp, (topic_id, _) in before.items()
-                     if tp not in after or after[tp][0] != topic_id)
-    return LocalChanges(leaders, followers, deleted)
-
-
-def _hosted(image: MetadataImage, broker_id: int) -> dict[tuple[str, int], tuple[str, PartitionRegistration]]:
-    return {(t.name, p): (t.topic_id, reg) for t in image.topics.values()
-            for p, reg in enumerate(t.partitions) if broker_id in reg.replicas}
+        same_topic = before is not None and before.topic_id == topic.topic_id
+        for p, reg in enumerate(topic.partitions):
+            if broker_id not in reg.replicas:
+                continue
+            if same_topic and p < len(before.partitions) and before.partitions[p] == reg:
+                continue   # equal registrations: the broker hosted it already, in the same role
+            (leaders if reg.leader == broker_id else followers)[(name, p)] = reg
+    deleted = []
+    for name, topic in old.topics.items():
+        after = new.topics.get(name)
+        if after is topic:
+            continue
+        gone = after is None or after.topic_id != topic.topic_id
+        deleted += [(name, p) for p, reg in enumerate(topic.partitions) if broker_id in reg.replicas and (
+            gone or p >= len(after.partitions) or broker_id not in after.partitions[p].replicas)]
+    return LocalChanges(leaders, followers, sorted(deleted))

@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.metadata.image import (NO_LEADER, BatchOutcome, MetadataImage, PartitionRegistration,
+from broker.metadata.image import (NO_LEADER, BatchOutcome, LocalChanges, MetadataImage, PartitionRegistration,
                                    StaleRecordError, apply, apply_batch, image_from_dict, image_to_dict,
                                    local_changes)
-from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreateTopic, DeleteTopic, FenceBroker,
-                                     RegisterBroker, UnfenceBroker, record_from_dict, record_to_dict)
+from broker.metadata.records import (AllocateProducerIds, ChangePartition, CreatePartitions, CreateTopic,
+                                     DeleteTopic, FenceBroker, RegisterBroker, UnfenceBroker, record_from_dict,
+                                     record_to_dict)
 
 EMPTY = MetadataImage(cluster_id="c1")
 
@@ -443,3 +444,60 @@ def test_a_recreated_topic_is_both_deleted_and_new(cluster):
     assert ch.deleted == [("t", 0), ("t", 1)]
     assert ch.leaders == {("t", 0): new.partition("t", 0)}
     assert ch.followers == {("t", 1): new.partition("t", 1)}
+
+
+def _local_changes_by_full_diff(old: MetadataImage, new: MetadataImage, broker_id: int) -> LocalChanges:
+    """The definition, partition by partition over both whole images (local_changes skips unchanged topics)."""
+    def hosted(image):
+        return {(t.name, p): (t.topic_id, reg) for t in image.topics.values()
+                for p, reg in enumerate(t.partitions) if broker_id in reg.replicas}
+    before, after = hosted(old), hosted(new)
+    leaders, followers = {}, {}
+    for tp, (topic_id, reg) in after.items():
+        if before.get(tp) != (topic_id, reg):
+            (leaders if reg.leader == broker_id else followers)[tp] = reg
+    return LocalChanges(leaders, followers, sorted(tp for tp, (topic_id, _) in before.items()
+                                                   if tp not in after or after[tp][0] != topic_id))
+
+
+_REPLICAS = st.lists(st.sampled_from([1, 2, 3]), min_size=1, max_size=3, unique=True).map(tuple)
+_STEP = st.one_of(
+    st.tuples(st.just("create"), st.sampled_from("abc"), st.lists(_REPLICAS, min_size=1, max_size=4)),
+    st.tuples(st.just("delete"), st.sampled_from("abc")),
+    st.tuples(st.just("recreate"), st.sampled_from("abc"), st.lists(_REPLICAS, min_size=1, max_size=4)),
+    st.tuples(st.just("change"), st.sampled_from("abc"), st.integers(0, 3), st.integers(0, 2)),
+    st.tuples(st.just("add"), st.sampled_from("abc"), st.lists(_REPLICAS, min_size=1, max_size=2)),
+    st.tuples(st.just("fence"), st.sampled_from([1, 2, 3])))
+
+
+def _step(image: MetadataImage, step: tuple, n: int) -> MetadataImage:
+    """One metadata batch from a generated step; a step that does not fit the image is an empty batch, and a
+    refused batch (a partition added with no live replica) moves only the offset."""
+    kind, *args = step
+    topic = image.topics.get(args[0]) if kind != "fence" else None
+    records = []
+    if kind == "create" and topic is None:
+        records = [CreateTopic(args[0], f"id-{args[0]}-{n}", tuple(args[1]))]
+    elif kind in ("delete", "recreate") and topic is not None:
+        records = [DeleteTopic(args[0], topic.topic_id)]
+        if kind == "recreate":
+            records.append(CreateTopic(args[0], f"id-{args[0]}-{n}", tuple(args[1])))
+    elif kind == "change" and topic is not None and args[1] < len(topic.partitions):
+        reg = topic.partitions[args[1]]
+        isr = reg.replicas[: args[2] + 1]
+        records = [ChangePartition(args[0], topic.topic_id, args[1], reg.partition_epoch, isr[0], isr)]
+    elif kind == "add" and topic is not None:
+        records = [CreatePartitions(args[0], topic.topic_id, len(topic.partitions), tuple(args[1]))]
+    elif kind == "fence" and not image.brokers[args[0]].fenced:
+        records = [FenceBroker(args[0], image.brokers[args[0]].broker_epoch)]
+    return apply_batch(image, records)[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(_STEP, min_size=1, max_size=12), broker_id=st.sampled_from([1, 2, 3]))
+def test_local_changes_equal_the_full_diff_of_both_images(steps, broker_id):
+    image = brokers(live=[1, 2, 3])
+    for n, step in enumerate(steps):
+        new = _step(image, step, n)
+        assert local_changes(image, new, broker_id) == _local_changes_by_full_diff(image, new, broker_id), step
+        image = new
