@@ -9,7 +9,7 @@ the Raft log as dicts, so a journal never depends on a class's import path.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -102,7 +102,9 @@ _TYPES: dict[str, type] = {cls.__name__: cls for cls in (
 
 
 def record_to_dict(record: MetadataRecord) -> dict[str, Any]:
-    return {"type": type(record).__name__, **asdict(record)}
+    # The fields as they are (a record is frozen and its fields plain values): asdict's deep copy of each cost
+    # 80 ms for the 10,000 records of a fence batch at 10,000 partitions, on the failover's critical path.
+    return {"type": type(record).__name__, **record.__dict__}
 
 
 def record_from_dict(data: dict[str, Any]) -> MetadataRecord:
