@@ -97,6 +97,12 @@ class NoFetchers:
 AlterPartitionSubmit = Callable[[dict, Callable[[], None], Callable[[], bool]], None]
 
 
+def _tell_expansions(expansions: list[dict]) -> None:
+    """A fetch round's ISR expansions: an event each, or one for many (a restarted follower catching up on
+    thousands of partitions at once)."""
+    log_partitions(log, "isr_expand_requested", "isr_expands_requested", expansions, ("replica", "isr"))
+
+
 class ReplicaManager:
     def __init__(self, broker_id: int, logs: LogManager, metadata, settings: BrokerSettings,
                  notifier: AppendNotifier, clock_ms: Callable[[], int] = wall_clock_ms,
@@ -363,7 +369,7 @@ class ReplicaManager:
 
         # A follower reads to the log end; a consumer below the HW: each waits for what can feed it.
         self._notifier.wait_until(ready, deadline, still_wanted, on=LOG_END if replica_id >= 0 else HIGH_WATERMARK)
-        log_partitions(log, "isr_expand_requested", "isr_expands_requested", expansions, ("replica", "isr"))
+        _tell_expansions(expansions)
         return results
 
     def open_session(self, replica_id: int) -> FetchSession:
@@ -408,8 +414,7 @@ class ReplicaManager:
             return found
 
         self._notifier.wait_until(ready, deadline, still_wanted, on=LOG_END)
-        # One event for a round that expands many ISRs (a restarted follower catching up on thousands at once).
-        log_partitions(log, "isr_expand_requested", "isr_expands_requested", expansions, ("replica", "isr"))
+        _tell_expansions(expansions)
         return session.answer(reads)
 
     def _fetched_at(self, tp: tuple[str, int]) -> dict[int, int]:

@@ -660,7 +660,7 @@ class PartitionLog:
     def holds_producer_snapshot_at_end(self) -> bool:
         """The snapshot file on disk describes the log as it is (nothing appended or cut since it was written
         or loaded)."""
-        return self._snapshot_file is not None and self._snapshot_at == self.log_end_offset
+        return self._snapshot_at == self.log_end_offset   # set only with _snapshot_file, cleared when stale
 
     def take_producer_snapshot(self) -> tuple[int, str] | None:
         """(log end offset, body) of the producer state the last clean close left, once, while the log is

@@ -27,6 +27,7 @@ import structlog
 from crc32c import crc32c
 
 from broker.log.checkpoint import write_atomically
+from broker.log.segment import parse_offset_file_name
 
 log = structlog.get_logger(__name__)
 
@@ -40,12 +41,7 @@ def snapshot_file_name(offset: int) -> str:
 
 def snapshot_offsets(names: list[str]) -> list[int]:
     """The offsets of the snapshot files among a folder's ``names``."""
-    out = []
-    for name in names:
-        stem, dot, suffix = name.partition(".")
-        if dot and "." + suffix == SNAPSHOT_SUFFIX and len(stem) == 20 and stem.isdigit():
-            out.append(int(stem))
-    return out
+    return [o for o in (parse_offset_file_name(name, SNAPSHOT_SUFFIX) for name in names) if o is not None]
 
 
 def write_snapshot(directory: Path, offset: int, body: str, durable: bool = True) -> None:

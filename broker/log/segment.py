@@ -39,8 +39,13 @@ def log_file_name(base_offset: int) -> str:
 
 def parse_segment_file_name(name: str) -> int | None:
     """The base offset named by ``00000000000000000042.log``, else None."""
-    stem, dot, suffix = name.partition(".")
-    if dot and "." + suffix == LOG_SUFFIX and len(stem) == 20 and stem.isdigit():
+    return parse_offset_file_name(name, LOG_SUFFIX)
+
+
+def parse_offset_file_name(name: str, suffix: str) -> int | None:
+    """The offset named by ``<offset:020d><suffix>`` (Kafka's names for segments, snapshots), else None."""
+    stem, dot, rest = name.partition(".")
+    if dot and "." + rest == suffix and len(stem) == 20 and stem.isdigit():
         return int(stem)
     return None
 
