@@ -508,7 +508,7 @@ def test_isr_changes_are_an_event_each_up_to_the_limit_and_one_event_past_it(nod
         assert all(r.isr == (leader,) for r in results), results
         assert [e["event"] for e in logs if "isr" in e["event"]] == expected
     [bulk] = [e for e in logs if e["event"] == "isrs_changed"]
-    assert bulk["partitions"] == len(led) and bulk["topics"] == 1 and bulk["first_isr"] == [leader]
+    assert bulk["partitions"] == len(led) and bulk["topic"] == "t" and bulk["first_isr"] == [leader]
 
 
 def test_alter_partition_commits_the_new_isr_at_the_next_partition_epoch(node):
