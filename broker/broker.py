@@ -49,7 +49,7 @@ from broker.log.meta_properties import MetaProperties, mark_voter
 from broker.metadata.quorum import MetadataQuorum
 from broker.metadata_publisher import MetadataPublisher
 from broker.readiness import ServingGate
-from broker.replica_fetcher import ReplicaFetcherManager
+from broker.replica_fetcher import ReplicaFetcherManager, SocketRoute
 from broker.replica_manager import ReplicaManager, wall_clock_ms
 from broker.admission import StreamSlots
 from broker.fault_injection import FaultBudget
@@ -58,6 +58,7 @@ from broker.group.coordinator import GroupCoordinator
 from broker.kafka_apis import KafkaApis
 from broker.kafka_protocol.handlers import KafkaEndpoint, KafkaProtocolHandlers
 from broker.kafka_protocol.listener import KafkaListener, ListenerLimits
+from broker.replication_socket import ReplicationListener
 from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer
 # Exit code 3 after a storage failure (not 2: the supervisor does not restart that one, and a
 # restart is what recovers the log).
@@ -135,6 +136,8 @@ class Broker:
         self._lifecycle: BrokerLifecycleManager | None = None
         self._apis: KafkaApis | None = None           # the request layer every listener's services call
         self._kafka_listener: KafkaListener | None = None   # the Kafka protocol, on `kafka_port`
+        # Followers' fetch streams over plain TCP, on `replication_port` (broker/replication_socket.py).
+        self._replication_listener: ReplicationListener | None = None
         self._metrics_server: metrics.MetricsServer | None = None   # Prometheus, on `metrics_port`
         self._forwarder: ControllerForwarder | None = None
         self._fetchers: ReplicaFetcherManager | None = None
@@ -154,6 +157,8 @@ class Broker:
             _check_port_free(a.host, a.kafka_port, "kafka_port")
         if a.metrics_port:
             _check_port_free(a.host, a.metrics_port, "metrics_port")
+        if a.replication_port:
+            _check_port_free(a.host, a.replication_port, "replication_port")
         open_files = raise_open_files_limit()
         self._broker_token = broker_token(self.cluster.cluster_id, self.cluster.cluster_secret)
         self._bind_servers()
@@ -199,7 +204,8 @@ class Broker:
         # Calls to other brokers' broker-only services carry the cluster's token (inter_broker_auth).
         as_broker = with_token(self._broker_token)
         self._lifecycle = BrokerLifecycleManager(self.cluster, a.broker_id, self.quorum, Connections(as_broker))
-        self._fetchers = ReplicaFetcherManager(a.broker_id, self._inter_broker_address, s, Connections(as_broker))
+        self._fetchers = ReplicaFetcherManager(a.broker_id, self._inter_broker_address, s, Connections(as_broker),
+                                               self._replication_route)
         self._alter_partition = AlterPartitionManager(a.broker_id, lambda: self._lifecycle.broker_epoch,
                                                       self._controller_address,
                                                       s.metadata_commit_timeout_ms / 1000, Connections(as_broker))
@@ -227,12 +233,16 @@ class Broker:
                                group_coordinator=self.group_coordinator)
         if a.kafka_port:
             self._kafka_listener = self._bind_kafka_listener()
+        if a.replication_port:
+            self._replication_listener = self._bind_replication_listener()
         kafka_pb2_grpc.add_KafkaServicer_to_server(KafkaServicer(self._apis), self._server)
         replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationServicer(self._apis),
                                                                self._inter_broker_server)
         controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self.controller),
                                                              self._inter_broker_server)
         self._inter_broker_server.start()
+        if self._replication_listener is not None:
+            self._replication_listener.start()
         self._server.start()
         if self._kafka_listener is not None:
             # Kafka's broker enables request processing after its metadata catch-up; until then
@@ -244,7 +254,8 @@ class Broker:
         self._housekeeper.start()
         self._started = True
         log.info("broker_started", open_files_limit=open_files, host=a.host, port=a.port, raft_port=a.raft_port,
-                 inter_broker_port=a.inter_broker_port, metrics_port=a.metrics_port, pid=os.getpid(),
+                 inter_broker_port=a.inter_broker_port, replication_port=a.replication_port,
+                 metrics_port=a.metrics_port, pid=os.getpid(),
                  data_dir=str(a.data_dir), startup_ms=round((time.monotonic() - started) * 1000, 1))
 
     def _bind_servers(self) -> None:
@@ -303,6 +314,22 @@ class Broker:
         except OSError as e:
             raise PortInUseError(f"cannot listen on {a.host}:{a.kafka_port} (kafka_port): {e.strerror}") from None
         return listener
+
+    def _bind_replication_listener(self) -> ReplicationListener:
+        a, s = self.address, self.settings
+        listener = ReplicationListener(a.host, a.replication_port, self._apis, self._broker_token, ListenerLimits(
+            s.inter_broker_max_concurrent_streams, s.socket_request_max_bytes, s.connections_max_idle_ms))
+        try:
+            listener.bind()
+        except OSError as e:   # taken between the check and the bind
+            raise PortInUseError(f"cannot listen on {a.host}:{a.replication_port} (replication_port): "
+                                 f"{e.strerror}") from None
+        return listener
+
+    def _replication_route(self, broker_id: int) -> SocketRoute | None:
+        """Where this broker's fetch stream to leader ``broker_id`` goes if not over gRPC: its replication_port."""
+        b = self.cluster.broker(broker_id)
+        return SocketRoute((b.host, b.replication_port), self._broker_token) if b.replication_port else None
 
     def _start_kafka_listener(self) -> None:
         while not self._stop.wait(0.05):
@@ -395,6 +422,8 @@ class Broker:
             self._apis.stopping.set()
         if self._kafka_listener is not None:
             self._kafka_listener.stop()
+        if self._replication_listener is not None:
+            self._replication_listener.stop()
         for stopped in [server.stop(grace=grace_s) for server in servers]:
             stopped.wait(grace_s + 1.0)
 

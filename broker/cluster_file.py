@@ -47,6 +47,7 @@ class BrokerPorts:
     kafka_port: int          # Apache Kafka's protocol
     inter_broker_port: int   # Replication and Controller
     metrics_port: int        # Prometheus
+    replication_port: int    # followers' fetch streams, plain TCP (broker/replication_socket.py)
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ def base_port(broker_id: int) -> int:
 
 def broker_ports(broker_id: int) -> BrokerPorts:
     base = base_port(broker_id)
-    ports = BrokerPorts(broker_id, base, base + 1, base + 2, base + 3, base + 4)
-    if not 1024 <= base < base + 4 < EPHEMERAL_LOW:
-        raise ClusterFileError(f"broker {broker_id}'s ports {base}-{base + 4} fall outside 1024-{EPHEMERAL_LOW - 1}")
+    ports = BrokerPorts(broker_id, base, base + 1, base + 2, base + 3, base + 4, base + 5)
+    if not 1024 <= base < base + 5 < EPHEMERAL_LOW:
+        raise ClusterFileError(f"broker {broker_id}'s ports {base}-{base + 5} fall outside 1024-{EPHEMERAL_LOW - 1}")
     return ports
 
 
@@ -129,7 +130,8 @@ def cluster_file_text(brokers: int, voters: int | None, template: Template, data
         data_dir = posixpath.normpath(posixpath.join(data_root, f"broker-{i}"))
         lines += ["", "[[broker]]", f"id = {i}", 'host = "127.0.0.1"', f"port = {p.port}",
                   f"raft_port = {p.raft_port}", f"inter_broker_port = {p.inter_broker_port}",
-                  f"kafka_port = {p.kafka_port}", f"metrics_port = {p.metrics_port}", f'rack = "rack-{i}"',
+                  f"replication_port = {p.replication_port}", f"kafka_port = {p.kafka_port}",
+                  f"metrics_port = {p.metrics_port}", f'rack = "rack-{i}"',
                   f"data_dir = {_toml(data_dir)}"]
     lines += ["", "[config]"] + [f"{_toml(key)} = {_toml(value)}"
                                  for key, value in config_for(template.config, brokers).items()]

@@ -37,6 +37,8 @@ class BrokerAddress:
     rack: str | None = None
     # Prometheus metrics over HTTP (broker/metrics.py); 0: no metrics listener.
     metrics_port: int = 0
+    # Followers' fetch streams over plain TCP (broker/replication_socket.py); 0: over gRPC on inter_broker_port.
+    replication_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -303,8 +305,9 @@ def _parse_broker(entry: Any, index: int, path: Path) -> BrokerAddress:
     kafka_port = _int(entry["kafka_port"], f"{where} kafka_port", 1, 65535) if "kafka_port" in entry else 0
     # Optional; 0 says "none" as plainly as leaving it out.
     metrics_port = _int(entry.get("metrics_port", 0), f"{where} metrics_port", 0, 65535)
+    replication_port = _int(entry.get("replication_port", 0), f"{where} replication_port", 0, 65535)
     return BrokerAddress(broker_id, host, port, raft_port, inter_broker_port, data_dir, kafka_port,
-                         _rack(entry.get("rack"), where), metrics_port)
+                         _rack(entry.get("rack"), where), metrics_port, replication_port)
 
 
 def _rack(value: Any, where: str) -> str | None:
@@ -324,8 +327,8 @@ def _check_unique(brokers: tuple[BrokerAddress, ...], path: Path) -> None:
         seen_ids.add(b.broker_id)
         own: dict[int, str] = {}   # port -> its setting, so a clash names both ("broker 1 and broker 1" would not)
         ports = [("port", b.port), ("raft_port", b.raft_port), ("inter_broker_port", b.inter_broker_port)]
-        optional = [(name, port) for name, port in (("kafka_port", b.kafka_port), ("metrics_port", b.metrics_port))
-                    if port]
+        optional = [(name, port) for name, port in (("kafka_port", b.kafka_port), ("metrics_port", b.metrics_port),
+                                                    ("replication_port", b.replication_port)) if port]
         for name, port in ports + optional:
             if port in own:
                 raise ConfigError(f"{path}: broker {b.broker_id} has {own[port]} = {name} = {port}; they must differ")

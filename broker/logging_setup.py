@@ -27,7 +27,7 @@ ROUTINE_EVENTS = frozenset({
     "isrs_updated", "leader_epoch_assigned", "offsets_partition_loaded", "offsets_partition_unloaded",
     "broker_fenced_state", "metadata_caught_up", "group_stored", "isr_expand_requested", "isr_expands_requested",
     "alter_partition_committed", "alter_partitions_committed", "replica_fetch_error", "kafka_listener_started",
-    "registration_refused"})
+    "registration_refused", "replication_stream_accepted"})
 INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
 
 # One change touching more partitions of a topic than this in the same way logs one event for them: a broker

@@ -8,11 +8,14 @@ replica manager, which appends, truncates on a diverging epoch, or resets an
 out-of-range offset under the partition's lock. The decisions are in
 partition.py; this module is only threads and gRPC.
 
-The fetches go over one long-lived ReplicaFetchStream per leader, in lock step
+The fetches go over one long-lived stream per leader, in lock step
 (replica.fetch.stream = 1, the default), or as one unary ReplicaFetch call each
 (0). The stream saves a call's setup on both replication hops of an acks=all
-produce. A stream has no deadline of its own, so the manager's watchdog cancels
-one whose answer is overdue (a leader paused by SIGSTOP, a dropped connection).
+produce. It is a plain TCP connection to the leader's replication_port when the
+cluster file gives one (broker/replication_socket.py: a hop there costs a fifth
+of gRPC's), else a ReplicaFetchStream on its inter_broker_port. A stream has no
+deadline of its own, so the manager's watchdog cancels one whose answer is
+overdue (a leader paused by SIGSTOP, a dropped connection).
 
 A stream is also a fetch session (KIP-227, broker/fetch_session.py): its first
 request names every partition, later ones only those whose position moved and
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import grpc
@@ -32,6 +36,7 @@ import structlog
 from broker import metrics
 from broker.config import BrokerSettings
 from broker.replica_manager import FetchResult, ReplicaManager
+from broker.replication_socket import ReplicationSocketStream
 from client.bidi_stream import BidiStream, StreamEnded
 from client.connection import Address, Connections
 from client.errors import error_for_code
@@ -52,10 +57,11 @@ ANSWER_GRACE_S = 5.0
 
 class ReplicaFetcherThread:
     def __init__(self, broker_id: int, leader_id: int, address: Address, replica_manager: ReplicaManager,
-                 settings: BrokerSettings, connections: Connections):
+                 settings: BrokerSettings, connections: Connections, socket_route: "SocketRoute | None" = None):
         self.broker_id = broker_id
         self.leader_id = leader_id
         self._address = address
+        self._socket_route = socket_route   # the leader's replication_port and the token; None: gRPC
         self._replica_manager = replica_manager
         self._settings = settings
         self._connections = connections
@@ -69,8 +75,8 @@ class ReplicaFetcherThread:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        # The ReplicaFetchStream call, in lock step: one request, then its answer, on this thread.
-        self._stream: BidiStream | None = None
+        # The stream, in lock step: one request, then its answer, on this thread.
+        self._stream: BidiStream | ReplicationSocketStream | None = None
         self._sent_at: float | None = None   # monotonic time of the request awaiting its answer
         self._thread = threading.Thread(target=self._run, name=f"replica-fetcher-{leader_id}", daemon=True)
 
@@ -174,7 +180,7 @@ class ReplicaFetcherThread:
         try:
             response = self._round_trip(request)
         except (grpc.RpcError, StreamEnded) as e:
-            code = e.code() if isinstance(e, grpc.RpcError) else "stream ended"
+            code = e.code() if isinstance(e, grpc.RpcError) else (str(e) or "stream ended")
             log.debug("leader_unreachable", leader=self.leader_id, code=str(code))
             return False
         ok = True
@@ -201,13 +207,15 @@ class ReplicaFetcherThread:
 
 
     def _round_trip(self, request: kafka_pb2.FetchRequest) -> kafka_pb2.FetchResponse:
-        stub = self._connections.replication(self._address)
+        answer_timeout_s = self._settings.replica_fetch_wait_max_ms / 1000 + ANSWER_GRACE_S
         if not self._settings.replica_fetch_stream:
-            return stub.ReplicaFetch(request, timeout=self._settings.replica_fetch_wait_max_ms / 1000 + ANSWER_GRACE_S)
+            return self._connections.replication(self._address).ReplicaFetch(request, timeout=answer_timeout_s)
         if self._stream is None:
             if request.incremental:   # cannot happen: a request without a stream is built full
                 raise StreamEnded("an incremental fetch needs its stream's session")
-            self._stream = BidiStream(stub.ReplicaFetchStream)
+            route = self._socket_route
+            self._stream = (ReplicationSocketStream(route.address, route.token, answer_timeout_s) if route
+                            else BidiStream(self._connections.replication(self._address).ReplicaFetchStream))
         self._sent_at = time.monotonic()
         try:
             self._stream.send(request)
@@ -221,6 +229,13 @@ class ReplicaFetcherThread:
             self._sent_at = None
 
 
+@dataclass(frozen=True)
+class SocketRoute:
+    """Where a follower's socket stream to a leader goes (its replication_port) and what it proves there."""
+    address: Address
+    token: str
+
+
 def _fetch_result(p: kafka_pb2.FetchPartitionResponse) -> FetchResult:
     diverging = (p.diverging_epoch.epoch, p.diverging_epoch.end_offset) if p.HasField("diverging_epoch") else None
     error = error_for_code(p.error_code, p.error_message) if p.error_code else None
@@ -232,9 +247,11 @@ class ReplicaFetcherManager:
     """Which fetcher thread follows which partition; one thread per leader broker."""
 
     def __init__(self, broker_id: int, address_of: Callable[[int], Address], settings: BrokerSettings,
-                 connections: Connections | None = None):
+                 connections: Connections | None = None,
+                 socket_route_of: Callable[[int], SocketRoute | None] = lambda leader_id: None):
         self.broker_id = broker_id
         self._address_of = address_of
+        self._socket_route_of = socket_route_of
         self._settings = settings
         self._replica_manager: ReplicaManager | None = None
         self._connections = connections or Connections()
@@ -267,7 +284,8 @@ class ReplicaFetcherManager:
             thread = self._threads.get(leader_id)
             if thread is None:
                 thread = ReplicaFetcherThread(self.broker_id, leader_id, self._address_of(leader_id),
-                                              self._replica_manager, self._settings, self._connections)
+                                              self._replica_manager, self._settings, self._connections,
+                                              self._socket_route_of(leader_id))
                 self._threads[leader_id] = thread
                 thread.start()
             thread.set(tp, leader_epoch)

@@ -89,6 +89,7 @@ class BrokerProcess:
     # to the file itself: a file-size limit (RLIMIT_FSIZE) then applies to its data files only.
     log_via_pipe: bool = False
     kafka_port: int = 0      # the Kafka-protocol listener (real Kafka clients)
+    replication_port: int = 0   # followers' fetch streams over plain TCP; 0: over gRPC (inter_broker_port)
     metrics_port: int = 0    # Prometheus metrics over HTTP; 0: none (write_cluster(metrics=True) gives one)
     host: str = "127.0.0.1"  # the address it binds and advertises (its own namespace's, on a Network)
 
@@ -304,11 +305,14 @@ CLUSTER_ID, CLUSTER_SECRET = "raftka-test", "raftka-test-secret"
 
 
 def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, format_dirs: bool = True,
-                  metrics: bool = False, network: Network | None = None, voters: list[int] | None = None) -> Cluster:
+                  metrics: bool = False, network: Network | None = None, voters: list[int] | None = None,
+                  replication_socket: bool = True) -> Cluster:
     """A cluster.toml with ``n`` brokers on free loopback ports, data under ``root``, every data dir
     formatted for a brand-new cluster (each broker an initial voter) unless ``format_dirs`` is False;
     with ``metrics``, each broker also serves Prometheus metrics on a free ``metrics_port``; with
     ``voters``, only those brokers vote in the metadata quorum (controller_quorum_voters), the others observe.
+    Followers fetch over each leader's ``replication_port`` (plain TCP), or with ``replication_socket``
+    False over gRPC on its inter_broker_port, as a cluster file without replication_port has them do.
 
     With a ``network`` (raftka_testing.netns), broker i runs on its host "b{i}": it binds and advertises
     that host's address and starts inside its namespace (``ip netns exec``, which execs: the PID is the
@@ -324,12 +328,14 @@ def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, 
     if voters is not None:
         lines.append(f"controller_quorum_voters = [{', '.join(map(str, voters))}]")
     config_path = root / "cluster.toml"
-    per_broker = 5 if metrics else 4
+    per_broker = 6 if metrics else 5
     ports = free_ports(per_broker * n)
     for i in range(1, n + 1):
-        port, raft_port, inter_broker_port, kafka_port, *metrics_port = ports[per_broker * (i - 1):per_broker * i]
+        port, raft_port, inter_broker_port, kafka_port, replication_port, *metrics_port = \
+            ports[per_broker * (i - 1):per_broker * i]
         b = BrokerProcess(i, port, raft_port, inter_broker_port, root / f"broker-{i}", config_path,
                           root / f"broker-{i}.log", kafka_port=kafka_port,
+                          replication_port=replication_port if replication_socket else 0,
                           metrics_port=metrics_port[0] if metrics else 0,
                           host=network.address(f"b{i}") if network else "127.0.0.1",
                           command_prefix=network.exec_prefix(f"b{i}") if network else [])
@@ -337,7 +343,8 @@ def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, 
         lines += ["[[broker]]", f"id = {i}", f'host = "{b.host}"', f"port = {b.port}",
                   f"raft_port = {b.raft_port}", f"inter_broker_port = {b.inter_broker_port}",
                   f"kafka_port = {b.kafka_port}", f'rack = "rack-{i}"',
-                  f'data_dir = "{b.data_dir}"'] + ([f"metrics_port = {b.metrics_port}"] if metrics else [])
+                  f'data_dir = "{b.data_dir}"'] + ([f"metrics_port = {b.metrics_port}"] if metrics else []) + (
+                  [f"replication_port = {b.replication_port}"] if b.replication_port else [])
     if config:
         lines.append("[config]")
         lines += [f'"{k}" = {v}' for k, v in config.items()]

@@ -18,7 +18,6 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
 
 import structlog
 
@@ -28,6 +27,7 @@ from broker.kafka_protocol import codec
 from broker.kafka_protocol.handlers import Answer, Connection, KafkaProtocolHandlers, api_versions_answer
 from broker.kafka_protocol.versions import API_VERSIONS, supported
 from broker.request_errors import MalformedRequestError
+from broker.socket_server import ListenerLimits, SocketServer, shut
 
 log = structlog.get_logger(__name__)
 
@@ -44,69 +44,14 @@ class _Closed(Exception):
     """The peer closed the connection, or it is being closed."""
 
 
-@dataclass(frozen=True)
-class ListenerLimits:
-    max_connections: int
-    request_max_bytes: int     # socket.request.max.bytes
-    idle_ms: int               # connections.max.idle.ms
-
-
-class KafkaListener:
+class KafkaListener(SocketServer):
     def __init__(self, host: str, port: int, handlers: KafkaProtocolHandlers, limits: ListenerLimits):
-        self.host, self.port = host, port
+        super().__init__(host, port, "kafka", limits.max_connections, "kafka.max.connections")
         self._handlers = handlers
         self._limits = limits
-        self._socket: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._connections: set["_KafkaConnection"] = set()
-        self._stopping = threading.Event()
 
-    def bind(self) -> None:
-        """Hold the port; nothing connects until start() (a connection is refused, not queued)."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.host, self.port))
-        self._socket = s
-
-    def start(self) -> None:
-        self._socket.listen(128)
-        threading.Thread(target=self._accept, name="kafka-accept", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._socket is not None:
-            try:
-                self._socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._socket.close()
-        with self._lock:
-            connections = list(self._connections)
-        for c in connections:
-            c.close()
-
-    def _accept(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                sock, peer = self._socket.accept()
-            except OSError:
-                return   # the listening socket was closed: stopping
-            with self._lock:
-                full = len(self._connections) >= self._limits.max_connections
-                conn = None if full else _KafkaConnection(sock, peer, self)
-                if conn is not None:
-                    self._connections.add(conn)
-            if conn is None:
-                log.warning("kafka_connection_refused", peer=f"{peer[0]}:{peer[1]}",
-                            reason=f"kafka.max.connections ({self._limits.max_connections}) reached")
-                sock.close()
-                continue
-            conn.start()
-
-    def _closed(self, conn: "_KafkaConnection") -> None:
-        with self._lock:
-            self._connections.discard(conn)
+    def _connection(self, sock: socket.socket, peer) -> "_KafkaConnection":
+        return _KafkaConnection(sock, peer, self)
 
 
 class _KafkaConnection:
@@ -129,11 +74,7 @@ class _KafkaConnection:
         if not self._open.is_set():
             return
         self._open.clear()
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
+        shut(self._sock)
         self._listener._closed(self)
 
     def _refuse(self, reason: str, routine: bool = False) -> None:

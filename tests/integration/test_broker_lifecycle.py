@@ -114,6 +114,7 @@ def test_second_broker_on_the_same_data_dir_exits_2(fresh_cluster, tmp_path):
                      .replace(f"raft_port = {broker.raft_port}", f"raft_port = {free_port()}")
                      .replace(f"inter_broker_port = {broker.inter_broker_port}", f"inter_broker_port = {free_port()}")
                      .replace(f"kafka_port = {broker.kafka_port}", f"kafka_port = {free_port()}")
+                     .replace(f"replication_port = {broker.replication_port}", f"replication_port = {free_port()}")
                      .replace(f"\nport = {broker.port}", f"\nport = {free_port()}"))
     result = run_kbroker("--config", str(other), "--id", "1")
     assert result.returncode == 2

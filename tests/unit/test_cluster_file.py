@@ -39,11 +39,12 @@ def test_three_brokers_are_cluster_toml_itself():
 
 def test_every_port_of_nine_brokers_is_distinct_and_below_the_ephemeral_range():
     ports = [p for i in range(1, MAX_BROKERS + 1) for p in vars(broker_ports(i)).values() if p != i]
-    assert len(ports) == 5 * MAX_BROKERS == len(set(ports))
+    assert len(ports) == 6 * MAX_BROKERS == len(set(ports))
     assert all(1024 <= p < EPHEMERAL_LOW < 65536 for p in ports), sorted(ports)
     assert [broker_ports(i).port for i in range(1, 8)] == [9092, 19092, 29092, 9192, 19192, 29192, 9292]
     four = broker_ports(4)
-    assert (four.raft_port, four.kafka_port, four.inter_broker_port, four.metrics_port) == (9193, 9194, 9195, 9196)
+    assert (four.raft_port, four.kafka_port, four.inter_broker_port, four.metrics_port, four.replication_port) == (
+        9193, 9194, 9195, 9196, 9197)
 
 
 def test_five_brokers_keep_the_shape_racks_and_data_dirs():
