@@ -98,9 +98,11 @@ AlterPartitionSubmit = Callable[[dict, Callable[[], None], Callable[[], bool]], 
 
 
 def _tell_expansions(expansions: list[dict]) -> None:
-    """A fetch round's ISR expansions: an event each, or one for many (a restarted follower catching up on
-    thousands of partitions at once)."""
+    """The ISR expansions one read pass of a fetch proposed, told now (not when its long poll ends, which may
+    be after the controller has already applied them) and then forgotten: an event each, or one for many (a
+    restarted follower catching up on thousands of partitions at once)."""
     log_partitions(log, "isr_expand_requested", "isr_expands_requested", expansions, ("replica", "isr"))
+    expansions.clear()
 
 
 class ReplicaManager:
@@ -364,12 +366,12 @@ class ReplicaManager:
 
         def ready() -> bool:
             results[:] = self._read_all(replica_id, max_bytes, partitions, read_from_replica, client_rack, expansions)
+            _tell_expansions(expansions)
             total = sum(len(r.records) for r in results)
             return total >= min_bytes or any(r.error is not None or r.preferred_read_replica >= 0 for r in results)
 
         # A follower reads to the log end; a consumer below the HW: each waits for what can feed it.
         self._notifier.wait_until(ready, deadline, still_wanted, on=LOG_END if replica_id >= 0 else HIGH_WATERMARK)
-        _tell_expansions(expansions)
         return results
 
     def open_session(self, replica_id: int) -> FetchSession:
@@ -411,10 +413,10 @@ class ReplicaManager:
                 budget[0] -= len(read.records)
                 reads[tp] = read
                 found = found or bool(read.records) or read.error is not None or read.diverging_epoch is not None
+            _tell_expansions(expansions)
             return found
 
         self._notifier.wait_until(ready, deadline, still_wanted, on=LOG_END)
-        _tell_expansions(expansions)
         return session.answer(reads)
 
     def _fetched_at(self, tp: tuple[str, int]) -> dict[int, int]:

@@ -325,6 +325,28 @@ def test_isr_expansions_of_one_fetch_are_an_event_each_or_one_for_them_all(make_
                                       "first_partition": 0, "first_replica": 2, "first_isr": [1, 2]}]
 
 
+@pytest.mark.parametrize("in_session", [False, True])
+def test_an_expansion_is_told_when_proposed_not_when_the_long_poll_ends(make_pair, in_session):
+    """The controller may apply an expansion long before the follower's long poll ends (nothing new to
+    answer): the event must already be there (a test read the log in that gap and found none)."""
+    pair = make_pair(min_isr=1)
+    wanted = _many(pair, 1, (1,))
+    leader = pair.brokers[1].replicas
+    with structlog.testing.capture_logs() as logs:
+        if in_session:
+            session = leader.open_session(2)
+            poll = lambda: leader.session_fetch(session, 3000, MAX_BYTES, wanted, [], incremental=False)  # noqa: E731
+        else:
+            poll = lambda: leader.fetch(replica_id=2, max_wait_ms=3000, min_bytes=1,  # noqa: E731
+                                        max_bytes=MAX_BYTES, partitions=wanted)
+        thread, _ = _in_background(poll)
+        _wait_for(lambda: any(e["event"] == "isr_expand_requested" for e in logs), "the expansion's event", 2.0)
+        assert thread.is_alive(), "the long poll ended before the check: the test proves nothing"
+        thread.join(5)
+    assert [(e["topic"], e["partition"], e["replica"]) for e in logs if e["event"] == "isr_expand_requested"] == [
+        ("many", 0, 2)]
+
+
 @pytest.mark.parametrize("count", [2, PARTITION_EVENTS_EACH_UP_TO + 1])
 def test_isr_shrinks_of_one_pass_are_an_event_each_or_one_for_them_all(make_pair, count):
     pair = make_pair(min_isr=1)
