@@ -23,6 +23,8 @@ from broker.log.offset_index import OffsetIndex, index_file_name, pwrite_all
 from client.errors import CorruptMessageError
 from client.record_batch import HEADER_SIZE, BatchHeader, crc_ok, parse_header
 
+RECENT_BATCHES = 8   # per segment: positions of the newest batches kept for reads at the log end
+
 log = structlog.get_logger(__name__)
 
 LOG_SUFFIX = ".log"
@@ -70,6 +72,11 @@ class LogSegment:
     # Bytes appended since the last index entry (Kafka's bytesSinceLastIndexEntry).
     _bytes_since_index_entry: int = 0
     _closed: bool = field(default=False)
+    # (base_offset, position) of the newest batches appended, oldest first, at most RECENT_BATCHES: a caught-up
+    # follower or consumer fetches at one of them, found here rather than by reading header after header from
+    # the index entry (up to ~25 at index.interval.bytes 4096, 0.15 ms of an acks=all write's 1.4 here). A new
+    # tuple per append, so a reader never sees one half changed; emptied by a truncation.
+    _recent: tuple[tuple[int, int], ...] = ()
 
     # ---- creating and opening ------------------------------------------------
 
@@ -210,6 +217,7 @@ class LogSegment:
         position = self._size
         first_new_entry = len(self.index)
         since = self._bytes_since_index_entry
+        appended = []
         try:
             pwrite_all(self._fd, data, position)
             p = position
@@ -217,11 +225,13 @@ class LogSegment:
                 if len(self.index) == 0 or since >= index_interval_bytes:
                     self.index.append(h.base_offset, p)
                     since = 0
+                appended.append((h.base_offset, p))
                 since += h.size
                 p += h.size
         except OSError:
             self._undo_append(position, first_new_entry)
             raise
+        self._recent = (self._recent + tuple(appended))[-RECENT_BATCHES:]
         self._bytes_since_index_entry = since
         self._next_offset = headers[-1].next_offset
         newest = max(h.max_timestamp for h in headers)
@@ -233,6 +243,7 @@ class LogSegment:
 
     def _undo_append(self, position: int, index_entries: int) -> None:
         """Best effort after a failed write: drop what a partial write left behind."""
+        self._recent = ()
         try:
             if len(self.index) > index_entries:
                 self.index.truncate_to(self.index.entries[index_entries][0])
@@ -250,12 +261,25 @@ class LogSegment:
         """
         if offset >= self._next_offset:
             return None
-        _, position = self.index.lookup(offset)
+        position = self._recent_position(offset)
+        if position is None:
+            _, position = self.index.lookup(offset)
         while position < self._size:
             header = self._read_header(position)
             if header.last_offset >= offset:
                 return position, header
             position += header.size
+        return None
+
+    def _recent_position(self, offset: int) -> int | None:
+        """The position of the newest recently appended batch starting at or before ``offset`` (so no batch
+        before it can hold ``offset``: offsets are contiguous), or None if ``offset`` is older than them."""
+        recent = self._recent
+        if not recent or offset < recent[0][0]:
+            return None
+        for base_offset, position in reversed(recent):
+            if base_offset <= offset:
+                return position
         return None
 
     def read(self, position: int, max_size: int) -> bytes:
@@ -334,6 +358,7 @@ class LogSegment:
         position, header = found
         cut = self._size - position
         self._size = position  # readers stop here before the bytes go away
+        self._recent = ()
         self._next_offset = header.base_offset
         os.ftruncate(self._fd, position)
         self.index.truncate_to(header.base_offset)

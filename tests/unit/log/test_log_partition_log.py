@@ -4,6 +4,8 @@ import os
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from broker.log import AppendInfo, LogConfig, PartitionLog
 from broker.log.segment import LogSegment
@@ -426,3 +428,30 @@ def test_delete_removes_the_folder(open_log, make_batch, log_dir):
     fill(plog, make_batch, 3)
     plog.delete()
     assert not log_dir.exists()
+
+
+# ---- reads at the log end: the segment's recent batch positions ------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.one_of(st.tuples(st.just("append"), st.integers(1, 4)),
+                              st.tuples(st.just("truncate"), st.floats(0, 1))), min_size=1, max_size=40))
+def test_a_read_at_any_offset_starts_at_the_batch_holding_it_through_appends_and_truncations(
+        open_log, make_batch, tmp_path_factory, ops):
+    """segment.translate_offset answers recent offsets from the positions of the newest batches appended
+    (RECENT_BATCHES), older ones by a scan from the index: both must find the batch a full scan finds, and a
+    truncation must leave no stale position behind (it grows back with other batches at the same offsets)."""
+    plog = open_log(LogConfig(segment_bytes=1200, index_interval_bytes=150),
+                    directory=tmp_path_factory.mktemp("recent") / "t-0")
+    expected: list[tuple[int, int]] = []   # the model: (base_offset, last_offset) of every batch
+    for i, (op, arg) in enumerate(ops):
+        if op == "append":
+            info = plog.append_as_leader(make_batch(values=arg, value_size=40, tag=i), 0, 0)
+            expected.append((info.base_offset, info.last_offset))
+        else:
+            cut = int(arg * plog.log_end_offset)
+            plog.truncate_to(cut)
+            expected = [b for b in expected if b[1] < cut]   # a batch holding the cut goes whole
+        for offset in range(plog.log_end_offset):
+            holding = next(b for b in expected if b[1] >= offset)
+            assert batches_in(plog.read(offset, 1))[0] == holding, (offset, expected)
