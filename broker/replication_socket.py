@@ -24,6 +24,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from typing import Iterator
 
 import structlog
@@ -47,6 +48,7 @@ HELLO_TIMEOUT_S = 5.0
 MAX_HELLO_BYTES = 256
 MAX_ANSWER_BYTES = 1 << 30       # a follower's bound on one answer: far above replica.fetch.response.max.bytes
 CONNECT_TIMEOUT_S = 3.0
+PEER_CHECK_INTERVAL_S = 0.2
 _SMALL = 64 * 1024               # a body below this goes out in one write with its header
 
 
@@ -63,24 +65,59 @@ def send_frame(sock: socket.socket, kind: int, body: bytes) -> None:
         sock.sendall(body)
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytearray:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
-        k = sock.recv_into(view[got:], min(n - got, 1 << 20))
-        if k == 0:
+def set_timeouts(sock: socket.socket, timeout_s: float) -> None:
+    """Bound each blocking read and write by ``timeout_s`` in the kernel (SO_RCVTIMEO, SO_SNDTIMEO): it then
+    fails with EAGAIN (an OSError). Not Python's settimeout, which polls before every call: two system calls
+    where one does, and each lets another thread take the GIL, on every hop of every acks=all write."""
+    sock.settimeout(None)
+    seconds = int(timeout_s)
+    timeval = struct.pack("ll", seconds, int((timeout_s - seconds) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+class FrameReader:
+    """The frames coming in on one blocking socket. Each recv takes what the kernel has, so a frame's header
+    and body usually come in one call; a large body is read straight into a buffer of its size."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._buf = bytearray()
+
+    def next(self, max_body: int) -> tuple[int, bytes | bytearray]:
+        """(kind, body); EOFError when the peer closed, OSError (EAGAIN) past the socket's timeout."""
+        while len(self._buf) < _HEADER.size:
+            self._fill()
+        length, kind = _HEADER.unpack_from(self._buf)
+        if length < 1 or length - 1 > max_body:
+            raise FrameError(f"a frame of {length} bytes is outside 1..{max_body + 1}")
+        end = 4 + length
+        if end - len(self._buf) > _SMALL:
+            return kind, self._read_large(end)
+        while len(self._buf) < end:
+            self._fill()
+        body = bytes(memoryview(self._buf)[_HEADER.size:end])
+        del self._buf[:end]
+        return kind, body
+
+    def _fill(self) -> None:
+        chunk = self._sock.recv(_SMALL)
+        if not chunk:
             raise EOFError("the peer closed the connection")
-        got += k
-    return buf
+        self._buf += chunk
 
-
-def read_frame(sock: socket.socket, max_body: int, timeout_s: float) -> tuple[int, bytearray]:
-    """(kind, body) of the next frame; socket.timeout if none within ``timeout_s``, EOFError at a close."""
-    sock.settimeout(timeout_s)
-    length, kind = _HEADER.unpack(_recv_exactly(sock, _HEADER.size))
-    if length < 1 or length - 1 > max_body:
-        raise FrameError(f"a frame of {length} bytes is outside 1..{max_body + 1}")
-    return kind, _recv_exactly(sock, length - 1)
+    def _read_large(self, end: int) -> bytearray:
+        body = bytearray(end - _HEADER.size)
+        have = len(self._buf) - _HEADER.size
+        body[:have] = memoryview(self._buf)[_HEADER.size:]
+        self._buf.clear()
+        view = memoryview(body)
+        while have < len(body):
+            k = self._sock.recv_into(view[have:], min(len(body) - have, 1 << 20))
+            if k == 0:
+                raise EOFError("the peer closed the connection")
+            have += k
+        return body
 
 
 class ReplicationListener(SocketServer):
@@ -107,7 +144,11 @@ class _FollowerConnection:
         self._listener = listener
         self._open = True
         self._close_lock = threading.Lock()
+        self._greeted = False
+        self._peer_checked_at = 0.0
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_timeouts(sock, listener.limits.idle_ms / 1000)
+        self._frames = FrameReader(sock)
 
     def start(self) -> None:
         threading.Thread(target=self._serve, name="replication-stream", daemon=True).start()
@@ -126,9 +167,7 @@ class _FollowerConnection:
             self._hello()
             log.info("replication_stream_accepted", peer=self._peer)
             for results in apis.replica_fetch_stream(self._requests(), self, self._peer_open):
-                body = wire.fetch_response(results, apis.broker_id).SerializeToString()
-                self._sock.settimeout(self._listener.limits.idle_ms / 1000)
-                send_frame(self._sock, ANSWER, body)
+                send_frame(self._sock, ANSWER, wire.fetch_response(results, apis.broker_id).SerializeToString())
         except (_Refusal, MalformedRequestError, SlotsExhaustedError, FrameError) as e:
             self._refuse(str(e))
         except (EOFError, OSError):
@@ -139,16 +178,30 @@ class _FollowerConnection:
             self.close()
 
     def _hello(self) -> None:
-        kind, body = read_frame(self._sock, MAX_HELLO_BYTES, HELLO_TIMEOUT_S)
+        # One deadline for the whole HELLO (the socket's timeout bounds each read only: a trickle would pass).
+        timer = threading.Timer(HELLO_TIMEOUT_S, self._hello_overdue)
+        timer.daemon = True
+        timer.start()
+        try:
+            kind, body = self._frames.next(MAX_HELLO_BYTES)
+        finally:
+            timer.cancel()
         if kind != HELLO:
             raise _Refusal(f"the first frame must be HELLO ({HELLO}), not kind {kind}")
         if not hmac.compare_digest(bytes(body), self._listener.token):
             raise _Refusal(REFUSAL)
+        self._greeted = True
+
+    def _hello_overdue(self) -> None:
+        if not self._greeted:
+            log.warning("replication_stream_refused", peer=self._peer,
+                        reason=f"no HELLO within {HELLO_TIMEOUT_S:g} s")
+            self.close()
 
     def _requests(self) -> Iterator[FetchRequest]:
         limits = self._listener.limits
         while True:
-            kind, body = read_frame(self._sock, limits.request_max_bytes, limits.idle_ms / 1000)
+            kind, body = self._frames.next(limits.request_max_bytes)
             if kind != FETCH:
                 raise _Refusal(f"frame kind {kind} where a FETCH ({FETCH}) was expected")
             try:
@@ -158,9 +211,15 @@ class _FollowerConnection:
             yield wire.fetch_request(request)
 
     def _peer_open(self) -> bool:
-        """The long poll's question (is the follower still there?), without reading its next request."""
+        """The long poll's question (is the follower still there?), without reading its next request; asked
+        on every wake-up, answered from the socket at most every PEER_CHECK_INTERVAL_S (a poll per write
+        was a system call, and a GIL hand-off, on the acks=all path)."""
         if not self._open:
             return False
+        now = time.monotonic()
+        if now - self._peer_checked_at < PEER_CHECK_INTERVAL_S:
+            return True
+        self._peer_checked_at = now
         try:
             poller = select.poll()   # not select(): a broker with 10,000 logs has descriptors past 1024
             poller.register(self._sock, select.POLLIN)
@@ -176,7 +235,7 @@ class _FollowerConnection:
     def _refuse(self, reason: str) -> None:
         log.warning("replication_stream_refused", peer=self._peer, reason=reason)
         try:
-            self._sock.settimeout(1.0)
+            set_timeouts(self._sock, 1.0)
             send_frame(self._sock, REFUSED, reason.encode())
         except OSError:
             pass
@@ -188,25 +247,25 @@ class ReplicationSocketStream:
 
     def __init__(self, address: tuple[str, int], token: str, answer_timeout_s: float):
         self._address = f"{address[0]}:{address[1]}"
-        self._answer_timeout_s = answer_timeout_s
         self._closed = False
         try:
             self._sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_timeouts(self._sock, answer_timeout_s)
+            self._frames = FrameReader(self._sock)
             send_frame(self._sock, HELLO, token.encode())
         except OSError as e:
             raise StreamEnded(f"cannot reach the leader's replication port {self._address}: {e}") from None
 
     def send(self, request: kafka_pb2.FetchRequest) -> None:
         try:
-            self._sock.settimeout(self._answer_timeout_s)
             send_frame(self._sock, FETCH, request.SerializeToString())
         except OSError as e:
             raise StreamEnded(f"sending to {self._address}: {e}") from None
 
     def next_answer(self) -> kafka_pb2.FetchResponse:
         try:
-            kind, body = read_frame(self._sock, MAX_ANSWER_BYTES, self._answer_timeout_s)
+            kind, body = self._frames.next(MAX_ANSWER_BYTES)
         except (OSError, EOFError, FrameError) as e:
             raise StreamEnded(f"reading from {self._address}: {e or type(e).__name__}") from None
         if kind == REFUSED:
