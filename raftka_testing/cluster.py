@@ -10,6 +10,7 @@ events, the inter-broker channel, the kclient subprocess) stay in tests/integrat
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,19 +37,35 @@ REPO = Path(__file__).resolve().parents[1]
 
 T = TypeVar("T")
 
+# Ports for test brokers come from here: below the kernel's ephemeral range (32768-60999 by default), so no
+# outgoing connection (a follower dialling a leader that is not up yet, a client) can take one as its source
+# port between the pick and the broker's bind (that failed a start with "port in use"), and away from
+# cluster.toml's 9092-9297 / 19092-19297 / 29092-29297 and the page's 8080, which `make run` may hold.
+TEST_PORTS = range(10000, 19000)
+_port_rng = random.Random()
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports: every probe socket stays open until all are chosen
-    (closed one by one, the kernel may hand the same port out twice)."""
-    sockets = []
+    """``n`` distinct free loopback ports from TEST_PORTS: every probe socket stays open until all are
+    chosen, so two workers picking at once cannot both take one."""
+    sockets: list[socket.socket] = []
     try:
-        for _ in range(n):
+        for _ in range(200 * n):
+            if len(sockets) == n:
+                break
             s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", _port_rng.choice(TEST_PORTS)))
+            except OSError:   # in use (or in TIME_WAIT): another pick
+                s.close()
+                continue
             sockets.append(s)
-            s.bind(("127.0.0.1", 0))
+        if len(sockets) < n:
+            raise RuntimeError(f"could not find {n} free ports in {TEST_PORTS.start}-{TEST_PORTS.stop - 1}")
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
