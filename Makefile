@@ -61,13 +61,14 @@ test: $(STAMP)
 # rolling restart, all at once, topic delete and re-create, preferred elections, faults in sequence, a wiped
 # data dir, idle client streams) under idempotent acks=all producers and consumers, each round checked;
 # the report (summary per fault kind, timeline) goes to chaos-report/report.md. SEEDS=1,2 to replay;
-# BROKERS=5 runs five brokers (topics keep RF 3); NEMESES=kill-leader,wipe-data picks the fault kinds.
+# BROKERS=5 runs five brokers (topics keep RF 3), VOTERS=3 with only brokers 1-3 in the metadata quorum;
+# NEMESES=kill-leader,wipe-data picks the fault kinds.
 SEEDS   ?=
 ROUNDS  ?= 50
 NEMESES ?=
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.runner --rounds $(ROUNDS) --brokers $(BROKERS) --out chaos-report \
-	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(NEMESES),--nemeses $(NEMESES))
+	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(NEMESES),--nemeses $(NEMESES)) $(if $(VOTERS),--voters $(VOTERS))
 
 # Network faults (issue 19): every broker on a host of its own (a Linux network namespace behind one router;
 # needs root and iproute2), links cut silently: an isolated leader, a leader or the controller in the minority,
@@ -75,7 +76,7 @@ chaos: $(STAMP)
 # Same seeds, rounds and report as `make chaos`; NEMESES=net-bridge,net-flap picks the kinds.
 chaos-net: $(STAMP)
 	$(BIN)/python -m tests.chaos.runner --net --rounds $(ROUNDS) --brokers $(BROKERS) --out chaos-net-report \
-	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(NEMESES),--nemeses $(NEMESES))
+	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(NEMESES),--nemeses $(NEMESES)) $(if $(VOTERS),--voters $(VOTERS))
 
 # Performance figures (issue 7): a fresh 3-broker cluster, W1 sync produce, W2 pipelined produce, W3 consume,
 # W4 failover, broker RSS and ready time; a table on stdout and bench/results.json.

@@ -95,13 +95,17 @@ class ChaosCluster:
     need to read."""
 
     def __init__(self, root: Path, config: dict | None = None, brokers: int = N_BROKERS,
-                 network: Network | None = None):
-        """``network``: run broker i on host "b{i}" of that (created) Network, so link nemeses can cut it."""
+                 network: Network | None = None, voters: int | None = None):
+        """``network``: run broker i on host "b{i}" of that (created) Network, so link nemeses can cut it.
+        ``voters``: only brokers 1 to ``voters`` vote in the metadata quorum, the others observe (None: all)."""
         if brokers < 3:
             raise ValueError(f"a chaos cluster needs at least 3 brokers (the topics have RF 3), not {brokers}")
+        if voters is not None and not 1 <= voters <= brokers:
+            raise ValueError(f"voters must be from 1 to the number of brokers ({brokers}), not {voters}")
         self.config: dict = dict(config or {})
         self.network: Network | None = network
-        self.cluster: Cluster = write_cluster(Path(root), brokers, self.config, network=network)
+        self.cluster: Cluster = write_cluster(Path(root), brokers, self.config, network=network,
+                                              voters=None if voters is None else list(range(1, voters + 1)))
         self._paused: set[int] = set()
         self._controller_hint: int | None = None   # ask this broker first: it was the controller last time
         self.started_pids: list[int] = []          # every PID this harness ever started (for leak checks)

@@ -283,10 +283,12 @@ def _wait_replicas_caught_up(cluster: ChaosCluster, topic: str, hws: dict[int, i
         pass  # the checker reports the divergence with the exact offsets
 
 
-def replay_command(seed: int, rounds: int, brokers: int = N_BROKERS, kinds: list[str] | None = None) -> str:
+def replay_command(seed: int, rounds: int, brokers: int = N_BROKERS, kinds: list[str] | None = None,
+                   voters: int | None = None) -> str:
     """The runner command that replays a seed's schedule up to round ``rounds - 1``."""
     return (f"python -m tests.chaos.runner --seeds {seed} --rounds {rounds}"
             + (f" --brokers {brokers}" if brokers != N_BROKERS else "")
+            + (f" --voters {voters}" if voters is not None else "")
             + (f" --nemeses {','.join(kinds)}" if kinds else ""))
 
 
@@ -300,11 +302,14 @@ def failure_message(result: RoundResult, seed: int, commit_id: str) -> str:
 
 
 def run(seeds: list[int], rounds: int, out_dir: Path, kinds: list[str] | None = None,
-        log=lambda line: print(line, flush=True), brokers: int = N_BROKERS) -> list[RoundResult]:
+        log=lambda line: print(line, flush=True), brokers: int = N_BROKERS,
+        voters: int | None = None) -> list[RoundResult]:
     commit_id = commit()
     results: list[RoundResult] = []
     for seed in seeds:
-        log(f"chaos: seed {seed}, commit {commit_id}, {brokers} brokers, {rounds} rounds, histories in {out_dir}")
+        log(f"chaos: seed {seed}, commit {commit_id}, {brokers} brokers"
+            + (f" (brokers 1-{voters} vote, the others observe)" if voters is not None else "")
+            + f", {rounds} rounds, histories in {out_dir}")
         seed_dir = out_dir / f"seed-{seed}"
         shutil.rmtree(seed_dir / "cluster", ignore_errors=True)   # a replay starts from empty logs
         seed_dir.mkdir(parents=True, exist_ok=True)
@@ -312,14 +317,14 @@ def run(seeds: list[int], rounds: int, out_dir: Path, kinds: list[str] | None = 
         names = schedule(seed, rounds, kinds)
         config = {**CLUSTER_CONFIG, **GROUP_CONFIG} if set(names) & set(GROUP_NEMESES) else CLUSTER_CONFIG
         with hosts_for(names, brokers) as network, ChaosCluster(seed_dir / "cluster", config, brokers,
-                                                                network=network) as cluster:
+                                                                network=network, voters=voters) as cluster:
             cluster.start()
             for index, name in enumerate(names):
                 if name in GROUP_NEMESES:
                     result = run_group_round(cluster, index, seed, name, seed_dir, run_started)
                 else:
                     result = run_round(cluster, index, seed, name, seed_dir, run_started)
-                result.replay = replay_command(seed, index + 1, brokers, kinds)
+                result.replay = replay_command(seed, index + 1, brokers, kinds, voters)
                 results.append(result)
                 w = result.windows[0].window_s if result.windows else None
                 log(f"  round {index:3d} {name:<23} targets {result.targets} acked {result.check.acked:5d} "
@@ -427,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="", help="report folder (default: a new temporary folder)")
     parser.add_argument("--brokers", type=int, default=N_BROKERS,
                         help=f"brokers in the cluster (default {N_BROKERS}; 4 and 5 supported); topics keep RF 3")
+    parser.add_argument("--voters", type=int, default=None,
+                        help="only brokers 1 to N vote in the metadata quorum, the others observe "
+                             "(controller_quorum_voters; default: every broker votes)")
     parser.add_argument("--nemeses", default="", help=f"comma-separated fault kinds (default: all of {', '.join(KINDS)})")
     parser.add_argument("--net", action="store_true",
                         help=f"network faults: each broker on a host of its own (needs root); the default kinds "
@@ -440,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 1")
     if args.brokers < 3:
         parser.error("--brokers must be at least 3 (the topics have RF 3)")
+    if args.voters is not None and not 1 <= args.voters <= args.brokers:
+        parser.error(f"--voters must be from 1 to --brokers ({args.brokers}), not {args.voters}")
     kinds = [k.strip() for k in args.nemeses.split(",") if k.strip()] or (list(NET_NEMESES) if args.net else None)
     unknown = [k for k in kinds or [] if k not in ACCEPTED]
     if unknown:
@@ -447,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="raftka-chaos-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results = run(seeds, args.rounds, out_dir, kinds, brokers=args.brokers)
+    results = run(seeds, args.rounds, out_dir, kinds, brokers=args.brokers, voters=args.voters)
     text = report(results, seeds, commit(), time.monotonic() - started, args.brokers)
     (out_dir / "report.md").write_text(text)
     print(text)
