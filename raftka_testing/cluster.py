@@ -173,11 +173,30 @@ class BrokerProcess:
         self.format(initial_voter=False)
 
     def signal(self, sig: int) -> None:
+        """Send ``sig``; a SIGSTOP returns once every thread of the broker has stopped."""
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.kill(self.proc.pid, sig)
             except ProcessLookupError:
-                pass  # it died, and another thread's poll() reaped it, between the check and the kill
+                return  # it died, and another thread's poll() reaped it, between the check and the kill
+            if sig == signal.SIGSTOP:
+                self._wait_stopped()
+
+    def _wait_stopped(self, timeout: float = 5.0) -> None:
+        """kill() returns before the stop: the kernel stops the threads one by one, after the one chosen to
+        take the signal runs. Until then the others go on serving; a follower resumed right after its leader's
+        SIGSTOP once fetched four more records from that "paused" leader (over the replication socket)."""
+        deadline = time.monotonic() + timeout
+        task_dir = f"/proc/{self.proc.pid}/task"
+        while time.monotonic() < deadline:
+            try:
+                states = [_task_state(f"{task_dir}/{tid}/stat") for tid in os.listdir(task_dir)]
+            except FileNotFoundError:
+                return   # gone
+            if all(state in ("T", "t", "Z", "X", None) for state in states):
+                return
+            time.sleep(0.001)
+        raise AssertionError(f"broker {self.broker_id} (pid {self.proc.pid}) not stopped {timeout} s after SIGSTOP")
 
     def kill(self) -> None:
         """kill -9 and reap."""
@@ -369,6 +388,15 @@ def write_cluster(root: Path, n: int = 1, config: dict[str, int] | None = None, 
     for b in cluster.brokers.values() if format_dirs else ():
         b.format(initial_voter=True)   # a brand-new cluster: `kbroker format --initial-voter` on every broker
     return cluster
+
+
+def _task_state(stat_path: str) -> str | None:
+    """A thread's state letter from /proc/PID/task/TID/stat (None: the thread has gone)."""
+    try:
+        with open(stat_path) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
 
 
 # ---- replicas: a broker's own copy of a partition (replication, chaos) -----------------------------
