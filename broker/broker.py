@@ -59,6 +59,7 @@ from broker.kafka_apis import KafkaApis
 from broker.kafka_protocol.handlers import KafkaEndpoint, KafkaProtocolHandlers
 from broker.kafka_protocol.listener import KafkaListener, ListenerLimits
 from broker.replication_socket import ReplicationListener
+from broker.socket_server import SocketServer
 from broker.servicer import ControllerServicer, KafkaServicer, ReplicationServicer
 # Exit code 3 after a storage failure (not 2: the supervisor does not restart that one, and a
 # restart is what recovers the log).
@@ -116,6 +117,16 @@ def _check_port_free(host: str, port: int, what: str) -> None:
             if e.errno == errno.EADDRINUSE:
                 raise PortInUseError(f"cannot listen on {host}:{port} ({what}): the port is in use") from None
             raise PortInUseError(f"cannot listen on {host}:{port} ({what}): {e.strerror}") from None
+
+
+def _bound(listener: SocketServer, what: str) -> SocketServer:
+    """``listener`` holding its port, or one PortInUseError line naming the setting (``what``): the port
+    was checked free at start, but another process may take it before the bind."""
+    try:
+        listener.bind()
+    except OSError as e:
+        raise PortInUseError(f"cannot listen on {listener.host}:{listener.port} ({what}): {e.strerror}") from None
+    return listener
 
 
 class Broker:
@@ -307,24 +318,14 @@ class Broker:
 
         handlers = KafkaProtocolHandlers(self._apis, kafka_endpoint,
                                          StreamSlots(s.kafka_max_connections, a.broker_id, "kafka.max.connections"))
-        listener = KafkaListener(a.host, a.kafka_port, handlers, ListenerLimits(
-            s.kafka_max_connections, s.socket_request_max_bytes, s.connections_max_idle_ms))
-        try:
-            listener.bind()
-        except OSError as e:
-            raise PortInUseError(f"cannot listen on {a.host}:{a.kafka_port} (kafka_port): {e.strerror}") from None
-        return listener
+        return _bound(KafkaListener(a.host, a.kafka_port, handlers, ListenerLimits(
+            s.kafka_max_connections, s.socket_request_max_bytes, s.connections_max_idle_ms)), "kafka_port")
 
     def _bind_replication_listener(self) -> ReplicationListener:
         a, s = self.address, self.settings
-        listener = ReplicationListener(a.host, a.replication_port, self._apis, self._broker_token, ListenerLimits(
-            s.inter_broker_max_concurrent_streams, s.socket_request_max_bytes, s.connections_max_idle_ms))
-        try:
-            listener.bind()
-        except OSError as e:   # taken between the check and the bind
-            raise PortInUseError(f"cannot listen on {a.host}:{a.replication_port} (replication_port): "
-                                 f"{e.strerror}") from None
-        return listener
+        return _bound(ReplicationListener(a.host, a.replication_port, self._apis, self._broker_token, ListenerLimits(
+            s.inter_broker_max_concurrent_streams, s.socket_request_max_bytes, s.connections_max_idle_ms)),
+            "replication_port")
 
     def _replication_route(self, broker_id: int) -> SocketRoute | None:
         """Where this broker's fetch stream to leader ``broker_id`` goes if not over gRPC: its replication_port."""

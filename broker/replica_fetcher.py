@@ -6,7 +6,7 @@ long-polling fetch for all of them (replica id, fetch offset = our log end, last
 fetched epoch, current leader epoch) and hands each partition's answer to the
 replica manager, which appends, truncates on a diverging epoch, or resets an
 out-of-range offset under the partition's lock. The decisions are in
-partition.py; this module is only threads and gRPC.
+partition.py; this module is only threads and transport (gRPC or the replication socket).
 
 The fetches go over one long-lived stream per leader, in lock step
 (replica.fetch.stream = 1, the default), or as one unary ReplicaFetch call each

@@ -98,11 +98,10 @@ AlterPartitionSubmit = Callable[[dict, Callable[[], None], Callable[[], bool]], 
 
 
 def _tell_expansions(expansions: list[dict]) -> None:
-    """The ISR expansions one read pass of a fetch proposed, told now (not when its long poll ends, which may
-    be after the controller has already applied them) and then forgotten: an event each, or one for many (a
-    restarted follower catching up on thousands of partitions at once)."""
+    """The ISR expansions one read pass of a fetch proposed, told by that pass (not when its long poll ends,
+    which may be after the controller has already applied them): an event each, or one for many (a restarted
+    follower catching up on thousands of partitions at once)."""
     log_partitions(log, "isr_expand_requested", "isr_expands_requested", expansions, ("replica", "isr"))
-    expansions.clear()
 
 
 class ReplicaManager:
@@ -362,9 +361,9 @@ class ReplicaManager:
         consumer's ``client_rack`` may get it sent to a replica in its rack (answered at once)."""
         deadline = time.monotonic() + max(0, min(max_wait_ms, self._settings.fetch_max_wait_cap_ms)) / 1000
         results: list[FetchResult] = []
-        expansions: list[dict] = []
 
         def ready() -> bool:
+            expansions: list[dict] = []
             results[:] = self._read_all(replica_id, max_bytes, partitions, read_from_replica, client_rack, expansions)
             _tell_expansions(expansions)
             total = sum(len(r.records) for r in results)
@@ -396,10 +395,10 @@ class ReplicaManager:
         deadline = time.monotonic() + max(0, min(max_wait_ms, self._settings.fetch_max_wait_cap_ms)) / 1000
         reads: dict[tuple[str, int], FetchResult] = {}
         budget = [max_bytes]
-        expansions: list[dict] = []
 
         def ready() -> bool:
             found = False
+            expansions: list[dict] = []
             for tp in session.candidates(self._lag_clock_ms()):
                 sp = session.partitions[tp]
                 hosted = self._partitions.get(tp)

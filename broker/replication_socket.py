@@ -188,7 +188,7 @@ class _FollowerConnection:
             timer.cancel()
         if kind != HELLO:
             raise _Refusal(f"the first frame must be HELLO ({HELLO}), not kind {kind}")
-        if not hmac.compare_digest(bytes(body), self._listener.token):
+        if not hmac.compare_digest(body, self._listener.token):
             raise _Refusal(REFUSAL)
         self._greeted = True
 
