@@ -13,6 +13,10 @@ Metadata changes (leadership, ISR) notify both: every waiter re-checks. On the
 acks=all path each append used to wake the produce waiters too, and each
 follower fetch that moved the HW woke the other follower's long poll, which
 re-read every partition it follows to find nothing new.
+
+A follower's fetch in a session (a fetch stream) does not wait on LOG_END: it
+parks in ``delayed_fetches`` (broker/delayed_fetch.py), which an append
+completes on the appending thread, before any waiter here wakes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import threading
 import time
 from typing import Callable
+
+from broker.delayed_fetch import FetchPurgatory
 
 LOG_END = "log_end"
 HIGH_WATERMARK = "high_watermark"
@@ -34,9 +40,15 @@ class _Event:
 class AppendNotifier:
     def __init__(self) -> None:
         self._events = {LOG_END: _Event(), HIGH_WATERMARK: _Event()}
+        self.delayed_fetches = FetchPurgatory()
 
     def notify(self, *kinds: str) -> None:
-        """Wake the waiters of ``kinds`` (default: every kind)."""
+        """Wake the waiters of ``kinds`` (default: every kind: a metadata change). A log that grew completes
+        the parked fetches it feeds on this thread, first; a metadata change has them look on their own."""
+        if LOG_END in kinds:
+            self.delayed_fetches.complete_on_append()
+        elif not kinds:
+            self.delayed_fetches.poke_all()
         for kind in kinds or tuple(self._events):
             event = self._events[kind]
             with event.cond:

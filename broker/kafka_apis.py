@@ -38,6 +38,7 @@ from broker.api_messages import (BROKER_RESOURCE, CONSUMER_REPLICA_ID, GROUP_KEY
                                  LogDirDescription, ProduceResponse, ReplicasDescription, TopicMetadata,
                                  TopicsResponse)
 from broker.controller import Controller, TopicOutcome, TopicRequest
+from broker.delayed_fetch import Waker
 from broker.fetch_session import FetchSession
 from broker.fault_injection import AnswerDroppedForTest, FaultBudget
 from broker.forwarding import AdminCall, ControllerForwarder
@@ -126,44 +127,35 @@ class KafkaApis:
     # ---- fetch --------------------------------------------------------------------------------
 
     def fetch(self, request: FetchRequest, call: object, *, follower: bool = False, time_left_s: float | None = None,
-              caller_waiting: Callable[[], bool] = lambda: True, slots: StreamSlots | None = None,
-              session: FetchSession | None = None) -> list[FetchResult]:
+              caller_waiting: Callable[[], bool] = lambda: True, slots: StreamSlots | None = None) -> list[FetchResult]:
         """A consumer's fetch (``follower`` False) or a follower's (True: where its position is
-        recorded, by the Partition it reads), in its fetch ``session`` if it has one (a fetch stream).
-        A long poll holds a slot of its listener for ``call`` (``slots``, else the client or follower
-        listener's) and ends early when ``caller_waiting`` turns False or the broker stops."""
-        _check_fetch(request, follower, session is not None)
+        recorded, by the Partition it reads). A long poll holds a slot of its listener for ``call``
+        (``slots``, else the client or follower listener's) and ends early when ``caller_waiting``
+        turns False or the broker stops."""
+        _check_fetch(request, follower)
         started = time.monotonic()
         cap = self._fetch_max_bytes   # 0 asks for no limit: the broker's own limit then
-        parts = [FetchRequestPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
-                                       min(p.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES, cap),
-                                       p.last_fetched_epoch if follower else -1)
-                 for p in request.partitions]
-        wait_ms = max(request.max_wait_ms, 0)
-        if time_left_s is not None:
-            wait_ms = min(wait_ms, int(max(0.0, time_left_s - DEADLINE_MARGIN_S) * 1000))
+        parts = self._fetch_parts(request, follower)
+        wait_ms = _wait_ms(request, time_left_s)
         long_poll = wait_ms > 0 and request.min_bytes > 0   # it may hold its thread for wait_ms
         slots = slots or (self.follower_slots if follower else self.client_slots)
-        still_wanted = lambda: caller_waiting() and not self.stopping.is_set()  # noqa: E731
         with slots.hold(call, "a long-polling Fetch") if long_poll else contextlib.nullcontext():
-            if session is not None:
-                results = self._replica_manager.session_fetch(
-                    session, wait_ms, min(request.max_bytes or cap, cap), parts, request.forgotten,
-                    request.incremental, still_wanted)
-            else:
-                results = self._replica_manager.fetch(
-                    request.replica_id, wait_ms, request.min_bytes, min(request.max_bytes or cap, cap), parts,
-                    request.read_from_replica, still_wanted, None if follower else request.client_rack)
-        for r in results:
-            r.error = self._hint_for(r.topic, r.partition, r.error)
-        metrics.of(self.broker_id).fetch_answered(follower, started, results)
-        return results
+            results = self._replica_manager.fetch(
+                request.replica_id, wait_ms, request.min_bytes, min(request.max_bytes or cap, cap), parts,
+                request.read_from_replica, self._still_wanted(caller_waiting),
+                None if follower else request.client_rack)
+        return self._answered(results, follower, started)
 
     def replica_fetch_stream(self, requests: Iterable[FetchRequest], call: object,
                              caller_waiting: Callable[[], bool],
-                             time_left_s: Callable[[], float | None] = lambda: None) -> Iterator[list[FetchResult]]:
+                             time_left_s: Callable[[], float | None] = lambda: None,
+                             respond: Callable[[list[FetchResult]], None] | None = None,
+                             waker: Waker | None = None) -> Iterator[list[FetchResult]]:
         """A follower's fetch stream, in lock step: each request is answered before the next is read,
-        and before the stream's own deadline (``time_left_s``)."""
+        and before the stream's own deadline (``time_left_s``). Each answer is yielded once complete;
+        with ``respond`` it is first handed to ``respond`` by the thread that completed it: for a parked
+        fetch, the thread whose append fed it (broker/delayed_fetch.py), so ``respond`` must not block.
+        ``waker``: how this thread sleeps while a fetch is parked (by default, woken when it completes)."""
         session: FetchSession | None = None   # the stream's fetch session (KIP-227), from its first request
         with self.follower_slots.hold(call, "ReplicaFetchStream"):
             try:
@@ -172,13 +164,47 @@ class KafkaApis:
                         session = self._replica_manager.open_session(request.replica_id)
                     elif session.replica_id != request.replica_id:
                         raise MalformedRequestError("a fetch stream's requests must all come from one replica_id")
-                    yield self.fetch(request, call, follower=True, caller_waiting=caller_waiting,
-                                     time_left_s=time_left_s(), session=session)
+                    answers: list[list[FetchResult]] = []
+                    if not self._session_fetch(request, session, answers.append if respond is None
+                                               else lambda r: (answers.append(r), respond(r)),
+                                               caller_waiting, time_left_s(), waker):
+                        return   # the follower went, or the broker is stopping
+                    yield answers[0]
                     if not caller_waiting() or self.stopping.is_set():
                         return   # stopping: the follower reconnects, to the new leader
             finally:
                 if session is not None:
                     self._replica_manager.close_session(session)
+
+    def _session_fetch(self, request: FetchRequest, session: FetchSession,
+                       respond: Callable[[list[FetchResult]], None], caller_waiting: Callable[[], bool],
+                       time_left_s: float | None, waker: Waker | None) -> bool:
+        """One fetch of a stream, answered through ``respond`` (maybe on another thread, see
+        replica_fetch_stream); False when cancelled (the follower went or the broker is stopping)."""
+        _check_fetch(request, True, True)
+        started = time.monotonic()
+        cap = self._fetch_max_bytes
+        fetch = self._replica_manager.park_session_fetch(
+            session, _wait_ms(request, time_left_s), min(request.max_bytes or cap, cap),
+            self._fetch_parts(request, True), request.forgotten, request.incremental,
+            lambda results: respond(self._answered(results, True, started)), waker)
+        return self._replica_manager.await_fetch(fetch, self._still_wanted(caller_waiting))
+
+    def _fetch_parts(self, request: FetchRequest, follower: bool) -> list[FetchRequestPartition]:
+        cap = self._fetch_max_bytes   # 0 asks for no limit: the broker's own limit then
+        return [FetchRequestPartition(p.topic, p.partition, p.fetch_offset, p.current_leader_epoch,
+                                      min(p.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES, cap),
+                                      p.last_fetched_epoch if follower else -1)
+                for p in request.partitions]
+
+    def _still_wanted(self, caller_waiting: Callable[[], bool]) -> Callable[[], bool]:
+        return lambda: caller_waiting() and not self.stopping.is_set()
+
+    def _answered(self, results: list[FetchResult], follower: bool, started: float) -> list[FetchResult]:
+        for r in results:
+            r.error = self._hint_for(r.topic, r.partition, r.error)
+        metrics.of(self.broker_id).fetch_answered(follower, started, results)
+        return results
 
     def list_offsets(self, partitions: list[ListOffsetsPartition], read_from_replica: bool) -> list[ListOffsetsResult]:
         _check_count(len(partitions))
@@ -534,6 +560,14 @@ def _produce_refusal(request: ProduceRequest, p) -> KafkaError | None:
 def _check_count(n: int) -> None:
     if n > MAX_PARTITIONS_PER_REQUEST:
         raise MalformedRequestError(f"{n} partitions in one request; the limit is {MAX_PARTITIONS_PER_REQUEST}")
+
+
+def _wait_ms(request: FetchRequest, time_left_s: float | None) -> int:
+    """How long a fetch may long-poll: its max_wait_ms, within what is left of its caller's deadline."""
+    wait_ms = max(request.max_wait_ms, 0)
+    if time_left_s is not None:
+        wait_ms = min(wait_ms, int(max(0.0, time_left_s - DEADLINE_MARGIN_S) * 1000))
+    return wait_ms
 
 
 def _check_fetch(request: FetchRequest, follower: bool, in_session: bool = False) -> None:

@@ -19,6 +19,7 @@ import structlog
 from broker import metrics
 from broker.append_notifier import HIGH_WATERMARK, LOG_END, AppendNotifier
 from broker.config import BrokerSettings
+from broker.delayed_fetch import DelayedFetch, Waker
 from broker.fetch_session import FetchSession
 from broker.log import LogConfig, LogManager
 from broker.logging_setup import log_partitions
@@ -389,8 +390,22 @@ class ReplicaManager:
     def session_fetch(self, session: FetchSession, max_wait_ms: int, max_bytes: int,
                       partitions: list[FetchRequestPartition], forgotten: Iterable[tuple[str, int]],
                       incremental: bool, still_wanted: Callable[[], bool] = lambda: True) -> list[FetchResult]:
+        """park_session_fetch, waited for on this thread: the answer ([] if ``still_wanted`` turned False)."""
+        answers: list[list[FetchResult]] = []
+        fetch = self.park_session_fetch(session, max_wait_ms, max_bytes, partitions, forgotten, incremental,
+                                        answers.append)
+        self.await_fetch(fetch, still_wanted)
+        return answers[0] if answers else []
+
+    def park_session_fetch(self, session: FetchSession, max_wait_ms: int, max_bytes: int,
+                           partitions: list[FetchRequestPartition], forgotten: Iterable[tuple[str, int]],
+                           incremental: bool, respond: Callable[[list[FetchResult]], None],
+                           waker: Waker | None = None) -> DelayedFetch:
         """A follower's fetch in its session: read only the partitions that can say something new, answer
-        only those that do, and long-poll (on LOG_END, as fetch()) until one has records or an error."""
+        only those that do. With nothing to answer it long-polls, parked (broker/delayed_fetch.py) until an
+        append feeds it (the appending thread then answers it: ``respond`` must not block), an error or
+        metadata change, or its deadline. Answered at once when it can be (``respond`` on this thread). ``waker``:
+        how the fetch's own thread sleeps while it is parked (await_fetch)."""
         session.update(partitions, forgotten, incremental, self._lag_clock_ms())
         deadline = time.monotonic() + max(0, min(max_wait_ms, self._settings.fetch_max_wait_cap_ms)) / 1000
         reads: dict[tuple[str, int], FetchResult] = {}
@@ -415,8 +430,14 @@ class ReplicaManager:
             _tell_expansions(expansions)
             return found
 
-        self._notifier.wait_until(ready, deadline, still_wanted, on=LOG_END)
-        return session.answer(reads)
+        fetch = DelayedFetch(ready, lambda: session.answer(reads), respond, deadline, waker)
+        self._notifier.delayed_fetches.park(fetch)
+        return fetch
+
+    def await_fetch(self, fetch: DelayedFetch, still_wanted: Callable[[], bool]) -> bool:
+        """On the parked fetch's own thread: until it is answered (True) or cancelled because ``still_wanted``
+        turned False; raises what failed it on another thread."""
+        return self._notifier.delayed_fetches.await_completion(fetch, still_wanted)
 
     def _fetched_at(self, tp: tuple[str, int]) -> dict[int, int]:
         """Follower -> when its fetch session last fetched ``tp`` (for the ISR lag rule; fetch_session.py)."""

@@ -20,6 +20,8 @@ is refused with one warning line; the connection closes and the broker lives on.
 from __future__ import annotations
 
 import hmac
+import math
+import os
 import select
 import socket
 import struct
@@ -32,6 +34,7 @@ from google.protobuf.message import DecodeError
 
 from broker import grpc_translate as wire
 from broker.admission import SlotsExhaustedError
+from broker.delayed_fetch import DelayedFetch
 from broker.api_messages import FetchRequest
 from broker.inter_broker_auth import REFUSAL
 from broker.kafka_apis import KafkaApis
@@ -63,6 +66,25 @@ def send_frame(sock: socket.socket, kind: int, body: bytes) -> None:
     else:   # not concatenated: that would copy a megabyte answer once more
         sock.sendall(header)
         sock.sendall(body)
+
+
+def send_frame_now(sock: socket.socket, kind: int, body: bytes) -> tuple[bytes, bytes]:
+    """Send what of a small frame the socket takes without blocking; (header, body) left to send_rest."""
+    header = _HEADER.pack(len(body) + 1, kind)
+    if len(body) >= _SMALL:
+        return header, body
+    frame = header + body
+    try:
+        sent = sock.send(frame, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        sent = 0
+    return b"", frame[sent:]
+
+
+def send_rest(sock: socket.socket, rest: tuple[bytes, bytes]) -> None:
+    for part in rest:
+        if part:
+            sock.sendall(part)
 
 
 def set_timeouts(sock: socket.socket, timeout_s: float) -> None:
@@ -120,6 +142,13 @@ class FrameReader:
         return body
 
 
+def _drain(fd: int) -> None:
+    try:
+        os.eventfd_read(fd)
+    except BlockingIOError:
+        pass
+
+
 class ReplicationListener(SocketServer):
     """The leader's side: each connection is one follower's fetch stream, served on its own thread."""
 
@@ -146,9 +175,16 @@ class _FollowerConnection:
         self._close_lock = threading.Lock()
         self._greeted = False
         self._peer_checked_at = 0.0
+        self._unsent: tuple[bytes, bytes] = (b"", b"")   # of the latest answer: sent by this connection's thread
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         set_timeouts(sock, listener.limits.idle_ms / 1000)
         self._frames = FrameReader(sock)
+        # While a fetch is parked this thread sleeps in a poll of the socket (the follower's next FETCH comes
+        # once the answer went, whoever sent it) and of an eventfd (wake: an answer left half sent, a poke).
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poller = select.poll()   # not select(): a broker with 10,000 logs has descriptors past 1024
+        self._poller.register(sock, select.POLLIN)
+        self._poller.register(self._wake_fd, select.POLLIN)
 
     def start(self) -> None:
         threading.Thread(target=self._serve, name="replication-stream", daemon=True).start()
@@ -166,8 +202,9 @@ class _FollowerConnection:
         try:
             self._hello()
             log.info("replication_stream_accepted", peer=self._peer)
-            for results in apis.replica_fetch_stream(self._requests(), self, self._peer_open):
-                send_frame(self._sock, ANSWER, wire.fetch_response(results, apis.broker_id).SerializeToString())
+            for _ in apis.replica_fetch_stream(self._requests(), self, self._peer_open, respond=self._answer,
+                                               waker=self):
+                send_rest(self._sock, self._unsent)
         except (_Refusal, MalformedRequestError, SlotsExhaustedError, FrameError) as e:
             self._refuse(str(e))
         except (EOFError, OSError):
@@ -176,6 +213,33 @@ class _FollowerConnection:
             log.exception("replication_stream_failed", peer=self._peer, error=str(e))
         finally:
             self.close()
+            with self._close_lock:   # a late poke (a snapshot of the parked fetches) must not write a reused fd
+                os.close(self._wake_fd)
+                self._wake_fd = -1
+
+    # ---- a parked fetch's waker (broker/delayed_fetch.py): completion does not wake this thread --------------
+    wakes_on_completion = False
+
+    def wait(self, fetch: DelayedFetch, timeout: float) -> None:
+        for fd, _ in self._poller.poll(math.ceil(timeout * 1000)):
+            if fd == self._wake_fd:
+                _drain(self._wake_fd)
+            elif not fetch.completed:
+                fetch.cancel()   # the follower spoke before its answer, or went: either way it is not waiting
+
+    def wake(self) -> None:
+        with self._close_lock:
+            if self._wake_fd >= 0:
+                os.eventfd_write(self._wake_fd, 1)
+
+    def _answer(self, results) -> None:
+        """An answer, sent at once: often on the thread whose append completed the parked fetch (KafkaApis.
+        replica_fetch_stream), which must not block on a slow follower; what the socket does not take now,
+        this connection's own thread sends next."""
+        body = wire.fetch_response(results, self._listener.apis.broker_id).SerializeToString()
+        self._unsent = send_frame_now(self._sock, ANSWER, body)
+        if any(self._unsent):
+            self.wake()
 
     def _hello(self) -> None:
         # One deadline for the whole HELLO (the socket's timeout bounds each read only: a trickle would pass).
