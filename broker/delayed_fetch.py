@@ -91,16 +91,12 @@ class DelayedFetch(Generic[Answer]):
             return True
 
     def expire(self) -> None:
-        """The deadline passed: read once more and answer what there is (an empty answer too)."""
+        """The deadline passed: answer what the reads so far found (an empty answer too). Not read again:
+        a read consumes what changed since the last (a fetch session's marks), which the next fetch then
+        would not look at, and the answer would not carry."""
         with self._lock:
-            if self._completed:
-                return
-            try:
-                self._ready()
-            except Exception as e:  # noqa: BLE001
-                self._fail(e)
-                return
-            self._complete()
+            if not self._completed:
+                self._complete()
 
     def cancel(self) -> None:
         """Complete without an answer: the follower went, or the broker is stopping."""
@@ -133,13 +129,14 @@ class DelayedFetch(Generic[Answer]):
         return not self._cancelled
 
     def _complete(self) -> None:
-        self._completed = True
+        # Under the lock (so answered once). ``completed`` turns True only once respond returned: the owner,
+        # which reads it without the lock, then finds what respond left for it (a half-sent answer).
         try:
             self._respond(self._answer())
         except Exception as e:  # noqa: BLE001
             self.error = e
-            self._waker.wake()
-        if self._waker.wakes_on_completion:
+        self._completed = True
+        if self._waker.wakes_on_completion or self.error is not None:
             self._waker.wake()
 
     def _fail(self, error: BaseException) -> None:

@@ -120,10 +120,15 @@ class FetchSession:
 
     @staticmethod
     def read_is_stale(read: FetchResult, state: PartitionState | None) -> bool:
-        """A partition read earlier in this (long-polling) round: has its leader appended or moved since?"""
+        """A partition read earlier in this (long-polling) round: has its leader appended or moved since, or
+        its HW or log start? Each look takes the partition's mark: a change skipped here would be told to the
+        follower only when the partition next changed (the other follower's fetch moves the HW after this
+        one's read: its HW stayed one write behind)."""
         if state is None:
             return read.error is None
-        return read.error is None and (not state.is_leader or state.log_end_offset != read.log_end_offset)
+        return read.error is None and (not state.is_leader or state.log_end_offset != read.log_end_offset
+                                       or state.high_watermark != read.high_watermark
+                                       or state.log_start_offset != read.log_start_offset)
 
     def answer(self, reads: dict[TopicPartition, FetchResult]) -> list[FetchResult]:
         """The partitions worth answering, in the session's order; records what each was told."""

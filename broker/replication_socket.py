@@ -205,6 +205,7 @@ class _FollowerConnection:
             for _ in apis.replica_fetch_stream(self._requests(), self, self._peer_open, respond=self._answer,
                                                waker=self):
                 send_rest(self._sock, self._unsent)
+                self._unsent = (b"", b"")
         except (_Refusal, MalformedRequestError, SlotsExhaustedError, FrameError) as e:
             self._refuse(str(e))
         except (EOFError, OSError):

@@ -79,6 +79,9 @@ class Sender(threading.Thread):
         self._probe_bootstrap = config.first_to_bootstrap
         self._streams: dict[Address, StreamState] = {}
         self._answers: deque = deque()       # (stream, response, error) from the streams' reader threads
+        # Guards each stream's in_flight and the answers handed over: a reader thread settles an answer that
+        # is all success itself (_settled_on_reader), which pops its request.
+        self._lock = threading.Lock()
         self._correlation = itertools.count(1)
 
     def stop(self) -> None:
@@ -131,22 +134,49 @@ class Sender(threading.Thread):
     # ---- streams ------------------------------------------------------------------
 
     def _on_answer(self, stream: ProduceStream, response, error: KafkaError | None) -> None:
-        """Called on a stream's reader thread: hand over to the sender thread."""
-        self._answers.append((stream, response, error))
+        """Called on a stream's reader thread: settle a plain success here, hand anything else over to the
+        sender thread."""
+        request = None if response is None else self._settled_on_reader(stream, response)
+        if request is not None:
+            self._complete(stream.address, request, response)
+            return
+        with self._lock:
+            self._answers.append((stream, response, error))
         self._acc.wake()
 
-    def _handle_answers(self, now: float) -> None:
-        while self._answers:
-            stream, response, error = self._answers.popleft()
+    def _settled_on_reader(self, stream: ProduceStream, response) -> InFlightRequest | None:
+        """The oldest request of ``stream``, taken, if ``response`` answers it with success for every batch
+        and no earlier answer waits for the sender thread (answers settle in order). Settling it here wakes
+        the thread waiting on its records one thread hand-off sooner (the sender's, 0.04 ms per acks=all
+        write); an error, a retry, a dropped stream stay the sender thread's."""
+        if any(p.error_code != 0 for p in response.partitions):
+            return None
+        with self._lock:
             state = self._streams.get(stream.address)
-            if state is None or state.stream is not stream:
-                continue  # a stream already given up: its requests were retried
-            if response is None:
+            if self._answers or state is None or state.stream is not stream or not state.in_flight:
+                return None
+            request = state.in_flight[0]
+            if (request.correlation_id != response.correlation_id or {(b.topic, b.partition) for b in request.batches}
+                    != {(p.topic, p.partition) for p in response.partitions}):
+                return None
+            return state.in_flight.popleft()
+
+    def _handle_answers(self, now: float) -> None:
+        while True:
+            with self._lock:
+                if not self._answers:
+                    return
+                stream, response, error = self._answers.popleft()
+                state = self._streams.get(stream.address)
+                if state is None or state.stream is not stream:
+                    continue  # a stream already given up: its requests were retried
+                request = None if response is None else state.in_flight.popleft()
+            if request is None:
                 self._drop_stream(stream.address, error, now)
                 continue
-            request = state.in_flight.popleft()
             if request.correlation_id != response.correlation_id:  # the broker broke the ordering contract
-                state.in_flight.appendleft(request)
+                with self._lock:
+                    state.in_flight.appendleft(request)
                 self._drop_stream(stream.address, KafkaConnectionError(
                     f"answer {response.correlation_id} came while {request.correlation_id} was the oldest"), now)
                 continue
@@ -154,25 +184,32 @@ class Sender(threading.Thread):
 
     def _drop_stream(self, address: Address, error: KafkaError, now: float) -> None:
         """Close the stream; every request in flight on it has an unknown outcome and is retried."""
-        state = self._streams.pop(address)
-        state.stream.close()
-        if state.in_flight:
+        with self._lock:
+            state = self._streams.pop(address)
+            in_flight = list(state.in_flight)
+            state.in_flight.clear()
+        state.stream.close()   # joins its reader thread: not under the lock, which that thread may wait for
+        if in_flight:
             # Something was lost on the way: the leader may have moved. (An idle stream that closed
             # says nothing about leadership; the next send opens a new one.)
             self._metadata_stale = True
-        for request in state.in_flight:
+        for request in in_flight:
             self._client.trace("error", "Produce", address, self._client.broker_id_of(address), str(error))
             for b in request.batches:
                 self._retry_or_fail(b, error, now)
 
     def _expire_requests(self, now: float) -> None:
-        for address, state in list(self._streams.items()):
-            if state.in_flight and state.in_flight[0].deadline <= now:
-                self._drop_stream(address, RequestTimedOutError(
-                    f"no answer from {address[0]}:{address[1]} before the request timeout"), now)
+        with self._lock:
+            expired = [address for address, state in self._streams.items()
+                       if state.in_flight and state.in_flight[0].deadline <= now]
+        for address in expired:
+            self._drop_stream(address, RequestTimedOutError(
+                f"no answer from {address[0]}:{address[1]} before the request timeout"), now)
 
     def _next_deadline(self) -> float:
-        return min((s.in_flight[0].deadline for s in self._streams.values() if s.in_flight), default=float("inf"))
+        with self._lock:
+            return min((s.in_flight[0].deadline for s in self._streams.values() if s.in_flight),
+                       default=float("inf"))
 
     def _stream(self, address: Address) -> StreamState:
         state = self._streams.get(address)
@@ -297,7 +334,8 @@ class Sender(threading.Thread):
             for b in batches:
                 self._finish(b, None, -1)
             batches = []
-        state.in_flight.append(InFlightRequest(correlation_id, batches, now + cfg.request_timeout_ms / 1000 + 1))
+        with self._lock:   # before the send: its answer may come at once
+            state.in_flight.append(InFlightRequest(correlation_id, batches, now + cfg.request_timeout_ms / 1000 + 1))
         state.stream.send(request)
 
     def _complete(self, address: Address, request: InFlightRequest, response: kafka_pb2.ProduceResponse,

@@ -229,3 +229,16 @@ def test_a_big_metadata_change_syncs_once_and_a_small_one_fsyncs_as_it_goes(tmp_
                 assert syncs == [] and len(fsyncs) == 2 * count + 2 * len(led)
     finally:
         logs.close()
+
+
+def test_a_read_earlier_in_the_round_is_stale_once_the_hw_or_log_start_moved():
+    """Each look takes a partition's mark: a HW moved (by the other follower's fetch) after this round read the
+    partition must be read again, or the answer carries the old HW and nothing marks it for the next round
+    (a follower's HW stayed one write behind)."""
+    state = leader_state(0, leo=50, hw=49)
+    read = FetchResult(TOPIC, 0, None, high_watermark=49, log_start_offset=0, log_end_offset=50)
+    assert not FetchSession.read_is_stale(read, state)
+    state.high_watermark = 50
+    assert FetchSession.read_is_stale(read, state)
+    state.high_watermark, state.log_start_offset = 49, 10
+    assert FetchSession.read_is_stale(read, state)
