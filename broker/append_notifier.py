@@ -15,8 +15,8 @@ follower fetch that moved the HW woke the other follower's long poll, which
 re-read every partition it follows to find nothing new.
 
 A follower's fetch in a session (a fetch stream) does not wait on LOG_END: it
-parks in ``delayed_fetches`` (broker/delayed_fetch.py), which an append
-completes on the appending thread, before any waiter here wakes.
+parks in ``delayed_fetches`` (broker/delayed_fetch.py), which the replica
+manager's append completes on the appending thread, before any waiter here wakes.
 """
 
 from __future__ import annotations
@@ -43,11 +43,9 @@ class AppendNotifier:
         self.delayed_fetches = FetchPurgatory()
 
     def notify(self, *kinds: str) -> None:
-        """Wake the waiters of ``kinds`` (default: every kind: a metadata change). A log that grew completes
-        the parked fetches it feeds on this thread, first; a metadata change has them look on their own."""
-        if LOG_END in kinds:
-            self.delayed_fetches.complete_on_append()
-        elif not kinds:
+        """Wake the waiters of ``kinds`` (default: every kind: a metadata change, which also has the parked
+        fetches look again, each on its own thread)."""
+        if not kinds:
             self.delayed_fetches.poke_all()
         for kind in kinds or tuple(self._events):
             event = self._events[kind]

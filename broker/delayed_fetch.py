@@ -16,6 +16,10 @@ The rules, each a check below:
 - The completer never blocks on a follower: ``respond`` must not block (the transport's contract).
 - The completer's failure is the fetch's: an error while reading or answering is kept (``error``) and
   raised on the fetch's own thread, which ends that stream; the appender's produce goes on.
+- Only what is cheap runs on the appender: an append is checked against the fetches that hold its partition
+  (Kafka keys its purgatory by partition), and one whose round would read many partitions (a follower
+  outside the ISR reads every such partition each round, thousands after a restart) is poked instead: its
+  own thread then reads once for all the appends since, as every waiter did before.
 
 Plain Python with threads: tests drive it directly.
 """
@@ -28,6 +32,8 @@ from typing import Callable, Generic, Protocol, TypeVar
 
 Answer = TypeVar("Answer")
 POLL_S = 0.5   # the owner's longest sleep: it notices a follower gone, or the broker stopping, this often
+# What an append of one partition does to a parked fetch (``on_append``):
+COMPLETE, POKE, IGNORE = "complete", "poke", "ignore"   # try it on the appending thread; wake its own; nothing
 
 
 class Waker(Protocol):
@@ -61,8 +67,10 @@ class DelayedFetch(Generic[Answer]):
     cancel (nobody to answer)."""
 
     def __init__(self, ready: Callable[[], bool], answer: Callable[[], Answer],
-                 respond: Callable[[Answer], None], deadline: float, waker: Waker | None = None):
+                 respond: Callable[[Answer], None], deadline: float, waker: Waker | None = None,
+                 on_append: Callable[[object], str] = lambda key: COMPLETE):
         self.deadline = deadline            # monotonic
+        self.on_append = on_append          # an appended partition -> COMPLETE, POKE or IGNORE
         self.error: BaseException | None = None
         self._ready = ready
         self._answer = answer
@@ -146,9 +154,9 @@ class DelayedFetch(Generic[Answer]):
 
 
 class FetchPurgatory:
-    """The parked fetches. An append tries every one of them on the appending thread (``complete_on_append``);
-    a metadata change pokes them, so that each looks on its own thread (a big change would otherwise read
-    thousands of partitions on the metadata publisher's thread)."""
+    """The parked fetches. An append tries those it feeds on the appending thread (``complete_on_append``);
+    a metadata change pokes them all, so that each looks on its own thread (a big change would otherwise
+    read thousands of partitions on the metadata publisher's thread)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -175,12 +183,16 @@ class FetchPurgatory:
         finally:
             self.unwatch(fetch)
 
-    def complete_on_append(self) -> None:
+    def complete_on_append(self, key: object) -> None:
+        """``key`` (a partition) was appended to: each parked fetch says what that does to it."""
         with self._lock:
             watched = list(self._watched)
         for fetch in watched:
-            if fetch.try_complete():
+            action = fetch.on_append(key)
+            if action == COMPLETE and fetch.try_complete():
                 self.unwatch(fetch)
+            elif action == POKE:
+                fetch.poke()
 
     def poke_all(self) -> None:
         with self._lock:

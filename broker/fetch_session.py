@@ -77,6 +77,11 @@ class FetchSession:
             with self._marks_lock:
                 self._marked.add(tp)
 
+    def settled(self) -> bool:
+        """No partition is watched (read every round): a round reads only what changed, so an append may
+        complete a parked fetch of this session on the appending thread (broker/delayed_fetch.py)."""
+        return not self._watched
+
     def candidates(self, now_ms: int) -> list[TopicPartition]:
         """The partitions to examine now: the marked and the watched ones, or every one now and then."""
         with self._marks_lock:

@@ -19,7 +19,7 @@ import structlog
 from broker import metrics
 from broker.append_notifier import HIGH_WATERMARK, LOG_END, AppendNotifier
 from broker.config import BrokerSettings
-from broker.delayed_fetch import DelayedFetch, Waker
+from broker.delayed_fetch import COMPLETE, IGNORE, POKE, DelayedFetch, Waker
 from broker.fetch_session import FetchSession
 from broker.log import LogConfig, LogManager
 from broker.logging_setup import log_partitions
@@ -329,6 +329,8 @@ class ReplicaManager:
         result, hw_moved = hosted.append_as_leader(acks, batch, header, leader_epoch, self._clock_ms(),
                                                    self._fetched_at((topic, partition)))
         self._mark_changed((topic, partition))
+        if result.error is None:   # the followers' parked fetches of it: answered now, on this thread
+            self._notifier.delayed_fetches.complete_on_append((topic, partition))
         if hw_moved:   # a single-replica ISR: the append alone moves the HW
             self._notifier.notify(LOG_END, HIGH_WATERMARK)
         elif result.error is None:
@@ -430,7 +432,10 @@ class ReplicaManager:
             _tell_expansions(expansions)
             return found
 
-        fetch = DelayedFetch(ready, lambda: session.answer(reads), respond, deadline, waker)
+        def on_append(tp: tuple[str, int]) -> str:
+            return IGNORE if tp not in session.partitions else COMPLETE if session.settled() else POKE
+
+        fetch = DelayedFetch(ready, lambda: session.answer(reads), respond, deadline, waker, on_append)
         self._notifier.delayed_fetches.park(fetch)
         return fetch
 

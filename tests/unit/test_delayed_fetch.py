@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from broker.delayed_fetch import POLL_S, DelayedFetch, EventWaker, FetchPurgatory
+from broker.delayed_fetch import COMPLETE, IGNORE, POKE, POLL_S, DelayedFetch, EventWaker, FetchPurgatory
 from broker.fetch_session import FetchSession
 from broker.partition import FetchRequestPartition
-from tests.unit.test_replica_manager_replication import MAX_BYTES, TOPIC, Pair
+from tests.unit.test_replica_manager_replication import MAX_BYTES, TOPIC, TP, Pair
 
 
 class Parked:
@@ -58,11 +58,11 @@ def test_an_append_answers_a_parked_fetch_on_the_appending_thread():
     assert not p.fetch.completed and len(purgatory) == 1
     owner, out = _await_in_background(purgatory, p.fetch)
     p.arrive("a")
-    purgatory.complete_on_append()
+    purgatory.complete_on_append(TP)
     assert p.answers == [(["a"], threading.get_ident())], "answered by the appender, at once"
     owner.join(2)
     assert out == [True] and len(purgatory) == 0
-    purgatory.complete_on_append()
+    purgatory.complete_on_append(TP)
     assert len(p.answers) == 1, "answered twice"
 
 
@@ -95,7 +95,7 @@ def test_racing_completers_answer_once():
     def complete() -> None:
         start.wait()
         for _ in range(50):
-            purgatory.complete_on_append()
+            purgatory.complete_on_append(TP)
             p.fetch.try_complete()
             p.fetch.expire()
     threads = [threading.Thread(target=complete) for _ in range(8)]
@@ -136,7 +136,7 @@ def test_a_follower_gone_cancels_without_an_answer():
     owner.join(POLL_S * 3)
     assert out == [False] and p.answers == [] and len(purgatory) == 0
     p.arrive("late")
-    purgatory.complete_on_append()
+    purgatory.complete_on_append(TP)
     assert p.answers == [], "a cancelled fetch was answered"
 
 
@@ -150,7 +150,7 @@ def test_a_failure_on_the_appending_thread_is_the_fetchs_not_the_appenders(where
     purgatory.park(p.fetch)
     owner, out = _await_in_background(purgatory, p.fetch)
     p.arrive("a")
-    purgatory.complete_on_append()   # must not raise: it is a producer's append
+    purgatory.complete_on_append(TP)   # must not raise: it is a producer's append
     owner.join(2)
     assert out == [boom] and len(purgatory) == 0
 
@@ -185,7 +185,7 @@ def test_a_transport_that_sends_the_answer_is_not_woken_by_completion():
     p = Parked(waker=waker)
     purgatory.park(p.fetch)
     p.arrive("a")
-    purgatory.complete_on_append()
+    purgatory.complete_on_append(TP)
     assert len(p.answers) == 1 and waker.wakes == 0
     p.fetch.poke()
     assert waker.wakes == 1
@@ -215,3 +215,36 @@ def _parked_and_answered_by_the_append(pair: Pair) -> None:
     [result], thread = answers[0]
     assert thread == threading.get_ident() and result.topic == TOPIC and result.records
     assert leader.await_fetch(fetch, lambda: True) is True
+
+
+def test_an_append_tries_only_the_fetches_it_feeds_and_pokes_the_costly_ones():
+    """Kafka keys its purgatory by partition; a fetch whose round reads many partitions (a follower outside
+    the ISR: thousands after a restart) is poked, to read once on its own thread for many appends."""
+    purgatory = FetchPurgatory()
+    waker = CountingWaker()
+    actions = {("t", 0): COMPLETE, ("t", 1): POKE}
+    p = Parked(waker=waker)
+    p.fetch.on_append = lambda key: actions.get(key, IGNORE)
+    purgatory.park(p.fetch)
+    p.arrive("a")
+    purgatory.complete_on_append(("t", 2))
+    assert p.answers == [] and waker.wakes == 0 and p.reads == 1      # not its partition: not even read
+    purgatory.complete_on_append(("t", 1))
+    assert p.answers == [] and waker.wakes == 1 and p.reads == 1      # poked, not read on the appender
+    purgatory.complete_on_append(("t", 0))
+    assert [a for a, _ in p.answers] == [["a"]]
+
+
+def test_a_session_with_a_watched_partition_is_not_settled(tmp_path):
+    pair = Pair(tmp_path, 1)
+    try:
+        leader = pair.brokers[1].replicas
+        session = leader.open_session(2)
+        wrong_epoch = [FetchRequestPartition(TOPIC, 0, 0, pair.epoch + 5, MAX_BYTES, -1)]   # an error: watched
+        leader.session_fetch(session, 0, MAX_BYTES, wrong_epoch, [], incremental=False)
+        assert not session.settled()
+        at_end = [FetchRequestPartition(TOPIC, 0, 0, pair.epoch, MAX_BYTES, -1)]
+        leader.session_fetch(session, 0, MAX_BYTES, at_end, [], incremental=True)
+        assert session.settled()
+    finally:
+        pair.close()
