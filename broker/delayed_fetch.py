@@ -41,7 +41,8 @@ class Waker(Protocol):
     the answer itself) only by ``wake`` and by what it watches (a socket poll: the follower's next request)."""
     wakes_on_completion: bool
 
-    def wait(self, fetch: "DelayedFetch", timeout: float) -> None: ...
+    def wait(self, fetch: "DelayedFetch", timeout: float) -> bool:
+        """Sleep up to ``timeout``; True when woken by ``wake``."""
 
     def wake(self) -> None: ...
 
@@ -52,9 +53,10 @@ class EventWaker:
     def __init__(self) -> None:
         self._event = threading.Event()
 
-    def wait(self, fetch: "DelayedFetch", timeout: float) -> None:
-        self._event.wait(timeout)
+    def wait(self, fetch: "DelayedFetch", timeout: float) -> bool:
+        woken = self._event.wait(timeout)
         self._event.clear()   # a wake lost here is harmless: the owner looks again right after
+        return woken
 
     def wake(self) -> None:
         self._event.set()
@@ -125,13 +127,14 @@ class DelayedFetch(Generic[Answer]):
             if left <= 0:
                 self.expire()
                 break
-            self._waker.wait(self, min(left, POLL_S))
+            woken = self._waker.wait(self, min(left, POLL_S))
             if self._completed:
                 break
             if not still_wanted():
                 self.cancel()
                 break
-            self.try_complete()
+            if woken:   # a poke: something changed. Not after a mere timeout: a round outside the ISR reads
+                self.try_complete()   # thousands of partitions, and nothing asked for it
         if self.error is not None:
             raise self.error
         return not self._cancelled

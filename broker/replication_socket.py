@@ -221,12 +221,15 @@ class _FollowerConnection:
     # ---- a parked fetch's waker (broker/delayed_fetch.py): completion does not wake this thread --------------
     wakes_on_completion = False
 
-    def wait(self, fetch: DelayedFetch, timeout: float) -> None:
+    def wait(self, fetch: DelayedFetch, timeout: float) -> bool:
+        woken = False
         for fd, _ in self._poller.poll(math.ceil(timeout * 1000)):
             if fd == self._wake_fd:
                 _drain(self._wake_fd)
+                woken = True
             elif not fetch.completed:
                 fetch.cancel()   # the follower spoke before its answer, or went: either way it is not waiting
+        return woken
 
     def wake(self) -> None:
         with self._close_lock:

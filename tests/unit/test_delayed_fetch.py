@@ -248,3 +248,13 @@ def test_a_session_with_a_watched_partition_is_not_settled(tmp_path):
         assert session.settled()
     finally:
         pair.close()
+
+
+def test_a_sleep_that_merely_timed_out_does_not_read_again():
+    """Between pokes the owner only sleeps: a round of a follower outside the ISR reads thousands of partitions,
+    and a read per sleep doubled the leaders' work while a restarted broker rejoined every ISR."""
+    purgatory = FetchPurgatory()
+    p = Parked(wait_s=3 * POLL_S)
+    purgatory.park(p.fetch)
+    assert purgatory.await_completion(p.fetch, lambda: True) is True
+    assert p.reads == 1 and [a for a, _ in p.answers] == [[]]
