@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import sys
 import tomllib
 from pathlib import Path
@@ -181,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return supervise(child, args.id, args.restart_delay)
 
     from broker.broker import Broker, PortInUseError
+    from broker.supervisor import SignalWakeup
     from broker.log.manager import (DataDirLockedError, DataDirUnusableError, InconsistentDataDirError,
                                     UnformattedDataDirError)
     from broker.storage_format import rejoin_hint
@@ -190,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(args.id, args.log_format)
     broker = Broker(cluster, args.id)
-    signal.signal(signal.SIGTERM, lambda *_: broker.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: broker.request_stop())
+    # Not an Event set from the handler: a second SIGTERM landing while the first handler held the Event's
+    # lock deadlocked the main thread on it (honcho signals the supervisor and its broker, and the supervisor
+    # forwards one more), and honcho killed the broker 5 s later, before its clean stop.
+    stop_signals = SignalWakeup()
     try:
         broker.start()
     except (PortInUseError, DataDirLockedError, DataDirUnusableError, InconsistentDataDirError,
@@ -206,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     except KafkaStorageError as e:   # a data dir that cannot be read or written at start-up
         print(f"kbroker: error: {e}", file=sys.stderr)
         return EXIT_LOG_DIR_FAILURE
-    broker.wait()
+    while stop_signals.stop_signal is None:
+        stop_signals.wait(None)
     broker.stop()
     return 0
 

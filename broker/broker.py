@@ -428,12 +428,6 @@ class Broker:
         for stopped in [server.stop(grace=grace_s) for server in servers]:
             stopped.wait(grace_s + 1.0)
 
-    def wait(self) -> None:
-        self._stop.wait()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
     def stop(self) -> None:
         """Graceful stop: controlled shutdown (leaderships move first), refuse new RPCs, close logs cleanly."""
         self._stop.set()

@@ -59,15 +59,17 @@ def _describe(returncode: int) -> str:
         return f"killed by signal {-returncode}"
 
 
-class _Wakeup:
-    """The stop signal received, if any, and a pipe that becomes readable on every signal."""
+class SignalWakeup:
+    """The stop signal received, if any, and a pipe that becomes readable on every signal. The broker's main
+    thread waits on it too (broker/__main__.py): its handlers take no lock, so a second SIGTERM landing
+    inside the first one's handling cannot deadlock the thread on its own lock."""
 
     def __init__(self) -> None:
         self.stop_signal: int | None = None
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)  # set_wakeup_fd requires it
-        self._old_wakeup_fd = signal.set_wakeup_fd(self._write_fd)
+        self._old_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)  # a flood fills it
         # SIGCHLD needs a Python handler (a no-op here) for its byte to reach the pipe.
         self._old_handlers = {sig: signal.signal(sig, self._on_signal)
                               for sig in (*_STOP_SIGNALS, signal.SIGCHLD)}
@@ -99,7 +101,7 @@ class _Wakeup:
         os.close(self._write_fd)
 
 
-def _wait_child(proc: subprocess.Popen[bytes], wakeup: _Wakeup, stop_grace_s: float) -> int:
+def _wait_child(proc: subprocess.Popen[bytes], wakeup: SignalWakeup, stop_grace_s: float) -> int:
     """Wait for the child to exit; once a stop is asked for, pass the signal on and
     give the child ``stop_grace_s`` to stop before it is killed."""
     deadline: float | None = None
@@ -122,7 +124,7 @@ def supervise(child_argv: list[str], broker_id: int, restart_delay_s: float,
               *, stop_grace_s: float = STOP_GRACE_S) -> int:
     """Run ``child_argv`` and start it again ``restart_delay_s`` after each exit the
     supervisor did not cause; return the supervisor's own exit code."""
-    wakeup = _Wakeup()
+    wakeup = SignalWakeup()
     try:
         quick_deaths = 0
         while wakeup.stop_signal is None:
