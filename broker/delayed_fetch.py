@@ -188,6 +188,8 @@ class FetchPurgatory:
 
     def complete_on_append(self, key: object) -> None:
         """``key`` (a partition) was appended to: each parked fetch says what that does to it."""
+        if not self._watched:   # every produce comes here; a fetch parking now tries itself once watched
+            return
         with self._lock:
             watched = list(self._watched)
         for fetch in watched:

@@ -165,9 +165,12 @@ class KafkaApis:
                     elif session.replica_id != request.replica_id:
                         raise MalformedRequestError("a fetch stream's requests must all come from one replica_id")
                     answers: list[list[FetchResult]] = []
-                    if not self._session_fetch(request, session, answers.append if respond is None
-                                               else lambda r: (answers.append(r), respond(r)),
-                                               caller_waiting, time_left_s(), waker):
+
+                    def answered(results: list[FetchResult]) -> None:
+                        answers.append(results)
+                        if respond is not None:
+                            respond(results)
+                    if not self._session_fetch(request, session, answered, caller_waiting, time_left_s(), waker):
                         return   # the follower went, or the broker is stopping
                     yield answers[0]
                     if not caller_waiting() or self.stopping.is_set():

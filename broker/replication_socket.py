@@ -61,11 +61,8 @@ class FrameError(Exception):
 
 def send_frame(sock: socket.socket, kind: int, body: bytes) -> None:
     header = _HEADER.pack(len(body) + 1, kind)
-    if len(body) < _SMALL:
-        sock.sendall(header + body)
-    else:   # not concatenated: that would copy a megabyte answer once more
-        sock.sendall(header)
-        sock.sendall(body)
+    # A large body is not concatenated: that would copy a megabyte answer once more.
+    send_rest(sock, (b"", header + body) if len(body) < _SMALL else (header, body))
 
 
 def send_frame_now(sock: socket.socket, kind: int, body: bytes) -> tuple[bytes, bytes]:

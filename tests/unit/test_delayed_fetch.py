@@ -133,7 +133,7 @@ def test_a_follower_gone_cancels_without_an_answer():
     wanted = [True]
     owner, out = _await_in_background(purgatory, p.fetch, lambda: wanted[0])
     wanted[0] = False
-    owner.join(POLL_S * 3)
+    owner.join(4)   # before the 5 s deadline, whose answer would make it True
     assert out == [False] and p.answers == [] and len(purgatory) == 0
     p.arrive("late")
     purgatory.complete_on_append(TP)
@@ -162,7 +162,7 @@ def test_a_metadata_poke_has_the_owner_look_on_its_own_thread():
     owner, out = _await_in_background(purgatory, p.fetch)
     p.arrive("error")
     purgatory.poke_all()
-    owner.join(POLL_S / 2)   # well before the owner's own periodic look
+    owner.join(4)   # before the 5 s deadline: only the poke has it read again before then
     assert out == [True] and [t for _, t in p.answers] == [owner.ident]
 
 
