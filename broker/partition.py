@@ -180,7 +180,10 @@ class Partition:
             if new_term:
                 # KIP-279: the new epoch starts at our log end, so followers can find where the old one ended.
                 self.log.assign_leader_epoch(reg.leader_epoch)
-            self.log.write_high_watermark(self.state.high_watermark, durable=False)   # a hint: clamped when read
+        # No HW checkpoint here (Kafka's makeLeader writes none either): the periodic one (housekeeping) has it
+        # within replica.high.watermark.checkpoint.interval.ms, and a checkpoint is only a floor, clamped when
+        # read. A failover at 10,000 partitions wrote thousands of files on the publisher's thread, each a few
+        # GIL hand-offs, and held every leadership change of the broker back by seconds.
         return new_term
 
     def assign_leader_epoch_ahead(self, reg: PartitionRegistration) -> None:
@@ -195,8 +198,7 @@ class Partition:
         """True if the leader or its epoch changed (the fetcher must move)."""
         with self.lock:
             new_term = self.state.become_follower(reg)
-            self.log.write_high_watermark(self.state.high_watermark, durable=False)   # a hint: clamped when read
-        return new_term
+        return new_term   # no HW checkpoint here either (make_leader)
 
     def follows(self, leader_id: int, leader_epoch: int) -> bool:
         s = self.state

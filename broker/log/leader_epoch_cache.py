@@ -111,7 +111,8 @@ class LeaderEpochCache:
         if len(removed) > 1 or (removed and removed[0].start_offset != start_offset):
             log.warning("leader_epoch_cache_rewound", file=str(self.path), epoch=epoch,
                         start_offset=start_offset, removed=[(e.epoch, e.start_offset) for e in removed])
-        log.info("leader_epoch_assigned", file=str(self.path), epoch=epoch, start_offset=start_offset)
+        if durable:   # not durable: one of many new leaderships, each logged by became_leader(s) with its epoch
+            log.info("leader_epoch_assigned", file=str(self.path), epoch=epoch, start_offset=start_offset)
         return True
 
     def truncate_from_end(self, end_offset: int, durable: bool = True) -> None:

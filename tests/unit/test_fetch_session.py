@@ -7,6 +7,8 @@ The pure session is driven with hand-made partition states; the replication test
 
 from __future__ import annotations
 
+import threading
+
 from broker.fetch_session import FetchSession
 from broker.metadata.image import PartitionRegistration
 from broker.partition import FetchRequestPartition, FetchResult
@@ -227,6 +229,58 @@ def test_a_big_metadata_change_syncs_once_and_a_small_one_fsyncs_as_it_goes(tmp_
                 assert (syncs, fsyncs) == ([tmp_path], [])
             else:   # per new log: partition.metadata and its folder; per new leader: its epoch file and folder
                 assert syncs == [] and len(fsyncs) == 2 * count + 2 * len(led)
+    finally:
+        logs.close()
+
+
+def test_a_failover_of_many_partitions_writes_only_their_leader_epochs_several_at_a_time(tmp_path, monkeypatch):
+    """Broker 1 takes over the partitions broker 2 led (a kill -9 of broker 2): it writes each new leader epoch
+    (KIP-279), several at once (a broker under load hands the GIL away at each of a write's system calls, and
+    one at a time a 10,000-partition failover took seconds), and nothing else: no HW checkpoint (the periodic
+    one has it), neither for its new leaderships nor for the partitions it goes on following."""
+    import broker.log.leader_epoch_cache as epoch_cache
+    import broker.log.log as log_module
+    from broker.append_notifier import AppendNotifier
+    from broker.config import BrokerSettings
+    from broker.log import LogManager
+    from broker.metadata.image import MetadataImage, apply_batch
+    from broker.metadata.records import ChangePartition, CreateTopic, RegisterBroker, UnfenceBroker
+    from broker.replica_manager import _FILE_STEP_WORKERS, ReplicaManager
+    from client.record_batch import build_batch
+    count = 4 * _FILE_STEP_WORKERS   # broker 2 leads half: 2 * workers new leaderships, enough to run in parallel
+    logs = LogManager(tmp_path, BrokerSettings().log)
+    logs.open(0)
+    image = apply_batch(MetadataImage("c"), [RegisterBroker(b, "127.0.0.1", 9000 + b, f"i{b}") for b in (1, 2, 3)]
+                        + [UnfenceBroker(b, 0) for b in (1, 2, 3)]
+                        + [CreateTopic("t", "id-t", tuple(((2, 1, 3), (3, 1, 2))[p % 2] for p in range(count)),
+                                       {})])[0]
+    metadata = type("Metadata", (), {"image": image})()
+    replicas = ReplicaManager(1, logs, metadata, BrokerSettings(), AppendNotifier())
+    written: list[str] = []
+    both_in_flight = threading.Barrier(2, timeout=5)   # the first two epoch writes must overlap, or time out
+    real_write = epoch_cache.write_atomically
+
+    def recording(path, text, durable=True):
+        with lock:
+            written.append(path.name)
+            first_two = len(written) <= 2
+        if first_two:
+            both_in_flight.wait()
+        real_write(path, text, durable)
+    lock = threading.Lock()
+    try:
+        assert replicas.on_metadata_change(MetadataImage("c"), image) == []
+        for hosted in replicas.hosted_partitions().values():   # one record each, which the HW passed
+            hosted.log.append_as_follower(build_batch([(None, b"v", 1000)]), 0)
+            hosted.state.high_watermark = 1
+        monkeypatch.setattr(epoch_cache, "write_atomically", recording)
+        monkeypatch.setattr(log_module, "write_offset_checkpoint", lambda *a, **k: written.append("HW"))
+        old, metadata.image = image, apply_batch(image, [
+            ChangePartition("t", "id-t", p, image.partition("t", p).partition_epoch, 1 if p % 2 == 0 else 3,
+                            (1, 3)) for p in range(count)])[0]
+        assert replicas.on_metadata_change(old, metadata.image) == []
+        assert sorted(replicas.led_partitions("t")) == list(range(0, count, 2))
+        assert written == ["leader-epoch-checkpoint"] * (count // 2)
     finally:
         logs.close()
 
