@@ -67,13 +67,18 @@ def sync_filesystem(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_directory(directory: Path) -> None:
-    """Make file creations, renames and deletions in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Make ``path`` durable: a file's data (one written with durable=False), or a folder's entries."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make file creations, renames and deletions in ``directory`` durable."""
+    fsync_path(directory)
 
 
 def write_offset_checkpoint(path: Path, value: int, durable: bool = True) -> None:

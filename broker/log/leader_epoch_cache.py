@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from broker.log.checkpoint import write_atomically
+from broker.log.checkpoint import fsync_directory, fsync_path, write_atomically
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +47,9 @@ class LeaderEpochCache:
     # False when the file was missing or garbled at load: the owning log may then
     # rebuild the entries from its batches' partition_leader_epoch fields.
     file_ok: bool = field(default=False, init=False)
+    # A write not fsynced yet (durable=False): flush() makes it durable before the log's recovery point
+    # passes the batches it describes (an unclean start re-learns the epochs of batches past that point).
+    _unflushed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self._entries, self.file_ok = _load(self.path)
@@ -111,7 +114,8 @@ class LeaderEpochCache:
         if len(removed) > 1 or (removed and removed[0].start_offset != start_offset):
             log.warning("leader_epoch_cache_rewound", file=str(self.path), epoch=epoch,
                         start_offset=start_offset, removed=[(e.epoch, e.start_offset) for e in removed])
-        if durable:   # not durable: one of many new leaderships, each logged by became_leader(s) with its epoch
+        if durable:   # not durable: one of many at once (a failover's new leaderships, told by became_leader(s);
+            # a follower's copies of its leaders' epochs, thousands of partitions after a failover)
             log.info("leader_epoch_assigned", file=str(self.path), epoch=epoch, start_offset=start_offset)
         return True
 
@@ -147,6 +151,14 @@ class LeaderEpochCache:
         lines = [str(FILE_VERSION), str(len(self._entries))]
         lines += [f"{e.epoch} {e.start_offset}" for e in self._entries]
         write_atomically(self.path, "\n".join(lines) + "\n", durable)
+        self._unflushed = not durable
+
+    def flush(self) -> None:
+        """fsync the file and its folder if a write since the last flush was not."""
+        if self._unflushed:
+            fsync_path(self.path)
+            fsync_directory(self.path.parent)
+            self._unflushed = False
 
 
 def _load(path: Path) -> tuple[list[EpochEntry], bool]:

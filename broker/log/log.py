@@ -173,10 +173,28 @@ class PartitionLog:
             entries = self._epoch_entries_from_batches()
             log.warning("leader_epoch_cache_rebuilt", dir=str(self._directory), entries=len(entries))
             cache.replace_all(entries, durable)
+        else:
+            # Past the recovery point the epochs were written without an fsync (append_as_follower): an
+            # unclean stop may have lost the newest. Their batches carry them (Kafka's LogSegment.recover).
+            for epoch, start_offset in self._epochs_past_recovery_point(cache.latest_epoch):
+                cache.assign(epoch, start_offset, durable)
         # Epochs whose batches did not survive (torn tail) or were deleted are dropped (an epoch a leader
         # started without writing anything starts at the log end: dropped too, as Kafka's LogLoader does).
         cache.truncate_from_end(self.log_end_offset, durable)
         cache.truncate_from_start(self.log_start_offset, durable)
+
+    def _epochs_past_recovery_point(self, latest_epoch: int) -> list[tuple[int, int]]:
+        """(epoch, first offset) of each epoch newer than ``latest_epoch`` among the batches that end at or
+        past the recovery point (none after a clean stop: the recovery point is the log end)."""
+        found = []
+        for seg in self._segments:
+            if seg.next_offset <= self._recovery_point:
+                continue
+            for _, h in seg.iter_headers():
+                if h.last_offset >= self._recovery_point and h.partition_leader_epoch > latest_epoch:
+                    found.append((h.partition_leader_epoch, h.base_offset))
+                    latest_epoch = h.partition_leader_epoch
+        return found
 
     def _epoch_entries_from_batches(self) -> list[EpochEntry]:
         entries: list[EpochEntry] = []
@@ -326,7 +344,11 @@ class PartitionLog:
             with self._storage_errors("append"):
                 for b in parsed:
                     if b.header.partition_leader_epoch >= 0:
-                        self._epoch_cache.assign(b.header.partition_leader_epoch, b.header.base_offset)
+                        # Not fsynced here (a failover brings thousands of partitions a new epoch at once, each
+                        # two fsyncs on the fetcher's thread); durable before the recovery point passes these
+                        # batches (_flush_up_to), and re-learned from them by an unclean start before that.
+                        self._epoch_cache.assign(b.header.partition_leader_epoch, b.header.base_offset,
+                                                 durable=False)
                 self._append_batches(batches, parsed, now_ms)
             return AppendInfo(parsed[0].header.base_offset, parsed[-1].header.last_offset, len(batches))
 
@@ -407,10 +429,12 @@ class PartitionLog:
             self._unflushed_batches = 0
 
     def _flush_up_to(self, offset: int) -> None:
-        """fsync every segment holding batches in [recovery_point, offset); advance the recovery point."""
+        """fsync every segment holding batches in [recovery_point, offset), and the epochs they carry;
+        advance the recovery point."""
         for seg in self._segments:
             if seg.base_offset < offset and seg.next_offset > self._recovery_point:
                 seg.flush()
+        self._epoch_cache.flush()
         if offset > self._recovery_point:
             self._recovery_point = offset
             write_offset_checkpoint(self._directory / RECOVERY_POINT_FILE, offset)

@@ -230,6 +230,53 @@ def test_epoch_file_lost_or_garbled_is_rebuilt_from_the_batches(crashed_log, ope
     assert (log_dir / "leader-epoch-checkpoint").read_text() == "0\n2\n1 0\n2 5\n"
 
 
+def test_a_follower_epoch_lost_with_an_os_crash_is_learned_again_from_its_batches(open_log, make_batch, log_dir,
+                                                                                 tmp_path, monkeypatch):
+    """A follower writes the leader epochs it copies without an fsync (a failover brings thousands of
+    partitions a new one at once). An OS crash may lose that write; the unclean start learns the epochs
+    again from the batches past the recovery point, where Kafka's LogSegment.recover finds them too."""
+    import broker.log.checkpoint as checkpoint
+    fsynced: list[int] = []
+    real_fsync = checkpoint.os.fsync
+    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    leader = open_log(LogConfig(segment_bytes=400), directory=tmp_path / "leader" / "orders-0")
+    for i in range(6):
+        leader.append_as_leader(make_batch(tag=i), 1 if i < 2 else 4, 0)
+    follower = open_log(LogConfig(segment_bytes=10_000))
+    follower.append_as_follower(leader.read(0, 1 << 20, 2), now_ms=0)        # epoch 1: offsets 0-1
+    before_crash = (log_dir / "leader-epoch-checkpoint").read_text()
+    fsynced.clear()
+    follower.append_as_follower(leader.read(2, 1 << 20), now_ms=0)           # epoch 4 from offset 2
+    assert fsynced == []                                                       # not on the fetcher's thread
+    assert follower.end_offset_for_epoch(1) == (1, 2)
+    follower.close(clean=False)
+    (log_dir / "leader-epoch-checkpoint").write_text(before_crash)             # the OS crash lost the write
+    follower = open_log(LogConfig(segment_bytes=10_000))
+    assert [(e.epoch, e.start_offset) for e in follower.epoch_entries] == [(1, 0), (4, 2)]
+    assert follower.end_offset_for_epoch(1) == (1, 2)
+
+
+def test_a_follower_epoch_is_made_durable_before_the_recovery_point_passes_its_batches(open_log, make_batch,
+                                                                                      log_dir, tmp_path,
+                                                                                      monkeypatch):
+    """Below the recovery point an unclean start does not look at the batches again: the epochs they carry
+    must be durable by then (the file fsynced at the flush that moves the recovery point)."""
+    import broker.log.leader_epoch_cache as epoch_cache
+    flushed: list[str] = []
+    real = epoch_cache.fsync_path
+    monkeypatch.setattr(epoch_cache, "fsync_path", lambda path: (flushed.append(path.name), real(path))[1])
+    leader = open_log(LogConfig(), directory=tmp_path / "leader" / "orders-0")
+    for i in range(3):
+        leader.append_as_leader(make_batch(tag=i), 2, 0)
+    follower = open_log(LogConfig())
+    follower.append_as_follower(leader.read(0, 1 << 20), now_ms=0)
+    assert flushed == []
+    follower.flush()
+    assert flushed == ["leader-epoch-checkpoint"] and follower.recovery_point == 3
+    follower.flush()                                        # nothing new since: no second fsync
+    assert flushed == ["leader-epoch-checkpoint"]
+
+
 def test_leftover_temp_files_are_removed(crashed_log, open_log, log_dir):
     crashed_log()
     (log_dir / "high-watermark-checkpoint.tmp").write_text("0\n")
