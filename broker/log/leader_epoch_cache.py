@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from broker.log.checkpoint import fsync_directory, fsync_path, write_atomically
+from broker.log.checkpoint import fsync_directory, fsync_path, write_checkpoint
 
 log = structlog.get_logger(__name__)
 
@@ -150,7 +150,7 @@ class LeaderEpochCache:
     def _write(self, durable: bool = True) -> None:
         lines = [str(FILE_VERSION), str(len(self._entries))]
         lines += [f"{e.epoch} {e.start_offset}" for e in self._entries]
-        write_atomically(self.path, "\n".join(lines) + "\n", durable)
+        write_checkpoint(self.path, "\n".join(lines) + "\n", durable)
         self._unflushed = not durable
 
     def flush(self) -> None:

@@ -258,7 +258,7 @@ def test_a_failover_of_many_partitions_writes_only_their_leader_epochs_several_a
     replicas = ReplicaManager(1, logs, metadata, BrokerSettings(), AppendNotifier())
     written: list[str] = []
     both_in_flight = threading.Barrier(2, timeout=5)   # the first two epoch writes must overlap, or time out
-    real_write = epoch_cache.write_atomically
+    real_write = epoch_cache.write_checkpoint
 
     def recording(path, text, durable=True):
         with lock:
@@ -273,7 +273,7 @@ def test_a_failover_of_many_partitions_writes_only_their_leader_epochs_several_a
         for hosted in replicas.hosted_partitions().values():   # one record each, which the HW passed
             hosted.log.append_as_follower(build_batch([(None, b"v", 1000)]), 0)
             hosted.state.high_watermark = 1
-        monkeypatch.setattr(epoch_cache, "write_atomically", recording)
+        monkeypatch.setattr(epoch_cache, "write_checkpoint", recording)
         monkeypatch.setattr(log_module, "write_offset_checkpoint", lambda *a, **k: written.append("HW"))
         old, metadata.image = image, apply_batch(image, [
             ChangePartition("t", "id-t", p, image.partition("t", p).partition_epoch, 1 if p % 2 == 0 else 3,

@@ -303,3 +303,12 @@ def test_damage_after_a_clean_close_is_still_caught(open_log, make_batch, log_di
     assert plog.log_end_offset == 8
     assert plog.read(0, 1 << 20) == expected[:-last_size]
     assert plog.append_as_leader(make_batch(), 0, 0).base_offset == 8
+
+
+def test_an_epoch_file_torn_by_a_kill_mid_write_is_rebuilt_from_the_batches(crashed_log, open_log, log_dir):
+    """Epoch files written in place (durable=False) may be left with the new entries over a longer old text,
+    the tail not cut yet: the count line then disagrees with the lines, and the cache is rebuilt."""
+    crashed_log()
+    (log_dir / "leader-epoch-checkpoint").write_text("0\n1\n1 0\n2 5\n")   # "0\n1\n1 0\n" over "0\n2\n1 0\n2 5\n"
+    plog = open_log()
+    assert [(e.epoch, e.start_offset) for e in plog.epoch_entries] == [(1, 0), (2, 5)]
