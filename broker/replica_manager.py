@@ -65,10 +65,10 @@ def _run_steps(steps: list[tuple[tuple[str, int], Callable[[], None]]], workers:
 
 
 # A failover's new leaderships each write a file (the leader epoch checkpoint, KIP-279) before one sync makes
-# them durable. Each write is four system calls, and each lets the broker's busy threads (fetchers, produce
-# requests) take the GIL for up to a switch interval (5 ms): one at a time, 1,667 new leaderships took 2 ms
-# apiece on the publisher's thread at 10,000 partitions, and held every leadership change back by seconds.
-# Several at a time, their waits overlap.
+# them durable. Each write is a few system calls, and at each the broker's busy threads (fetchers, produce
+# requests) may take the GIL for up to a switch interval (5 ms): one at a time, 1,667 new leaderships took 1-2 ms
+# apiece on the publisher's thread at 10,000 partitions (then with a new file and a rename each), and held every
+# leadership change of the broker back by seconds. Several at a time, their waits overlap.
 _FILE_STEP_WORKERS = 8
 
 
