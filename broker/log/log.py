@@ -175,26 +175,17 @@ class PartitionLog:
             cache.replace_all(entries, durable)
         else:
             # Past the recovery point the epochs were written without an fsync (append_as_follower): an
-            # unclean stop may have lost the newest. Their batches carry them (Kafka's LogSegment.recover).
-            for epoch, start_offset in self._epochs_past_recovery_point(cache.latest_epoch):
-                cache.assign(epoch, start_offset, durable)
+            # unclean stop may have lost the newest. Their batches carry them, found by the segments' recovery
+            # (Kafka's LogSegment.recover); none after a clean stop, which recovers nothing.
+            for seg in self._segments:
+                for epoch, start_offset in seg.recovered_epoch_starts:
+                    if epoch > cache.latest_epoch:
+                        cache.assign(epoch, start_offset, durable)
+                seg.recovered_epoch_starts = []
         # Epochs whose batches did not survive (torn tail) or were deleted are dropped (an epoch a leader
         # started without writing anything starts at the log end: dropped too, as Kafka's LogLoader does).
         cache.truncate_from_end(self.log_end_offset, durable)
         cache.truncate_from_start(self.log_start_offset, durable)
-
-    def _epochs_past_recovery_point(self, latest_epoch: int) -> list[tuple[int, int]]:
-        """(epoch, first offset) of each epoch newer than ``latest_epoch`` among the batches that end at or
-        past the recovery point (none after a clean stop: the recovery point is the log end)."""
-        found = []
-        for seg in self._segments:
-            if seg.next_offset <= self._recovery_point:
-                continue
-            for _, h in seg.iter_headers():
-                if h.last_offset >= self._recovery_point and h.partition_leader_epoch > latest_epoch:
-                    found.append((h.partition_leader_epoch, h.base_offset))
-                    latest_epoch = h.partition_leader_epoch
-        return found
 
     def _epoch_entries_from_batches(self) -> list[EpochEntry]:
         entries: list[EpochEntry] = []

@@ -77,6 +77,9 @@ class LogSegment:
     # the index entry (up to ~25 at index.interval.bytes 4096, 0.15 ms of an acks=all write's 1.4 here). A new
     # tuple per append, so a reader never sees one half changed; emptied by a truncation.
     _recent: tuple[tuple[int, int], ...] = ()
+    # After recover(): (epoch, base offset) where the batches' leader epoch rises, for the log's epoch cache
+    # (Kafka's LogSegment.recover assigns them): an epoch written without an fsync may have been lost.
+    recovered_epoch_starts: list[tuple[int, int]] = field(default_factory=list)
 
     # ---- creating and opening ------------------------------------------------
 
@@ -181,6 +184,7 @@ class LogSegment:
         self.index.replace_all(scan.index_entries)
         self._next_offset = scan.next_offset
         self._largest_timestamp = scan.largest_timestamp
+        self.recovered_epoch_starts = scan.epoch_starts
         self._after_load()
         return cut
 
@@ -203,6 +207,8 @@ class LogSegment:
                 since = 0
             since += header.size
             result.largest_timestamp = max(result.largest_timestamp, header.max_timestamp)
+            if header.partition_leader_epoch > (result.epoch_starts[-1][0] if result.epoch_starts else -1):
+                result.epoch_starts.append((header.partition_leader_epoch, header.base_offset))
             pos += header.size
             expected = header.next_offset
             result.end, result.next_offset = pos, expected
@@ -398,6 +404,7 @@ class _ScanResult:
     largest_timestamp: int = NO_TIMESTAMP
     index_entries: list[tuple[int, int]] = field(default_factory=list)
     problem: str | None = None    # why the scan stopped before the end, if it did
+    epoch_starts: list[tuple[int, int]] = field(default_factory=list)   # (epoch, base offset) where each rises
 
 
 @dataclass

@@ -257,6 +257,7 @@ def test_a_failover_of_many_partitions_writes_only_their_leader_epochs_several_a
     metadata = type("Metadata", (), {"image": image})()
     replicas = ReplicaManager(1, logs, metadata, BrokerSettings(), AppendNotifier())
     written: list[str] = []
+    lock = threading.Lock()
     both_in_flight = threading.Barrier(2, timeout=5)   # the first two epoch writes must overlap, or time out
     real_write = epoch_cache.write_checkpoint
 
@@ -267,7 +268,6 @@ def test_a_failover_of_many_partitions_writes_only_their_leader_epochs_several_a
         if first_two:
             both_in_flight.wait()
         real_write(path, text, durable)
-    lock = threading.Lock()
     try:
         assert replicas.on_metadata_change(MetadataImage("c"), image) == []
         for hosted in replicas.hosted_partitions().values():   # one record each, which the HW passed
