@@ -86,10 +86,15 @@ def create_and_wait(cluster: Cluster, via: BrokerProcess, topic: str, partitions
     """Create ``topic`` and wait until every running broker sees every partition led by a live broker."""
     result = create_topic_via(via, topic, partitions, replication_factor)
     assert result.error_code == common_pb2.NONE, result
+
+    def shows_it_led(r) -> bool:
+        # Another broker applies the new topic when its Raft log catches up: until then its answer says
+        # UNKNOWN_TOPIC_OR_PARTITION, which is a reason to wait, not a failure (a loaded CI machine showed it).
+        t = next((t for t in r.topics if t.name == topic), None)
+        return (t is not None and t.error_code == common_pb2.NONE and len(t.partitions) == partitions
+                and all(p.leader_id in alive_ids(r) for p in t.partitions))
     for b in cluster.running():
-        wait_metadata(b, lambda r: len(ps := partitions_of(r, topic)) == partitions
-                      and all(p.leader_id in alive_ids(r) for p in ps.values()),
-                      10, f"{topic} with {partitions} led partitions", [topic])
+        wait_metadata(b, shows_it_led, 10, f"{topic} with {partitions} led partitions", [topic])
 
 
 def leader_not_controller(cluster: Cluster, controller_id: int, topic: str) -> tuple[BrokerProcess, dict]:
