@@ -64,6 +64,7 @@ import grpc
 from bench.run import CLUSTER_CONFIG, VALUE, git_commit, machine, proc_memory_mb
 from bench.stats import failover_window
 from broker.kafka_apis import MAX_PARTITIONS_PER_REQUEST
+from broker.logging_setup import parse_partition_ranges
 from broker.metadata.topic_rules import MAX_PARTITIONS_PER_TOPIC
 from client import Admin, Producer
 from client.errors import KafkaError
@@ -489,21 +490,27 @@ def leaders(cluster: Cluster, layout: Layout, deadline: float) -> tuple[dict[Top
 
 
 def elected_at(cluster: Cluster, partitions: set[TopicPartition], since_wall: float) -> float | None:
-    """Wall-clock time of the last of ``partitions``' first new leaders after ``since_wall``, from the brokers'
-    ``leader_elected`` events (the controller logs one per partition, naming when its batch committed): to the
-    millisecond, where a Metadata poll at 10,000 partitions is late by up to a poll's 100-200 ms. None if a
-    partition has no such event."""
+    """Wall-clock time of the last of ``partitions``' first new leaders after ``since_wall``, from the controller's
+    ``leader_elected`` events (and ``leaders_elected``, one per topic of a big batch), which name when their batch
+    committed: to the millisecond, where a Metadata poll at 10,000 partitions is late by up to a poll's 100-200 ms.
+    None if a partition has no such event."""
     first: dict[TopicPartition, float] = {}
     for b in cluster.brokers.values():
         with open(b.log_path, "rb") as f:
             for line in f:
-                if b'"leader_elected"' not in line:
+                if b'_elected"' not in line:
                     continue
                 e = json.loads(line)
-                tp = (e.get("topic"), e.get("partition"))
+                if e.get("event") == "leader_elected":
+                    elected = [e.get("partition")]
+                elif e.get("event") == "leaders_elected":
+                    elected = parse_partition_ranges(e.get("partition_ranges", ""))
+                else:
+                    continue
                 at = e["committed_at_ms"] / 1000
-                if tp in partitions and at >= since_wall:
-                    first[tp] = min(first.get(tp, at), at)
+                for tp in ((e.get("topic"), p) for p in elected):
+                    if tp in partitions and at >= since_wall:
+                        first[tp] = min(first.get(tp, at), at)
     return max(first.values()) if len(first) == len(partitions) else None
 
 

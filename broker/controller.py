@@ -52,6 +52,10 @@ log = structlog.get_logger(__name__)
 
 TICK_S = 0.05
 RECONCILE_RETRY_S = 1.0   # a reconciliation whose fix could not be committed is tried again after this
+# A batch's new leaders, one event each, or one per topic when many (logging_setup.log_partitions): a failover
+# at 10,000 partitions wrote 3,338 leader_elected lines, 1.7 s of the controller's CPU, while every broker
+# was applying that batch.
+_ELECTION_EVENT_BULK = {"leader_elected": "leaders_elected", "partition_offline": "partitions_offline"}
 PREFERRED, UNCLEAN = 0, 1
 
 
@@ -240,6 +244,7 @@ class Controller:
         # take a few hundred ms to write, and the last one's own timestamp would say the batch came later).
         committed_at_ms = int(time.time() * 1000)
         isr_only: list[dict] = []
+        elected: dict[str, list[dict]] = {"leader_elected": [], "partition_offline": []}
         for c in batch:
             if not isinstance(c, ChangePartition):
                 continue
@@ -250,9 +255,12 @@ class Controller:
                 isr_only.append(dict(topic=c.topic, partition=c.partition, leader=new.leader,
                                      leader_epoch=new.leader_epoch, isr=list(new.isr), previous_leader=old.leader))
                 continue
-            log.info("leader_elected" if new.leader >= 0 else "partition_offline", topic=c.topic,
-                     partition=c.partition, leader=new.leader, leader_epoch=new.leader_epoch, isr=list(new.isr),
-                     previous_leader=old.leader, committed_at_ms=committed_at_ms)
+            elected["leader_elected" if new.leader >= 0 else "partition_offline"].append(dict(
+                topic=c.topic, partition=c.partition, leader=new.leader, leader_epoch=new.leader_epoch,
+                isr=list(new.isr), previous_leader=old.leader))
+        for event, each in elected.items():
+            log_partitions(log, event, _ELECTION_EVENT_BULK[event], each, ("leader", "leader_epoch", "previous_leader"),
+                           committed_at_ms=committed_at_ms)
         log_partitions(log, "isr_changed", "isrs_changed", isr_only)
 
     # ---- commits ------------------------------------------------------------------

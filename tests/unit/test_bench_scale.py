@@ -3,12 +3,13 @@ producer's failover window per partition, the victim choice, the table. No proce
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 
 import pytest
 
-from bench.scale import (COLUMNS, SizeResult, cpu_percent, format_table, percentile, pick_victim,
+from bench.scale import (COLUMNS, SizeResult, cpu_percent, elected_at, format_table, percentile, pick_victim,
                          producer_window, stat_ticks, step_timeout, topic_layout)
 from broker.metadata.topic_rules import MAX_PARTITIONS_PER_TOPIC
 
@@ -147,3 +148,33 @@ def test_a_step_that_fails_after_its_deadline_is_a_timeout_and_one_that_fails_be
     with pytest.raises(StepFailed) as early_failure:
         run_step("w2", early, 30, {})
     assert early_failure.value.status == "error" and "refused" in early_failure.value.reason
+
+
+# ---- led again: read from the controller's election events ----------------------------------------------
+
+
+class _LoggedBroker:
+    def __init__(self, log_path):
+        self.log_path = log_path
+
+
+class _LoggedCluster:
+    def __init__(self, *paths):
+        self.brokers = {i: _LoggedBroker(p) for i, p in enumerate(paths, 1)}
+
+
+def test_led_again_reads_single_and_per_topic_election_events_and_takes_each_partitions_first(tmp_path):
+    """A big batch's elections are one leaders_elected per topic (logging_setup.log_partitions); a small one's
+    leader_elected each. 'Led again' is the last partition's first election after the kill."""
+    def event(**fields) -> str:
+        return json.dumps(fields) + "\n"
+    (tmp_path / "b1.log").write_text(
+        event(event="leader_elected", topic="a", partition=0, committed_at_ms=90_000)     # before the kill
+        + event(event="leaders_elected", topic="a", partitions=3, partition_ranges="0-1,5", committed_at_ms=101_000)
+        + "not json at all, no election\n"
+        + event(event="leader_elected", topic="b", partition=2, committed_at_ms=102_500))
+    (tmp_path / "b2.log").write_text(event(event="leader_elected", topic="a", partition=5, committed_at_ms=103_000))
+    cluster = _LoggedCluster(tmp_path / "b1.log", tmp_path / "b2.log")
+    assert elected_at(cluster, {("a", 0), ("a", 5), ("b", 2)}, since_wall=100.0) == 102.5
+    assert elected_at(cluster, {("a", 0), ("a", 1)}, since_wall=100.0) == 101.0
+    assert elected_at(cluster, {("a", 2)}, since_wall=100.0) is None    # never elected: no guess
