@@ -26,8 +26,8 @@ ROUTINE_EVENTS = frozenset({
     "log_opened", "log_created", "log_closed", "logs_loaded", "became_follower", "isr_updated", "became_followers",
     "isrs_updated", "leader_epoch_assigned", "offsets_partition_loaded", "offsets_partition_unloaded",
     "broker_fenced_state", "metadata_caught_up", "group_stored", "isr_expand_requested", "isr_expands_requested",
-    "alter_partition_committed", "alter_partitions_committed", "replica_fetch_error", "kafka_listener_started",
-    "registration_refused", "replication_stream_accepted"})
+    "alter_partition_committed", "alter_partitions_committed", "replica_fetch_error", "replica_fetch_errors",
+    "kafka_listener_started", "registration_refused", "replication_stream_accepted"})
 INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
 
 # One change touching more partitions of a topic than this in the same way logs one event for them: a broker

@@ -35,6 +35,7 @@ import structlog
 
 from broker import metrics
 from broker.config import BrokerSettings
+from broker.logging_setup import log_partitions
 from broker.replica_manager import FetchResult, ReplicaManager
 from broker.replication_socket import ReplicationSocketStream
 from client.bidi_stream import BidiStream, StreamEnded
@@ -184,6 +185,7 @@ class ReplicaFetcherThread:
             log.debug("leader_unreachable", leader=self.leader_id, code=str(code))
             return False
         ok = True
+        refused: list[dict] = []
         for p in response.partitions:
             tp = (p.topic, p.partition)
             epoch = partitions.get(tp)
@@ -193,13 +195,14 @@ class ReplicaFetcherThread:
             if fetched.error is None:   # the lag is computed at scrape time, from our log end then
                 metrics.of(self.broker_id).fetched_from_leader(tp, self.leader_id, epoch, fetched.log_end_offset)
             else:
-                log.info("replica_fetch_error", topic=p.topic, partition=p.partition, leader=self.leader_id,
-                         error=fetched.error.name)
+                refused.append(dict(topic=p.topic, partition=p.partition, error=fetched.error.name))
             applied = self._replica_manager.on_fetched(tp, self.leader_id, epoch, fetched)
             if not applied and self._session is not None:
                 # Not taken (an error, a failed append): named again next time, so the leader reads it again.
                 self._session.pop(tp, None)
             ok = applied and ok
+        # After a leadership moves, thousands of partitions answer NOT_LEADER_OR_FOLLOWER in one round.
+        log_partitions(log, "replica_fetch_error", "replica_fetch_errors", refused, ("error",), leader=self.leader_id)
         with self._lock:
             # Their positions may have moved (an append, a truncation): the next request compares them.
             self._dirty.update((p.topic, p.partition) for p in response.partitions)

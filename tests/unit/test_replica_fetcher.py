@@ -1,9 +1,14 @@
-"""The fetcher's watchdog decision: a stream whose answer is overdue is cancelled, no sooner."""
+"""The fetcher's watchdog decision (a stream whose answer is overdue is cancelled, no sooner), what its fetch
+session names, and what a round's refused partitions log."""
 
 from __future__ import annotations
 
+import structlog
+
 from broker.config import BrokerSettings
+from broker.logging_setup import PARTITION_EVENTS_PER_CHANGE_UP_TO
 from broker.replica_fetcher import ANSWER_GRACE_S, ReplicaFetcherThread
+from client.protocol.v1 import common_pb2, kafka_pb2
 
 
 class RecordingStream:
@@ -84,3 +89,44 @@ def test_after_a_full_first_request_a_session_names_only_what_moved_and_what_was
     assert named(next_request()) == (True, [("t", 0, 11)], [])
     t._stream, t._session = None, None                       # the stream broke: the next request is full again
     assert named(next_request()) == (False, [("t", 0, 11), ("t", 1, 12), ("t", 7, 0)], [])
+
+
+# ---- what a round's refused partitions log -------------------------------------------------------------------
+
+
+class Refusing:
+    """Stands in for the replica manager: every fetched partition is refused (on_fetched False)."""
+
+    def __init__(self):
+        self.fetched = []
+
+    def on_fetched(self, tp, leader_id, epoch, fetched) -> bool:
+        self.fetched.append((tp, fetched.error.name if fetched.error else None))
+        return fetched.error is None
+
+
+def test_a_round_of_many_refused_partitions_is_one_event_per_topic_and_a_few_are_an_event_each():
+    """After a leadership moves, thousands of partitions answer NOT_LEADER_OR_FOLLOWER in one round: a line each
+    was 5,434 lines on one broker at a controlled shutdown of 10,000 partitions (logging_setup.log_partitions)."""
+    manager = Refusing()
+    t = ReplicaFetcherThread(2, 1, ("127.0.0.1", 1), manager, BrokerSettings(), None)
+    many = PARTITION_EVENTS_PER_CHANGE_UP_TO + 1
+    answers = ([("big", p, common_pb2.NOT_LEADER_OR_FOLLOWER) for p in range(many)]
+               + [("small", 3, common_pb2.FENCED_LEADER_EPOCH), ("small", 4, common_pb2.NONE)])
+    response = kafka_pb2.FetchResponse(partitions=[
+        kafka_pb2.FetchPartitionResponse(topic=topic, partition=p, error_code=code) for topic, p, code in answers])
+    t._round_trip = lambda request: response
+    with structlog.testing.capture_logs() as logs:
+        assert not t._fetch_once(kafka_pb2.FetchRequest(), {(topic, p): 0 for topic, p, _ in answers})
+    assert len(manager.fetched) == many + 2     # every partition still handed on, errors too
+    assert [(e["event"], e["topic"], e["partitions"], e["first_error"], e["leader"]) for e in logs] == [
+        ("replica_fetch_errors", "big", many, "NOT_LEADER_OR_FOLLOWER", 1),
+        ("replica_fetch_errors", "small", 1, "FENCED_LEADER_EPOCH", 1)]
+    assert logs[0]["partition_ranges"] == f"0-{many - 1}" and logs[1]["partition_ranges"] == "3"
+    del response.partitions[:2]
+    with structlog.testing.capture_logs() as logs:   # PARTITION_EVENTS_PER_CHANGE_UP_TO refused in all: the
+        t._fetch_once(kafka_pb2.FetchRequest(), {(topic, p): 0 for topic, p, _ in answers})   # per-topic rule
+    assert [(e["event"], e.get("partitions")) for e in logs] == [("replica_fetch_errors", many - 2),
+                                                                ("replica_fetch_error", None)]
+    assert logs[-1] == {"event": "replica_fetch_error", "log_level": "info", "topic": "small", "partition": 3,
+                        "error": "FENCED_LEADER_EPOCH", "leader": 1}
