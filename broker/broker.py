@@ -39,6 +39,7 @@ from broker.alter_partition import AlterPartitionManager
 from broker.append_notifier import AppendNotifier
 from broker.config import BrokerAddress, BrokerSettings, ClusterConfig
 from broker.gc_pauses import GcPauses
+from broker.logging_setup import flush_logs
 from broker.controller import Controller
 from broker.inter_broker_auth import BrokerOnly, broker_token, with_token
 from broker.invariants import InvariantViolation, set_violation_handler
@@ -398,6 +399,7 @@ class Broker:
         """No grace and no answer: the state the answers would come from is wrong."""
         log.critical("broker_halting", reason="invariant_violated", invariant=error.name, error=str(error),
                      exit_code=EXIT_INVARIANT_VIOLATED)
+        flush_logs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(EXIT_INVARIANT_VIOLATED)
@@ -411,6 +413,7 @@ class Broker:
         except Exception:  # noqa: BLE001 - halting anyway
             log.exception("halt_grace_failed")
         finally:
+            flush_logs()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(EXIT_LOG_DIR_FAILURE)
