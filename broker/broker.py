@@ -39,13 +39,13 @@ from broker.alter_partition import AlterPartitionManager
 from broker.append_notifier import AppendNotifier
 from broker.config import BrokerAddress, BrokerSettings, ClusterConfig
 from broker.gc_pauses import GcPauses
-from broker.logging_setup import flush_logs
 from broker.controller import Controller
 from broker.inter_broker_auth import BrokerOnly, broker_token, with_token
 from broker.invariants import InvariantViolation, set_violation_handler
 from broker.lifecycle import BrokerLifecycleManager
 from broker.log import LogManager
 from broker.log.log_dir_failure import LogDirFailure
+from broker.logging_setup import flush_logs
 from broker.log.meta_properties import MetaProperties, mark_voter
 from broker.metadata.quorum import MetadataQuorum
 from broker.metadata_publisher import MetadataPublisher

@@ -116,10 +116,12 @@ class LineWriter:
     """Writes log lines on a thread of its own, all that wait in one write, so that logging costs its thread
     the formatting only. A broker's threads wrote each line themselves, a system call at which the other busy
     threads could take the GIL for up to a switch interval: 0.19 ms a line beside two busy threads, against
-    0.04 ms queued (``/tmp/lat/logconvoy.py``), and 0.6 to 7 ms a line in the controller while a restarted
-    broker rejoined 10,000 ISRs (timed per batch of events). A line waits for the writer's next turn, a few
-    ms under load; ``flush`` waits until everything logged before it is written (logging.shutdown at exit,
-    and a halt, call it), so only a kill -9 can lose the last few ms of lines, as with any buffered log."""
+    0.047 ms queued (``/tmp/lat/logconvoy.py``), and 0.6 to 7 ms a line in the controller while a restarted
+    broker rejoined 10,000 ISRs (timed per batch of events). Not logging.handlers.QueueListener: it writes
+    (and flushes) each record on its own, so under that load its thread would fall behind by a switch
+    interval per line; here a turn writes everything that waits. A line waits for the writer's next turn, a
+    few ms under load; ``flush`` waits until everything logged before it is written (logging.shutdown at
+    exit, and a halt, call it), so only a kill -9 can lose the last few ms of lines, as with any buffered log."""
 
     def __init__(self, stream: TextIO):
         self._stream = stream
