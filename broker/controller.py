@@ -244,7 +244,7 @@ class Controller:
         # take a few hundred ms to write, and the last one's own timestamp would say the batch came later).
         committed_at_ms = int(time.time() * 1000)
         isr_only: list[dict] = []
-        elected: dict[str, list[dict]] = {"leader_elected": [], "partition_offline": []}
+        elected: dict[str, list[dict]] = {event: [] for event in _ELECTION_EVENT_BULK}
         for c in batch:
             if not isinstance(c, ChangePartition):
                 continue
