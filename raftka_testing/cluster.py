@@ -45,27 +45,41 @@ TEST_PORTS = range(10000, 19000)
 _port_rng = random.Random()
 
 
+def worker_ports(worker: str | None = None, count: int | None = None) -> range:
+    """This pytest-xdist worker's share of TEST_PORTS. A probe only shows a port free; another worker could
+    pick it in the second between the probe and the broker's bind (that failed a start with "port in use"),
+    so the workers of one run never pick from the same ports."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) if count is None else count
+    if count <= 1 or not worker.startswith("gw") or not worker[2:].isdigit():
+        return TEST_PORTS
+    share = len(TEST_PORTS) // count
+    start = TEST_PORTS.start + int(worker[2:]) % count * share
+    return range(start, start + share)
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports from TEST_PORTS: every probe socket stays open until all are
-    chosen, so two workers picking at once cannot both take one."""
+    """``n`` distinct free loopback ports from this worker's share of TEST_PORTS: every probe socket stays
+    open until all are chosen, so no two of them are the same."""
     sockets: list[socket.socket] = []
+    ports = worker_ports()
     try:
         for _ in range(200 * n):
             if len(sockets) == n:
                 break
             s = socket.socket()
             try:
-                s.bind(("127.0.0.1", _port_rng.choice(TEST_PORTS)))
+                s.bind(("127.0.0.1", _port_rng.choice(ports)))
             except OSError:   # in use (or in TIME_WAIT): another pick
                 s.close()
                 continue
             sockets.append(s)
         if len(sockets) < n:
-            raise RuntimeError(f"could not find {n} free ports in {TEST_PORTS.start}-{TEST_PORTS.stop - 1}")
+            raise RuntimeError(f"could not find {n} free ports in {ports.start}-{ports.stop - 1}")
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:

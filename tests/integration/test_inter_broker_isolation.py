@@ -30,7 +30,9 @@ from tests.integration.cluster import (CLUSTER_ID, CLUSTER_SECRET, BrokerProcess
 STREAM_CAP = BrokerSettings().grpc_max_concurrent_streams   # the default, 32: the "32+ producer streams"
 STREAMS_PER_BROKER = STREAM_CAP + 8
 LONG_POLLS_PER_BROKER = 2
-LAG_MS = SESSION_MS = 2000
+# Short enough that refused fetch streams (the defect) shrink the ISR well within the hold, long enough
+# that a follower starved of CPU by a neighbouring test under `make test -n 2` is not (2 s was, once).
+LAG_MS = SESSION_MS = 3000
 HOLD_S = 3 * LAG_MS / 1000
 CONFIG = {"replica.lag.time.max.ms": LAG_MS, "broker.session.timeout.ms": SESSION_MS, "min.insync.replicas": 2}
 TOPIC = "isolated"
