@@ -21,6 +21,12 @@ A stream is also a fetch session (KIP-227, broker/fetch_session.py): its first
 request names every partition, later ones only those whose position moved and
 those dropped, and the leader answers only partitions with something new, so
 an idle partition costs neither side anything per round.
+
+A partition the leader refuses (NOT_LEADER_OR_FOLLOWER, a leader epoch it does
+not know yet, ...) sits out replica.fetch.backoff.ms and is dropped from the
+session meanwhile, while the thread's other partitions keep fetching: Kafka's
+AbstractFetcherThread.delayPartitions. A new leader epoch for it ends its wait.
+Only a round trip that fails as a whole (the leader unreachable) stops the thread.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ WATCHDOG_INTERVAL_S = 0.5
 # the partitions marked as possibly moved (set, removed, answered): a safety net, O(partitions) but cheap.
 FULL_CHECK_INTERVAL_S = 10.0
 FetchKey = tuple[int, int, int]   # (fetch offset, last fetched epoch, leader epoch) as sent in a session
+# A thread with nothing to ask for looks again after this, or when a partition is set or a backoff ends.
+IDLE_WAIT_S = 0.5
 # An answer later than the long poll's wait plus this is overdue: the call is cancelled.
 ANSWER_GRACE_S = 5.0
 
@@ -73,6 +81,8 @@ class ReplicaFetcherThread:
         # Partitions whose position may have moved since it was sent: set, removed, or in the last answer.
         self._dirty: set[TopicPartition] = set()
         self._next_full_check = 0.0   # when every partition's position is compared with the session again
+        # Refused partitions sitting out their backoff -> until when (monotonic s); not fetched meanwhile.
+        self._delayed: dict[TopicPartition, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -86,6 +96,8 @@ class ReplicaFetcherThread:
 
     def set(self, tp: TopicPartition, leader_epoch: int) -> None:
         with self._lock:
+            if self._partitions.get(tp) != leader_epoch:
+                self._delayed.pop(tp, None)   # what was refused at the old epoch may be served at this one
             self._partitions[tp] = leader_epoch
             self._dirty.add(tp)
         self._wake.set()
@@ -94,6 +106,7 @@ class ReplicaFetcherThread:
         """Drop ``tp``; True if the thread follows nothing any more."""
         with self._lock:
             self._partitions.pop(tp, None)
+            self._delayed.pop(tp, None)
             self._dirty.add(tp)
             return not self._partitions
 
@@ -120,12 +133,11 @@ class ReplicaFetcherThread:
     def _run(self) -> None:
         backoff_s = self._settings.replica_fetch_backoff_ms / 1000
         while not self._stop.is_set():
-            with self._lock:
-                partitions = dict(self._partitions)
-                dirty, self._dirty = self._dirty, set()
-            request = self._build_request(partitions, dirty)
-            if request is None:
-                self._wake.wait(0.5)
+            now = time.monotonic()
+            partitions, dirty, delayed = self._take_round(now)
+            request = self._build_request(partitions, dirty, delayed)
+            if request is None:   # nothing to ask for until something is set, or the first wait ends
+                self._wake.wait(min([IDLE_WAIT_S] + [until - now for until in delayed.values()]))
                 self._wake.clear()
                 continue
             try:
@@ -138,10 +150,23 @@ class ReplicaFetcherThread:
         if self._stream is not None:
             self._stream.close()
 
-    def _build_request(self, partitions: dict[TopicPartition, int],
-                       dirty: set[TopicPartition]) -> kafka_pb2.FetchRequest | None:
+    def _take_round(self, now: float) -> tuple[dict[TopicPartition, int], set[TopicPartition],
+                                               dict[TopicPartition, float]]:
+        """What this round fetches: the partitions, those marked since the last round (with those whose
+        backoff ended by ``now``, to be named again), and those still sitting out theirs."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            for tp in [tp for tp, until in self._delayed.items() if until <= now]:
+                del self._delayed[tp]
+                dirty.add(tp)
+            return dict(self._partitions), dirty, dict(self._delayed)
+
+    def _build_request(self, partitions: dict[TopicPartition, int], dirty: set[TopicPartition],
+                       delayed: dict[TopicPartition, float] | None = None) -> kafka_pb2.FetchRequest | None:
         """The next request: a full one (every partition), or in the stream's session only the partitions
-        whose position changed and the ones dropped; None when there is nothing to fetch."""
+        whose position changed and the ones dropped; None when there is nothing to fetch. A ``delayed``
+        partition is left out, and dropped from the session, so the leader stops reading it meanwhile."""
+        delayed = delayed or {}
         session = self._session if self._stream is not None and self._settings.replica_fetch_stream else None
         now = time.monotonic()
         if session is None or now >= self._next_full_check:
@@ -150,9 +175,10 @@ class ReplicaFetcherThread:
                 dirty = set(partitions) | set(session)
         wanted, forgotten = [], []
         for tp in (partitions if session is None else dirty):
-            epoch = partitions.get(tp)
+            epoch = None if tp in delayed else partitions.get(tp)
             position = None if epoch is None else self._replica_manager.fetch_position(tp, self.leader_id, epoch)
-            if position is None:   # not ours to fetch (any more): the metadata moved on, the manager reassigns it
+            # Not ours to fetch (any more: the metadata moved on, the manager reassigns it), or sitting out a backoff.
+            if position is None:
                 if session is not None and session.pop(tp, None) is not None:
                     forgotten.append(kafka_pb2.FetchForgotten(topic=tp[0], partition=tp[1]))
                 continue
@@ -177,15 +203,16 @@ class ReplicaFetcherThread:
                                       incremental=session is not None, forgotten=forgotten)
 
     def _fetch_once(self, request: kafka_pb2.FetchRequest, partitions: dict[TopicPartition, int]) -> bool:
-        """One round trip; False when the leader could not be asked or refused some partition."""
+        """One round trip; False when the leader could not be asked. A partition it refused, or whose answer
+        could not be applied, sits out replica.fetch.backoff.ms; the others fetch on."""
         try:
             response = self._round_trip(request)
         except (grpc.RpcError, StreamEnded) as e:
             code = e.code() if isinstance(e, grpc.RpcError) else (str(e) or "stream ended")
             log.debug("leader_unreachable", leader=self.leader_id, code=str(code))
             return False
-        ok = True
         refused: list[dict] = []
+        held_back: list[TopicPartition] = []
         for p in response.partitions:
             tp = (p.topic, p.partition)
             epoch = partitions.get(tp)
@@ -196,17 +223,19 @@ class ReplicaFetcherThread:
                 metrics.of(self.broker_id).fetched_from_leader(tp, self.leader_id, epoch, fetched.log_end_offset)
             else:
                 refused.append(dict(topic=p.topic, partition=p.partition, error=fetched.error.name))
-            applied = self._replica_manager.on_fetched(tp, self.leader_id, epoch, fetched)
-            if not applied and self._session is not None:
-                # Not taken (an error, a failed append): named again next time, so the leader reads it again.
-                self._session.pop(tp, None)
-            ok = applied and ok
+            if not self._replica_manager.on_fetched(tp, self.leader_id, epoch, fetched):
+                held_back.append(tp)   # not taken (an error, a failed append)
         # After a leadership moves, thousands of partitions answer NOT_LEADER_OR_FOLLOWER in one round.
         log_partitions(log, "replica_fetch_error", "replica_fetch_errors", refused, ("error",), leader=self.leader_id)
+        until = time.monotonic() + self._settings.replica_fetch_backoff_ms / 1000
         with self._lock:
-            # Their positions may have moved (an append, a truncation): the next request compares them.
+            for tp in held_back:
+                if self._partitions.get(tp) == partitions[tp]:   # not moved to a new epoch meanwhile
+                    self._delayed[tp] = until
+            # Their positions may have moved (an append, a truncation): the next request compares them; and a
+            # held-back one is dropped from the session (the next request forgets it).
             self._dirty.update((p.topic, p.partition) for p in response.partitions)
-        return ok
+        return True
 
 
     def _round_trip(self, request: kafka_pb2.FetchRequest) -> kafka_pb2.FetchResponse:

@@ -1,7 +1,9 @@
 """The fetcher's watchdog decision (a stream whose answer is overdue is cancelled, no sooner), what its fetch
-session names, and what a round's refused partitions log."""
+session names, what a round's refused partitions log, and how only they sit out the backoff."""
 
 from __future__ import annotations
+
+import time
 
 import structlog
 
@@ -117,7 +119,7 @@ def test_a_round_of_many_refused_partitions_is_one_event_per_topic_and_a_few_are
         kafka_pb2.FetchPartitionResponse(topic=topic, partition=p, error_code=code) for topic, p, code in answers])
     t._round_trip = lambda request: response
     with structlog.testing.capture_logs() as logs:
-        assert not t._fetch_once(kafka_pb2.FetchRequest(), {(topic, p): 0 for topic, p, _ in answers})
+        assert t._fetch_once(kafka_pb2.FetchRequest(), {(topic, p): 0 for topic, p, _ in answers})
     assert len(manager.fetched) == many + 2     # every partition still handed on, errors too
     assert [(e["event"], e["topic"], e["partitions"], e["first_error"], e["leader"]) for e in logs] == [
         ("replica_fetch_errors", "big", many, "NOT_LEADER_OR_FOLLOWER", 1),
@@ -130,3 +132,70 @@ def test_a_round_of_many_refused_partitions_is_one_event_per_topic_and_a_few_are
                                                                 ("replica_fetch_error", None)]
     assert logs[-1] == {"event": "replica_fetch_error", "log_level": "info", "topic": "small", "partition": 3,
                         "error": "FENCED_LEADER_EPOCH", "leader": 1}
+
+
+# ---- a refused partition sits out replica.fetch.backoff.ms; the others fetch on --------------------------------
+
+
+class Applying:
+    """Stands in for the replica manager: positions as Positions, and an answer is taken unless it is an error."""
+
+    def __init__(self, positions: dict):
+        self.positions = positions
+
+    def fetch_position(self, tp, leader_id, leader_epoch):
+        return self.positions.get(tp)
+
+    def on_fetched(self, tp, leader_id, epoch, fetched) -> bool:
+        return fetched.error is None
+
+
+def answer(*parts: tuple[int, int]):
+    return kafka_pb2.FetchResponse(partitions=[
+        kafka_pb2.FetchPartitionResponse(topic="t", partition=p, error_code=code, high_watermark=10,
+                                         log_end_offset=10) for p, code in parts])
+
+
+def session_fetcher(backoff_ms: int) -> tuple[ReplicaFetcherThread, Applying]:
+    manager = Applying({("t", p): (10, 0) for p in range(3)})
+    t = ReplicaFetcherThread(2, 1, ("127.0.0.1", 1), manager, BrokerSettings(replica_fetch_backoff_ms=backoff_ms),
+                             None)
+    for p in range(3):
+        t.set(("t", p), 0)
+    t._stream = RecordingStream()
+    return t, manager
+
+
+def round_at(t: ReplicaFetcherThread, now: float):
+    return t._build_request(*t._take_round(now))
+
+
+def test_a_refused_partition_sits_out_the_backoff_out_of_the_session_while_the_others_fetch_on():
+    """Kafka's delayPartitions: one partition refused (its leader has not applied its new epoch yet) must not
+    stop the thread's other partitions, and the leader must not read it again every round meanwhile. Before,
+    the whole thread slept replica.fetch.backoff.ms, and the refused partition stayed in the leader's session."""
+    t, manager = session_fetcher(backoff_ms=60_000)
+    t._session = {("t", p): (10, 0, 0) for p in range(3)}   # as the full first request left it
+    t._round_trip = lambda request: answer((0, common_pb2.NONE), (1, common_pb2.NOT_LEADER_OR_FOLLOWER))
+    assert t._fetch_once(kafka_pb2.FetchRequest(), dict(t._partitions))   # the thread does not back off
+    now = time.monotonic()
+    manager.positions[("t", 0)] = (11, 0)                    # partition 0 took records: asked at its new offset
+    assert named(round_at(t, now)) == (True, [("t", 0, 11)], [("t", 1)])
+    assert named(round_at(t, now)) == (True, [], [])          # partition 1 is not asked about meanwhile
+    assert named(round_at(t, now + 61)) == (True, [("t", 1, 10)], [])   # its backoff over: named again
+
+
+def test_a_new_leader_epoch_ends_a_partitions_backoff_and_an_idle_thread_waits_only_until_the_first_ends():
+    t, _ = session_fetcher(backoff_ms=60_000)
+    t._stream, t._session = None, None                         # no stream: every request is full
+    t._round_trip = lambda request: answer(*[(p, common_pb2.UNKNOWN_LEADER_EPOCH) for p in range(3)])
+    assert t._fetch_once(kafka_pb2.FetchRequest(), dict(t._partitions))
+    now = time.monotonic()
+    partitions, dirty, delayed = t._take_round(now)
+    assert t._build_request(partitions, dirty, delayed) is None   # all three sit out their backoff
+    assert sorted(delayed) == [("t", 0), ("t", 1), ("t", 2)]
+    assert all(55 < until - now <= 60 for until in delayed.values())
+    t.set(("t", 2), 0)                                         # the same epoch again: still waiting
+    assert round_at(t, now) is None
+    t.set(("t", 2), 1)                                         # the follower learned a new epoch: asked at once
+    assert named(round_at(t, now)) == (False, [("t", 2, 10)], [])
