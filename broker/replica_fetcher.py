@@ -198,7 +198,10 @@ class ReplicaFetcherThread:
         elif not session and not forgotten:
             return None
         s = self._settings
-        return kafka_pb2.FetchRequest(replica_id=self.broker_id, max_wait_ms=s.replica_fetch_wait_max_ms,
+        # The long poll ends when the first backoff does, so that partition is asked about again on time.
+        wait_ms = min([s.replica_fetch_wait_max_ms] + [max(0, int((until - now) * 1000) + 1)
+                                                       for until in delayed.values()])
+        return kafka_pb2.FetchRequest(replica_id=self.broker_id, max_wait_ms=wait_ms,
                                       min_bytes=1, max_bytes=s.replica_fetch_response_max_bytes, partitions=wanted,
                                       incremental=session is not None, forgotten=forgotten)
 

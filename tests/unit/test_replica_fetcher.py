@@ -156,10 +156,10 @@ def answer(*parts: tuple[int, int]):
                                          log_end_offset=10) for p, code in parts])
 
 
-def session_fetcher(backoff_ms: int) -> tuple[ReplicaFetcherThread, Applying]:
+def session_fetcher(backoff_ms: int, wait_ms: int = 500) -> tuple[ReplicaFetcherThread, Applying]:
     manager = Applying({("t", p): (10, 0) for p in range(3)})
-    t = ReplicaFetcherThread(2, 1, ("127.0.0.1", 1), manager, BrokerSettings(replica_fetch_backoff_ms=backoff_ms),
-                             None)
+    settings = BrokerSettings(replica_fetch_backoff_ms=backoff_ms, replica_fetch_wait_max_ms=wait_ms)
+    t = ReplicaFetcherThread(2, 1, ("127.0.0.1", 1), manager, settings, None)
     for p in range(3):
         t.set(("t", p), 0)
     t._stream = RecordingStream()
@@ -174,15 +174,19 @@ def test_a_refused_partition_sits_out_the_backoff_out_of_the_session_while_the_o
     """Kafka's delayPartitions: one partition refused (its leader has not applied its new epoch yet) must not
     stop the thread's other partitions, and the leader must not read it again every round meanwhile. Before,
     the whole thread slept replica.fetch.backoff.ms, and the refused partition stayed in the leader's session."""
-    t, manager = session_fetcher(backoff_ms=60_000)
+    t, manager = session_fetcher(backoff_ms=60_000, wait_ms=120_000)
     t._session = {("t", p): (10, 0, 0) for p in range(3)}   # as the full first request left it
     t._round_trip = lambda request: answer((0, common_pb2.NONE), (1, common_pb2.NOT_LEADER_OR_FOLLOWER))
     assert t._fetch_once(kafka_pb2.FetchRequest(), dict(t._partitions))   # the thread does not back off
     now = time.monotonic()
     manager.positions[("t", 0)] = (11, 0)                    # partition 0 took records: asked at its new offset
     assert named(round_at(t, now)) == (True, [("t", 0, 11)], [("t", 1)])
-    assert named(round_at(t, now)) == (True, [], [])          # partition 1 is not asked about meanwhile
-    assert named(round_at(t, now + 61)) == (True, [("t", 1, 10)], [])   # its backoff over: named again
+    request = round_at(t, now)
+    assert named(request) == (True, [], [])                   # partition 1 is not asked about meanwhile,
+    assert 59_000 < request.max_wait_ms <= 60_001             # and the long poll ends when its backoff does
+    request = round_at(t, now + 61)
+    assert named(request) == (True, [("t", 1, 10)], [])       # its backoff over: named again
+    assert request.max_wait_ms == 120_000
 
 
 def test_a_new_leader_epoch_ends_a_partitions_backoff_and_an_idle_thread_waits_only_until_the_first_ends():
