@@ -186,6 +186,8 @@ class RecordAccumulator:
         self._queues: dict[tuple[str, int], deque[ProducerBatch]] = {}
         # Batches sent and not answered, per partition: their outcome is unknown until they are.
         self._in_flight: dict[tuple[str, int], set[ProducerBatch]] = {}
+        # Partition -> the producer id of its latest acknowledged batch (idempotence; see drain).
+        self._acknowledged_as: dict[tuple[str, int], int] = {}
         self._drained = 0
         self._buffered = 0       # bytes of records not yet completed
         self._incomplete = 0     # batches not yet completed or failed
@@ -235,8 +237,8 @@ class RecordAccumulator:
                                         f"blocking time {int(self.max_block_s * 1000)} ms.")
             self.cond.wait(left)
 
-    def drain(self, now: float, destination: Callable[[tuple[str, int]], object] | None = None
-              ) -> tuple[list[ProducerBatch], float, int]:
+    def drain(self, now: float, destination: Callable[[tuple[str, int]], object] | None = None,
+              producer_id: int | None = None) -> tuple[list[ProducerBatch], float, int]:
         """Batches ready to send (in partition order), when the next one is due, and a version.
 
         ``destination(tp)``: where a batch of ``tp`` would go now (its leader's address). While batches
@@ -244,7 +246,14 @@ class RecordAccumulator:
         outcome is unknown, and a later batch reaching the new leader first would be stored there
         as that producer's first (a broker takes any sequence from a producer it does not know),
         leaving the earlier ones OUT_OF_ORDER_SEQUENCE_NUMBER for good. One partition's requests
-        stay on one connection, in order, as in Kafka."""
+        stay on one connection, in order, as in Kafka.
+
+        ``producer_id`` (an idempotent producer's; -1 before it has one): until a batch of a partition has
+        been acknowledged under it, one batch of that partition is in flight at a time. The broker takes
+        any sequence from a producer it does not know, so two batches pipelined to a broker that refuses
+        the first (NOT_LEADER_OR_FOLLOWER: it is about to lead) and takes the second (it leads by then)
+        would leave the first OUT_OF_ORDER_SEQUENCE_NUMBER for good. Once one is acknowledged (acks=all:
+        in every ISR replica, so in any leader to come) the broker knows the producer and refuses a gap."""
         ready, next_ready = [], now + 1.0
         with self.cond:
             version = self._version
@@ -254,7 +263,10 @@ class RecordAccumulator:
                     in_flight = self._in_flight[tp] = set()
                 if queue and in_flight and destination is not None and _elsewhere(in_flight, destination(tp)):
                     continue
-                while queue and len(in_flight) < self.max_in_flight:
+                limit = self.max_in_flight
+                if producer_id is not None and (producer_id < 0 or self._acknowledged_as.get(tp) != producer_id):
+                    limit = 1
+                while queue and len(in_flight) < limit:
                     batch = queue[0]
                     if batch.attempts and in_flight:
                         break  # a retry waits until everything before it has answered, then goes alone
@@ -342,9 +354,11 @@ class RecordAccumulator:
             return any(b.producer_id == batch.producer_id and 0 <= b.base_sequence < batch.base_sequence
                        for b in unresolved)
 
-    def done(self, batch: ProducerBatch) -> None:
-        """The batch completed or failed: free its place in flight and its buffer space."""
+    def done(self, batch: ProducerBatch, acknowledged: bool = False) -> None:
+        """The batch completed (``acknowledged``) or failed: free its place in flight and its buffer space."""
         with self.cond:
+            if acknowledged and batch.producer_id >= 0:
+                self._acknowledged_as[(batch.topic, batch.partition)] = batch.producer_id
             self._in_flight[(batch.topic, batch.partition)].discard(batch)
             self._buffered -= batch.size
             self._incomplete -= 1

@@ -113,7 +113,8 @@ class Sender(threading.Thread):
         now = time.monotonic()
         next_poll = self._poll_new_leaders(now)
         now = time.monotonic()
-        batches, next_ready, version = self._acc.drain(now, self._destination)
+        batches, next_ready, version = self._acc.drain(now, self._destination,
+                                                       self._producer_id if self._config.idempotent else None)
         if not batches:
             self._acc.wait_for_work(min(next_ready, self._next_deadline(), next_poll, now + 0.5), version)
             return
@@ -421,7 +422,7 @@ class Sender(threading.Thread):
             # A numbered batch failed for good: whether it was stored is unknown, so the partition's
             # sequence cannot continue. Start over with a new producer id (Kafka bumps the epoch, KIP-360).
             self._producer_id = -1
-        self._acc.done(batch)
+        self._acc.done(batch, acknowledged=error is None)
         if error is None:
             batch.complete(base_offset)
         else:

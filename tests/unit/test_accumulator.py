@@ -528,3 +528,28 @@ def test_the_halves_of_a_split_batch_stay_unresolved_until_each_is_done():
         assert acc.has_unresolved_earlier(after)         # a half is in flight, or still queued
         acc.done(half)
     assert not acc.has_unresolved_earlier(after)
+
+
+def test_an_idempotent_partition_has_one_batch_in_flight_until_one_is_acknowledged_under_its_producer_id():
+    """The chaos suite's topic-recreate rounds (29 unknown sends in 12): a new producer's first two batches of a
+    partition went pipelined to the broker about to lead it; it refused the first (NOT_LEADER_OR_FOLLOWER) and,
+    leading by then, stored the second as that producer's first (a broker takes any sequence from a producer it
+    does not know). The first then got OUT_OF_ORDER_SEQUENCE_NUMBER for good."""
+    acc = _acc(batch_size=100)
+    for i in range(4):
+        acc.append("t", 0, None, _value(100), i)
+    acc.append("t", 1, None, _value(100), 0)
+    now = time.monotonic() + 1
+    first, _, _ = acc.drain(now, producer_id=-1)           # no producer id yet: one per partition
+    assert [(b.partition, b.records[0][2]) for b in first] == [(0, 0), (1, 0)]
+    _number(*first, producer_id=7)
+    assert acc.drain(now, producer_id=7)[0] == []            # nothing more until one is acknowledged
+    acc.done(first[0], acknowledged=True)                    # t-0's first batch acknowledged under 7
+    pipelined, _, _ = acc.drain(now, producer_id=7)
+    assert [(b.partition, b.records[0][2]) for b in pipelined] == [(0, 1), (0, 2), (0, 3)]
+    for b in pipelined:
+        acc.done(b, acknowledged=False)                      # failed for good: the sender takes a new id
+    acc.append("t", 0, None, _value(100), 4)
+    acc.append("t", 0, None, _value(100), 5)
+    assert [b.records[0][2] for b in acc.drain(now, producer_id=8)[0]] == [4]   # a new id: one again
+    assert [b.records[0][2] for b in acc.drain(now)[0]] == [5]               # not idempotent: no such rule
