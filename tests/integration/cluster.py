@@ -56,6 +56,14 @@ def log_events(broker: BrokerProcess, event: str | None = None) -> list[dict]:
     return out
 
 
+def wait_log_events(broker: BrokerProcess, event: str, where=lambda e: True, timeout: float = 10.0) -> list[dict]:
+    """The broker's ``event`` lines that satisfy ``where``, once there is one (AssertionError after ``timeout``).
+    A broker's lines reach its log file from a writer thread of their own (logging_setup.LineWriter), a moment
+    after the call that logged them may have answered: a line logged just before an answer is waited for."""
+    return wait_for(lambda: [e for e in log_events(broker, event) if where(e)], timeout,
+                    f"broker {broker.broker_id} to log {event}")
+
+
 def broker_channel(broker: "BrokerProcess") -> grpc.Channel:
     """A channel that calls as a broker does: to its inter-broker port, with the cluster's token,
     which the broker-only services there (Replication, Controller) require."""

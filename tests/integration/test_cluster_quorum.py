@@ -25,7 +25,7 @@ import pytest
 from client import record_batch
 from client.protocol.v1 import common_pb2, kafka_pb2, kafka_pb2_grpc
 from tests.integration.cluster import (BrokerProcess, Cluster, fetch_raw, log_events, metadata, produce_raw, wait_for,
-                                       wait_metadata)
+                                       wait_log_events, wait_metadata)
 
 pytestmark = pytest.mark.integration
 
@@ -426,7 +426,7 @@ def test_sigterm_of_a_leader_moves_its_leaderships_before_it_exits(running_clust
         assert parts[n].leader_epoch > old.leader_epoch, (n, old, parts[n])
     shutdown = log_events(victim, "controlled_shutdown")
     assert shutdown and shutdown[-1]["leaderships_moved"] is True, shutdown
-    fenced = [e for e in log_events(cluster.brokers[controller], "broker_fenced") if e.get("broker") == vid]
+    fenced = wait_log_events(cluster.brokers[controller], "broker_fenced", lambda e: e.get("broker") == vid)
     assert [e["reason"] for e in fenced] == ["controlled_shutdown"], fenced
     for b in cluster.running():
         wait_metadata(b, lambda r: vid not in alive_ids(r), 5, f"broker {vid} fenced")

@@ -20,7 +20,7 @@ from broker.replication_socket import ANSWER, FETCH, HELLO, HELLO_TIMEOUT_S, REF
 from client import Admin, Producer
 from client.protocol.v1 import kafka_pb2
 from raftka_testing.cluster import CLUSTER_ID, CLUSTER_SECRET, write_cluster
-from tests.integration.cluster import log_events, read_replica, replica_offsets, wait_for
+from tests.integration.cluster import log_events, read_replica, replica_offsets, wait_for, wait_log_events
 from tests.integration.test_hostile_connections import TLS_HELLO, closed_by_peer, no_traceback, round_trip
 from tests.integration.test_limits import one_broker
 
@@ -131,7 +131,7 @@ def test_a_brokers_fetch_is_answered_and_connections_past_the_limit_are_closed(b
             answer = next_frame(s, 2.0)
             return answer is not None and answer[0] == ANSWER
     wait_for(answered, 10, "a new connection to be served once the held ones closed")
-    refused = log_events(broker, "replication_connection_refused")
+    refused = wait_log_events(broker, "replication_connection_refused")
     assert refused and "inter.broker.max.concurrent.streams" in refused[-1]["reason"], refused
 
 

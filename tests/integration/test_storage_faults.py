@@ -363,9 +363,9 @@ def test_a_flipped_byte_on_the_leader_is_never_served_and_is_repaired(fresh_clus
 
     r = fetch_raw(victim, topic, damaged_offset)
     assert (r.error_code, r.records) == (CORRUPT_MESSAGE, b""), (name(r.error_code), r.error_message)
-    found = log_events(victim, "corrupt_batch_found")
-    assert found and found[-1]["fetch_offset"] == damaged_offset, found
     assert_halted_for_storage(victim, "corrupt data")
+    found = log_events(victim, "corrupt_batch_found")   # a halt writes every line it logged before it exits
+    assert found and found[-1]["fetch_offset"] == damaged_offset, found
     new_leader = wait_new_leader(cluster, topic, victim)
     assert read_all_from(cluster, new_leader, topic, RECORDS) == values
 

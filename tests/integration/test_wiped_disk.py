@@ -19,7 +19,7 @@ import pytest
 from broker.log.meta_properties import REJOINING, VOTER, read_meta_properties
 from broker.metadata.pre_vote import PRE_VOTE
 from client.protocol.v1 import common_pb2
-from tests.integration.cluster import BrokerProcess, Cluster, log_events, metadata, wait_for
+from tests.integration.cluster import BrokerProcess, Cluster, log_events, metadata, wait_for, wait_log_events
 from tests.integration.test_cluster_quorum import create_and_wait, create_topic_via, events_since_last_start
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ def test_a_wiped_broker_does_not_vote_until_caught_up_and_nothing_committed_is_l
         b.wait_ready(READY_S)
     wait_for(lambda: read_meta_properties(wiped.data_dir).quorum_state == VOTER, 10,
              "the wiped broker's meta.properties to say voter")
-    assert log_events(wiped, "quorum_voter_again")
+    wait_log_events(wiped, "quorum_voter_again")
     for b in (current, lagging, wiped):
         wait_for(lambda b=b: {"before", "while-lagging"} <= (topics_of(b) or set()), 10,
                  f"broker {b.broker_id}'s own image to hold both topics")
