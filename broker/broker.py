@@ -45,8 +45,8 @@ from broker.invariants import InvariantViolation, set_violation_handler
 from broker.lifecycle import BrokerLifecycleManager
 from broker.log import LogManager
 from broker.log.log_dir_failure import LogDirFailure
-from broker.logging_setup import flush_logs
 from broker.log.meta_properties import MetaProperties, mark_voter
+from broker.logging_setup import flush_logs
 from broker.metadata.quorum import MetadataQuorum
 from broker.metadata_publisher import MetadataPublisher
 from broker.readiness import ServingGate
@@ -128,6 +128,15 @@ def _bound(listener: SocketServer, what: str) -> SocketServer:
     except OSError as e:
         raise PortInUseError(f"cannot listen on {listener.host}:{listener.port} ({what}): {e.strerror}") from None
     return listener
+
+
+def _exit_now(code: int) -> None:
+    """Halt without closing anything (os._exit: no atexit, no logging.shutdown), once every line logged so far
+    and whatever stdout and stderr hold are written."""
+    flush_logs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class Broker:
@@ -399,10 +408,7 @@ class Broker:
         """No grace and no answer: the state the answers would come from is wrong."""
         log.critical("broker_halting", reason="invariant_violated", invariant=error.name, error=str(error),
                      exit_code=EXIT_INVARIANT_VIOLATED)
-        flush_logs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_INVARIANT_VIOLATED)
+        _exit_now(EXIT_INVARIANT_VIOLATED)
 
     def _halt(self, failure: LogDirFailure) -> None:
         """Answer what is in flight, then exit without closing anything (Kafka's Exit.halt)."""
@@ -413,10 +419,7 @@ class Broker:
         except Exception:  # noqa: BLE001 - halting anyway
             log.exception("halt_grace_failed")
         finally:
-            flush_logs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(EXIT_LOG_DIR_FAILURE)
+            _exit_now(EXIT_LOG_DIR_FAILURE)
 
     def _stop_servers(self, grace_s: float) -> None:
         """Both servers at once: produce and fetch streams end first (their peers reconnect, to the new

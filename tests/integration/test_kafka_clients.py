@@ -23,7 +23,7 @@ import pytest
 
 from broker.kafka_protocol.versions import SUPPORTED
 from client import Admin, Consumer, Producer
-from tests.integration.cluster import wait_for, write_cluster
+from tests.integration.cluster import wait_for, wait_log_events, write_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -279,7 +279,7 @@ def test_a_bad_frame_closes_its_connection_and_the_broker_lives(cluster, frame):
         s.settimeout(5)
         assert s.recv(1024) == b"", "the broker answered a frame it must refuse"
     assert b.alive()
-    wait_for(lambda: "kafka_connection_closed" in b.log(), 10, "the close's log line")   # written by its own thread
+    wait_log_events(b, "kafka_connection_closed")   # the line comes from the broker's log writer thread
     assert "kafka_answer_failed" not in b.log() and "kafka_request_failed" not in b.log()
     client = kafka.KafkaAdminClient(bootstrap_servers=b.kafka_bootstrap)
     try:
